@@ -1,0 +1,1 @@
+"""Subcommands of the ``deltaprop`` CLI, one module each (``add_parser`` and ``run``)."""

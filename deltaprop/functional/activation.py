@@ -1,0 +1,101 @@
+"""Activation kernels (EQUATIONS.md §5). Each backward multiplies the incoming gradient by σ'(z)
+(P2 of §2), computed from what the forward kept; none recomputes the forward."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+
+def sigmoid_forward(z: np.ndarray, steepness: float = 1.0) -> Tuple[np.ndarray, tuple]:
+    """Logistic f(z) = 1/(1 + e^{−λz}) (λ = steepness, seed 004), computed without overflow."""
+    t = z * steepness if steepness != 1.0 else z
+    # 1/(1+e^{-t}) for t ≥ 0 and e^{t}/(1+e^{t}) for t < 0 never overflow.
+    e = np.exp(-np.abs(t))
+    y = np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(z.dtype, copy=False)
+    return y, (y, steepness)
+
+
+def sigmoid_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """f' = λ f (1 − f)."""
+    y, lam = cache
+    dz = dy * y * (1 - y)
+    if lam != 1.0:
+        dz *= lam
+    return dz
+
+
+def relu_forward(z: np.ndarray) -> Tuple[np.ndarray, tuple]:
+    """max(0, z)."""
+    mask = z > 0
+    return z * mask, (mask,)
+
+
+def relu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """f' = 1 where z > 0, else 0 (as a multiply by the stored mask: ~10× faster than np.where)."""
+    return dy * cache[0]
+
+
+def leaky_relu_forward(z: np.ndarray, negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:
+    """z for z > 0, slope·z otherwise (Darknet's ``leaky`` uses 0.1)."""
+    slope = np.where(z > 0, z.dtype.type(1), z.dtype.type(negative_slope))
+    return z * slope, (slope,)
+
+
+def leaky_relu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """f' = 1 for z > 0, slope otherwise: a multiply by the stored slope array."""
+    return dy * cache[0]
+
+
+def tanh_forward(z: np.ndarray) -> Tuple[np.ndarray, tuple]:
+    y = np.tanh(z)
+    return y, (y,)
+
+
+def tanh_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """f' = 1 − tanh²."""
+    y = cache[0]
+    return dy * (1 - y * y)
+
+
+def softmax_forward(x: np.ndarray, axis: int = -1) -> Tuple[np.ndarray, tuple]:
+    """y_i = e^{x_i − max}/Σ_k e^{x_k − max} along ``axis`` (max-subtracted: stable)."""
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    return y, (y, axis)
+
+
+def softmax_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """Vector–Jacobian product with ∂y_i/∂x_j = y_i(δ_ij − y_j): dx = y ⊙ (dy − Σ_k dy_k y_k).
+    The n×n Jacobian is never built."""
+    y, axis = cache
+    return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
+
+
+def log_softmax_forward(x: np.ndarray, axis: int = -1) -> Tuple[np.ndarray, tuple]:
+    """log softmax via log-sum-exp."""
+    s = x - x.max(axis=axis, keepdims=True)
+    out = s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+    return out, (out, axis)
+
+
+def log_softmax_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
+    """dx = dy − softmax(x)·Σ_k dy_k."""
+    out, axis = cache
+    return dy - np.exp(out) * dy.sum(axis=axis, keepdims=True)
+
+
+# --- naive references (loops, straight from §5) ----------------------------------------------
+
+def softmax_backward_naive(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """∂E/∂x_i = Σ_k ∂E/∂y_k ∂y_k/∂x_i with the explicit Jacobian entries y_k(δ_ki − y_i), row by row (2-D)."""
+    n, c = y.shape
+    dx = np.zeros_like(dy)
+    for s in range(n):
+        for i in range(c):
+            acc = 0.0
+            for k in range(c):
+                jac = y[s, k] * (1 - y[s, k]) if k == i else -y[s, k] * y[s, i]
+                acc += dy[s, k] * jac
+            dx[s, i] = acc
+    return dx

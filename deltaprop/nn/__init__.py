@@ -1,0 +1,7 @@
+"""Layers, losses and containers: PyTorch's names over deltaprop's explicit backward passes."""
+from . import init
+from .activation import Identity, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .container import Sequential
+from .linear import Linear
+from .module import Module
+from .parameter import Parameter

@@ -1,0 +1,52 @@
+"""``Parameter``: a weight array with its gradient."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array. ``data`` holds the values, ``grad`` the accumulated ∂C/∂data (or None).
+
+    Backward passes ADD into ``grad``; ``zero_grad`` clears it. A parameter with
+    ``requires_grad=False`` is frozen: it receives no gradient and optimizers skip it.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "__weakref__")
+
+    def __init__(self, data: np.ndarray, requires_grad: bool = True) -> None:
+        self.data = np.asarray(data)
+        self.grad: Optional[np.ndarray] = None
+        self.requires_grad = bool(requires_grad)
+
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def accumulate(self, g: np.ndarray) -> None:
+        """grad += g (allocating on first use); ignored for frozen parameters."""
+        if not self.requires_grad:
+            return
+        if self.grad is None:
+            self.grad = np.array(g, dtype=self.data.dtype, copy=True).reshape(self.data.shape)
+        else:
+            self.grad += g.reshape(self.data.shape)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradient (to None, or to zeros with ``set_to_none=False``)."""
+        if set_to_none or self.grad is None:
+            self.grad = None
+        else:
+            self.grad.fill(0)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}, requires_grad={self.requires_grad})"
