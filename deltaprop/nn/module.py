@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from collections import OrderedDict
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -255,6 +256,30 @@ class Module:
                 mod._parameters[name].data = val
             else:
                 object.__setattr__(mod, name, val)
+
+    # --- configuration (architecture as JSON) ---------------------------------------------
+    def get_config(self) -> Dict[str, Any]:
+        """Constructor arguments as JSON-able values, read from attributes of the same name.
+
+        A parameter argument such as ``bias`` stored as a Parameter (or None) becomes True (False);
+        ``dtype`` is left out. Layers whose attributes differ from their arguments override this.
+        """
+        cfg: Dict[str, Any] = {}
+        sig = inspect.signature(type(self).__init__)
+        for name, prm in list(sig.parameters.items())[1:]:
+            if prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD) or name == "dtype":
+                continue
+            if not hasattr(self, name):
+                raise NotImplementedError(f"{type(self).__name__}.get_config: no attribute {name!r}; override get_config")
+            val = getattr(self, name)
+            if isinstance(val, Parameter) or (val is None and isinstance(prm.default, bool)):
+                val = val is not None
+            elif isinstance(val, np.generic):
+                val = val.item()
+            elif isinstance(val, tuple):
+                val = list(val)
+            cfg[name] = val
+        return cfg
 
     # --- description -----------------------------------------------------------------------
     def extra_repr(self) -> str:
