@@ -1,0 +1,208 @@
+"""Darknet's batch normalization (pjreddie f6afaabc, ``src/batchnorm_layer.c``, ``src/blas.c``), exactly.
+
+It differs from the standard form (EQUATIONS.md §8, BN 2.1–2.6) in four places (DARKNET.md, "Batch
+normalization in training"):
+
+- the batch variance is UNBIASED, ``σ² = Σ (z − μ)² / (m − 1)`` with m = N·H·W (N for a (N, C) input);
+- it normalises with ``ẑ = (z − μ)/(√σ² + 1e-6)``: the epsilon sits outside the root;
+- the rolling statistics move by ``r ← 0.99·r + 0.01·batch`` (the unbiased variance goes in);
+- its backward is NOT the derivative of that forward: with ``s = √(σ² + 1e-5)`` it computes
+  ``mean_delta = −Σ δẑ / s`` (BN 2.2 without its variance term), ``variance_delta = −½ Σ δẑ (z − μ) s⁻³``
+  (BN 2.1) and ``δz = δẑ / s + variance_delta·2(z − μ)/m + mean_delta/m`` (BN 2.3, with m, not m − 1).
+
+Darknet runs these on its ``delta`` (the negative gradient); every formula is linear in the delta, so the
+same lines hold in the engine's gradient sign. Here ``dy`` is ∂C/∂y and every returned array is a gradient.
+Inference normalises with the rolling statistics, ``(z − r_μ)/(√r_σ² + 1e-6)``, and its backward is that
+affine map's exact derivative. Channels are axis 1; statistics reduce over every other axis.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+
+#: ``normalize_cpu``: epsilon added to √σ² in the forward pass.
+EPS_FORWARD = 1e-6
+#: ``mean_delta_cpu``/``variance_delta_cpu``/``normalize_delta_cpu``: epsilon under the root in backward.
+EPS_BACKWARD = 1e-5
+#: rolling statistics: ``r ← ROLL_KEEP·r + ROLL_NEW·batch``.
+ROLL_KEEP = 0.99
+ROLL_NEW = 0.01
+
+
+def _axes(x: np.ndarray) -> Tuple[int, ...]:
+    if x.ndim < 2:
+        raise ValueError(f"Darknet batch norm needs (N, C) or (N, C, H, W) input, got shape {x.shape}")
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _bshape(x: np.ndarray) -> Tuple[int, ...]:
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def darknet_batch_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED σ² = Σ(z − μ)²/(m − 1)."""
+    ax = _axes(x)
+    m = x.size // x.shape[1]
+    if m < 2:
+        raise ValueError(f"Darknet batch norm in training needs at least 2 values per channel "
+                         f"(m − 1 divides the variance), got m = {m} for input shape {x.shape}")
+    mean = x.mean(axis=ax)
+    d = x - mean.reshape(_bshape(x))
+    var = (d * d).sum(axis=ax) / x.dtype.type(m - 1)
+    return mean, var
+
+
+def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.ndarray:
+    """``scal_cpu(.99)`` then ``axpy_cpu(.01)``: a NEW array 0.99·r + 0.01·batch, in the dtype of r
+    (float32 constants for float32 arrays, so the rounding is Darknet's)."""
+    t = rolling.dtype.type
+    out = rolling * t(ROLL_KEEP)
+    out += t(ROLL_NEW) * batch_stat.astype(rolling.dtype, copy=False)
+    return out
+
+
+def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                              rolling_mean: np.ndarray, rolling_var: np.ndarray,
+                              training: bool = True) -> Tuple[np.ndarray, tuple, Tuple[np.ndarray, np.ndarray]]:
+    """Darknet BN forward: ``y = γ·(z − μ)/(√σ² + 1e-6) + β``.
+
+    Training: batch μ and unbiased σ²; returns ``(y, cache, (new_rolling_mean, new_rolling_var))``.
+    Inference: the rolling statistics; the "new" rolling arrays are the inputs, unchanged.
+    x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,).
+    """
+    t = x.dtype.type
+    bs = _bshape(x)
+    if training:
+        mean, var = darknet_batch_stats(x)
+        new_rm = darknet_rolling_update(rolling_mean, mean)
+        new_rv = darknet_rolling_update(rolling_var, var)
+    else:
+        mean, var = rolling_mean.astype(x.dtype, copy=False), rolling_var.astype(x.dtype, copy=False)
+        new_rm, new_rv = rolling_mean, rolling_var
+    denom = np.sqrt(var) + t(EPS_FORWARD)
+    xc = x - mean.reshape(bs)
+    x_norm = xc / denom.reshape(bs)
+    y = x_norm * scale.reshape(bs) + bias.reshape(bs)
+    cache = (x_norm, xc, var, denom, scale, bool(training))
+    return y, cache, (new_rm, new_rv)
+
+
+def batchnorm_darknet_backward(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Darknet BN backward, in the gradient sign. Returns ``(dx, dscale, dbias)``.
+
+    ``backward_bias``: dβ = Σ dy (BN 2.5). ``backward_scale_cpu``: dγ = Σ dy·ẑ (BN 2.6).
+    ``scale_bias``: dẑ = γ·dy. Then with s = √(σ² + 1e-5) and m = N·H·W:
+    ``mean_delta_cpu``: dμ = −Σ dẑ / s; ``variance_delta_cpu``: dσ² = −½ Σ dẑ·(z − μ)·s⁻³;
+    ``normalize_delta_cpu``: dz = dẑ/s + dσ²·2(z − μ)/m + dμ/m.
+    In inference mode: dz = γ·dy/(√r_σ² + 1e-6), the exact derivative of the affine map.
+    """
+    x_norm, xc, var, denom, scale, training = cache
+    ax = _axes(dy)
+    bs = _bshape(dy)
+    t = dy.dtype.type
+    dbias = dy.sum(axis=ax)
+    dscale = (dy * x_norm).sum(axis=ax)
+    dxn = dy * scale.reshape(bs)
+    if not training:
+        return dxn / denom.reshape(bs), dscale, dbias
+    m = t(dy.size // dy.shape[1])
+    s = np.sqrt(var + t(EPS_BACKWARD))
+    mean_delta = -dxn.sum(axis=ax) / s
+    variance_delta = t(-0.5) * (dxn * xc).sum(axis=ax) / (s * s * s)
+    dx = dxn / s.reshape(bs) + xc * (t(2) * variance_delta / m).reshape(bs) + (mean_delta / m).reshape(bs)
+    return dx, dscale, dbias
+
+
+# --- naive twins: Darknet's C loops, transcribed ------------------------------------------------
+
+def batchnorm_darknet_forward_naive(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
+                                    rolling_mean: np.ndarray, rolling_var: np.ndarray,
+                                    training: bool = True):
+    """Loops as ``mean_cpu``, ``variance_cpu``, ``normalize_cpu``, ``scale_bias``, ``add_bias``."""
+    x4 = x.reshape(x.shape[0], x.shape[1], -1)
+    batch, filters, spatial = x4.shape
+    mean = np.zeros(filters, dtype=np.float64)
+    var = np.zeros(filters, dtype=np.float64)
+    if training:
+        for f in range(filters):
+            for b in range(batch):
+                for k in range(spatial):
+                    mean[f] += x4[b, f, k]
+            mean[f] /= batch * spatial
+            for b in range(batch):
+                for k in range(spatial):
+                    var[f] += (x4[b, f, k] - mean[f]) ** 2
+            var[f] /= batch * spatial - 1
+        new_rm = np.array([0.99 * rolling_mean[f] + 0.01 * mean[f] for f in range(filters)])
+        new_rv = np.array([0.99 * rolling_var[f] + 0.01 * var[f] for f in range(filters)])
+    else:
+        mean[:] = rolling_mean
+        var[:] = rolling_var
+        new_rm, new_rv = np.array(rolling_mean, copy=True), np.array(rolling_var, copy=True)
+    x_norm = np.zeros(x4.shape)
+    y = np.zeros(x4.shape)
+    for b in range(batch):
+        for f in range(filters):
+            for k in range(spatial):
+                x_norm[b, f, k] = (x4[b, f, k] - mean[f]) / (np.sqrt(var[f]) + 1e-6)
+                y[b, f, k] = x_norm[b, f, k] * scale[f] + bias[f]
+    cache = (x4, x_norm, mean, var, scale, training, x.shape)
+    dt = x.dtype
+    return y.reshape(x.shape).astype(dt), cache, (new_rm.astype(dt), new_rv.astype(dt))
+
+
+def batchnorm_darknet_backward_naive(dy: np.ndarray, cache: tuple):
+    """Loops as ``backward_bias``, ``backward_scale_cpu``, ``scale_bias``, ``mean_delta_cpu``,
+    ``variance_delta_cpu``, ``normalize_delta_cpu`` (gradient sign). Returns (dx, dscale, dbias)."""
+    x4, x_norm, mean, var, scale, training, shape = cache
+    d = dy.reshape(x4.shape).astype(np.float64)
+    batch, filters, spatial = x4.shape
+    m = batch * spatial
+    dbias = np.zeros(filters)
+    dscale = np.zeros(filters)
+    for f in range(filters):
+        for b in range(batch):
+            for k in range(spatial):
+                dbias[f] += d[b, f, k]
+                dscale[f] += d[b, f, k] * x_norm[b, f, k]
+    dxn = np.zeros_like(d)
+    for b in range(batch):
+        for f in range(filters):
+            for k in range(spatial):
+                dxn[b, f, k] = d[b, f, k] * scale[f]
+    dx = np.zeros_like(d)
+    if not training:
+        for b in range(batch):
+            for f in range(filters):
+                for k in range(spatial):
+                    dx[b, f, k] = dxn[b, f, k] / (np.sqrt(var[f]) + 1e-6)
+    else:
+        mean_delta = np.zeros(filters)
+        variance_delta = np.zeros(filters)
+        for f in range(filters):
+            for b in range(batch):
+                for k in range(spatial):
+                    mean_delta[f] += dxn[b, f, k]
+                    variance_delta[f] += dxn[b, f, k] * (x4[b, f, k] - mean[f])
+            mean_delta[f] *= -1.0 / np.sqrt(var[f] + 1e-5)
+            variance_delta[f] *= -0.5 * (var[f] + 1e-5) ** -1.5
+        for b in range(batch):
+            for f in range(filters):
+                for k in range(spatial):
+                    dx[b, f, k] = (dxn[b, f, k] / np.sqrt(var[f] + 1e-5)
+                                   + variance_delta[f] * 2.0 * (x4[b, f, k] - mean[f]) / m
+                                   + mean_delta[f] / m)
+    dt = dy.dtype
+    return dx.reshape(shape).astype(dt), dscale.astype(dt), dbias.astype(dt)
+
+
+def darknet_bn_intermediates(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray]:
+    """Darknet's ``mean_delta`` and ``variance_delta`` buffers (training cache), in the GRADIENT sign
+    (Darknet's own buffers are their negatives). For comparisons with the real program's dumps."""
+    x_norm, xc, var, denom, scale, training = cache
+    ax = _axes(dy)
+    t = dy.dtype.type
+    dxn = dy * scale.reshape(_bshape(dy))
+    s = np.sqrt(var + t(EPS_BACKWARD))
+    return -dxn.sum(axis=ax) / s, t(-0.5) * (dxn * xc).sum(axis=ax) / (s * s * s)
