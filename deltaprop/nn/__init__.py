@@ -5,3 +5,5 @@ from .container import Sequential
 from .linear import Linear
 from .module import Module
 from .parameter import Parameter
+from .conv import Conv1d, Conv2d
+from .shape import Dropout, Flatten, Upsample

@@ -1,0 +1,245 @@
+"""Convolution kernels (EQUATIONS.md §3): forward, Conv-1 (input gradient), Conv-2 (bias), Conv-3 (weights).
+
+Layouts as PyTorch: x (N, C, H, W), w (F, C/groups, kh, kw), b (F,), out (N, F, Ho, Wo). By default the
+layer computes what every framework calls convolution, a cross-correlation::
+
+    z[n,f,i,j] = Σ_{c∈group(f)} Σ_{a,b} w[f,c,a,b] · x[n, c, i·s + a·d − p, j·s + b·d − p] + b[f]
+
+Two options, off by default:
+
+- ``mode="convolution"``: the true convolution, kernel flipped in the forward pass
+  (w[f,c,kh−1−a,kw−1−b] in place of w[f,c,a,b]). Seed 003: with cross-correlation the kernel is *not*
+  flipped forward but *is* turned in the backward pass (Conv-1: δ ⋆ rot180(w)); with true convolution it
+  is the other way round, the input gradient correlates δ with the kernel as stored (δ ⋆ w) and the
+  weight gradient is the turned correlation rot180(x ⋆ δ). Trained from kernels that are each other's
+  flip, both modes give the same network.
+- an untied bias: ``b`` of shape (F, Ho, Wo), one bias per output position; Conv-2 becomes
+  ∂C/∂b[f,i,j] = Σ_n δ[n,f,i,j] (seed 003's alternative).
+
+The fast pair uses one matrix product per convolution (batched over groups) around ``im2col``/``col2im``;
+the ``*_naive`` pair are the loops a student would write from the equations, used to test it.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import ShapeError
+from .im2col import ConvGeometry, col2im, conv_geometry, im2col
+
+Pad = Union[int, Sequence[int]]
+MODES = ("cross_correlation", "convolution")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"conv mode must be one of {MODES}, got {mode!r}")
+
+
+def _bias_kind(b: Optional[np.ndarray], g: ConvGeometry) -> str:
+    if b is None:
+        return "none"
+    if b.shape == (g.f,):
+        return "tied"
+    if b.shape == (g.f, g.ho, g.wo):
+        return "untied"
+    raise ShapeError(f"conv2d: bias must have shape ({g.f},) or, untied, ({g.f}, {g.ho}, {g.wo}); got {b.shape}")
+
+
+def _oriented(w: np.ndarray, mode: str) -> np.ndarray:
+    """The kernel the forward pass correlates with: w itself, or w turned 180° in convolution mode."""
+    return w[:, :, ::-1, ::-1] if mode == "convolution" else w
+
+
+# --- fast kernels ----------------------------------------------------------------------------------
+
+def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
+                   padding: Pad = (0, 0), dilation=(1, 1), groups: int = 1,
+                   mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+    """z = w ⋆ x + b (§3 forward) as one matrix product ``W (F, C·kh·kw) @ cols (C·kh·kw, N·Ho·Wo)``.
+
+    ``padding``: int, (rows, cols) or (top, bottom, left, right). ``b``: None, (F,), or (F, Ho, Wo) untied.
+    Returns (out (N, F, Ho, Wo), cache).
+    """
+    _check_mode(mode)
+    g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    kind = _bias_kind(b, g)
+    G = g.groups
+    cols = im2col(x, g)                                           # (C·kh·kw, N·Ho·Wo)
+    w2 = np.ascontiguousarray(_oriented(w, mode)).reshape(G, g.f // G, -1)
+    if G == 1:
+        z = w2[0] @ cols                                          # (F, N·Ho·Wo)
+    else:
+        z = np.matmul(w2, cols.reshape(G, -1, g.positions))       # (G, F/G, N·Ho·Wo)
+    zt = z.reshape(g.f, g.n, g.ho, g.wo).transpose(1, 0, 2, 3)
+    out = np.empty((g.n, g.f, g.ho, g.wo), dtype=z.dtype)
+    if kind == "tied":
+        np.add(zt, b[:, None, None], out=out)                   # the NCHW copy and the bias in one pass
+    elif kind == "untied":
+        np.add(zt, b, out=out)
+    else:
+        np.copyto(out, zt)
+    return out, (cols, w2, g, mode, kind)
+
+
+def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Returns (dx, dw, db) for δ = dout (N, F, Ho, Wo).
+
+    Conv-2: db[f] = Σ_{n,i,j} δ[n,f,i,j] (``δ @ ones``); untied: db[f,i,j] = Σ_n δ[n,f,i,j].
+    Conv-3: dW = a ⋆ δ, i.e. ``cols @ δᵀ`` (turned 180° in convolution mode).
+    Conv-1: δ^{l−1} = Σ_f full(δ ⋆ rot180(W)) as ``col2im(Wᵀ @ δ)`` (σ' is the activation layer's job);
+    in convolution mode the stored kernel is used unturned, since the forward already turned it.
+    """
+    cols, w2, g, mode, kind = cache
+    G, fg = g.groups, g.f // g.groups
+    dt = dout.dtype
+    d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)
+    if kind == "tied":
+        db = d @ np.ones(g.positions, dtype=dt)
+    elif kind == "untied":
+        db = (np.ones(g.n, dtype=dt) @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
+    else:
+        db = None
+    if G == 1:
+        dw2 = (cols @ d.T).T                                              # (F, C·kh·kw)
+    else:
+        dw2 = np.matmul(cols.reshape(G, -1, g.positions), d.reshape(G, fg, -1).transpose(0, 2, 1))
+        dw2 = dw2.transpose(0, 2, 1)                                      # (G, F/G, Cg·kh·kw)
+    dw = _oriented(dw2.reshape(g.f, g.c // G, g.kh, g.kw), mode)
+    dw = np.ascontiguousarray(dw)
+    dx = None
+    if need_dx:
+        if G == 1:
+            dcols = w2[0].T @ d
+        else:
+            dcols = np.matmul(w2.transpose(0, 2, 1), d.reshape(G, fg, -1))
+        dx = col2im(dcols.reshape(g.taps, g.positions), g)
+    return dx, dw, db
+
+
+# --- naive reference loops ------------------------------------------------------------------------
+
+def _tap(a: int, b: int, kh: int, kw: int, mode: str) -> Tuple[int, int]:
+    """Index of the kernel entry that meets tap (a, b): itself, or turned 180° for a true convolution."""
+    return (kh - 1 - a, kw - 1 - b) if mode == "convolution" else (a, b)
+
+
+def conv2d_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
+                         padding: Pad = (0, 0), dilation=(1, 1), groups: int = 1,
+                         mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+    """Reference loops for the §3 forward: z[n,f,i,j] = Σ_c Σ_{a,b} w[f,c,a,b] x[n,c,i·s+a·d−p, j·s+b·d−p] + b."""
+    _check_mode(mode)
+    g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
+    kind = _bias_kind(b, g)
+    cg, fg = g.c // g.groups, g.f // g.groups
+    z = np.zeros((g.n, g.f, g.ho, g.wo), dtype=x.dtype)
+    for n in range(g.n):
+        for f in range(g.f):
+            group = f // fg
+            for i in range(g.ho):
+                for j in range(g.wo):
+                    acc = 0.0
+                    for c in range(cg):
+                        for a in range(g.kh):
+                            for bb in range(g.kw):
+                                y = i * g.sh + a * g.dh - g.pt
+                                xx = j * g.sw + bb * g.dw - g.pl
+                                if 0 <= y < g.h and 0 <= xx < g.w:   # x is 0 outside
+                                    ka, kb = _tap(a, bb, g.kh, g.kw, mode)
+                                    acc += w[f, c, ka, kb] * x[n, group * cg + c, y, xx]
+                    if kind == "tied":
+                        acc += b[f]
+                    elif kind == "untied":
+                        acc += b[f, i, j]
+                    z[n, f, i, j] = acc
+    return z, (x, w, g, mode, kind)
+
+
+def conv2d_backward_naive(dout: np.ndarray, cache: tuple, need_dx: bool = True
+                          ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Reference loops, each gradient gathered straight from its equation:
+
+    Conv-1: ∂C/∂x[n,c,y,x] = Σ_f Σ_{a,b} δ[n,f,i,j] · w[f,c,a,b] over the outputs (i, j) that the pixel fed,
+            i = (y + p − a·d)/s when that is a whole number in range (δ spread by the stride: the full
+            correlation of δ with the turned kernel).
+    Conv-2: ∂C/∂b[f] = Σ_{n,i,j} δ[n,f,i,j]  (untied: ∂C/∂b[f,i,j] = Σ_n δ[n,f,i,j]).
+    Conv-3: ∂C/∂w[f,c,a,b] = Σ_{n,i,j} δ[n,f,i,j] · x[n,c,i·s+a·d−p, j·s+b·d−p]  (a ⋆ δ).
+    """
+    x, w, g, mode, kind = cache
+    cg, fg = g.c // g.groups, g.f // g.groups
+    dw = np.zeros_like(w)
+    for f in range(g.f):                                    # Conv-3
+        group = f // fg
+        for c in range(cg):
+            for a in range(g.kh):
+                for bb in range(g.kw):
+                    acc = 0.0
+                    for n in range(g.n):
+                        for i in range(g.ho):
+                            for j in range(g.wo):
+                                y = i * g.sh + a * g.dh - g.pt
+                                xx = j * g.sw + bb * g.dw - g.pl
+                                if 0 <= y < g.h and 0 <= xx < g.w:
+                                    acc += dout[n, f, i, j] * x[n, group * cg + c, y, xx]
+                    ka, kb = _tap(a, bb, g.kh, g.kw, mode)
+                    dw[f, c, ka, kb] = acc
+    db = None                                               # Conv-2
+    if kind == "tied":
+        db = np.array([dout[:, f].sum() for f in range(g.f)], dtype=dout.dtype)
+    elif kind == "untied":
+        db = dout.sum(axis=0)
+    if not need_dx:
+        return None, dw, db
+    dx = np.zeros_like(x)
+    for n in range(g.n):                                    # Conv-1
+        for ch in range(g.c):
+            group, c = ch // cg, ch % cg
+            for y in range(g.h):
+                for xx in range(g.w):
+                    acc = 0.0
+                    for f in range(group * fg, (group + 1) * fg):
+                        for a in range(g.kh):
+                            for bb in range(g.kw):
+                                ti, tj = y + g.pt - a * g.dh, xx + g.pl - bb * g.dw
+                                if ti % g.sh or tj % g.sw:
+                                    continue                # no output put this tap on this pixel
+                                i, j = ti // g.sh, tj // g.sw
+                                if 0 <= i < g.ho and 0 <= j < g.wo:
+                                    ka, kb = _tap(a, bb, g.kh, g.kw, mode)
+                                    acc += dout[n, f, i, j] * w[f, c, ka, kb]
+                    dx[n, ch, y, xx] = acc
+    return dx, dw, db
+
+
+# --- 1-D convolution through the 2-D kernel on (N, C, 1, L) -------------------------------------------
+
+def _as2d(stride, padding, dilation) -> tuple:
+    s = int(stride[0] if isinstance(stride, (tuple, list)) else stride)
+    d = int(dilation[0] if isinstance(dilation, (tuple, list)) else dilation)
+    if isinstance(padding, (tuple, list)):
+        pl, pr = (int(padding[0]),) * 2 if len(padding) == 1 else (int(padding[0]), int(padding[1]))
+    else:
+        pl = pr = int(padding)
+    return (1, s), (0, 0, pl, pr), (1, d)
+
+
+def conv1d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=1, padding=0,
+                   dilation=1, groups: int = 1, mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+    """1-D convolution, x (N, C, L), w (F, C/groups, k): the 2-D kernel on (N, C, 1, L).
+    ``padding``: int or (left, right). Untied bias: b (F, L_out)."""
+    if x.ndim != 3 or w.ndim != 3:
+        raise ShapeError(f"conv1d: expected input (N, C, L) and weight (F, C/groups, k), got {x.shape} and {w.shape}")
+    s, p, d = _as2d(stride, padding, dilation)
+    b2 = b[:, None, :] if b is not None and b.ndim == 2 else b
+    out, cache = conv2d_forward(x[:, :, None, :], w[:, :, None, :], b2, s, p, d, groups, mode)
+    return out[:, :, 0, :], cache
+
+
+def conv1d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True):
+    """(dx (N, C, L), dw (F, C/groups, k), db) through ``conv2d_backward``."""
+    dx, dw, db = conv2d_backward(dout[:, :, None, :], cache, need_dx)
+    if db is not None and db.ndim == 3:
+        db = db[:, 0, :]
+    return (None if dx is None else dx[:, :, 0, :]), dw[:, :, 0, :], db
