@@ -84,10 +84,14 @@ def train_val_split(X: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, see
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     g = np.random.default_rng(seed)
     if stratify:
+        classes, counts = np.unique(y, return_counts=True)
+        want = val_fraction * counts
+        quota = np.floor(want).astype(np.int64)
+        extra = int(round(val_fraction * n)) - int(quota.sum())  # largest remainders get one more
+        quota[np.argsort(-(want - quota), kind="stable")[:max(extra, 0)]] += 1
         val_idx = []
-        for c in np.unique(y):
+        for c, k in zip(classes, quota):
             members = np.flatnonzero(y == c)
-            k = int(round(val_fraction * len(members)))
             val_idx.append(g.permutation(members)[:k])
         val = np.sort(np.concatenate(val_idx)) if val_idx else np.array([], dtype=np.int64)
     else:
