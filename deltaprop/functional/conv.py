@@ -93,6 +93,9 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     in convolution mode the stored kernel is used unturned, since the forward already turned it.
     """
     cols, w2, g, mode, kind = cache
+    if dout.shape != (g.n, g.f, g.ho, g.wo):
+        raise ShapeError(f"conv2d backward: got a gradient of shape {dout.shape}, expected {(g.n, g.f, g.ho, g.wo)} "
+                         f"(the forward output's shape)")
     G, fg = g.groups, g.f // g.groups
     dt = dout.dtype
     d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)

@@ -94,11 +94,11 @@ def conv_geometry(x_shape: Tuple[int, ...], w_shape: Tuple[int, ...], stride: In
         raise ValueError(f"conv2d: stride, dilation, groups and kernel must be ≥ 1 and padding ≥ 0, got "
                          f"stride={(sh, sw)}, dilation={(dh, dw)}, groups={groups}, kernel={(kh, kw)}, "
                          f"padding={(pt, pb, pl, pr)}")
-    if c % groups or f % groups:
-        raise ShapeError(f"conv2d: groups={groups} must divide in_channels={c} and out_channels={f}")
     if cg * groups != c:
         raise ShapeError(f"conv2d: expected input with {cg * groups} channels (weight {tuple(w_shape)}, "
                          f"groups={groups}), got {c} channels (input shape {tuple(x_shape)})")
+    if f % groups:
+        raise ShapeError(f"conv2d: groups={groups} must divide out_channels={f}")
     ekh, ekw = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     hp, wp = h + pt + pb, w + pl + pr
     if hp < ekh or wp < ekw:
