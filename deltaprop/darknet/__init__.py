@@ -1,0 +1,101 @@
+"""Darknet models in Python: ``.cfg`` networks and ``.weights`` files (DARKNET.md, docs/darknet.md).
+
+>>> net = deltaprop.darknet.load("yolov3-tiny.cfg", "yolov3-tiny.weights")   # doctest: +SKIP
+>>> outs = net.predict(x)            # the two [yolo] outputs
+>>> net.layer_outputs[12].shape      # cfg layer 12's output, Darknet's numbering
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+from .. import backend
+from ..errors import ConfigError
+from .cfg import Section, atomic_write_bytes, format_sections, parse_cfg, parse_cfg_text
+from .layers import NUMERICS
+from .network import (DEFAULT_BUDGET, DarknetNet, NetworkPlan, check_budget, get_memory_budget, parse_net_options,
+                      plan_network, set_memory_budget)
+from .weights import load_weights, load_weights_bytes, save_weights, weights_to_bytes
+
+SHIPPED_CFG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cfg")
+
+
+def shipped_cfg(name: str) -> str:
+    """Path of a cfg shipped in ``deltaprop/cfg`` (``"yolov3-tiny"`` or ``"yolov3-tiny.cfg"``)."""
+    fname = name if name.endswith(".cfg") else name + ".cfg"
+    path = os.path.join(SHIPPED_CFG_DIR, fname)
+    if not os.path.isfile(path):
+        have = sorted(f for f in os.listdir(SHIPPED_CFG_DIR) if f.endswith(".cfg"))
+        raise ConfigError(f"no shipped cfg {fname!r} (shipped: {', '.join(have)})")
+    return path
+
+
+def _resolve(cfg_path) -> str:
+    path = os.fspath(cfg_path)
+    if not os.path.exists(path) and os.sep not in path and not path.endswith(".weights"):
+        try:
+            return shipped_cfg(path)
+        except ConfigError:
+            pass
+    return path
+
+
+def plan_cfg(cfg_path, width: Optional[int] = None, height: Optional[int] = None,
+             channels: Optional[int] = None, batch: Optional[int] = None) -> NetworkPlan:
+    """Parse a cfg file and infer every layer's shapes and cost without allocating (``summary``)."""
+    return plan_network(parse_cfg(_resolve(cfg_path)), width, height, channels, batch)
+
+
+def build(sections: List[Section], numerics: str = "darknet", dtype=None, width: Optional[int] = None,
+          height: Optional[int] = None, channels: Optional[int] = None, batch: Optional[int] = None,
+          budget: Optional[int] = None) -> DarknetNet:
+    """A network from parsed sections; refused (ConfigError) beyond the memory budget, before allocating."""
+    if numerics not in NUMERICS:
+        raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
+    plan = plan_network(sections, width, height, channels, batch)
+    dt = backend.get_default_dtype() if dtype is None else dtype
+    import numpy as np
+    check_budget(plan, budget, np.dtype(dt).itemsize)
+    return DarknetNet(plan, numerics, dtype=dt)
+
+
+def load(cfg_path, weights_path=None, upto: Optional[int] = None, numerics: str = "darknet", dtype=None,
+         width: Optional[int] = None, height: Optional[int] = None, channels: Optional[int] = None,
+         batch: Optional[int] = None, budget: Optional[int] = None) -> DarknetNet:
+    """Build the network of ``cfg_path`` (a path, or the name of a shipped cfg) and load ``weights_path``.
+
+    ``upto=N`` loads a file holding only the first N layers (Darknet's ``load_weights_upto``).
+    ``numerics``: "darknet" (Darknet's formulas: BN with ε outside the root, ...) or "standard".
+    ``width``/``height``/``channels``/``batch`` override the [net] values; ``budget`` (bytes) overrides the
+    memory budget (``set_memory_budget``, default 4 GiB). Without weights, Darknet's random initialisation.
+    """
+    net = build(parse_cfg(_resolve(cfg_path)), numerics, dtype, width, height, channels, batch, budget)
+    if weights_path is not None:
+        load_weights(net, weights_path, upto)
+    return net
+
+
+def load_cfg_text(text: str, weights: Optional[bytes] = None, upto: Optional[int] = None,
+                  numerics: str = "darknet", dtype=None, name: str = "<text>", **overrides) -> DarknetNet:
+    """Like ``load`` from cfg text (and optionally ``.weights`` bytes), e.g. as stored in a checkpoint."""
+    net = build(parse_cfg_text(text, name), numerics, dtype, **overrides)
+    if weights is not None:
+        load_weights_bytes(net, weights, upto, name)
+    return net
+
+
+def cfg_text(net: DarknetNet) -> str:
+    """The cfg text of ``net`` (what ``save_cfg`` writes)."""
+    return format_sections(net.cfg_blocks(), ["written by deltaprop (Darknet cfg format)"])
+
+
+def save_cfg(net: DarknetNet, path) -> None:
+    """Write ``net`` as a Darknet ``.cfg`` (atomically). Reading it back gives the same network, and
+    writing that again gives the same text."""
+    atomic_write_bytes(path, cfg_text(net).encode("utf-8"))
+
+
+__all__ = ["load", "load_cfg_text", "save_cfg", "save_weights", "load_weights", "load_weights_bytes",
+           "weights_to_bytes", "cfg_text", "plan_cfg", "build", "parse_cfg", "parse_cfg_text", "DarknetNet",
+           "NetworkPlan", "plan_network", "parse_net_options", "check_budget", "get_memory_budget",
+           "set_memory_budget", "DEFAULT_BUDGET", "NUMERICS", "shipped_cfg", "SHIPPED_CFG_DIR"]

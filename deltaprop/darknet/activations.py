@@ -1,0 +1,104 @@
+"""Darknet's activation functions (``activations.c``), as a module usable after any cfg layer.
+
+Forward is Darknet's formula; backward multiplies by the derivative written, as Darknet does, in terms of
+the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``y(1 − y)``, ...; EQUATIONS.md §5). Away from
+the kinks it is the exact derivative, so the gradient checks hold.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+from ..functional.activation import sigmoid_forward
+from ..nn.module import Module
+
+
+def _t(y: np.ndarray, v: float):
+    return y.dtype.type(v)
+
+
+def _logistic(x):
+    return sigmoid_forward(x)[0]
+
+
+def _loggy(x):
+    return (2 * sigmoid_forward(x)[0] - 1).astype(x.dtype, copy=False)
+
+
+def _elu(x):
+    return np.where(x >= 0, x, np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def _selu(x):
+    a, s = 1.6732, 1.0507
+    return np.where(x >= 0, _t(x, s) * x, _t(x, s * a) * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def _plse(x):
+    out = np.where(x < -4, _t(x, .01) * (x + 4), _t(x, .125) * x + _t(x, .5))
+    return np.where(x > 4, _t(x, .01) * (x - 4) + 1, out).astype(x.dtype, copy=False)
+
+
+def _lhtan(x):
+    out = np.where(x < 0, _t(x, .001) * x, x)
+    return np.where(x > 1, _t(x, .001) * (x - 1) + 1, out).astype(x.dtype, copy=False)
+
+
+# name -> (forward f(x), gradient g(y) from the OUTPUT y, as Darknet's *_gradient functions)
+ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
+    "linear": (lambda x: x, None),
+    "leaky": (lambda x: np.where(x > 0, x, _t(x, 0.1) * x), lambda y: np.where(y > 0, _t(y, 1), _t(y, 0.1))),
+    "relu": (lambda x: x * (x > 0), lambda y: (y > 0).astype(y.dtype)),
+    "logistic": (_logistic, lambda y: (1 - y) * y),
+    "loggy": (_loggy, lambda y: 2 * (1 - (y + 1) / 2) * ((y + 1) / 2)),
+    "tanh": (np.tanh, lambda y: 1 - y * y),
+    "elu": (_elu, lambda y: np.where(y >= 0, _t(y, 1), y + 1)),
+    "selu": (_selu, lambda y: np.where(y >= 0, _t(y, 1.0507), y + _t(y, 1.0507 * 1.6732))),
+    "relie": (lambda x: np.where(x > 0, x, _t(x, .01) * x), lambda y: np.where(y > 0, _t(y, 1), _t(y, .01))),
+    "ramp": (lambda x: x * (x > 0) + _t(x, .1) * x, lambda y: (y > 0).astype(y.dtype) + _t(y, .1)),
+    "hardtan": (lambda x: np.clip(x, -1, 1), lambda y: ((y > -1) & (y < 1)).astype(y.dtype)),
+    "lhtan": (_lhtan, lambda y: np.where((y > 0) & (y < 1), _t(y, 1), _t(y, .001))),
+    "plse": (_plse, lambda y: np.where((y < 0) | (y > 1), _t(y, .01), _t(y, .125))),
+}
+
+
+def activate(x: np.ndarray, name: str) -> np.ndarray:
+    """Darknet's ``activate_array`` (a new array)."""
+    return ACTIVATIONS[name][0](x)
+
+
+def gradient(y: np.ndarray, name: str) -> np.ndarray:
+    """Darknet's ``gradient_array`` factor, from the activated output y."""
+    g = ACTIVATIONS[name][1]
+    return np.ones_like(y) if g is None else g(y)
+
+
+class DarknetActivation(Module):
+    """An activation by Darknet's name; ``linear`` is the identity (no cache, no copy)."""
+
+    def __init__(self, name: str = "logistic") -> None:
+        super().__init__()
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown Darknet activation {name!r} (known: {', '.join(ACTIVATIONS)})")
+        self.name = name
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if self.name == "linear":
+            self._save(True)
+            return x
+        y = ACTIVATIONS[self.name][0](x)
+        self._save(y)
+        return y
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        y = self._take()
+        if self.name == "linear":
+            return dout
+        return dout * ACTIVATIONS[self.name][1](y)
+
+    def get_config(self):
+        return {"name": self.name}
+
+    def extra_repr(self) -> str:
+        return self.name

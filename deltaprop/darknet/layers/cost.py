@@ -1,0 +1,46 @@
+"""``[cost]`` (``cost_layer.c``): the network's loss on its previous output. Its forward is the identity
+(Darknet's ``get_network_output`` skips cost layers, so predictions come from the layer before); the
+loss and its delta (``type=sse`` default, smooth, L1, masked; ``scale``) are computed by the training
+code against a truth (``functional.darknet_loss``). Backward passes the gradient through unchanged."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..cfg import Section
+from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+
+COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
+
+
+def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    shape = ctx.prev_shape
+    cost_type = sec.get_str("type", "sse")
+    if cost_type not in COST_TYPES:
+        raise sec.error("type", f"unknown cost type {cost_type!r} (Darknet's: {', '.join(COST_TYPES)})")
+    attrs = dict(common_attrs(sec), cost_type=cost_type, scale=sec.get_float("scale", 1.0),
+                 ratio=sec.get_float("ratio", 0.0), noobject_scale=sec.get_float("noobject_scale", 1.0),
+                 thresh=sec.get_float("thresh", 0.0))
+    n = shape[0] * shape[1] * shape[2]
+    table = f"cost                                           {n:4d}"
+    return LayerSpec(ctx.index, "cost", sec, (ctx.prev_index,), shape, shape, attrs, 0, 0.0, 0, table)
+
+
+class CostLayer(DarknetLayer):
+    kind = "cost"
+
+    def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__(spec, numerics)
+        a = spec.attrs
+        self.cost_type, self.scale, self.ratio = a["cost_type"], a["scale"], a["ratio"]
+        self.noobject_scale, self.thresh = a["noobject_scale"], a["thresh"]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
+        self._save(1)
+        return x
+
+    def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
+        self._take()
+        return dout if self.needs_input_grad else None

@@ -1,0 +1,58 @@
+"""``[maxpool]`` (``maxpool_layer.c``): Darknet's geometry. ``padding`` defaults to size − 1; output
+``⌊(w + padding − size)/stride⌋ + 1``; windows start at −⌊padding/2⌋ (asymmetric padding, −∞ outside);
+the first maximum in row-major order wins a tie and alone receives the delta (EQUATIONS.md §4)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ...functional.pool import darknet_maxpool_padding, max_pool2d_backward, max_pool2d_forward
+from ..cfg import Section
+from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits
+
+
+def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    c, h, w = ctx.prev_shape
+    stride = sec.get_int("stride", 1, lo=1)
+    size = sec.get_int("size", stride, lo=1)
+    padding = sec.get_int("padding", size - 1, lo=0)
+    fits(sec, "height", h + padding, size, "size")
+    fits(sec, "width", w + padding, size, "size")
+    oh = (h + padding - size) // stride + 1
+    ow = (w + padding - size) // stride + 1
+    lo = padding // 2
+    for n, o in ((h, oh), (w, ow)):
+        # a window wholly outside the input would have no maximum (Darknet writes −FLT_MAX and index −1)
+        if lo >= size or (o - 1) * stride - lo >= n:
+            raise sec.error("padding", f"padding={padding} puts a whole {size}×{size} window outside the "
+                                       f"{h}×{w} input")
+    pads = darknet_maxpool_padding(h, w, size, stride, padding)
+    attrs = dict(common_attrs(sec), size=size, stride=stride, padding=padding, pads=pads)
+    table = f"max          {size} x {size} / {stride}  {w:4d} x{h:4d} x{c:4d}   ->  {ow:4d} x{oh:4d} x{c:4d}"
+    return LayerSpec(ctx.index, "maxpool", sec, (ctx.prev_index,), (c, h, w), (c, oh, ow), attrs,
+                     0, 0.0, 0, table)
+
+
+class MaxpoolLayer(DarknetLayer):
+    """Max pooling with Darknet's padding as (top, bottom, left, right) −∞ cells."""
+
+    kind = "maxpool"
+
+    def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__(spec, numerics)
+        self.size, self.stride = spec.attrs["size"], spec.attrs["stride"]
+        self.padding, self.pads = spec.attrs["padding"], tuple(spec.attrs["pads"])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
+        y, cache = max_pool2d_forward(x, self.size, self.stride, padding=self.pads)
+        self._save(cache)
+        return y
+
+    def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
+        cache = self._take()
+        return max_pool2d_backward(dout, cache) if self.needs_input_grad else None
+
+    def extra_repr(self) -> str:
+        return f"{self.index}: {self.size}x{self.size}/{self.stride} padding {self.padding} -> pads {self.pads}"

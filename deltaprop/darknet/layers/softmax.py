@@ -1,0 +1,69 @@
+"""``[softmax]`` (``softmax_layer.c``): max-subtracted softmax of x/temperature over each of ``groups``
+equal slices of a sample's inputs, or over the channels at each pixel with ``spatial=1``.
+
+The backward here is the standard vector–Jacobian product (EQUATIONS.md §5). Darknet's own backward
+passes its delta straight through, because its loss sets that delta at the logits (``t − p``); that
+Darknet-exact training path belongs to the loss/trainer code (``functional.darknet_loss``)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..cfg import Section
+from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+
+
+def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    c, h, w = ctx.prev_shape
+    n = c * h * w
+    groups = sec.get_int("groups", 1, lo=1)
+    temperature = sec.get_float("temperature", 1.0)
+    if temperature <= 0:
+        raise sec.error("temperature", f"must be > 0, got {temperature}")
+    spatial = bool(sec.get_int("spatial", 0))
+    if sec.has("tree"):
+        raise sec.error("tree", "hierarchical softmax (a tree file) is not supported by deltaprop")
+    noloss = bool(sec.get_int("noloss", 0))
+    if not spatial and n % groups:
+        raise sec.error("groups", f"groups={groups} must divide the {n} inputs")
+    attrs = dict(common_attrs(sec), groups=groups, temperature=temperature, spatial=spatial, noloss=noloss)
+    table = f"softmax                                        {n:4d}"
+    return LayerSpec(ctx.index, "softmax", sec, (ctx.prev_index,), (c, h, w), (c, h, w), attrs, 0, 0.0, 0, table)
+
+
+class SoftmaxLayer(DarknetLayer):
+    kind = "softmax"
+
+    def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__(spec, numerics)
+        a = spec.attrs
+        self.groups, self.temperature, self.spatial, self.noloss = a["groups"], a["temperature"], a["spatial"], a["noloss"]
+
+    def _grouped(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        if self.spatial:
+            return x.reshape(n, x.shape[1], -1)                  # softmax along axis 1 (channels)
+        return x.reshape(n, self.groups, -1)                     # along the last axis
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
+        ax = 1 if self.spatial else -1
+        z = self._grouped(x)
+        if self.temperature != 1.0:
+            z = z / x.dtype.type(self.temperature)
+        e = np.exp(z - z.max(axis=ax, keepdims=True))
+        y = e / e.sum(axis=ax, keepdims=True)
+        self._save(y)
+        return y.reshape(x.shape)
+
+    def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
+        y = self._take()
+        if not self.needs_input_grad:
+            return None
+        ax = 1 if self.spatial else -1
+        d = self._grouped(dout)
+        dx = y * (d - np.sum(d * y, axis=ax, keepdims=True))    # softmax VJP (§5)
+        if self.temperature != 1.0:
+            dx /= dx.dtype.type(self.temperature)
+        return dx.reshape(dout.shape)

@@ -1,0 +1,49 @@
+"""``[upsample] stride=2`` (``upsample_layer.c``): nearest-neighbour upsampling by ``stride`` (each input
+cell copied into a stride×stride block), times ``scale``; backward sums each block's gradient."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..cfg import Section
+from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+
+
+def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    c, h, w = ctx.prev_shape
+    stride = sec.get_int("stride", 2)
+    if stride < 1:
+        raise sec.error("stride", f"must be ≥ 1 (Darknet's negative stride, downsampling, is not supported), "
+                                  f"got {stride}")
+    scale = sec.get_float("scale", 1.0)
+    oh, ow = h * stride, w * stride
+    table = f"upsample         {stride:2d}x  {w:4d} x{h:4d} x{c:4d}   ->  {ow:4d} x{oh:4d} x{c:4d}"
+    return LayerSpec(ctx.index, "upsample", sec, (ctx.prev_index,), (c, h, w), (c, oh, ow),
+                     dict(common_attrs(sec), stride=stride, scale=scale), 0, 0.0, 0, table)
+
+
+class UpsampleLayer(DarknetLayer):
+    kind = "upsample"
+
+    def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__(spec, numerics)
+        self.stride, self.scale = spec.attrs["stride"], spec.attrs["scale"]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self._check_shape(x)
+        n, c, h, w = x.shape
+        s = self.stride
+        y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, s, w, s)).reshape(n, c, h * s, w * s)
+        y = y * x.dtype.type(self.scale) if self.scale != 1.0 else y.copy()
+        self._save(1)
+        return y
+
+    def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
+        self._take()
+        if not self.needs_input_grad:
+            return None
+        n, c, hs, ws = dout.shape
+        s = self.stride
+        dx = dout.reshape(n, c, hs // s, s, ws // s, s).sum(axis=(3, 5))
+        return dx * dx.dtype.type(self.scale) if self.scale != 1.0 else dx

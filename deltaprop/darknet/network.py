@@ -1,0 +1,255 @@
+"""A cfg network: plan every layer (shapes, parameters, FLOPs; nothing allocated), check the memory
+budget, then build the ``DarknetNet`` graph (``nn.Graph``) whose node i is cfg layer i."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import backend
+from ..errors import ConfigError, ShapeError
+from ..nn.graph import Graph
+from .cfg import Section
+from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
+
+#: Default memory budget for building a network (parameters + activations + im2col workspace).
+DEFAULT_BUDGET = 4 * 2 ** 30
+_budget = int(os.environ.get("DELTAPROP_DARKNET_BUDGET", DEFAULT_BUDGET))
+
+POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "random")
+
+
+def get_memory_budget() -> int:
+    """Bytes a cfg network may allocate (env ``DELTAPROP_DARKNET_BUDGET``, default 4 GiB)."""
+    return _budget
+
+
+def set_memory_budget(nbytes: int) -> None:
+    """Set the bytes a cfg network may allocate before it is built (``load(..., budget=)`` per call)."""
+    global _budget
+    if int(nbytes) <= 0:
+        raise ValueError(f"memory budget must be positive, got {nbytes}")
+    _budget = int(nbytes)
+
+
+# --- [net] ---------------------------------------------------------------------------------------
+
+def parse_net_options(sec: Section) -> "OrderedDict[str, Any]":
+    """[net] hyperparameters with Darknet's defaults (parse_net_options), checked."""
+    o: "OrderedDict[str, Any]" = OrderedDict()
+    o["batch"] = sec.get_int("batch", 1, lo=1)
+    o["subdivisions"] = sec.get_int("subdivisions", 1, lo=1)
+    if o["batch"] < o["subdivisions"]:
+        raise sec.error("subdivisions", f"subdivisions={o['subdivisions']} exceeds batch={o['batch']} "
+                                        f"(the batch in memory is batch/subdivisions)")
+    o["width"] = sec.get_int("width", 0, lo=0)
+    o["height"] = sec.get_int("height", 0, lo=0)
+    o["channels"] = sec.get_int("channels", 0, lo=0)
+    o["inputs"] = sec.get_int("inputs", o["width"] * o["height"] * o["channels"], lo=0)
+    o["learning_rate"] = sec.get_float("learning_rate", 0.001)
+    o["momentum"] = sec.get_float("momentum", 0.9)
+    o["decay"] = sec.get_float("decay", 0.0001)
+    o["burn_in"] = sec.get_int("burn_in", 0, lo=0)
+    o["power"] = sec.get_float("power", 4.0)
+    o["policy"] = sec.get_str("policy", "constant")
+    if o["policy"] not in POLICIES:
+        raise sec.error("policy", f"unknown policy {o['policy']!r} (Darknet's: {', '.join(POLICIES)})")
+    o["step"] = sec.get_int("step", 1)
+    o["scale"] = sec.get_float("scale", 1.0)
+    o["gamma"] = sec.get_float("gamma", 1.0)
+    o["steps"] = sec.get_int_list("steps", [])
+    o["scales"] = sec.get_float_list("scales", [])
+    if o["policy"] == "steps" and (not o["steps"] or len(o["steps"]) != len(o["scales"])):
+        raise sec.error("steps", f"policy=steps needs as many steps as scales, got {len(o['steps'])} and "
+                                 f"{len(o['scales'])}")
+    o["max_batches"] = sec.get_int("max_batches", 0, lo=0)
+    o["time_steps"] = sec.get_int("time_steps", 1, lo=1)
+    o["max_crop"] = sec.get_int("max_crop", o["width"] * 2)
+    o["min_crop"] = sec.get_int("min_crop", o["width"])
+    for k, d in (("angle", 0.0), ("aspect", 1.0), ("saturation", 1.0), ("exposure", 1.0), ("hue", 0.0),
+                 ("jitter", 0.0), ("clip", 0.0), ("B1", 0.9), ("B2", 0.999), ("eps", 1e-7)):
+        o[k] = sec.get_float(k, d)
+    for k in ("adam", "center", "notruth", "random"):
+        o[k] = sec.get_int(k, 0)
+    w = o["width"]
+    o["max_ratio"] = sec.get_float("max_ratio", o["max_crop"] / w if w else 0.0)
+    o["min_ratio"] = sec.get_float("min_ratio", o["min_crop"] / w if w else 0.0)
+    return o
+
+
+def input_shape_of(sec: Section, opts: Dict[str, Any]) -> Tuple[int, int, int]:
+    c, h, w = opts["channels"], opts["height"], opts["width"]
+    if c and h and w:
+        return c, h, w
+    if opts["inputs"]:
+        return opts["inputs"], 1, 1
+    raise sec.error(None, "no input size: give width, height and channels (or inputs)")
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+@dataclass
+class NetworkPlan:
+    """Everything known about a cfg network before allocating it."""
+    net_section: Section
+    net_options: "OrderedDict[str, Any]"
+    input_shape: Tuple[int, int, int]
+    specs: List[LayerSpec]
+
+    @property
+    def n_params(self) -> int:
+        return sum(s.n_params for s in self.specs)
+
+    @property
+    def bflops(self) -> float:
+        return sum(s.flops for s in self.specs) / 1e9
+
+    def memory_bytes(self, batch: int = 1, itemsize: int = 4) -> int:
+        """Parameters + every layer's output (kept for ``layer_outputs``) + the largest workspace."""
+        acts = sum(s.out_size for s in self.specs) + int(np.prod(self.input_shape))
+        work = max([s.workspace for s in self.specs] + [0])
+        return itemsize * (self.n_params + batch * (acts + work))
+
+    def output_indices(self) -> List[int]:
+        yolo = [s.index for s in self.specs if s.type == "yolo"]
+        if yolo:
+            return yolo
+        for s in reversed(self.specs):  # Darknet's network output skips [cost] layers
+            if s.type != "cost":
+                return [s.index]
+        return [len(self.specs) - 1]
+
+    def table(self) -> List[str]:
+        """Darknet's layer table (``parse_network_cfg``'s printout) with a total BFLOPs line."""
+        lines = ["layer     filters    size              input                output"]
+        lines += [f"{s.index:5d} {s.table}" for s in self.specs]
+        lines.append(f"total {self.bflops:.3f} BFLOPs, {self.n_params:,} parameters")
+        return lines
+
+
+def plan_network(sections: Sequence[Section], width: Optional[int] = None, height: Optional[int] = None,
+                 channels: Optional[int] = None, batch: Optional[int] = None) -> NetworkPlan:
+    """Shape inference for parsed sections; ``width``/``height``/``channels``/``batch`` override [net]'s."""
+    if not sections or sections[0].type != "net":
+        raise ConfigError("a cfg starts with a [net] section")
+    net_sec = sections[0]
+    opts = parse_net_options(net_sec)
+    for key, val in (("width", width), ("height", height), ("channels", channels), ("batch", batch)):
+        if val is not None:
+            if int(val) < 1:
+                raise ConfigError(f"{key} override must be ≥ 1, got {val}")
+            opts[key] = int(val)
+    if batch is not None and opts["batch"] < opts["subdivisions"]:
+        opts["subdivisions"] = 1
+    shape = input_shape_of(net_sec, opts)
+    if len(sections) < 2:
+        raise ConfigError(f"{net_sec.file}: the cfg has no layers after [net]")
+    specs: List[LayerSpec] = []
+    shapes: List[Tuple[int, int, int]] = []
+    for i, sec in enumerate(sections[1:]):
+        if sec.type == "net":
+            raise ConfigError(f"{sec.file}:{sec.line}: [net] must be the first section and appear once")
+        planner = LAYER_KINDS[sec.type][0]
+        spec = planner(sec, PlanContext(i, shape, shapes, opts))
+        specs.append(spec)
+        shapes.append(spec.out_shape)
+    return NetworkPlan(net_sec, opts, shape, specs)
+
+
+def check_budget(plan: NetworkPlan, budget: Optional[int] = None, itemsize: int = 4, where: str = "") -> None:
+    """ConfigError if building ``plan`` would need more than ``budget`` bytes."""
+    budget = get_memory_budget() if budget is None else int(budget)
+    need = plan.memory_bytes(1, itemsize)
+    if need > budget:
+        c, h, w = plan.input_shape
+        raise ConfigError(f"{where or plan.net_section.file}: this network needs about {need / 2 ** 20:,.1f} MiB "
+                          f"({plan.n_params:,} parameters and the activations of one {w}×{h}×{c} input), "
+                          f"more than the memory budget of {budget / 2 ** 20:,.1f} MiB "
+                          f"(raise it with budget= or DELTAPROP_DARKNET_BUDGET)")
+
+
+# --- the network ---------------------------------------------------------------------------------
+
+class DarknetNet(Graph):
+    """A network built from a Darknet cfg. Node i is cfg layer i (``layers[i]``, ``layer_outputs[i]``).
+
+    ``net_options``: the [net] hyperparameters (batch, subdivisions, width, height, channels,
+    learning_rate, momentum, decay, burn_in, policy, steps, scales, max_batches, power, ...).
+    ``seen``: images trained on (from/to the ``.weights`` header). ``numerics``: "darknet" or "standard".
+    Forward returns the [yolo] outputs (a list) when there are any, else the last non-[cost] output.
+    """
+
+    def __init__(self, plan: NetworkPlan, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__()
+        if numerics not in NUMERICS:
+            raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
+        dt = np.dtype(dtype or backend.get_default_dtype())
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "net_options", plan.net_options)
+        object.__setattr__(self, "_net_keys", list(plan.net_section.options))
+        object.__setattr__(self, "_net_parsed", dict(plan.net_options))
+        object.__setattr__(self, "input_shape", plan.input_shape)
+        object.__setattr__(self, "numerics", numerics)
+        object.__setattr__(self, "seen", 0)
+        object.__setattr__(self, "weights_version", (0, 2, 0))
+        object.__setattr__(self, "source", plan.net_section.file)
+        for spec in plan.specs:
+            cls = LAYER_KINDS[spec.type][1]
+            self.add(cls(spec, numerics, dtype=dt), spec.inputs)
+        self.set_outputs(plan.output_indices())
+
+    @property
+    def layers(self) -> List[DarknetLayer]:
+        return self.nodes  # type: ignore[return-value]
+
+    def set_numerics(self, numerics: str) -> "DarknetNet":
+        """Switch every layer between Darknet's formulas and the standard ones."""
+        for layer in self.layers:
+            layer.set_numerics(numerics)
+        object.__setattr__(self, "numerics", numerics)
+        return self
+
+    def forward(self, x: np.ndarray):
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape):
+            c, h, w = self.input_shape
+            raise ShapeError(f"{os.path.basename(self.source)}: expected input (N, {c}, {h}, {w}), got shape "
+                             f"{getattr(x, 'shape', None)}")
+        return super().forward(x)
+
+    def predict(self, x: np.ndarray):
+        """Inference (eval mode, no caches kept); outputs of (N, C, 1, 1) are returned as (N, C)."""
+        was = self.training
+        self.eval()
+        try:
+            with backend.no_grad():
+                out = self(x)
+        finally:
+            self.train(was)
+        if isinstance(out, np.ndarray) and out.ndim == 4 and out.shape[2:] == (1, 1):
+            return out.reshape(out.shape[0], -1)
+        return out
+
+    def summary(self, print_fn=print) -> List[str]:  # type: ignore[override]
+        """Print and return Darknet's layer table (layer, filters, size/stride, input → output, BFLOPs)."""
+        lines = self.plan.table()
+        for line in lines:
+            print_fn(line)
+        return lines
+
+    def cfg_blocks(self) -> List[tuple]:
+        """(section type, [(key, value), ...]) of the [net] section and every layer, for ``save_cfg``."""
+        opts = self.net_options
+        parsed = self._net_parsed
+        keys = list(self._net_keys) + [k for k in opts if k not in self._net_keys and opts[k] != parsed.get(k)]
+        net_items = [(k, opts[k]) for k in keys if k in opts]
+        blocks = [("net", net_items)]
+        for layer in self.layers:
+            blocks.append((layer.kind, list(layer.options.items())))
+        return blocks
+
+    def extra_repr(self) -> str:
+        c, h, w = self.input_shape
+        return f"{len(self)} layers, input {w}x{h}x{c}, numerics={self.numerics}"
