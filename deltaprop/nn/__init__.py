@@ -7,3 +7,4 @@ from .module import Module
 from .parameter import Parameter
 from .conv import Conv1d, Conv2d
 from .shape import Dropout, Flatten, Upsample
+from .graph import Graph
