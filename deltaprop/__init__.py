@@ -1,10 +1,11 @@
 """deltaprop: a deep-learning engine whose backpropagation is explicit, layer by layer, as the textbook
 equations (see docs/ and EQUATIONS.md labels in every docstring)."""
 from . import backend, errors, functional, gradcheck, nn
+from . import optim
 from .backend import enable_grad, get_default_dtype, is_grad_enabled, manual_seed, no_grad, set_default_dtype
 from .errors import DeltapropError
 
 __version__ = "0.1.0"
 
-__all__ = ["backend", "errors", "functional", "gradcheck", "nn", "enable_grad", "get_default_dtype",
+__all__ = ["backend", "errors", "functional", "gradcheck", "nn", "optim", "enable_grad", "get_default_dtype",
            "is_grad_enabled", "manual_seed", "no_grad", "set_default_dtype", "DeltapropError", "__version__"]

@@ -2,3 +2,4 @@
 Each fast kernel has a naive twin written straight from its equation; the tests check one against the other."""
 from . import activation, dense
 from . import conv, im2col, shape
+from . import loss

@@ -8,3 +8,6 @@ from .parameter import Parameter
 from .conv import Conv1d, Conv2d
 from .shape import Dropout, Flatten, Upsample
 from .graph import Graph
+from . import utils
+from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HalfSquaredError, L2Penalty, MSELoss,
+                   MulticlassHingeLoss, MultiMarginLoss, NLLLoss, ProbabilityCrossEntropyLoss)

@@ -1,0 +1,7 @@
+"""Optimizers and learning-rate schedules with PyTorch's names, formulas and state-dict format (EQUATIONS.md §7)."""
+from . import lr_scheduler
+from .adam import Adam, AdamW
+from .optimizer import Optimizer
+from .sgd import SGD
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]
