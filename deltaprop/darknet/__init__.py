@@ -86,7 +86,7 @@ def load_cfg_text(text: str, weights: Optional[bytes] = None, upto: Optional[int
 
 def cfg_text(net: DarknetNet) -> str:
     """The cfg text of ``net`` (what ``save_cfg`` writes)."""
-    return format_sections(net.cfg_blocks(), ["written by deltaprop (Darknet cfg format)"])
+    return net.cfg_text()
 
 
 def save_cfg(net: DarknetNet, path) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from .. import backend
 from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
-from .cfg import Section
+from .cfg import Section, format_sections
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
@@ -200,6 +200,9 @@ class DarknetNet(Graph):
             cls = LAYER_KINDS[spec.type][1]
             self.add(cls(spec, numerics, dtype=dt), spec.inputs)
         self.set_outputs(plan.output_indices())
+        # what deltaprop.io stores so that a checkpoint rebuilds this network (load_cfg_text)
+        object.__setattr__(self, "_architecture", {"kind": "darknet_cfg", "cfg": self.cfg_text(),
+                                                   "numerics": numerics})
 
     @property
     def layers(self) -> List[DarknetLayer]:
@@ -249,6 +252,10 @@ class DarknetNet(Graph):
         for layer in self.layers:
             blocks.append((layer.kind, list(layer.options.items())))
         return blocks
+
+    def cfg_text(self) -> str:
+        """The network as Darknet cfg text (what ``save_cfg`` writes)."""
+        return format_sections(self.cfg_blocks(), ["written by deltaprop (Darknet cfg format)"])
 
     def extra_repr(self) -> str:
         c, h, w = self.input_shape

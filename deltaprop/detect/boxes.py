@@ -1,0 +1,162 @@
+"""Boxes from ``[yolo]`` outputs (Darknet's ``get_yolo_detections``, ``correct_yolo_boxes``, ``box_iou``,
+``do_nms_sort``), vectorised over cells and anchors.
+
+Boxes are (x, y, w, h): centre and size, relative to the image (0..1) unless converted with
+``to_corners``. For each cell (i, j) of an lw×lh grid and anchor n of the layer's mask:
+``bx = (i + x)/lw``, ``by = (j + y)/lh``, ``bw = e^w·anchor_w/net_w``, ``bh = e^h·anchor_h/net_h``
+(EQUATIONS.md §9), kept when objectness > thresh; class scores are objectness × class probability,
+zeroed at or below thresh.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+class Detections(NamedTuple):
+    """Candidate boxes of one image: ``boxes`` (M, 4) as (x, y, w, h), ``objectness`` (M,),
+    ``probs`` (M, classes) = objectness × class probability (0 where ≤ thresh)."""
+    boxes: np.ndarray
+    objectness: np.ndarray
+    probs: np.ndarray
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.boxes.shape[0])
+
+
+@dataclass
+class Box:
+    """A detection to report: class, score and pixel corners (left, top, right, bottom)."""
+    cls: int
+    name: str
+    prob: float
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    def __str__(self) -> str:
+        return (f"{self.name}: {self.prob * 100:.0f}%  left {self.left} top {self.top} right {self.right} "
+                f"bottom {self.bottom}")
+
+
+def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> Tuple[int, int]:
+    """The (new_w, new_h) an image is resized to inside the net's canvas (Darknet's integer arithmetic)."""
+    if np.float32(net_w) / np.float32(img_w) < np.float32(net_h) / np.float32(img_h):
+        return net_w, (img_h * net_w) // img_w
+    return (img_w * net_h) // img_h, net_h
+
+
+def yolo_decode(output: np.ndarray, anchors: Sequence[Tuple[float, float]], classes: int, net_w: int, net_h: int,
+                thresh: float = 0.5) -> Detections:
+    """Boxes relative to the network input from one image's [yolo] output (A·(5+K), lh, lw), in Darknet's
+    order (cell-major, anchor-minor). ``anchors``: the layer's masked (w, h) pairs in network pixels."""
+    a = len(anchors)
+    if output.ndim != 3 or output.shape[0] != a * (classes + 5):
+        raise ShapeError(f"yolo_decode: expected ({a}·({classes}+5), h, w) = ({a * (classes + 5)}, h, w), "
+                         f"got {output.shape}")
+    _, lh, lw = output.shape
+    v = output.reshape(a, classes + 5, lh, lw).transpose(2, 3, 0, 1)          # (lh, lw, A, 5+K): Darknet order
+    v = v.reshape(lh * lw * a, classes + 5).astype(np.float64)
+    cell = np.arange(lh * lw * a) // a
+    col, row = cell % lw, cell // lw
+    anc = np.asarray(anchors, dtype=np.float64)[np.arange(lh * lw * a) % a]
+    obj = v[:, 4]
+    keep = obj > thresh
+    v, col, row, anc, obj = v[keep], col[keep], row[keep], anc[keep], obj[keep]
+    boxes = np.stack([(col + v[:, 0]) / lw, (row + v[:, 1]) / lh,
+                      np.exp(v[:, 2]) * anc[:, 0] / net_w, np.exp(v[:, 3]) * anc[:, 1] / net_h], axis=1)
+    probs = obj[:, None] * v[:, 5:]
+    probs = np.where(probs > thresh, probs, 0.0)
+    return Detections(boxes, obj, probs)
+
+
+def correct_boxes(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: int,
+                  letterbox: bool = True) -> np.ndarray:
+    """Undo the letterbox (Darknet's ``correct_yolo_boxes``): boxes relative to the network input become
+    relative to the original image. Without letterboxing (a plain resize) the boxes are unchanged."""
+    if not letterbox:
+        return boxes.copy()
+    new_w, new_h = letterbox_size(img_w, img_h, net_w, net_h)
+    out = boxes.astype(np.float64, copy=True)
+    out[:, 0] = (out[:, 0] - (net_w - new_w) / 2.0 / net_w) / (new_w / net_w)
+    out[:, 1] = (out[:, 1] - (net_h - new_h) / 2.0 / net_h) / (new_h / net_h)
+    out[:, 2] *= net_w / new_w
+    out[:, 3] *= net_h / new_h
+    return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (x, y, w, h) boxes, broadcasting (Darknet's ``box_iou``; 0 where the union is empty)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    ow = np.minimum(a[..., 0] + a[..., 2] / 2, b[..., 0] + b[..., 2] / 2) - \
+        np.maximum(a[..., 0] - a[..., 2] / 2, b[..., 0] - b[..., 2] / 2)
+    oh = np.minimum(a[..., 1] + a[..., 3] / 2, b[..., 1] + b[..., 3] / 2) - \
+        np.maximum(a[..., 1] - a[..., 3] / 2, b[..., 1] - b[..., 3] / 2)
+    inter = np.where((ow < 0) | (oh < 0), 0.0, ow * oh)
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def nms_sort(dets: Detections, thresh: float = 0.45) -> Detections:
+    """Per-class non-maximum suppression (Darknet's ``do_nms_sort``): boxes with zero objectness are
+    dropped; for each class, in order of decreasing score, every later box whose IoU with a kept box
+    exceeds ``thresh`` gets that class's score set to 0. Ties keep the input order (a stable sort;
+    Darknet's qsort leaves them unspecified). Returns a new Detections."""
+    keep = dets.objectness != 0
+    boxes, obj, probs = dets.boxes[keep], dets.objectness[keep], dets.probs[keep].copy()
+    for k in range(probs.shape[1]):
+        order = np.argsort(-probs[:, k], kind="stable")
+        for pos, i in enumerate(order):
+            if probs[i, k] == 0:
+                continue
+            rest = order[pos + 1:]
+            if rest.size:
+                probs[rest[box_iou(boxes[i], boxes[rest]) > thresh], k] = 0.0
+    return Detections(boxes, obj, probs)
+
+
+def to_pixels(box: np.ndarray, img_w: int, img_h: int) -> Tuple[int, int, int, int]:
+    """(left, top, right, bottom) in pixels, clamped to the image (Darknet's ``draw_detections``)."""
+    x, y, w, h = (float(v) for v in box)
+    left, right = int((x - w / 2) * img_w), int((x + w / 2) * img_w)
+    top, bot = int((y - h / 2) * img_h), int((y + h / 2) * img_h)
+    return (max(left, 0), max(top, 0), min(right, img_w - 1), min(bot, img_h - 1))
+
+
+def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,
+           names: Optional[Sequence[str]] = None) -> List[Box]:
+    """Every (box, class) with score > thresh, boxes in Darknet's order, then class order."""
+    out: List[Box] = []
+    for i in range(len(dets)):
+        for k in np.nonzero(dets.probs[i] > thresh)[0]:
+            name = names[k] if names is not None and k < len(names) else str(int(k))
+            out.append(Box(int(k), name, float(dets.probs[i, k]), *to_pixels(dets.boxes[i], img_w, img_h)))
+    return out
+
+
+def concat(parts: Sequence[Detections], classes: int) -> Detections:
+    if not parts:
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, classes)))
+    return Detections(*(np.concatenate(x, axis=0) for x in zip(*parts)))
+
+
+def network_detections(net, outputs: Sequence[np.ndarray], img_w: int, img_h: int, thresh: float = 0.5,
+                       letterbox: bool = True, sample: int = 0) -> Detections:
+    """Decode every [yolo] layer of ``net`` for one image (``sample`` of the batch) and undo the letterbox:
+    Darknet's ``get_network_boxes``."""
+    net_h, net_w = net.input_shape[1], net.input_shape[2]
+    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
+    if len(yolos) != len(outputs):
+        raise ShapeError(f"{len(yolos)} [yolo] layers but {len(outputs)} outputs")
+    parts = []
+    for layer, out in zip(yolos, outputs):
+        d = yolo_decode(out[sample], layer.masked_anchors, layer.classes, net_w, net_h, thresh)
+        parts.append(d._replace(boxes=correct_boxes(d.boxes, img_w, img_h, net_w, net_h, letterbox)))
+    return concat(parts, yolos[0].classes if yolos else 0)

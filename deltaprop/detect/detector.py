@@ -1,0 +1,30 @@
+"""One call from an image to reported boxes: letterbox, forward, decode, NMS (Darknet's ``test_detector``)."""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ShapeError
+from .boxes import Box, network_detections, nms_sort, report
+from .image import letterbox_image
+
+
+def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
+                 names: Optional[Sequence[str]] = None, letterbox: bool = True) -> List[Box]:
+    """Boxes for one image (float (C, H, W) in [0, 1]) with a cfg network that ends in [yolo] layers."""
+    c, net_h, net_w = net.input_shape
+    if image.ndim != 3 or image.shape[0] != c:
+        raise ShapeError(f"detect: expected an image ({c}, H, W), got shape {image.shape}")
+    _, ih, iw = image.shape
+    if letterbox:
+        x = letterbox_image(image, net_w, net_h)
+    else:
+        from .image import resize_image
+        x = resize_image(image, net_w, net_h)
+    outs = net.predict(x[None].astype(net.dtype, copy=False))
+    outs = outs if isinstance(outs, list) else [outs]
+    dets = network_detections(net, outs, iw, ih, thresh, letterbox)
+    if nms > 0:
+        dets = nms_sort(dets, nms)
+    return report(dets, iw, ih, thresh, names)
