@@ -109,7 +109,7 @@ def step(arrs):
     for k, prm in named.items():
         out[f"after_update/{k}"] = prm.data
         lay, kind = k.split("_")
-        out[f"after_update/{lay}_{bufname[kind]}"] = -opt.state[id(prm)]["momentum_buffer"]
+        out[f"after_update/{lay}_{bufname[kind]}"] = -opt.state[prm]["momentum_buffer"]
     out["after_update/L00_rolling_mean"], out["after_update/L00_rolling_variance"] = rm, rv
     costs = (c3, c4)
     return out, costs

@@ -30,9 +30,9 @@ def test_update_matches_darknet_rule_over_steps(rng):
         b = b + (lr / B) * ub
         ub *= mom
         assert rel_err(W.data, w) < 1e-14 and rel_err(Bp.data, b) < 1e-14
-        assert rel_err(-opt.state[id(W)]["momentum_buffer"], uw) < 1e-14
-        assert rel_err(-opt.state[id(Bp)]["momentum_buffer"], ub) < 1e-14
-        assert opt.state[id(W)]["step"] == k + 1
+        assert rel_err(-opt.state[W]["momentum_buffer"], uw) < 1e-14
+        assert rel_err(-opt.state[Bp]["momentum_buffer"], ub) < 1e-14
+        assert opt.state[W]["step"] == k + 1
 
 
 def test_decay_on_weights_not_biases_or_scales():
@@ -125,4 +125,4 @@ def test_float32_stays_float32():
     p.grad = np.full((2, 2), 0.5, np.float32)
     opt = DarknetSGD([p], lr=0.1, decay=0.0005, batch=3)
     opt.step()
-    assert p.data.dtype == np.float32 and opt.state[id(p)]["momentum_buffer"].dtype == np.float32
+    assert p.data.dtype == np.float32 and opt.state[p]["momentum_buffer"].dtype == np.float32
