@@ -1,0 +1,214 @@
+"""Training throughput of the MLP 784-256-128-10 (ReLU, cross-entropy, SGD momentum 0.9), deltaprop vs PyTorch CPU.
+
+Every measurement runs in its own subprocess (sharing a process slows PyTorch), the implementations are
+interleaved (A B, then B A) over ``--rounds`` rounds, and the medians are reported with their ratio. Each result
+line records the BLAS library and kernel in use (threadpoolctl) and the OPENBLAS variables. The whole set
+runs under each environment of ``--envs``:
+
+- ``as-is``: the OPENBLAS variables as this machine sets them;
+- ``unset``: ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed (as on a user's machine);
+- ``haswell``: ``OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (the guard some machines set: AVX2 kernel).
+
+    python3 bench/mlp.py                     # all, writes bench/results/mlp.jsonl
+    python3 bench/mlp.py --rounds 7 --batches 64 256 --envs as-is unset
+
+Output: one JSON line per measurement, then one summary line per (env, batch) with the medians and
+``ratio = deltaprop / torch``; all written to ``--out`` (JSON lines) and printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SIZES = (784, 256, 128, 10)
+
+
+def _blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"error": "threadpoolctl not installed"}]
+    return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
+                                   "num_threads", "threading_layer")} for d in threadpool_info()]
+
+
+def _data(n: int = 8192, seed: int = 0):
+    import numpy as np
+    g = np.random.default_rng(seed)
+    X = g.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    y = g.integers(0, 10, size=n).astype(np.int64)
+    return X, y
+
+
+def _time_loop(step, n_batches: int, batch: int, warmup_s: float, measure_s: float) -> dict:
+    """Call step(i) for warmup_s, then count steps for at least measure_s."""
+    t0 = time.perf_counter()
+    i = 0
+    while time.perf_counter() - t0 < warmup_s:
+        step(i % n_batches)
+        i += 1
+    steps = 0
+    t0 = time.perf_counter()
+    while True:
+        step((i + steps) % n_batches)
+        steps += 1
+        el = time.perf_counter() - t0
+        if el >= measure_s and steps >= 20:
+            break
+    return {"steps": steps, "seconds": el, "samples_per_s": steps * batch / el}
+
+
+def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import deltaprop as dp
+    from deltaprop import models, nn, optim
+    X, y = _data()
+    nb = len(X) // batch
+    dp.manual_seed(0)
+    model = models.build("mlp")
+    loss = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(i):
+        xb, yb = X[i * batch:(i + 1) * batch], y[i * batch:(i + 1) * batch]
+        out = model(xb)
+        loss(out, yb)
+        opt.zero_grad()
+        model.backward(loss.backward())
+        opt.step()
+    r = _time_loop(step, nb, batch, warmup_s, measure_s)
+    return r
+
+
+def worker_torch(batch: int, warmup_s: float, measure_s: float) -> dict:
+    import torch
+    X, y = _data()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    nb = len(X) // batch
+    torch.manual_seed(0)
+    layers = [torch.nn.Flatten()]
+    for a, b in zip(SIZES[:-1], SIZES[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    loss = torch.nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(i):
+        xb, yb = Xt[i * batch:(i + 1) * batch], yt[i * batch:(i + 1) * batch]
+        opt.zero_grad()
+        out = model(xb)
+        loss(out, yb).backward()
+        opt.step()
+    r = _time_loop(step, nb, batch, warmup_s, measure_s)
+    r["torch_version"] = torch.__version__
+    r["torch_threads"] = torch.get_num_threads()
+    return r
+
+
+def run_worker(args) -> None:
+    fn = {"deltaprop": worker_deltaprop, "torch": worker_torch}[args.worker]
+    res = fn(args.batch, args.warmup, args.seconds)
+    import numpy as np
+    res.update({"impl": args.worker, "batch": args.batch, "numpy": np.__version__, "blas": _blas_info(),
+                "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS}})
+    print(json.dumps(res), flush=True)
+
+
+def env_for(mode: str) -> dict:
+    env = dict(os.environ)
+    if mode == "unset":
+        for k in OPENBLAS_VARS:
+            env.pop(k, None)
+    elif mode == "haswell":
+        env.update({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
+    elif mode != "as-is":
+        raise ValueError(mode)
+    return env
+
+
+def measure(impl: str, batch: int, mode: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, "--batch", str(batch),
+           "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    p = subprocess.run(cmd, env=env_for(mode), capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{impl} worker failed:\n{p.stderr[-3000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res["env_mode"] = mode
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", choices=["deltaprop", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run (default 2)")
+    ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per run (default 0.5)")
+    ap.add_argument("--envs", nargs="+", default=["as-is", "unset", "haswell"],
+                    choices=["as-is", "unset", "haswell"], help="OPENBLAS environments (default all three)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlp.jsonl"), help="JSON-lines output")
+    args = ap.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    header = {"bench": "mlp", "what": "training samples/s, MLP 784-256-128-10 ReLU, CE, SGD momentum, float32",
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
+              "cpu_count": os.cpu_count(), "python": platform.python_version(),
+              "machine_openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+              "rounds": args.rounds, "seconds": args.seconds}
+    print(json.dumps(header), flush=True)
+    lines.append(header)
+    results = []
+    for mode in args.envs:
+        for r in range(args.rounds):
+            order = ["deltaprop", "torch"] if r % 2 == 0 else ["torch", "deltaprop"]
+            for batch in args.batches:
+                for impl in order:
+                    res = measure(impl, batch, mode, args)
+                    res["round"] = r
+                    results.append(res)
+                    lines.append(res)
+                    print(json.dumps(res), flush=True)
+    summaries = []
+    for mode in args.envs:
+        for batch in args.batches:
+            med = {}
+            kernels = {}
+            for impl in ("deltaprop", "torch"):
+                vals = [x["samples_per_s"] for x in results
+                        if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl]
+                med[impl] = statistics.median(vals)
+                kernels[impl] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}"
+                                        for x in results if x["env_mode"] == mode and x["impl"] == impl
+                                        for b in x["blas"]})
+            s = {"summary": True, "env_mode": mode, "batch": batch,
+                 "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
+                 "ratio": round(med["deltaprop"] / med["torch"], 3), "blas_kernels": kernels,
+                 "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}
+            summaries.append(s)
+            lines.append(s)
+    with open(out, "w") as f:
+        for x in lines:
+            f.write(json.dumps(x) + "\n")
+    print("\nsummary (training samples/s, medians):")
+    for s in summaries:
+        print(f"  {s['env_mode']:>7}  batch {s['batch']:>4}: deltaprop {s['deltaprop_median']:>9,}  "
+              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  ({', '.join(s['blas_kernels']['deltaprop'])})")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
