@@ -130,6 +130,14 @@ def run(args) -> int:
         ck = io.read_checkpoint(args.resume)
         stored = dict(ck.extra.get("cli", {}))
     s = _settings(args, stored)
+    if not args.resume and not models.is_registered(s["model"]):
+        print(f"deltaprop train: unknown model {s['model']!r}; available: {', '.join(models.available())}",
+              file=sys.stderr)
+        return 2
+    if args.resume and args.epochs is not None and stored.get("epochs") not in (None, args.epochs) \
+            and s["schedule"] == "cosine":
+        print(f"note: the cosine schedule of the resumed run spans its original {stored['epochs']} epochs; "
+              f"training on to epoch {args.epochs} continues that curve", file=sys.stderr)
     out = Path(args.out) if args.out else (Path(args.resume).parent if args.resume else Path("runs") / s["model"])
 
     t_start = time.perf_counter()
