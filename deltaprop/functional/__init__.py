@@ -3,3 +3,4 @@ Each fast kernel has a naive twin written straight from its equation; the tests 
 from . import activation, dense
 from . import conv, im2col, shape
 from . import loss
+from . import norm, pool
