@@ -11,3 +11,5 @@ from .graph import Graph
 from . import utils
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HalfSquaredError, L2Penalty, MSELoss,
                    MulticlassHingeLoss, MultiMarginLoss, NLLLoss, ProbabilityCrossEntropyLoss)
+from .pooling import AdaptiveAvgPool2d, AvgPool2d, LPPool2d, MaxPool2d
+from .normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
