@@ -99,6 +99,8 @@ def _cases():
         lambda rng: (_softmax(rng.standard_normal((5, 4))), rng.integers(0, 4, 5)))
     add("prob_ce_soft", lambda r: nn.ProbabilityCrossEntropyLoss(r), pce_t,
         lambda rng: (_softmax(rng.standard_normal((5, 4))), _softmax(rng.standard_normal((5, 4)))))
+    add("prob_ce_spatial", lambda r: nn.ProbabilityCrossEntropyLoss(r), pce_t,
+        lambda rng: (_softmax(rng.standard_normal((2, 3, 2, 2))), _softmax(rng.standard_normal((2, 3, 2, 2)))))
 
     wb = np.array([1.0, 0.5, 2.0])
     binary = lambda rng: (_sigmoid(rng.standard_normal((4, 3))), rng.uniform(0, 1, (4, 3)))
