@@ -1,10 +1,11 @@
 """Darknet ``.cfg`` files: parse into sections, check every key against Darknet's own, write them back.
 
-The syntax is Darknet's (``parser.c``/``option_list.c``): whitespace anywhere on a line is dropped, lines
-starting with ``#`` or ``;`` are comments, ``[name]`` opens a section and ``key=value`` adds an option.
-Unlike Darknet, nothing is silently ignored: a malformed line, an option before any section, a duplicate
-or unknown key, a value of the wrong kind and an unsupported section are ``ConfigError`` naming the file,
-the line and the key.
+The syntax is Darknet's (``parser.c``/``option_list.c``): whitespace anywhere on a line is dropped,
+lines starting with ``#`` or ``;`` are comments, ``[name]`` opens a section and ``key=value`` adds an
+option. Unlike Darknet, nothing is silently ignored: a malformed line, an option before any section, a
+duplicate or unknown key and a value of the wrong kind are ``ConfigError`` naming the file, the line and
+the key. Sections Darknet knows but deltaprop does not build (``[region]``, ...) parse; building them is
+a ``ConfigError`` naming the section, file and line.
 """
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ SECTION_KEYS: Dict[str, set] = {
 for _k, _v in SECTION_KEYS.items():
     if _k != "net":
         _v |= COMMON_LAYER_KEYS
+
+#: Keys of Darknet's [region] (parse_region), so that yolov2 cfgs parse and then fail clearly at build.
+REGION_KEYS = {"coords", "classes", "num", "log", "sqrt", "softmax", "background", "max", "jitter", "rescore",
+               "thresh", "classfix", "absolute", "random", "coord_scale", "object_scale", "noobject_scale",
+               "mask_scale", "class_scale", "bias_match", "tree", "map", "anchors"} | COMMON_LAYER_KEYS
 
 #: Sections Darknet (or its AlexeyAB fork) knows but deltaprop does not build.
 UNSUPPORTED_SECTIONS = {"region", "detection", "local", "deconvolutional", "deconv", "crnn", "rnn", "gru",
@@ -144,6 +150,16 @@ class Section:
         return OrderedDict((k, o.value) for k, o in self.options.items())
 
 
+def supported_list() -> str:
+    return ", ".join("[" + s + "]" for s in SECTION_KEYS)
+
+
+def unsupported_error(sec: "Section") -> ConfigError:
+    """The error for a Darknet section deltaprop does not build (e.g. yolov2's [region])."""
+    return ConfigError(f"{sec.file}:{sec.line}: section [{sec.type}] is not supported by deltaprop "
+                       f"(it builds {supported_list()})")
+
+
 def _to_int(v: str) -> Optional[int]:
     try:
         out = int(v, 10)
@@ -186,10 +202,9 @@ def parse_cfg_text(text: str, filename: str = "<text>") -> List[Section]:
             if not name.replace("_", "").isalnum():
                 raise ConfigError(f"{filename}:{lineno}: malformed section header {raw_line.strip()!r}")
             name = SECTION_ALIASES.get(name, name)
-            if name not in SECTION_KEYS:
-                kind = "is not supported by deltaprop" if name in UNSUPPORTED_SECTIONS else "is not a Darknet section"
-                raise ConfigError(f"{filename}:{lineno}: section [{name}] {kind} (supported: "
-                                  f"{', '.join('[' + s + ']' for s in SECTION_KEYS)})")
+            if name not in SECTION_KEYS and name not in UNSUPPORTED_SECTIONS:
+                raise ConfigError(f"{filename}:{lineno}: section [{name}] is not a Darknet section (deltaprop "
+                                  f"builds {supported_list()})")
             if name == "net" and sections:
                 raise ConfigError(f"{filename}:{lineno}: [net] must be the first section and appear once")
             if name != "net" and not sections:
@@ -205,8 +220,9 @@ def parse_cfg_text(text: str, filename: str = "<text>") -> List[Section]:
         if not sections:
             raise ConfigError(f"{filename}:{lineno}: key '{key}' appears before any section")
         sec = sections[-1]
-        if key not in SECTION_KEYS[sec.type]:
-            allowed = ", ".join(sorted(SECTION_KEYS[sec.type])) or "none"
+        known = SECTION_KEYS.get(sec.type, REGION_KEYS if sec.type == "region" else None)
+        if known is not None and key not in known:
+            allowed = ", ".join(sorted(known)) or "none"
             raise ConfigError(f"{filename}:{lineno}: [{sec.type}] unknown key '{key}' (Darknet's keys here: {allowed})")
         if key in sec.options:
             raise ConfigError(f"{filename}:{lineno}: [{sec.type}] key '{key}' repeated (first on line "

@@ -12,7 +12,7 @@ import numpy as np
 from .. import backend
 from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
-from .cfg import Section, format_sections
+from .cfg import Section, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
@@ -37,17 +37,25 @@ def set_memory_budget(nbytes: int) -> None:
 
 # --- [net] ---------------------------------------------------------------------------------------
 
-def parse_net_options(sec: Section) -> "OrderedDict[str, Any]":
-    """[net] hyperparameters with Darknet's defaults (parse_net_options), checked."""
+def parse_net_options(sec: Section, **overrides: Optional[int]) -> "OrderedDict[str, Any]":
+    """[net] hyperparameters with Darknet's defaults (parse_net_options), checked. ``overrides``
+    (width, height, channels, batch) replace the file's values before the derived defaults are computed."""
     o: "OrderedDict[str, Any]" = OrderedDict()
     o["batch"] = sec.get_int("batch", 1, lo=1)
     o["subdivisions"] = sec.get_int("subdivisions", 1, lo=1)
-    if o["batch"] < o["subdivisions"]:
-        raise sec.error("subdivisions", f"subdivisions={o['subdivisions']} exceeds batch={o['batch']} "
-                                        f"(the batch in memory is batch/subdivisions)")
     o["width"] = sec.get_int("width", 0, lo=0)
     o["height"] = sec.get_int("height", 0, lo=0)
     o["channels"] = sec.get_int("channels", 0, lo=0)
+    for key, val in overrides.items():
+        if val is not None:
+            if int(val) < 1:
+                raise ConfigError(f"{key} override must be ≥ 1, got {val}")
+            o[key] = int(val)
+            if key == "batch" and o["subdivisions"] > o["batch"]:
+                o["subdivisions"] = 1
+    if o["batch"] < o["subdivisions"]:
+        raise sec.error("subdivisions", f"subdivisions={o['subdivisions']} exceeds batch={o['batch']} "
+                                        f"(the batch in memory is batch/subdivisions)")
     o["inputs"] = sec.get_int("inputs", o["width"] * o["height"] * o["channels"], lo=0)
     o["learning_rate"] = sec.get_float("learning_rate", 0.001)
     o["momentum"] = sec.get_float("momentum", 0.9)
@@ -136,14 +144,7 @@ def plan_network(sections: Sequence[Section], width: Optional[int] = None, heigh
     if not sections or sections[0].type != "net":
         raise ConfigError("a cfg starts with a [net] section")
     net_sec = sections[0]
-    opts = parse_net_options(net_sec)
-    for key, val in (("width", width), ("height", height), ("channels", channels), ("batch", batch)):
-        if val is not None:
-            if int(val) < 1:
-                raise ConfigError(f"{key} override must be ≥ 1, got {val}")
-            opts[key] = int(val)
-    if batch is not None and opts["batch"] < opts["subdivisions"]:
-        opts["subdivisions"] = 1
+    opts = parse_net_options(net_sec, width=width, height=height, channels=channels, batch=batch)
     shape = input_shape_of(net_sec, opts)
     if len(sections) < 2:
         raise ConfigError(f"{net_sec.file}: the cfg has no layers after [net]")
@@ -152,6 +153,8 @@ def plan_network(sections: Sequence[Section], width: Optional[int] = None, heigh
     for i, sec in enumerate(sections[1:]):
         if sec.type == "net":
             raise ConfigError(f"{sec.file}:{sec.line}: [net] must be the first section and appear once")
+        if sec.type not in LAYER_KINDS:
+            raise unsupported_error(sec)
         planner = LAYER_KINDS[sec.type][0]
         spec = planner(sec, PlanContext(i, shape, shapes, opts))
         specs.append(spec)

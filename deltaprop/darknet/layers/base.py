@@ -88,7 +88,7 @@ class DarknetLayer(Module):
 
     kind = ""
 
-    def __init__(self, spec: LayerSpec, numerics: str = "darknet") -> None:
+    def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__()
         self.index = spec.index
         self.options: "OrderedDict[str, str]" = spec.section.values()

@@ -14,8 +14,8 @@ def resolve_index(sec: Section, key: str, idx: int, here: int) -> int:
     """Darknet's rule: a negative index counts back from this layer; the result must be an earlier layer."""
     out = here + idx if idx < 0 else idx
     if not 0 <= out < here:
-        raise sec.error(key, f"index {idx} refers to layer {out}, but layer {here} can only read "
-                             f"layers 0..{here - 1}")
+        where = f"layers 0..{here - 1}" if here else "no earlier layer (it is layer 0)"
+        raise sec.error(key, f"index {idx} refers to layer {out}, but layer {here} can only read {where}")
     return out
 
 
