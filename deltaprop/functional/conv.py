@@ -30,6 +30,7 @@ from .im2col import ConvGeometry, col2im, conv_geometry, im2col
 
 Pad = Union[int, Sequence[int]]
 MODES = ("cross_correlation", "convolution")
+THIN_FILTERS = 16
 
 
 def _check_mode(mode: str) -> None:
@@ -52,6 +53,16 @@ def _oriented(w: np.ndarray, mode: str) -> np.ndarray:
     return w[:, :, ::-1, ::-1] if mode == "convolution" else w
 
 
+def _thin(g: ConvGeometry) -> bool:
+    """Few filters and one group: the products run per sample (measured faster below 16 filters)."""
+    return g.groups == 1 and g.f < THIN_FILTERS and g.ho * g.wo >= 64
+
+
+def _per_sample(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """The column matrix as N stacked (C·kh·kw, Ho·Wo) matrices (a strided view, no copy)."""
+    return cols.reshape(g.taps, g.n, g.ho * g.wo).transpose(1, 0, 2)
+
+
 # --- fast kernels ----------------------------------------------------------------------------------
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
@@ -68,12 +79,19 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     G = g.groups
     cols = im2col(x, g)                                           # (C·kh·kw, N·Ho·Wo)
     w2 = np.ascontiguousarray(_oriented(w, mode)).reshape(G, g.f // G, -1)
+    out = np.empty((g.n, g.f, g.ho, g.wo), dtype=np.result_type(x, w))
+    if _thin(g):
+        # Few filters: one product per sample writes NCHW directly (a single (F, N·Ho·Wo) product
+        # with F < 16 ran at a third of the speed).
+        np.matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
+        if kind != "none":
+            out += b[:, None, None] if kind == "tied" else b
+        return out, (cols, w2, g, mode, kind)
     if G == 1:
         z = w2[0] @ cols                                          # (F, N·Ho·Wo)
     else:
         z = np.matmul(w2, cols.reshape(G, -1, g.positions))       # (G, F/G, N·Ho·Wo)
     zt = z.reshape(g.f, g.n, g.ho, g.wo).transpose(1, 0, 2, 3)
-    out = np.empty((g.n, g.f, g.ho, g.wo), dtype=z.dtype)
     if kind == "tied":
         np.add(zt, b[:, None, None], out=out)                   # the NCHW copy and the bias in one pass
     elif kind == "untied":
@@ -98,11 +116,27 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
                          f"(the forward output's shape)")
     G, fg = g.groups, g.f // g.groups
     dt = dout.dtype
+    ones_n = np.ones(g.n, dtype=dt)
+    if _thin(g):
+        # per sample, as in the forward: dW = Σ_n δ_n (F, Ho·Wo) @ cols_nᵀ (Ho·Wo, C·kh·kw)
+        dn = np.ascontiguousarray(dout).reshape(g.n, g.f, -1)
+        per = np.matmul(dn, _per_sample(cols, g).transpose(0, 2, 1))      # (N, F, C·kh·kw)
+        dw2 = (ones_n @ per.reshape(g.n, -1)).reshape(g.f, -1)
+        db = None
+        if kind != "none":
+            s = (ones_n @ dn.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)   # Σ_n δ
+            db = s if kind == "untied" else s.reshape(g.f, -1) @ np.ones(g.ho * g.wo, dtype=dt)
+        dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
+        dx = None
+        if need_dx:
+            d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)
+            dx = col2im(w2[0].T @ d, g)
+        return dx, dw, db
     d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)
     if kind == "tied":
         db = d @ np.ones(g.positions, dtype=dt)
     elif kind == "untied":
-        db = (np.ones(g.n, dtype=dt) @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
+        db = (ones_n @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
     else:
         db = None
     if G == 1:

@@ -152,6 +152,9 @@ def _col2im_numpy(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 # --- numba path --------------------------------------------------------------------------------
 
+# Plain loops with the bounds test inside the innermost loop: measured faster (0.4–0.7 ms vs 1.1–2.8 ms on the
+# LeNet and conv-BN shapes) than splitting each row into precomputed valid ranges, which numba did not vectorise.
+
 @_numba.jit
 def _im2col_loops(x, cols, kh, kw, sh, sw, pt, pl, dh, dw):
     n_, c_, h_, w_ = x.shape
