@@ -119,8 +119,9 @@ def test_network_gradcheck_module_and_through_loss(rng):
 def test_network_torch_parity(dtype, rng, torch_ref):
     torch = torch_ref
     net = _net().to(dtype)
-    tnet = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5), torch.nn.LeakyReLU(0.1),
-                               torch.nn.Linear(5, 4), torch.nn.Identity(), torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+    tnet = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 5),
+                               torch.nn.LeakyReLU(0.1), torch.nn.Linear(5, 4), torch.nn.Identity(),
+                               torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
     tnet.load_state_dict({k: torch.tensor(v) for k, v in net.state_dict().items()})
     tnet = tnet.to(torch.float64 if dtype == np.float64 else torch.float32)
     x = rng.standard_normal((5, 4)).astype(dtype)

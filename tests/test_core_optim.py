@@ -224,7 +224,8 @@ def test_state_dict_format_is_json_plus_arrays():
     assert sd["param_groups"][0]["betas"] == [0.9, 0.999]
     assert sorted(sd["state"]) == [0, 1, 2, 3]
     st = sd["state"][2]
-    assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"} and st["step"] == 2 and type(st["step"]) is int
+    assert set(st) == {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    assert st["step"] == 2 and type(st["step"]) is int
     assert st["exp_avg"].shape == net[2].weight.shape
     st["exp_avg"][...] = 123.0                                      # a copy: the optimizer is untouched
     assert not np.any(opt.state[net[2].weight]["exp_avg"] == 123.0)
@@ -278,7 +279,8 @@ def _adam_sd():
     (lambda sd: sd.update(extra=1), r"exactly the keys"),
     (lambda sd: sd["param_groups"].append({"params": []}), r"2 parameter groups.*has 1"),
     (lambda sd: sd["param_groups"][0]["params"].pop(), r"sizes \[3\].*\[4\]"),
-    (lambda sd: sd["state"][0].update(exp_avg=np.zeros((4, 6))), r"state\[0\]\['exp_avg'\]: expected shape \(6, 4\).*\(4, 6\)"),
+    (lambda sd: sd["state"][0].update(exp_avg=np.zeros((4, 6))),
+     r"state\[0\]\['exp_avg'\]: expected shape \(6, 4\).*\(4, 6\)"),
     (lambda sd: sd["state"][1].update(momentum_buffer=np.zeros(6)), r"unexpected entries \['momentum_buffer'\]"),
     (lambda sd: sd["state"][1].pop("exp_avg_sq"), r"misses \['exp_avg_sq'\]"),
     (lambda sd: sd["state"].update({7: sd["state"][0]}), r"index 7.*0\.\.3"),
@@ -288,7 +290,8 @@ def _adam_sd():
 ])
 def test_bad_state_dict_raises_and_changes_nothing(mutate, match):
     net, opt, sd = _adam_sd()
-    before = {p: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()} for p, s in opt.state.items()}
+    before = {p: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+              for p, s in opt.state.items()}
     groups = [dict(g) for g in opt.param_groups]
     mutate(sd)
     with pytest.raises(StateDictError, match=match):

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-import deltaprop as dp
 from deltaprop import nn, optim
 from deltaprop.gradcheck import numerical_gradient
 

@@ -11,7 +11,7 @@ return ``(loss, grad)`` directly.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Union
 
 import numpy as np
 

@@ -9,7 +9,7 @@ the sum). The gradient has the prediction's dtype. The cache is kept unless insi
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -58,7 +58,8 @@ def _check_unit_range(a: np.ndarray, what: str, who: str) -> None:
     if a.size and (a.min() < 0 or a.max() > 1):
         i = int(np.argmax((a < 0) | (a > 1)))
         idx = np.unravel_index(i, a.shape)
-        raise ValueRangeError(f"{who}: {what} must lie in [0, 1]; got {float(a.flat[i])!r} at index {tuple(map(int, idx))}")
+        raise ValueRangeError(f"{who}: {what} must lie in [0, 1]; got {float(a.flat[i])!r} "
+                              f"at index {tuple(map(int, idx))}")
 
 
 def _class_count(pred: np.ndarray, who: str) -> int:
