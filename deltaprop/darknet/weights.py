@@ -104,7 +104,7 @@ def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str =
         if got < want:
             prefix = _prefix_sizes(net)
             holds = [k for k, s in enumerate(prefix) if s == got and k > 0]
-            hint = (f"; the file holds exactly the first {holds[-1]} layers: load it with upto={holds[-1]}"
+            hint = (f"; the file holds exactly the first {holds[0]} layers: load it with upto={holds[0]}"
                     if holds and upto is None else "")
             raise WeightsError(f"truncated file: {msg}{hint}")
         raise WeightsError(f"oversized file: {msg}: {4 * (got - want):,} bytes too many (is it another cfg's "

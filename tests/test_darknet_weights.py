@@ -1,0 +1,227 @@
+"""Darknet .weights: header versions, per-layer order, transposed connected weights, byte-identical round
+trips, truncated/oversized errors with sizes, partial files with upto, the reference tiny classifier."""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from darknet_testutil import REFERENCE, SHARED_CFG, seeded_weights
+from deltaprop import darknet
+from deltaprop.errors import WeightsError
+
+CLS_CFG = """[net]
+width=4
+height=4
+channels=2
+
+[convolutional]
+batch_normalize=1
+filters=3
+size=3
+pad=1
+activation=leaky
+
+[convolutional]
+filters=2
+size=1
+activation=linear
+
+[maxpool]
+size=2
+stride=2
+
+[connected]
+output=5
+activation=relu
+
+[connected]
+batch_normalize=1
+output=4
+activation=linear
+
+[softmax]
+"""
+
+
+def small_net(seed=0):
+    net = darknet.load_cfg_text(CLS_CFG)
+    seeded_weights(net, seed)
+    return net
+
+
+def header(major, minor, rev, seen):
+    head = struct.pack("<iii", major, minor, rev)
+    return head + (struct.pack("<Q", seen) if major * 10 + minor >= 2 and major < 1000 and minor < 1000
+                   else struct.pack("<i", seen))
+
+
+def test_layer_order_and_header_by_hand():
+    net = small_net()
+    data = darknet.weights_to_bytes(net)
+    assert struct.unpack_from("<iiiQ", data) == (0, 2, 0, 0)
+    f = np.frombuffer(data, "<f4", offset=20)
+    c0, c1, c3, c4 = (net.layers[i] for i in (0, 1, 3, 4))
+    expected = np.concatenate([
+        c0.bn.bias.data, c0.bn.weight.data, c0.bn.running_mean, c0.bn.running_var, c0.weight.data.ravel(),  # conv+BN
+        c1.bias.data, c1.weight.data.ravel(),                                                               # conv
+        c3.bias.data, c3.weight.data.ravel(),                                                               # connected
+        c4.bn.bias.data, c4.weight.data.ravel(), c4.bn.weight.data, c4.bn.running_mean, c4.bn.running_var,  # conn+BN
+    ])
+    assert np.array_equal(f, expected)
+    assert len(data) == 20 + 4 * darknet.weights.expected_floats(net)
+
+
+@pytest.mark.parametrize("version", [(0, 1, 0), (0, 2, 0), (0, 2, 5), (1, 0, 0), (0, 1001, 0), (1002, 0, 0)])
+def test_round_trip_byte_identical_keeping_version(tmp_path, version):
+    src = small_net()
+    src.seen = 12345
+    data = darknet.weights_to_bytes(src, version=version)
+    assert len(data) == darknet.weights.header_size(*version[:2]) + 4 * darknet.weights.expected_floats(src)
+    (tmp_path / "a.weights").write_bytes(data)
+    net = darknet.load_cfg_text(CLS_CFG)
+    darknet.load_weights(net, tmp_path / "a.weights")
+    assert net.weights_version == version and net.seen == 12345
+    for k, v in src.state_dict().items():
+        assert np.array_equal(net.state_dict()[k], v), k
+    darknet.save_weights(net, tmp_path / "b.weights")
+    assert (tmp_path / "b.weights").read_bytes() == data
+
+
+def test_transposed_connected_weights():
+    net = small_net()
+    fc = net.layers[3]  # connected 2*2*2=8 -> 5
+    plain = darknet.weights_to_bytes(net, version=(0, 2, 0))
+    trans = darknet.weights_to_bytes(net, version=(0, 1001, 0))
+    assert len(trans) == len(plain) - 4  # int32 seen
+    # locate the connected weights: after conv layers and the connected biases
+    off = sum(c for l in net.layers[:3] for _, c in l.weight_layout()) + fc.out_features
+    a = np.frombuffer(plain, "<f4", offset=20)[off:off + fc.weight.data.size].reshape(5, 8)
+    b = np.frombuffer(trans, "<f4", offset=16)[off:off + fc.weight.data.size].reshape(8, 5)
+    assert np.array_equal(a, fc.weight.data) and np.array_equal(b, fc.weight.data.T)
+    other = darknet.load_cfg_text(CLS_CFG)
+    darknet.load_weights_bytes(other, trans)
+    assert np.array_equal(other.layers[3].weight.data, fc.weight.data)
+
+
+def test_default_version_is_0_2_0(tmp_path):
+    net = small_net()
+    darknet.save_weights(net, tmp_path / "w.weights")
+    assert struct.unpack_from("<iii", (tmp_path / "w.weights").read_bytes()) == (0, 2, 0)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_truncated_and_oversized_state_sizes():
+    net = small_net()
+    data = darknet.weights_to_bytes(net)
+    n = darknet.weights.expected_floats(net)
+    with pytest.raises(WeightsError, match=rf"truncated file: .*expected {n:,} float32 values \({20 + 4 * n:,} bytes\)"
+                                           rf".*got {n - 1:,} \({len(data) - 4:,} bytes\)"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data[:-4])
+    with pytest.raises(WeightsError, match=rf"oversized file: .*got {n + 2:,} .*8 bytes too many"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data + b"\0" * 8)
+    with pytest.raises(WeightsError, match=r"not a whole number of float32"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data + b"\0")
+    with pytest.raises(WeightsError, match=r"truncated header: expected at least 12 bytes"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data[:7])
+    with pytest.raises(WeightsError, match=r"version 0.2.0 needs 20 bytes, got 16"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data[:16])
+
+
+def test_failed_load_changes_nothing():
+    net = small_net(1)
+    before = net.state_dict()
+    bad = bytearray(darknet.weights_to_bytes(small_net(2)))
+    bad[-4:] = struct.pack("<f", float("nan"))
+    with pytest.raises(WeightsError, match=r"layer 4 \[connected\] rolling_variance: 1 NaN"):
+        darknet.load_weights_bytes(net, bytes(bad))
+    after = net.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_partial_file_needs_upto(tmp_path):
+    net = small_net()
+    darknet.save_weights(net, tmp_path / "part.weights", upto=2)  # Darknet's `partial ... 2`
+    with pytest.raises(WeightsError, match=r"holds exactly the first 2 layers: load it with upto=2"):
+        darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights")
+    other = darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights", upto=2)
+    for i in (0, 1):
+        assert np.array_equal(other.layers[i].weight.data, net.layers[i].weight.data)
+    assert not np.array_equal(other.layers[3].weight.data, net.layers[3].weight.data)
+    darknet.save_weights(other, tmp_path / "again.weights", upto=2)
+    assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "part.weights").read_bytes()
+    # a full file also serves upto=N (its first N layers); a wrong-length file does not
+    darknet.save_weights(net, tmp_path / "full.weights")
+    darknet.load(_cfg_file(tmp_path), tmp_path / "full.weights", upto=2)
+    with pytest.raises(WeightsError, match=r"expected .* for the first 4 layers"):
+        darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights", upto=4)
+
+
+def _cfg_file(tmp_path):
+    p = tmp_path / "cls.cfg"
+    p.write_text(CLS_CFG)
+    return p
+
+
+def test_dontload_dontsave_skip_layers():
+    text = CLS_CFG.replace("[connected]\noutput=5", "[connected]\ndontload=1\ndontsave=1\noutput=5")
+    net = darknet.load_cfg_text(text)
+    seeded_weights(net)
+    data = darknet.weights_to_bytes(net)
+    assert len(data) == 20 + 4 * (darknet.weights.expected_floats(net))
+    assert darknet.weights.expected_floats(net) == darknet.weights.expected_floats(small_net()) - 5 * 8 - 5
+    darknet.load_weights_bytes(darknet.load_cfg_text(text), data)
+
+
+def test_yolov3_tiny_file_size_and_float64_round_trip():
+    net = darknet.load(SHARED_CFG / "yolov3-tiny.cfg", width=64, height=64, dtype=np.float64)
+    seeded_weights(net)
+    data = darknet.weights_to_bytes(net)
+    assert len(data) == 35_434_956  # the size of Darknet's yolov3-tiny.weights
+    net2 = darknet.load_cfg_text((SHARED_CFG / "yolov3-tiny.cfg").read_text(), data, dtype=np.float64)
+    assert net2.layers[0].weight.data.dtype == np.float64
+    assert darknet.weights_to_bytes(net2) == data
+
+
+def test_reference_tiny_cls_loads_and_matches_manifest():
+    if not REFERENCE.exists():
+        pytest.skip("reference files missing")
+    man = json.loads((REFERENCE / "step" / "manifest.json").read_text())
+    net = darknet.load(REFERENCE / "tiny_cls.cfg", REFERENCE / "step" / "init.weights")
+    assert net.net_options["batch"] == man["batch"] and net.input_shape == (man["c"], man["h"], man["w"])
+    assert net.net_options["learning_rate"] == pytest.approx(man["learning_rate"])
+    for meta, layer in zip(man["layers"], net.layers):
+        assert layer.kind == meta["type"]
+        assert layer.in_shape[0] * layer.in_shape[1] * layer.in_shape[2] == meta["inputs"]
+        assert layer.out_shape[0] * layer.out_shape[1] * layer.out_shape[2] == meta["outputs"]
+        if meta["type"] in ("convolutional", "maxpool"):
+            assert layer.out_shape == (meta["out_c"], meta["out_h"], meta["out_w"])
+        if meta["type"] == "maxpool":
+            assert layer.padding == meta["pad"] and layer.size == meta["size"]
+    read = lambda p: np.fromfile(REFERENCE / "step" / p, dtype="<f4")
+    conv, fc = net.layers[0], net.layers[2]
+    assert np.array_equal(conv.weight.data.ravel(), read("params_before/L00_weights.f32"))
+    assert np.array_equal(conv.bn.bias.data, read("params_before/L00_biases.f32"))
+    assert np.array_equal(conv.bn.running_var, read("params_before/L00_rolling_variance.f32"))
+    assert np.array_equal(fc.weight.data.ravel(), read("params_before/L02_weights.f32"))
+    assert darknet.weights_to_bytes(net) == (REFERENCE / "step" / "init.weights").read_bytes()
+    # Darknet's saved after-step file also round-trips byte for byte
+    after = darknet.load(REFERENCE / "tiny_cls.cfg", REFERENCE / "step" / "after.weights")
+    assert after.seen == 2 and darknet.weights_to_bytes(after) == (REFERENCE / "step" / "after.weights").read_bytes()
+
+
+def test_reference_tiny_cls_training_forward_matches_darknet():
+    """Darknet's forward pass in training mode (batch statistics), layer by layer (L00..L03)."""
+    if not REFERENCE.exists():
+        pytest.skip("reference files missing")
+    net = darknet.load(REFERENCE / "tiny_cls.cfg", REFERENCE / "step" / "init.weights")
+    read = lambda p: np.fromfile(REFERENCE / "step" / p, dtype="<f4")
+    net.train()
+    net(read("forward/input.f32").reshape(2, 3, 8, 8))
+    for i in range(4):
+        ref = read(f"forward/L{i:02d}_output.f32")
+        assert np.abs(net.layer_outputs[i].ravel() - ref).max() <= 2e-6 * max(1.0, np.abs(ref).max()), i
+    assert np.allclose(net.layers[0].bn.running_mean, read("forward/L00_rolling_mean.f32"), atol=1e-7)
+    assert np.allclose(net.layers[0].bn.running_var, read("forward/L00_rolling_variance.f32"), atol=1e-7)
