@@ -51,3 +51,7 @@ class DataError(DeltapropError, ValueError):
 
 class DivergenceError(DeltapropError, FloatingPointError):
     """Training produced a NaN or infinite loss; names the step and the first non-finite layer."""
+
+
+class ValueRangeError(DeltapropError, ValueError):
+    """Values outside their allowed range (probabilities outside [0, 1], ...)."""

@@ -14,16 +14,12 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, DeltapropError, DTypeError, LabelError, NonFiniteError, ShapeError
+from ..errors import BackwardError, DeltapropError, DTypeError, LabelError, NonFiniteError, ShapeError, ValueRangeError
 from ..functional import loss as F
 from .module import Module
 from .parameter import Parameter
 
 _REDUCTIONS = ("mean", "sum", "none")
-
-
-class ValueRangeError(DeltapropError, ValueError):
-    """Probabilities (or binary targets) outside [0, 1]."""
 
 
 # --- validation ------------------------------------------------------------------------------
