@@ -1,0 +1,330 @@
+"""Convolutional-network throughput and memory, deltaprop (NumPy path, and with numba) vs PyTorch CPU.
+
+Cases (float32):
+
+- ``lenet-train``: LeNet-5 (``models.build("lenet")``) on 1×28×28, batch 64, cross-entropy, SGD momentum 0.9;
+- ``convbn-train``: conv-BN-leaky ×3 + max pools (16/32/64 filters, ``models.build("convbn")``) on 3×64×64,
+  batch 16;
+- ``lenet-infer``: LeNet-5 forward in eval mode without caches (``no_grad``), batch 64.
+
+Every measurement runs in its own subprocess (sharing a process slowed PyTorch by half), the three
+implementations are interleaved (their order rotates every round) over ``--rounds`` rounds, and the medians
+are reported with ratios ``deltaprop / torch``. PyTorch runs with ``torch.set_num_threads(2)``. The training
+workers also report the peak RSS of their process (``ru_maxrss``) and its growth over the training steps.
+Each result line records the BLAS library and kernel (threadpoolctl) and the OPENBLAS variables; the whole
+set runs under each environment of ``--envs``:
+
+- ``as-is``: the OPENBLAS variables as this machine sets them (or not);
+- ``unset``: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``;
+- ``haswell``: ``OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (the AVX2 guard some machines set).
+
+A last subprocess times the naive reference kernels against the fast ones on a small convolution.
+
+    python3 bench/cnn.py                       # as-is + unset, 5 rounds, writes bench/results/cnn.jsonl
+    python3 bench/cnn.py --rounds 7 --envs unset haswell --cases lenet-train
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
+IMPLS = ("numpy", "numba", "torch")
+# Targets of issue 4 (OPENBLAS variables unset): minimum deltaprop/torch throughput ratios, max memory ratio.
+TARGETS = {("numpy", "lenet-train"): 0.6, ("numpy", "convbn-train"): 0.6, ("numpy", "lenet-infer"): 0.5,
+           ("numba", "lenet-train"): 0.8, ("numba", "convbn-train"): 0.9}
+MEMORY_TARGET = 1.5
+
+
+def _blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"error": "threadpoolctl not installed"}]
+    return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
+                                   "num_threads", "threading_layer")} for d in threadpool_info()]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _data(model: str, batch: int, seed: int = 0):
+    import numpy as np
+    g = np.random.default_rng(seed)
+    shape = (1, 28, 28) if model == "lenet" else (3, 64, 64)
+    n = batch * 8
+    return g.standard_normal((n,) + shape).astype(np.float32), g.integers(0, 10, size=n).astype(np.int64)
+
+
+def _time_loop(step, n_batches: int, batch: int, warmup_s: float, measure_s: float) -> dict:
+    """Call step(i) for warmup_s, then count steps for at least measure_s (and at least 10 steps)."""
+    t0 = time.perf_counter()
+    i = 0
+    while time.perf_counter() - t0 < warmup_s or i < 2:
+        step(i % n_batches)
+        i += 1
+    steps = 0
+    t0 = time.perf_counter()
+    while True:
+        step((i + steps) % n_batches)
+        steps += 1
+        el = time.perf_counter() - t0
+        if el >= measure_s and steps >= 10:
+            break
+    return {"steps": steps, "seconds": round(el, 4), "samples_per_s": steps * batch / el}
+
+
+def worker_deltaprop(case: str, warmup_s: float, measure_s: float) -> dict:
+    sys.path.insert(0, str(ROOT))
+    import deltaprop as dp
+    from deltaprop import models, nn, optim
+    from deltaprop.functional import _numba
+    name, batch, train = CASES[case]
+    X, y = _data(name, batch)
+    nb = len(X) // batch
+    dp.manual_seed(0)
+    model = models.build(name)
+    res = {"numba_enabled": _numba.enabled()}
+    if train:
+        loss = nn.CrossEntropyLoss()
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(i):
+            out = model(X[i * batch:(i + 1) * batch])
+            loss(out, y[i * batch:(i + 1) * batch])
+            opt.zero_grad()
+            model.backward(loss.backward())
+            opt.step()
+    else:
+        model.eval()
+
+        def step(i):
+            with dp.no_grad():
+                model(X[i * batch:(i + 1) * batch])
+    rss0 = _rss_mb()
+    res.update(_time_loop(step, nb, batch, warmup_s, measure_s))
+    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1)})
+    return res
+
+
+def worker_torch(case: str, warmup_s: float, measure_s: float) -> dict:
+    import torch
+    torch.set_num_threads(2)
+    nn = torch.nn
+    name, batch, train = CASES[case]
+    X, y = _data(name, batch)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    nb = len(X) // batch
+    torch.manual_seed(0)
+    if name == "lenet":
+        model = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5),
+                              nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(),
+                              nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+    else:
+        layers = []
+        for cin, cout in ((3, 16), (16, 32), (32, 64)):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1),
+                       nn.MaxPool2d(2)]
+        model = nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 8 * 8, 10))
+    if train:
+        loss = nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(i):
+            opt.zero_grad()
+            loss(model(Xt[i * batch:(i + 1) * batch]), yt[i * batch:(i + 1) * batch]).backward()
+            opt.step()
+    else:
+        model.eval()
+
+        def step(i):
+            with torch.no_grad():
+                model(Xt[i * batch:(i + 1) * batch])
+    rss0 = _rss_mb()
+    res = _time_loop(step, nb, batch, warmup_s, measure_s)
+    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1),
+                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()})
+    return res
+
+
+def worker_naive(warmup_s: float, measure_s: float) -> dict:
+    """Fast vs naive conv kernels (forward + backward, NumPy path) on N=2, 4→8 channels, 12×12, 3×3, pad 1."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from deltaprop.functional import _numba
+    from deltaprop.functional import conv as C
+    _numba.set_enabled(False)
+    g = np.random.default_rng(0)
+    x = g.standard_normal((2, 4, 12, 12)).astype(np.float32)
+    w = g.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    b = g.standard_normal(8).astype(np.float32)
+
+    def run(fwd, bwd):
+        out, cache = fwd(x, w, b, 1, 1)
+        bwd(np.ones_like(out), cache)
+
+    def timeit(fn, min_s):
+        fn()
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            el = time.perf_counter() - t0
+            if el >= min_s and n >= 3:
+                return el / n
+    fast = timeit(lambda: run(C.conv2d_forward, C.conv2d_backward), measure_s)
+    naive = timeit(lambda: run(C.conv2d_forward_naive, C.conv2d_backward_naive), measure_s)
+    return {"case": "naive-vs-fast", "shape": "x (2,4,12,12), w (8,4,3,3), pad 1", "fast_ms": fast * 1e3,
+            "naive_ms": naive * 1e3, "speedup": naive / fast}
+
+
+def run_worker(args) -> None:
+    if args.worker == "naive":
+        res = worker_naive(args.warmup, args.seconds)
+    elif args.worker == "torch":
+        res = worker_torch(args.case, args.warmup, args.seconds)
+    else:
+        res = worker_deltaprop(args.case, args.warmup, args.seconds)
+    import numpy as np
+    res.update({"impl": args.worker, "numpy": np.__version__, "blas": _blas_info(),
+                "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS}})
+    if args.worker != "naive":
+        res["case"] = args.case
+    print(json.dumps(res), flush=True)
+
+
+def env_for(mode: str, impl: str) -> dict:
+    env = dict(os.environ)
+    if mode == "unset":
+        for k in OPENBLAS_VARS:
+            env.pop(k, None)
+    elif mode == "haswell":
+        env.update({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
+    elif mode != "as-is":
+        raise ValueError(mode)
+    env["DELTAPROP_NUMBA"] = "1" if impl == "numba" else "0"
+    return env
+
+
+def measure(impl: str, case: str, mode: str, args) -> dict:
+    cmd = [sys.executable, __file__, "--worker", impl, "--case", case,
+           "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    p = subprocess.run(cmd, env=env_for(mode, impl), capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"{impl} {case} worker failed:\n{p.stderr[-3000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res["env_mode"] = mode
+    return res
+
+
+def summarize(results, envs, cases) -> list:
+    out = []
+    for mode in envs:
+        for case in cases:
+            rows = [x for x in results if x["env_mode"] == mode and x.get("case") == case]
+            if not rows:
+                continue
+            med = {i: statistics.median([x["samples_per_s"] for x in rows if x["impl"] == i]) for i in IMPLS}
+            s = {"summary": True, "env_mode": mode, "case": case,
+                 "median_samples_per_s": {i: round(v, 1) for i, v in med.items()},
+                 "rounds": len([x for x in rows if x["impl"] == "torch"])}
+            for impl in ("numpy", "numba"):
+                r = med[impl] / med["torch"]
+                s[f"ratio_{impl}"] = round(r, 3)
+                tgt = TARGETS.get((impl, case))
+                if tgt is not None:
+                    s[f"target_{impl}"] = tgt
+                    s[f"meets_{impl}"] = r >= tgt
+            if CASES[case][2]:
+                peak = {i: statistics.median([x["peak_rss_mb"] for x in rows if x["impl"] == i]) for i in IMPLS}
+                grow = {i: statistics.median([x["peak_rss_mb"] - x["rss_before_mb"] for x in rows
+                                              if x["impl"] == i]) for i in IMPLS}
+                s["peak_rss_mb"] = {i: round(v, 1) for i, v in peak.items()}
+                s["step_rss_growth_mb"] = {i: round(v, 1) for i, v in grow.items()}
+                s["memory_ratio"] = {i: round(peak[i] / peak["torch"], 3) for i in ("numpy", "numba")}
+                s["meets_memory"] = all(v <= MEMORY_TARGET for v in s["memory_ratio"].values())
+            s["blas_kernels"] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}:{b.get('num_threads')}"
+                                        for x in rows for b in x["blas"] if b.get("user_api") == "blas"})
+            s["openblas_env"] = rows[0]["openblas_env"]
+            out.append(s)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", choices=list(IMPLS) + ["naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--case", choices=list(CASES), default="lenet-train", help=argparse.SUPPRESS)
+    ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases (default all)")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--seconds", type=float, default=1.2, help="measured seconds per run (default 1.2)")
+    ap.add_argument("--warmup", type=float, default=0.4, help="warm-up seconds per run (default 0.4)")
+    ap.add_argument("--envs", nargs="+", default=["as-is", "unset"], choices=["as-is", "unset", "haswell"],
+                    help="OPENBLAS environments (default as-is unset)")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive-kernel timing")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cnn.jsonl"), help="JSON-lines output")
+    args = ap.parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = {"bench": "cnn", "what": "samples/s: LeNet train b64, conv-BN-leaky 3x64x64 train b16, LeNet infer "
+              "b64; float32; deltaprop NumPy path / numba path / torch (2 threads)",
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
+              "cpu_count": os.cpu_count(), "python": platform.python_version(),
+              "machine_openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+              "rounds": args.rounds, "seconds": args.seconds, "load_avg": os.getloadavg()}
+    lines = [header]
+    print(json.dumps(header), flush=True)
+    results = []
+    t_start = time.perf_counter()
+    for mode in args.envs:
+        for r in range(args.rounds):
+            order = IMPLS[r % 3:] + IMPLS[:r % 3]          # rotate who goes first
+            for case in args.cases:
+                for impl in order:
+                    res = measure(impl, case, mode, args)
+                    res["round"] = r
+                    results.append(res)
+                    lines.append(res)
+                    print(json.dumps(res), flush=True)
+    if not args.no_naive:
+        p = subprocess.run([sys.executable, __file__, "--worker", "naive", "--seconds", "0.5"],
+                           env=env_for("as-is", "numpy"), capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(p.stderr[-3000:])
+        naive = json.loads(p.stdout.strip().splitlines()[-1])
+        lines.append(naive)
+        print(json.dumps(naive), flush=True)
+    summaries = summarize(results, args.envs, args.cases)
+    for s in summaries:
+        print(json.dumps(s), flush=True)
+    lines += summaries
+    with open(out, "a") as f:
+        for line in lines:
+            f.write(json.dumps(line) + "\n")
+    print(f"\n{'env':7s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}  mem np/nb/t MB")
+    for s in summaries:
+        m = s["median_samples_per_s"]
+        mem = "/".join(f"{s['peak_rss_mb'][i]:.0f}" for i in IMPLS) if "peak_rss_mb" in s else "-"
+        print(f"{s['env_mode']:7s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
+              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f}  {mem}")
+    if not args.no_naive:
+        print(f"naive kernels: fast {naive['fast_ms']:.3f} ms vs naive {naive['naive_ms']:.1f} ms "
+              f"({naive['speedup']:.0f}x)")
+    print(f"total {time.perf_counter() - t_start:.0f} s; results appended to {out}")
+
+
+if __name__ == "__main__":
+    main()
