@@ -34,9 +34,16 @@ def channel_view(x: np.ndarray) -> np.ndarray:
 
 
 def channel_sum(a3: np.ndarray) -> np.ndarray:
-    """Σ over n and s of an (N, C, S) array, per channel: two BLAS matrix–vector products."""
+    """Σ over n and s of an (N, C, S) array, per channel, with BLAS: a dot product per (n, c) row
+    (``np.vecdot`` with ones), then ones(N) @ (N, C). For short rows, two matrix–vector products.
+
+    Row dots run on one thread each: one big multithreaded gemv over (N, C·S) measured 0.05 ms on an idle
+    machine but 4–8 ms when the two cores were shared with another process; the row dots stayed at 0.08 ms."""
     n, c, s = a3.shape
-    t = np.ones(n, dtype=a3.dtype) @ a3.reshape(n, c * s)
+    ones_n = np.ones(n, dtype=a3.dtype)
+    if s >= 64:
+        return ones_n @ np.vecdot(a3, np.ones(s, dtype=a3.dtype))
+    t = ones_n @ a3.reshape(n, c * s)
     return t if s == 1 else t.reshape(c, s) @ np.ones(s, dtype=a3.dtype)
 
 
