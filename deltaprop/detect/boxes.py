@@ -10,21 +10,22 @@ zeroed at or below thresh.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ShapeError
 
 
-class Detections(NamedTuple):
+@dataclass
+class Detections:
     """Candidate boxes of one image: ``boxes`` (M, 4) as (x, y, w, h), ``objectness`` (M,),
     ``probs`` (M, classes) = objectness × class probability (0 where ≤ thresh)."""
     boxes: np.ndarray
     objectness: np.ndarray
     probs: np.ndarray
 
-    def __len__(self) -> int:  # type: ignore[override]
+    def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
 
@@ -123,11 +124,13 @@ def nms_sort(dets: Detections, thresh: float = 0.45) -> Detections:
 
 
 def to_pixels(box: np.ndarray, img_w: int, img_h: int) -> Tuple[int, int, int, int]:
-    """(left, top, right, bottom) in pixels, clamped to the image (Darknet's ``draw_detections``)."""
+    """(left, top, right, bottom) in pixels (Darknet's ``draw_detections`` truncation), each clamped to the
+    image as Darknet's ``draw_box`` does."""
     x, y, w, h = (float(v) for v in box)
-    left, right = int((x - w / 2) * img_w), int((x + w / 2) * img_w)
-    top, bot = int((y - h / 2) * img_h), int((y + h / 2) * img_h)
-    return (max(left, 0), max(top, 0), min(right, img_w - 1), min(bot, img_h - 1))
+    cx = lambda v: min(max(v, 0), img_w - 1)
+    cy = lambda v: min(max(v, 0), img_h - 1)
+    return (cx(int((x - w / 2) * img_w)), cy(int((y - h / 2) * img_h)), cx(int((x + w / 2) * img_w)),
+            cy(int((y + h / 2) * img_h)))
 
 
 def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,
@@ -144,7 +147,8 @@ def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,
 def concat(parts: Sequence[Detections], classes: int) -> Detections:
     if not parts:
         return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, classes)))
-    return Detections(*(np.concatenate(x, axis=0) for x in zip(*parts)))
+    return Detections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.objectness for p in parts]),
+                      np.concatenate([p.probs for p in parts]))
 
 
 def network_detections(net, outputs: Sequence[np.ndarray], img_w: int, img_h: int, thresh: float = 0.5,
@@ -158,5 +162,6 @@ def network_detections(net, outputs: Sequence[np.ndarray], img_w: int, img_h: in
     parts = []
     for layer, out in zip(yolos, outputs):
         d = yolo_decode(out[sample], layer.masked_anchors, layer.classes, net_w, net_h, thresh)
-        parts.append(d._replace(boxes=correct_boxes(d.boxes, img_w, img_h, net_w, net_h, letterbox)))
+        d.boxes = correct_boxes(d.boxes, img_w, img_h, net_w, net_h, letterbox)
+        parts.append(d)
     return concat(parts, yolos[0].classes if yolos else 0)
