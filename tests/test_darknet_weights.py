@@ -10,7 +10,7 @@ import pytest
 
 from darknet_testutil import REFERENCE, SHARED_CFG, seeded_weights
 from deltaprop import darknet
-from deltaprop.errors import WeightsError
+from deltaprop.errors import ConfigError, WeightsError
 
 CLS_CFG = """[net]
 width=4
@@ -225,3 +225,27 @@ def test_reference_tiny_cls_training_forward_matches_darknet():
         assert np.abs(net.layer_outputs[i].ravel() - ref).max() <= 2e-6 * max(1.0, np.abs(ref).max()), i
     assert np.allclose(net.layers[0].bn.running_mean, read("forward/L00_rolling_mean.f32"), atol=1e-7)
     assert np.allclose(net.layers[0].bn.running_var, read("forward/L00_rolling_variance.f32"), atol=1e-7)
+
+
+def test_checkpoint_npz_rebuilds_cfg_network(tmp_path):
+    from deltaprop import io
+    net = small_net(3)
+    io.save_model(tmp_path / "m.npz", net)
+    back = io.load_model(tmp_path / "m.npz")
+    assert isinstance(back, darknet.DarknetNet) and back.cfg_text() == net.cfg_text()
+    assert darknet.weights_to_bytes(back) == darknet.weights_to_bytes(net)
+
+
+def test_summary_method_and_budget_setting(capsys):
+    net = small_net()
+    lines = net.summary()
+    assert capsys.readouterr().out.splitlines() == lines
+    assert lines[1].split()[:3] == ["0", "conv", "3"] and lines[-1].startswith("total ")
+    old = darknet.get_memory_budget()
+    try:
+        darknet.set_memory_budget(1000)
+        with pytest.raises(ConfigError, match="memory budget of 0.0 MiB"):
+            darknet.load_cfg_text(CLS_CFG)
+    finally:
+        darknet.set_memory_budget(old)
+    assert darknet.get_memory_budget() == old
