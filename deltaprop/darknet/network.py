@@ -238,8 +238,10 @@ class DarknetNet(Graph):
             return out.reshape(out.shape[0], -1)
         return out
 
-    def summary(self, print_fn=print) -> List[str]:  # type: ignore[override]
-        """Print and return Darknet's layer table (layer, filters, size/stride, input → output, BFLOPs)."""
+    def summary(self, input_shape=None, dtype=None, print_fn=print) -> List[str]:  # type: ignore[override]
+        """Print and return Darknet's layer table (layer, filters, size/stride, input → output, BFLOPs).
+        ``input_shape``/``dtype`` are accepted for ``Module.summary`` compatibility and ignored: a cfg
+        network's input size is fixed by its [net] section (or the overrides given to ``load``)."""
         lines = self.plan.table()
         for line in lines:
             print_fn(line)
