@@ -1,7 +1,7 @@
 """Pooling and batch-norm kernels on the conv-BN-leaky bench shapes (N=16, 16/32/64 channels at 64/32/16 px),
 deltaprop (NumPy path, numba path) against PyTorch, each engine in its own process, interleaved rounds.
 
-    python bench/pool_norm.py [--rounds 5] [--reps 40]
+    python bench/pool_norm.py [--rounds 5] [--reps 40] [--threads 1]
 
 Prints one JSON line per (case, engine) with the median forward+backward milliseconds over rounds, and a
 summary line with the ratios torch_ms / ours_ms (> 1: deltaprop is faster). Every line records the BLAS
@@ -24,7 +24,6 @@ ENGINES = ["numpy", "numba", "torch"]
 
 def _blas() -> str:
     try:
-        import numpy  # noqa: F401  (load NumPy's BLAS so threadpoolctl sees it)
         from threadpoolctl import threadpool_info
         return ";".join(f"{i.get('internal_api')}:{i.get('architecture')}:{i.get('num_threads')}"
                         for i in threadpool_info())
@@ -48,6 +47,8 @@ def worker(engine: str, reps: int) -> None:
     out = {}
     if engine == "torch":
         import torch
+        if os.environ.get("OMP_NUM_THREADS"):
+            torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         tnn = torch.nn
         for shape in SHAPES:
             c = shape[1]
@@ -80,6 +81,7 @@ def worker(engine: str, reps: int) -> None:
                     m.forward(x)
                     m.backward(d)
                 out[f"{case}{shape}"] = _time(step, reps)
+    out["_blas"] = _blas()
     print(json.dumps(out))
 
 
@@ -87,20 +89,27 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads for BLAS and PyTorch in the workers (0: their defaults); 1 is steadier")
     ap.add_argument("--worker", choices=ENGINES)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.reps)
         return 0
     results = {e: [] for e in ENGINES}
+    wenv = dict(os.environ)
+    if args.threads:
+        for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            wenv[k] = str(args.threads)
     for _ in range(args.rounds):  # interleaved: A B C A B C ...
         for e in ENGINES:
             p = subprocess.run([sys.executable, __file__, "--worker", e, "--reps", str(args.reps)],
-                               capture_output=True, text=True, check=True)
+                               capture_output=True, text=True, check=True, env=wenv)
             results[e].append(json.loads(p.stdout.strip().splitlines()[-1]))
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
-    blas = _blas()
-    med = {e: {k: statistics.median(r[k] for r in results[e]) for k in results[e][0]} for e in ENGINES}
+    env = {k: wenv.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
+    blas = results["numpy"][0]["_blas"]
+    med = {e: {k: statistics.median(r[k] for r in results[e]) for k in results[e][0] if not k.startswith("_")}
+           for e in ENGINES}
     for key in med["torch"]:
         line = {"case": key, **{f"{e}_ms": round(med[e][key], 3) for e in ENGINES},
                 "ratio_numpy": round(med["torch"][key] / med["numpy"][key], 2),

@@ -139,8 +139,7 @@ def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optiona
     return y.reshape(x.shape), (xhat, inv_std, g, batch, gamma is not None, x.shape)
 
 
-def batch_norm_backward(dy: np.ndarray, cache: tuple,
-                        need_dx: bool = True) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+def batch_norm_backward(dy: np.ndarray, cache: tuple, need_dx: bool = True) -> Tuple[Optional[np.ndarray], ...]:
     """Returns (dx, dγ, dβ). BN 2.5: ∂C/∂β = Σ ∂C/∂y. BN 2.6: ∂C/∂γ = Σ ∂C/∂y·ẑ. ∂C/∂ẑ = γ·∂C/∂y, then
     BN 2.1–2.3 in the compact form of ``bn_input_grad`` (training), or ∂C/∂z = γ·inv_std·∂C/∂y when the
     running statistics normalised (they are constants). BN 2.4 (the layer below) is unchanged."""

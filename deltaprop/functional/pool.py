@@ -6,8 +6,8 @@ or the top/left padding). Darknet's ``[maxpool]`` geometry is ``darknet_maxpool_
 
 Fast paths loop over the kh·kw kernel offsets only: each offset is one strided view of the padded input,
 the size of the output (no loop over samples, channels or pixels). The naive twins at the end loop over
-everything, straight from the equations. ``functional._pool_numba`` holds single-pass numba kernels for 2×2/2 windows, used
-when numba is enabled; they give the same numbers.
+everything, straight from the equations. ``functional._pool_numba`` holds single-pass numba kernels for 2×2/2 windows,
+used when numba is enabled; they give the same numbers.
 """
 from __future__ import annotations
 
