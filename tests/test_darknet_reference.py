@@ -49,10 +49,11 @@ def _record(net):
     def bn_fwd(x, _f=bn.forward):
         rec["forward/L00_bn_x"] = x.copy()
         y = _f(x)
-        x_norm, xc, var, denom, scale, training = bn._cache[1]
-        rec["forward/L00_bn_x_norm"] = x_norm.copy()
-        rec["forward/L00_bn_variance"] = var.copy()
-        rec["forward/L00_bn_mean"] = (x - xc).mean(axis=(0, 2, 3))
+        from deltaprop.functional.norm_darknet import bn_cache_arrays
+        arrays = bn_cache_arrays(bn._cache[1])
+        rec["forward/L00_bn_x_norm"] = arrays["x_norm"].copy()
+        rec["forward/L00_bn_variance"] = arrays["variance"].copy()
+        rec["forward/L00_bn_mean"] = arrays["mean"].copy()
         rec["forward/L00_rolling_mean"] = bn.running_mean.copy()
         rec["forward/L00_rolling_variance"] = bn.running_var.copy()
         return y

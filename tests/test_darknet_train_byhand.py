@@ -54,7 +54,7 @@ def step(arrs):
                                                       arrs["params_before/L00_rolling_mean"],
                                                       arrs["params_before/L00_rolling_variance"])
     mu, var = nd.darknet_batch_stats(z)
-    out.update({"forward/L00_bn_mean": mu, "forward/L00_bn_variance": var, "forward/L00_bn_x_norm": cache[0],
+    out.update({"forward/L00_bn_mean": mu, "forward/L00_bn_variance": var, "forward/L00_bn_x_norm": nd.bn_cache_arrays(cache)["x_norm"],
                 "forward/L00_rolling_mean": rm, "forward/L00_rolling_variance": rv})
     a0 = np.where(y > 0, y, f32(0.1) * y)
     out["forward/L00_output"] = a0

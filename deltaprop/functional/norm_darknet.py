@@ -21,6 +21,8 @@ from typing import Tuple
 
 import numpy as np
 
+from .norm import channel_dot, channel_sum, channel_view
+
 #: ``normalize_cpu``: epsilon added to √σ² in the forward pass.
 EPS_FORWARD = 1e-6
 #: ``mean_delta_cpu``/``variance_delta_cpu``/``normalize_delta_cpu``: epsilon under the root in backward.
@@ -40,17 +42,29 @@ def _bshape(x: np.ndarray) -> Tuple[int, ...]:
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
 
+def _view(x: np.ndarray) -> np.ndarray:
+    _axes(x)
+    return channel_view(x)
+
+
 def darknet_batch_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED σ² = Σ(z − μ)²/(m − 1)."""
-    ax = _axes(x)
-    m = x.size // x.shape[1]
+    x3 = _view(x)
+    mean, _, var = _stats(x3)
+    return mean, var
+
+
+def _stats(x3: np.ndarray):
+    n, c, s = x3.shape
+    m = n * s
     if m < 2:
         raise ValueError(f"Darknet batch norm in training needs at least 2 values per channel "
-                         f"(m − 1 divides the variance), got m = {m} for input shape {x.shape}")
-    mean = x.mean(axis=ax)
-    d = x - mean.reshape(_bshape(x))
-    var = (d * d).sum(axis=ax) / x.dtype.type(m - 1)
-    return mean, var
+                         f"(m − 1 divides the variance), got m = {m} for {c} channels")
+    t = x3.dtype.type
+    mean = channel_sum(x3) / t(m)
+    xc = x3 - mean[:, None]
+    var = channel_dot(xc, xc) / t(m - 1)
+    return mean, xc, var
 
 
 def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.ndarray:
@@ -69,23 +83,31 @@ def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray
 
     Training: batch μ and unbiased σ²; returns ``(y, cache, (new_rolling_mean, new_rolling_var))``.
     Inference: the rolling statistics; the "new" rolling arrays are the inputs, unchanged.
-    x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,).
+    x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,). Per-channel sums are BLAS dot products.
     """
     t = x.dtype.type
-    bs = _bshape(x)
+    x3 = _view(x)
     if training:
-        mean, var = darknet_batch_stats(x)
+        mean, xc, var = _stats(x3)
         new_rm = darknet_rolling_update(rolling_mean, mean)
         new_rv = darknet_rolling_update(rolling_var, var)
     else:
         mean, var = rolling_mean.astype(x.dtype, copy=False), rolling_var.astype(x.dtype, copy=False)
+        xc = x3 - mean[:, None]
         new_rm, new_rv = rolling_mean, rolling_var
     denom = np.sqrt(var) + t(EPS_FORWARD)
-    xc = x - mean.reshape(bs)
-    x_norm = xc / denom.reshape(bs)
-    y = x_norm * scale.reshape(bs) + bias.reshape(bs)
-    cache = (x_norm, xc, var, denom, scale, bool(training))
-    return y, cache, (new_rm, new_rv)
+    x_norm = xc / denom[:, None]
+    y = x_norm * scale.astype(x.dtype, copy=False)[:, None]
+    y += bias.astype(x.dtype, copy=False)[:, None]
+    cache = (x_norm, xc, var, denom, scale, bool(training), x.shape, mean)
+    return y.reshape(x.shape), cache, (new_rm, new_rv)
+
+
+def bn_cache_arrays(cache: tuple) -> dict:
+    """Darknet's BN buffers from a forward cache: ``x_norm`` (input-shaped), ``mean``, ``variance`` (the
+    batch statistics in training, the rolling ones in inference), for comparisons with Darknet's dumps."""
+    x_norm, xc, var, denom, scale, training, shape, mean = cache
+    return {"x_norm": x_norm.reshape(shape), "mean": mean, "variance": var}
 
 
 def batchnorm_darknet_backward(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,22 +118,24 @@ def batchnorm_darknet_backward(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray
     ``mean_delta_cpu``: dμ = −Σ dẑ / s; ``variance_delta_cpu``: dσ² = −½ Σ dẑ·(z − μ)·s⁻³;
     ``normalize_delta_cpu``: dz = dẑ/s + dσ²·2(z − μ)/m + dμ/m.
     In inference mode: dz = γ·dy/(√r_σ² + 1e-6), the exact derivative of the affine map.
+    (Σ dẑ and Σ dẑ·(z − μ) are computed as γ·Σ dy and γ·Σ dy·(z − μ): the same sums, γ being per channel.)
     """
-    x_norm, xc, var, denom, scale, training = cache
-    ax = _axes(dy)
-    bs = _bshape(dy)
+    x_norm, xc, var, denom, scale, training, shape, _ = cache
     t = dy.dtype.type
-    dbias = dy.sum(axis=ax)
-    dscale = (dy * x_norm).sum(axis=ax)
-    dxn = dy * scale.reshape(bs)
+    dy3 = _view(dy)
+    g = scale.astype(dy.dtype, copy=False)
+    dbias = channel_sum(dy3)
+    dscale = channel_dot(dy3, x_norm)
     if not training:
-        return dxn / denom.reshape(bs), dscale, dbias
-    m = t(dy.size // dy.shape[1])
+        return (dy3 * (g / denom)[:, None]).reshape(shape), dscale, dbias
+    m = t(dy3.shape[0] * dy3.shape[2])
     s = np.sqrt(var + t(EPS_BACKWARD))
-    mean_delta = -dxn.sum(axis=ax) / s
-    variance_delta = t(-0.5) * (dxn * xc).sum(axis=ax) / (s * s * s)
-    dx = dxn / s.reshape(bs) + xc * (t(2) * variance_delta / m).reshape(bs) + (mean_delta / m).reshape(bs)
-    return dx, dscale, dbias
+    mean_delta = -(g * dbias) / s
+    variance_delta = t(-0.5) * (g * channel_dot(dy3, xc)) / (s * s * s)
+    dx = dy3 * (g / s)[:, None]
+    dx += xc * (t(2) * variance_delta / m)[:, None]
+    dx += (mean_delta / m)[:, None]
+    return dx.reshape(shape), dscale, dbias
 
 
 # --- naive twins: Darknet's C loops, transcribed ------------------------------------------------
@@ -200,9 +224,8 @@ def batchnorm_darknet_backward_naive(dy: np.ndarray, cache: tuple):
 def darknet_bn_intermediates(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray]:
     """Darknet's ``mean_delta`` and ``variance_delta`` buffers (training cache), in the GRADIENT sign
     (Darknet's own buffers are their negatives). For comparisons with the real program's dumps."""
-    x_norm, xc, var, denom, scale, training = cache
-    ax = _axes(dy)
+    x_norm, xc, var, denom, scale, training, shape, _ = cache
     t = dy.dtype.type
-    dxn = dy * scale.reshape(_bshape(dy))
+    dxn = _view(dy) * scale.astype(dy.dtype, copy=False)[:, None]
     s = np.sqrt(var + t(EPS_BACKWARD))
-    return -dxn.sum(axis=ax) / s, t(-0.5) * (dxn * xc).sum(axis=ax) / (s * s * s)
+    return -channel_sum(dxn) / s, t(-0.5) * channel_dot(dxn, xc) / (s * s * s)
