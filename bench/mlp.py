@@ -138,7 +138,11 @@ def env_for(mode: str) -> dict:
 def measure(impl: str, batch: int, mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--batch", str(batch),
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    p = subprocess.run(cmd, env=env_for(mode), capture_output=True, text=True, timeout=600)
+    env = env_for(mode)
+    if args.threads:
+        for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[k] = str(args.threads)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if p.returncode != 0:
         raise RuntimeError(f"{impl} worker failed:\n{p.stderr[-3000:]}")
     res = json.loads(p.stdout.strip().splitlines()[-1])
@@ -156,6 +160,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per run (default 0.5)")
     ap.add_argument("--envs", nargs="+", default=["as-is", "unset", "haswell"],
                     choices=["as-is", "unset", "haswell"], help="OPENBLAS environments (default all three)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS/torch threads (default: the libraries' default, all cores)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlp.jsonl"), help="JSON-lines output")
     args = ap.parse_args()
     if args.worker:
@@ -168,7 +174,7 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "machine_openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
-              "rounds": args.rounds, "seconds": args.seconds}
+              "rounds": args.rounds, "seconds": args.seconds, "threads": args.threads or "default"}
     print(json.dumps(header), flush=True)
     lines.append(header)
     results = []
@@ -194,7 +200,7 @@ def main() -> None:
                 kernels[impl] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}"
                                         for x in results if x["env_mode"] == mode and x["impl"] == impl
                                         for b in x["blas"]})
-            s = {"summary": True, "env_mode": mode, "batch": batch,
+            s = {"summary": True, "env_mode": mode, "batch": batch, "threads": args.threads or "default",
                  "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
                  "ratio": round(med["deltaprop"] / med["torch"], 3), "blas_kernels": kernels,
                  "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}

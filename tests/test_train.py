@@ -163,3 +163,18 @@ def test_progress_bar_runs(capsys):
     fit(m, nn.CrossEntropyLoss(), optim.SGD(m.parameters(), lr=0.1), (X, y), epochs=1, progress=True)
     captured = capsys.readouterr()
     assert "epoch 1/1" in captured.err and "samples/s" in captured.out
+
+
+def test_mlp_skips_the_input_gradient():
+    """The first Linear (after the Flatten) computes no input gradient; every parameter still gets one."""
+    from deltaprop.errors import BackwardError
+    m = models.build("mlp", hidden=[6])
+    x = np.random.default_rng(0).standard_normal((3, 1, 28, 28)).astype(np.float32)
+    out = m(x)
+    assert m.backward(np.ones_like(out)) is None
+    assert all(p.grad is not None for p in m.parameters())
+    bad = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    bad[2].needs_input_grad = False
+    bad(np.ones((2, 4), np.float32))
+    with pytest.raises(BackwardError, match="layer '0' before it has trainable parameters"):
+        bad.backward(np.ones((2, 2), np.float32))

@@ -35,4 +35,7 @@ def mlp(in_features: int = 784, hidden: Sequence[int] = (256, 128), num_classes:
         layers += [nn.Linear(prev, int(h), dtype=dtype), nn.ReLU()]
         prev = int(h)
     layers.append(nn.Linear(prev, int(num_classes), dtype=dtype))
-    return nn.Sequential(*layers)
+    model = nn.Sequential(*layers)
+    # The input is data: skip its gradient (dx = δW of the first layer, a third of that layer's backward).
+    model[1].needs_input_grad = False
+    return model

@@ -6,6 +6,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from ..errors import BackwardError
 from .module import Module
 
 
@@ -29,9 +30,20 @@ class Sequential(Module):
         return x
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        layers = list(self._modules.values())
-        for layer in reversed(layers):
-            dout = layer.backward(dout)
+        layers = list(self._modules.items())
+        for i in range(len(layers) - 1, -1, -1):
+            dout = layers[i][1].backward(dout)
+            if dout is None and i > 0:
+                # a layer with needs_input_grad=False (e.g. the first Linear after a Flatten): the layers
+                # before it get no gradient, which is only right if none of them has a trainable parameter
+                for name, earlier in layers[:i]:
+                    if any(p.requires_grad for p in earlier.parameters()):
+                        raise BackwardError(f"Sequential: layer {layers[i][0]!r} returned no input gradient "
+                                            f"(needs_input_grad=False) but layer {name!r} before it has "
+                                            f"trainable parameters")
+                for _, earlier in layers[:i]:
+                    object.__setattr__(earlier, "_cache", None)
+                break
         return dout
 
     def append(self, layer: Module) -> "Sequential":
