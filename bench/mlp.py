@@ -57,6 +57,7 @@ def _time_loop(step, n_batches: int, batch: int, warmup_s: float, measure_s: flo
         step(i % n_batches)
         i += 1
     steps = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     while True:
         step((i + steps) % n_batches)
@@ -64,7 +65,10 @@ def _time_loop(step, n_batches: int, batch: int, warmup_s: float, measure_s: flo
         el = time.perf_counter() - t0
         if el >= measure_s and steps >= 20:
             break
-    return {"steps": steps, "seconds": el, "samples_per_s": steps * batch / el}
+    cpu = time.process_time() - c0
+    # samples per CPU-second: robust to other jobs on the machine when single-threaded (--threads 1)
+    return {"steps": steps, "seconds": el, "samples_per_s": steps * batch / el, "cpu_seconds": cpu,
+            "samples_per_cpu_s": steps * batch / cpu if cpu > 0 else None}
 
 
 def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
@@ -200,9 +204,12 @@ def main() -> None:
                 kernels[impl] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}"
                                         for x in results if x["env_mode"] == mode and x["impl"] == impl
                                         for b in x["blas"]})
+            cpu = {impl: statistics.median([x["samples_per_cpu_s"] for x in results if x["env_mode"] == mode
+                                            and x["batch"] == batch and x["impl"] == impl]) for impl in med}
             s = {"summary": True, "env_mode": mode, "batch": batch, "threads": args.threads or "default",
                  "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
-                 "ratio": round(med["deltaprop"] / med["torch"], 3), "blas_kernels": kernels,
+                 "ratio": round(med["deltaprop"] / med["torch"], 3),
+                 "ratio_per_cpu_s": round(cpu["deltaprop"] / cpu["torch"], 3), "blas_kernels": kernels,
                  "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}
             summaries.append(s)
             lines.append(s)
@@ -212,7 +219,8 @@ def main() -> None:
     print("\nsummary (training samples/s, medians):")
     for s in summaries:
         print(f"  {s['env_mode']:>7}  batch {s['batch']:>4}: deltaprop {s['deltaprop_median']:>9,}  "
-              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  ({', '.join(s['blas_kernels']['deltaprop'])})")
+              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  (per CPU-s {s['ratio_per_cpu_s']:.2f}x; "
+              f"{', '.join(s['blas_kernels']['deltaprop'])})")
     print(f"written to {out}")
 
 
