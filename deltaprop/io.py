@@ -171,8 +171,10 @@ def build_from_architecture(arch: Dict[str, Any]):
         except ImportError as e:
             raise CheckpointError(f"this checkpoint holds a Darknet cfg model, but deltaprop.darknet.load_cfg_text "
                                   f"is not available ({e})") from None
-        model = load_cfg_text(arch["cfg"])
-        object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
+        options = {k: v for k, v in arch.items() if k not in ("kind", "cfg", "dtype")}  # e.g. numerics
+        model = load_cfg_text(arch["cfg"], **options)
+        if model.__dict__.get("_architecture") is None:
+            object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
     else:
         raise CheckpointError(f"unknown architecture kind {kind!r}")
     if arch.get("dtype") in ("float32", "float64"):

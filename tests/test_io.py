@@ -172,3 +172,18 @@ def test_kill_during_write_never_corrupts(tmp_path):
     assert all(n.startswith(".ck.npz.") and n.endswith(".tmp") for n in leftovers)
     assert leftovers, "no kill landed during a write: the test did not test anything"
     assert len(seen) >= 2  # the writer did get through several versions
+
+
+def test_darknet_cfg_model_round_trip(tmp_path):
+    darknet = pytest.importorskip("deltaprop.darknet")
+    cfg = ROOT / "deltaprop" / "cfg" / "mnist-tiny.cfg"
+    if not cfg.is_file():
+        pytest.skip("no shipped mnist-tiny.cfg")
+    net = darknet.load(str(cfg))
+    io.save_model(tmp_path / "dn.npz", net)
+    back = io.load_model(tmp_path / "dn.npz")
+    assert type(back) is type(net) and back.numerics == net.numerics
+    x = np.random.default_rng(0).random((2,) + tuple(net.input_shape)).astype(net.dtype)
+    net.eval()
+    back.eval()
+    np.testing.assert_array_equal(net(x), back(x))
