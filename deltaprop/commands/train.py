@@ -65,6 +65,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                      "deltaprop.darknet.trainer)")
     g.add_argument("--weights", metavar="W", help="with --cfg: initial Darknet .weights")
     g.add_argument("--clear", action="store_true", help="with --cfg: reset the seen-images counter of --weights")
+    g.add_argument("--subdivisions", type=int, help="with --cfg: split each batch into this many mini-batches "
+                                                    "(default: the cfg's)")
+    g.add_argument("--numerics", choices=["darknet", "standard"],
+                   help="with --cfg: Darknet's exact formulas or the standard ones (default darknet)")
+    g.add_argument("--save-every", type=int, metavar="N", help="with --cfg: write .weights every N batches "
+                                                                "(default 1000)")
     return p
 
 
