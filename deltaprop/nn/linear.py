@@ -48,9 +48,9 @@ class Linear(Module):
         if squeeze:
             dout = dout[None]
         dx, dw, db = dense.linear_backward(dout, cache, need_dx=self.needs_input_grad)
-        self.weight.accumulate(dw)
+        self.weight.accumulate(dw, owned=True)  # dw, db are fresh products: no copy needed
         if self.bias is not None:
-            self.bias.accumulate(db)
+            self.bias.accumulate(db, owned=True)
         if dx is not None and squeeze:
             dx = dx[0]
         return dx

@@ -32,11 +32,17 @@ class Parameter:
     def size(self) -> int:
         return self.data.size
 
-    def accumulate(self, g: np.ndarray) -> None:
-        """grad += g (allocating on first use); ignored for frozen parameters."""
+    def accumulate(self, g: np.ndarray, owned: bool = False) -> None:
+        """grad += g (allocating on first use); ignored for frozen parameters.
+
+        ``owned=True`` promises that ``g`` is a fresh array nobody else keeps (e.g. the result of the
+        layer's matrix product): when there is no gradient yet it is adopted without a copy."""
         if not self.requires_grad:
             return
         if self.grad is None:
+            if owned and g.dtype == self.data.dtype and g.shape == self.data.shape:
+                self.grad = g
+                return
             self.grad = np.array(g, dtype=self.data.dtype, copy=True).reshape(self.data.shape)
         else:
             self.grad += g.reshape(self.data.shape)
