@@ -1,7 +1,7 @@
 """Pooling and batch-norm kernels on the conv-BN-leaky bench shapes (N=16, 16/32/64 channels at 64/32/16 px),
 deltaprop (NumPy path, numba path) against PyTorch, each engine in its own process, interleaved rounds.
 
-    python bench/pool_norm.py [--rounds 5] [--reps 40] [--threads 1]
+    python bench/pool_norm.py [--rounds 5] [--reps 40] [--threads 1] [--clock cpu]
 
 Prints one JSON line per (case, engine) with the median forward+backward milliseconds over rounds, and a
 summary line with the ratios torch_ms / ours_ms (> 1: deltaprop is faster). Every line records the BLAS
@@ -32,12 +32,13 @@ def _blas() -> str:
 
 
 def _time(fn, reps: int) -> float:
+    clock = time.process_time if os.environ.get("DP_BENCH_CLOCK") == "cpu" else time.perf_counter
     fn()
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(clock() - t0)
     return statistics.median(ts) * 1e3
 
 
@@ -91,13 +92,15 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0,
                     help="threads for BLAS and PyTorch in the workers (0: their defaults); 1 is steadier")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: process CPU time (with --threads 1, steadier when other jobs share the cores)")
     ap.add_argument("--worker", choices=ENGINES)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker, args.reps)
         return 0
     results = {e: [] for e in ENGINES}
-    wenv = dict(os.environ)
+    wenv = dict(os.environ, DP_BENCH_CLOCK=args.clock)
     if args.threads:
         for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             wenv[k] = str(args.threads)
@@ -114,7 +117,7 @@ def main() -> int:
         line = {"case": key, **{f"{e}_ms": round(med[e][key], 3) for e in ENGINES},
                 "ratio_numpy": round(med["torch"][key] / med["numpy"][key], 2),
                 "ratio_numba": round(med["torch"][key] / med["numba"][key], 2),
-                "blas": blas, "env": env, "rounds": args.rounds}
+                "blas": blas, "env": env, "rounds": args.rounds, "clock": args.clock}
         print(json.dumps(line))
     per_step = {e: sum(med[e][f"{c}{s}"] for s in SHAPES for c in ("bn_leaky_fused", "maxpool2")) for e in ENGINES}
     print(json.dumps({"case": "conv-BN-net share (3x BN+leaky fused + 3x maxpool 2x2, fwd+bwd)",

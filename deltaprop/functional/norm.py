@@ -172,7 +172,8 @@ def _leaky_forward(y: np.ndarray, slope: float) -> Tuple[np.ndarray, tuple]:
     t = y.dtype.type
     mask = y > 0
     if 0.0 <= slope <= 1.0:
-        return np.maximum(y, y * t(slope)), (mask, slope)
+        out = y * t(slope)
+        return np.maximum(y, out, out=out), (mask, slope)
     return y * np.where(mask, t(1), t(slope)), (mask, slope)
 
 
