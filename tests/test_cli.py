@@ -120,3 +120,15 @@ def test_train_cfg_dispatches_to_darknet_trainer(monkeypatch, tmp_path):
     monkeypatch.setattr(darknet_pkg, "trainer", fake, raising=False)
     assert main(["train", "--cfg", "x.cfg", "--weights", "w.weights", "--clear"]) == 0
     assert seen == {"cfg": "x.cfg", "weights": "w.weights", "clear": True}
+
+
+def test_gradcheck_covers_every_class(capsys):
+    from deltaprop import nn
+    from deltaprop.commands.gradcheck import discover
+    assert main(["gradcheck"]) == 0
+    out = capsys.readouterr().out
+    layers, losses = discover(nn)
+    assert "Linear" in layers and "CrossEntropyLoss" in losses and "Module" not in layers
+    table = {line.split()[0] for line in out.splitlines() if line and not line.startswith("-")}
+    assert set(layers + losses) <= table
+    assert "FAIL" not in out and "ERROR" not in out
