@@ -99,3 +99,11 @@ def test_digit_pictures(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png"):
         load_digit(tmp_path / "bad.png")
+
+
+def test_pictures_without_pillow_say_what_to_install(monkeypatch, tmp_path):
+    import sys
+    from deltaprop.data import images
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"pip install 'deltaprop\[images\]'"):
+        images.load_digit(tmp_path / "x.png")
