@@ -65,6 +65,8 @@ class DarknetTrainer:
             net.set_numerics(numerics)
         self.net = net
         o = net.net_options
+        if o.get("adam"):
+            raise ConfigError("[net] adam=1: Darknet's Adam update is not supported by this trainer (only its SGD)")
         self.loss_layers = loss_layer_indices(net)
         subdiv = int(subdivisions or o["subdivisions"])
         full = int(batch or o["batch"])
