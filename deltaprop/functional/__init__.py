@@ -4,3 +4,4 @@ from . import activation, dense
 from . import conv, im2col, shape
 from . import loss
 from . import norm, pool
+from . import darknet_loss, norm_darknet
