@@ -55,6 +55,7 @@ class DarknetTrainer:
     ``numerics`` switches the network ("darknet": Darknet's BN and loss deltas; "standard": textbook BN and
     true loss gradients); the update rule and schedule are Darknet's in both. Overrides (None: the cfg's):
     ``batch``, ``subdivisions``, ``learning_rate``, ``momentum``, ``decay``, ``max_batches``.
+    Like Darknet, it turns off the gradient of the network input (``net.needs_input_grad = False``).
     """
 
     def __init__(self, net, numerics: Optional[str] = None, batch: Optional[int] = None,
@@ -158,7 +159,7 @@ class DarknetTrainer:
         if todo <= 0:
             log(f"already at batch {start_batch} ≥ max_batches {self.max_batches}: nothing to train "
                 f"(--clear restarts the count)")
-        bar = _progress(todo, progress, start_batch)
+        bar = _progress(todo, progress)
         t0 = time.perf_counter()
         last_t, last_n = t0, start_batch
         it = self.batches(len(X), seed)
@@ -226,7 +227,7 @@ def _policy_options(o: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _progress(total: int, enabled: bool, initial: int):
+def _progress(total: int, enabled: bool):
     if not enabled or total <= 0:
         return None
     try:
