@@ -268,6 +268,12 @@ def _image_of(a: np.ndarray) -> Optional[np.ndarray]:
     return None
 
 
+def _absmax(a: np.ndarray) -> float:
+    """max |a| over the finite entries (0 if none): colour limits that survive inf/NaN gradients."""
+    fin = np.abs(a[np.isfinite(a)])
+    return float(fin.max()) if fin.size else 0.0
+
+
 def _mosaic(d: np.ndarray, max_channels: int) -> np.ndarray:
     """Channels (C, H, W) side by side, NaN gaps between them: one image per layer."""
     c = min(d.shape[0], max_channels)
@@ -306,7 +312,7 @@ def plot_sensitivity(maps: SensitivityMaps, path: PathLike, *, sample: int = 0, 
         if g is not None:
             sal = np.abs(g).max(axis=0)
             signed = g.sum(axis=0)
-            m = float(np.abs(signed).max()) or 1.0
+            m = _absmax(signed) or 1.0
             panels += [("|∂C/∂x| (saliency)", sal, "hot", None), ("∂C/∂x", signed, "RdBu_r", m)]
         for k, (ttl, img, cmap, m) in enumerate(panels):
             ax = fig.add_subplot(gs[0, k])
@@ -323,9 +329,9 @@ def plot_sensitivity(maps: SensitivityMaps, path: PathLike, *, sample: int = 0, 
     for r, name in enumerate(layers, start=1):
         d = np.asarray(maps[name][sample], dtype=np.float64)
         img = _mosaic(d, max_channels) if d.ndim == 3 else d[None, :]
-        m = float(np.nanmax(np.abs(img))) if np.isfinite(img).any() else 1.0
+        m = _absmax(img)
         ax = fig.add_subplot(gs[r, :])
-        ax.imshow(img, cmap=_cmap("RdBu_r"), vmin=-(m or 1.0), vmax=(m or 1.0), aspect="equal" if d.ndim == 3 else "auto",
+        ax.imshow(img, cmap=_cmap("RdBu_r"), vmin=-(m or 1.0), vmax=m or 1.0, aspect="equal" if d.ndim == 3 else "auto",
                   interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])

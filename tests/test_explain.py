@@ -245,6 +245,7 @@ def _check_png(path, min_w=100, min_h=100):
 
 
 def test_plot_sensitivity_png(tmp_path, rng):
+    pytest.importorskip("matplotlib")
     model = _cnn()
     x, y = _batch(rng)
     maps = sensitivity_maps(model, x, nn.CrossEntropyLoss(), y)
@@ -256,11 +257,14 @@ def test_plot_sensitivity_png(tmp_path, rng):
     mlp = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).double()
     m2 = sensitivity_maps(mlp, rng.standard_normal((2, 16)), nn.CrossEntropyLoss(), np.array([0, 2]))
     _check_png(plot_sensitivity(m2, tmp_path / "mlp.png"))
+    m2["0"][0, 0], m2["input"][0, 1] = np.inf, np.nan          # an exploding gradient still draws
+    _check_png(plot_sensitivity(m2, tmp_path / "inf.png"))
     with pytest.raises(ValueError, match="input"):
         plot_sensitivity({"0": np.zeros((1, 2))}, tmp_path / "bad.png")
 
 
 def test_plot_history_from_fit_and_darknet_records(tmp_path, rng):
+    pytest.importorskip("matplotlib")
     from deltaprop import optim
     from deltaprop.train import fit
     dp.manual_seed(6)
