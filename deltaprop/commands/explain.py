@@ -1,0 +1,88 @@
+"""``deltaprop explain MODEL.npz``: sensitivity maps (δ of every layer) and gradient norms of a saved
+classifier on MNIST digits, and its training curves, as text and PNGs (``deltaprop.explain``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "explain", help="sensitivity maps, per-layer gradient norms and training curves of a saved model",
+        description="Rebuild the model in MODEL.npz, run one forward and backward pass on MNIST digits (the "
+                    "cross-entropy of their true labels, or the score of --class), print every layer's ‖δ‖ "
+                    "(∂C/∂output) and ‖∂C/∂W‖ (vanishing/exploding gradients show here), and draw each digit's "
+                    "sensitivity maps (input saliency and the δ of every layer) and the training curves of "
+                    "history.jsonl as PNGs (needs matplotlib: pip install 'deltaprop[plot]').")
+    p.add_argument("model", metavar="MODEL.npz", help="model or checkpoint file")
+    p.add_argument("--data", metavar="DIR", help="directory with the MNIST files (default: the usual lookup)")
+    p.add_argument("--split", choices=["test", "train"], default="test", help="which MNIST split (default test)")
+    p.add_argument("--index", metavar="ROW", type=int, nargs="+", default=[0], help="digits to explain (default 0)")
+    p.add_argument("--class", dest="cls", type=int, metavar="K",
+                   help="explain the output score of class K instead of the loss of the true label")
+    p.add_argument("--history", metavar="FILE", help="history.jsonl to draw (default: the one beside MODEL.npz)")
+    p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: MODEL's directory/explain)")
+    p.add_argument("--no-plot", action="store_true", help="print the tables only (no matplotlib needed)")
+    return p
+
+
+def _ends_in_softmax(model) -> bool:
+    from ..explain import model_layers
+    layers = [m for _, m in model_layers(model) if getattr(m, "kind", None) != "cost"]  # [cost] is not an output
+    last = layers[-1] if layers else model
+    return type(last).__name__ == "Softmax" or getattr(last, "kind", None) == "softmax"
+
+
+def run(args) -> int:
+    from .. import nn
+    from ..backend import no_grad
+    from ..data import default_preprocess, load_mnist, preprocess
+    from ..errors import DataError
+    from ..explain import format_norms, layer_gradient_norms, plot_history, plot_sensitivity, sensitivity_maps
+    from ..io import load_checkpoint
+    ck = load_checkpoint(args.model)
+    model = ck.model
+    images, labels = load_mnist(args.data, args.split)
+    for i in args.index:
+        if not -len(images) <= i < len(images):
+            raise DataError(f"--index {i} out of range (MNIST {args.split} has {len(images)} images)")
+    X = preprocess(images[args.index], ck.extra.get("preprocess", default_preprocess()), dtype=model.dtype)
+    y = labels[args.index].astype(np.int64)
+    was = model.training
+    model.eval()
+    with no_grad():
+        raw = model(X)                          # (N, C), or (N, C, 1, 1) for a Darknet classifier
+    model.train(was)
+    scores = raw.reshape(len(X), -1)
+    if args.cls is not None:
+        if not 0 <= args.cls < scores.shape[1]:
+            raise DataError(f"--class {args.cls} out of range (the model has {scores.shape[1]} outputs)")
+        dout = np.zeros(scores.shape, dtype=raw.dtype)
+        dout[:, args.cls] = 1.0                 # C = Σ_n score_K(x_n)
+        kw = {"dout": dout.reshape(raw.shape)}
+        what = f"the score of class {args.cls}"
+    else:
+        loss = nn.ProbabilityCrossEntropyLoss() if _ends_in_softmax(model) else nn.CrossEntropyLoss()
+        kw = {"loss": loss, "target": y.reshape((len(y),) + raw.shape[2:])}
+        what = f"the {type(loss).__name__} of the true labels"
+    for k, i in enumerate(args.index):
+        print(f"{args.split} digit {i}: label {int(y[k])}, predicted {int(scores[k].argmax())}")
+    print(f"\nC = {what} over {len(X)} digit(s); per layer ‖δ‖ = ‖∂C/∂output‖ and ‖∂C/∂θ‖:")
+    print(format_norms(layer_gradient_norms(model, X, **kw)))
+    if args.no_plot:
+        return 0
+    out_dir = Path(args.out) if args.out else Path(args.model).resolve().parent / "explain"
+    hist = Path(args.history) if args.history else Path(args.model).resolve().parent / "history.jsonl"
+    if args.history and not hist.is_file():
+        raise DataError(f"{hist}: no such history file")
+    maps = sensitivity_maps(model, X, **kw)
+    written = [plot_sensitivity(maps, out_dir / f"sensitivity_{args.split}_{i}.png", sample=k,
+                                title=f"{args.split} digit {i}, label {int(y[k])}: δ = ∂C/∂output, C = {what}")
+               for k, i in enumerate(args.index)]
+    if hist.is_file():
+        written.append(plot_history(hist, out_dir / "history.png"))
+    for w in written:
+        print(f"wrote {w}")
+    return 0
