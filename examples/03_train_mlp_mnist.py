@@ -4,7 +4,7 @@ Loads MNIST (from --data, $DELTAPROP_DATA, ../shared/data beside the checkout or
 if none has it), standardises it, holds out 10% for validation, trains the 784-256-128-10 ReLU MLP with
 SGD + momentum and a per-batch cosine schedule, then prints the test accuracy and writes history.jsonl.
 
-    python3 examples/03_train_mlp_mnist.py                       # full data, 3 epochs (about a minute)
+    python3 examples/03_train_mlp_mnist.py                       # all 60,000 images, 3 epochs
     python3 examples/03_train_mlp_mnist.py --limit 2000 --epochs 1   # seconds
 """
 import argparse
