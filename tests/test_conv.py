@@ -250,6 +250,7 @@ def test_numba_equals_numpy(case):
     rs = np.random.default_rng(5)
     x, w, b = _arrays(case, rs, dtype=np.float32)
     res = {}
+    was = _numba.enabled()
     try:
         for flag in (False, True):
             _numba.set_enabled(flag)
@@ -258,7 +259,7 @@ def test_numba_equals_numpy(case):
             dx, dw, db = C.conv2d_backward(np.cos(out), cache)
             res[flag] = (out, dx, dw, db)
     finally:
-        _numba.set_enabled(True)
+        _numba.set_enabled(was)
     for a, b_ in zip(res[False], res[True]):
         assert a.dtype == np.float32 and np.array_equal(a, b_)
 

@@ -26,7 +26,8 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ShapeError
-from .im2col import ConvGeometry, col2im, conv_geometry, im2col
+from . import _numba
+from .im2col import ConvGeometry, col2im, col2im_wide, conv_geometry, im2col
 
 Pad = Union[int, Sequence[int]]
 MODES = ("cross_correlation", "convolution")
@@ -127,11 +128,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
             s = (ones_n @ dn.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)   # Σ_n δ
             db = s if kind == "untied" else s.reshape(g.f, -1) @ np.ones(g.ho * g.wo, dtype=dt)
         dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
-        dx = None
-        if need_dx:
-            d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)
-            dx = col2im(w2[0].T @ d, g)
-        return dx, dw, db
+        return (_input_grad(dout, None, w2, g) if need_dx else None), dw, db
     d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)
     if kind == "tied":
         db = d @ np.ones(g.positions, dtype=dt)
@@ -146,14 +143,30 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
         dw2 = dw2.transpose(0, 2, 1)                                      # (G, F/G, Cg·kh·kw)
     dw = _oriented(dw2.reshape(g.f, g.c // G, g.kh, g.kw), mode)
     dw = np.ascontiguousarray(dw)
-    dx = None
-    if need_dx:
-        if G == 1:
-            dcols = w2[0].T @ d
-        else:
-            dcols = np.matmul(w2.transpose(0, 2, 1), d.reshape(G, fg, -1))
-        dx = col2im(dcols.reshape(g.taps, g.positions), g)
-    return dx, dw, db
+    return (_input_grad(dout, d, w2, g) if need_dx else None), dw, db
+
+
+def _input_grad(dout: np.ndarray, d: Optional[np.ndarray], w2: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """Conv-1 as ``col2im(Wᵀ @ δ)``; ``d`` is δ as (F, N·Ho·Wo) when the caller already has it.
+
+    NumPy path, stride 1: δ is laid out with rows as wide as the padded input (zeros beyond Wo), so every
+    kernel tap is a flat shift and col2im adds long contiguous runs (``col2im_wide``) instead of rows of
+    Wo values; the product grows by Wp/Wo (measured: LeNet's second layer 1.5 → 0.55 ms for col2im).
+    """
+    G, fg = g.groups, g.f // g.groups
+    if g.sh == 1 and g.sw == 1 and not _numba.enabled():
+        wp = g.w + g.pl + g.pr
+        dw_ = np.zeros((g.f, g.n, g.ho, wp), dtype=dout.dtype)
+        dw_[..., :g.wo] = dout.transpose(1, 0, 2, 3)
+        dcols = np.matmul(w2.transpose(0, 2, 1), dw_.reshape(G, fg, -1))     # (G, Cg·kh·kw, N·Ho·Wp)
+        return col2im_wide(dcols.reshape(g.taps, -1), g)
+    if d is None:
+        d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)
+    if G == 1:
+        dcols = w2[0].T @ d
+    else:
+        dcols = np.matmul(w2.transpose(0, 2, 1), d.reshape(G, fg, -1))
+    return col2im(dcols.reshape(g.taps, g.positions), g)
 
 
 # --- naive reference loops ------------------------------------------------------------------------
