@@ -228,6 +228,22 @@ def test_convolution_vs_cross_correlation_training():
 
 # --- untied bias ------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("thin", [True, False])
+def test_untied_bias_both_product_paths(rng, monkeypatch, thin):
+    """Untied bias through the per-sample path (few filters, ≥ 64 positions) and the one-product path."""
+    monkeypatch.setattr(C, "THIN_FILTERS", 10**6 if thin else 0)
+    x = rng.standard_normal((2, 2, 9, 10))
+    w = rng.standard_normal((3, 2, 2, 3))
+    b = rng.standard_normal((3, 8, 8))
+    out, cache = C.conv2d_forward(x, w, b)
+    assert C._thin(cache[2]) == thin
+    on, cn = C.conv2d_forward_naive(x, w, b)
+    dout = rng.standard_normal(out.shape)
+    for mine, ref in zip((out,) + C.conv2d_backward(dout, cache), (on,) + C.conv2d_backward_naive(dout, cn)):
+        assert rel_err(mine, ref) < 1e-12
+    np.testing.assert_allclose(C.conv2d_backward(dout, cache)[2], dout.sum(0), rtol=1e-12)
+
+
 def test_untied_bias_gradient_is_delta(rng):
     """∂C/∂b[f,i,j] = Σ_n δ[n,f,i,j] (seed 003's alternative); fast = naive (gradcheck: test_conv_layers)."""
     x = rng.standard_normal((2, 2, 5, 6))
