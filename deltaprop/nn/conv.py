@@ -59,12 +59,9 @@ class Conv2d(Module):
             self.bias = None
         init.default_layer_init_(self.weight, self.bias)
 
-    # 2-D specifics (Conv1d overrides these three)
+    # 2-D specifics (Conv1d overrides _tuple, _pad4_of, _spatial, _forward, _backward)
     def _tuple(self, v, name: str) -> tuple:
         return pair(v, name)
-
-    def _pad4(self) -> Tuple[int, int, int, int]:
-        return self._p4
 
     def _padding(self, padding):
         if isinstance(padding, str):
@@ -82,9 +79,13 @@ class Conv2d(Module):
                 p += [total // 2, total - total // 2]
             self._p4 = tuple(p) if len(p) == 4 else (0, 0) + tuple(p)
             return "same"
-        self._p4 = padding4(padding) if len(self.kernel_size) == 2 else (0, 0) + self._pad1(padding)
-        t = tuple(padding) if isinstance(padding, (tuple, list)) else int(padding)
-        return t
+        self._p4 = self._pad4_of(padding)
+        return tuple(int(p) for p in padding) if isinstance(padding, (tuple, list)) else int(padding)
+
+    @staticmethod
+    def _pad4_of(padding) -> Tuple[int, int, int, int]:
+        """(top, bottom, left, right) from an int, a pair or a 4-tuple."""
+        return padding4(padding)
 
     def _spatial(self) -> str:
         return "H, W"
@@ -173,14 +174,15 @@ class Conv1d(Conv2d):
         return t
 
     @staticmethod
-    def _pad1(padding) -> Tuple[int, int]:
+    def _pad4_of(padding) -> Tuple[int, int, int, int]:
+        """(0, 0, left, right) from an int, (p,) or (left, right)."""
         if isinstance(padding, (tuple, list)):
             if len(padding) == 1:
-                return int(padding[0]), int(padding[0])
+                return 0, 0, int(padding[0]), int(padding[0])
             if len(padding) == 2:
-                return int(padding[0]), int(padding[1])
+                return 0, 0, int(padding[0]), int(padding[1])
             raise ValueError(f"Conv1d: padding must be an int, (p,) or (left, right), got {padding!r}")
-        return int(padding), int(padding)
+        return 0, 0, int(padding), int(padding)
 
     def _spatial(self) -> str:
         return "L"
