@@ -6,6 +6,7 @@ from typing import Any, Dict
 import numpy as np
 
 from ..nn.parameter import Parameter
+from ._fused import sgd_momentum_update
 from .optimizer import Optimizer, ParamsT
 
 
@@ -40,6 +41,11 @@ class SGD(Optimizer):
         dampening = float(group["dampening"])
         wd = float(group["weight_decay"])
         w = p.data
+        buf = state.get("momentum_buffer")
+        if momentum != 0 and buf is not None and sgd_momentum_update(
+                w, grad, buf, lr, momentum, dampening, wd, group["nesterov"], group["maximize"]):
+            state["step"] = int(state.get("step", 0)) + 1  # the same update, fused in one pass (numba)
+            return
         g = -grad if group["maximize"] else grad
         if wd != 0:
             g = g + wd * w
