@@ -20,6 +20,11 @@ set runs under each environment of ``--envs``:
 
 A last subprocess times the naive reference kernels against the fast ones on a small convolution.
 
+The machine is shared: before each run the script waits (``--wait-idle`` seconds at most) for it to be
+85% idle, and it records ``others_cores``, the CPU other processes used during the run. Runs with more
+than 0.15 cores of such contention are left out of the medians when 3 clean runs of each implementation
+remain (the summary says which). A busy second core slows 2-thread BLAS (ours and PyTorch's) several-fold.
+
     python3 bench/cnn.py                       # as-is + unset, 5 rounds, writes bench/results/cnn.jsonl
     python3 bench/cnn.py --rounds 7 --envs unset haswell --cases lenet-train
 """
@@ -44,6 +49,7 @@ IMPLS = ("numpy", "numba", "torch")
 TARGETS = {("numpy", "lenet-train"): 0.6, ("numpy", "convbn-train"): 0.6, ("numpy", "lenet-infer"): 0.5,
            ("numba", "lenet-train"): 0.8, ("numba", "convbn-train"): 0.9}
 MEMORY_TARGET = 1.5
+CLEAN_OTHERS = 0.15   # cores used by other processes during a run, above which the run counts as contended
 
 
 def _blas_info():
@@ -217,14 +223,48 @@ def env_for(mode: str, impl: str) -> dict:
     return env
 
 
+def _cpu_jiffies():
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(u) for u in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def wait_idle(max_wait_s: float, min_idle: float = 0.85) -> float:
+    """Wait (up to max_wait_s) until the machine is at least min_idle idle over one second; return that idle."""
+    t0 = time.perf_counter()
+    while True:
+        a = _cpu_jiffies()
+        time.sleep(1.0)
+        b = _cpu_jiffies()
+        if a is None or b is None:
+            return float("nan")
+        idle = 1.0 - (b[0] - a[0]) / max(b[1] - a[1], 1)
+        if idle >= min_idle or time.perf_counter() - t0 > max_wait_s:
+            return idle
+
+
 def measure(impl: str, case: str, mode: str, args) -> dict:
+    """One worker subprocess. Records how much CPU other processes used meanwhile (``others_cores``:
+    machine busy time minus the worker's own CPU time, per second of wall time), since the machine is shared."""
+    idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else float("nan")
     cmd = [sys.executable, __file__, "--worker", impl, "--case", case,
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+    j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     p = subprocess.run(cmd, env=env_for(mode, impl), capture_output=True, text=True, timeout=600)
+    j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{impl} {case} worker failed:\n{p.stderr[-3000:]}")
     res = json.loads(p.stdout.strip().splitlines()[-1])
     res["env_mode"] = mode
+    res["idle_before"] = round(idle, 3)
+    if j0 is not None and j1 is not None:
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
     return res
 
 
@@ -235,10 +275,19 @@ def summarize(results, envs, cases) -> list:
             rows = [x for x in results if x["env_mode"] == mode and x.get("case") == case]
             if not rows:
                 continue
+            # Runs during which other processes used more than CLEAN_OTHERS cores are left out of the
+            # medians when at least 3 clean runs of every implementation remain.
+            clean = [x for x in rows if x.get("others_cores", 0.0) <= CLEAN_OTHERS]
+            if all(sum(1 for x in clean if x["impl"] == i) >= 3 for i in IMPLS):
+                rows_used, basis = clean, "clean runs"
+            else:
+                rows_used, basis = rows, "all runs (too few clean ones)"
+            all_rows, rows = rows, rows_used
             med = {i: statistics.median([x["samples_per_s"] for x in rows if x["impl"] == i]) for i in IMPLS}
             s = {"summary": True, "env_mode": mode, "case": case,
                  "median_samples_per_s": {i: round(v, 1) for i, v in med.items()},
-                 "rounds": len([x for x in rows if x["impl"] == "torch"])}
+                 "rounds": len([x for x in all_rows if x["impl"] == "torch"]), "medians_over": basis,
+                 "runs_used": {i: sum(1 for x in rows if x["impl"] == i) for i in IMPLS}}
             for impl in ("numpy", "numba"):
                 r = med[impl] / med["torch"]
                 s[f"ratio_{impl}"] = round(r, 3)
@@ -272,6 +321,8 @@ def main() -> None:
     ap.add_argument("--envs", nargs="+", default=["as-is", "unset"], choices=["as-is", "unset", "haswell"],
                     help="OPENBLAS environments (default as-is unset)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive-kernel timing")
+    ap.add_argument("--wait-idle", type=float, default=20.0,
+                    help="before each run wait up to this many seconds for the machine to be 85%% idle (0: never)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cnn.jsonl"), help="JSON-lines output")
     args = ap.parse_args()
     if args.worker:
@@ -314,12 +365,14 @@ def main() -> None:
     with open(out, "a") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
-    print(f"\n{'env':7s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}  mem np/nb/t MB")
+    print(f"\n{'env':7s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}"
+          f"  {'mem np/nb/t MB':15s} runs used (np/nb/t)")
     for s in summaries:
         m = s["median_samples_per_s"]
         mem = "/".join(f"{s['peak_rss_mb'][i]:.0f}" for i in IMPLS) if "peak_rss_mb" in s else "-"
+        used = "/".join(str(s["runs_used"][i]) for i in IMPLS)
         print(f"{s['env_mode']:7s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
-              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f}  {mem}")
+              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f}  {mem:15s} {used} {s['medians_over']}")
     if not args.no_naive:
         print(f"naive kernels: fast {naive['fast_ms']:.3f} ms vs naive {naive['naive_ms']:.1f} ms "
               f"({naive['speedup']:.0f}x)")
