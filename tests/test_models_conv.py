@@ -25,8 +25,8 @@ def test_build_forward_backward_float32(name, shape, rng):
 def test_lenet_learns_a_tiny_batch(rng):
     dp.manual_seed(0)
     model = models.build("lenet")
-    x = rng.standard_normal((32, 1, 28, 28)).astype(np.float32)
-    t = rng.integers(0, 10, 32)
+    x = rng.standard_normal((16, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, 16)
     loss = nn.CrossEntropyLoss()
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     first = None
