@@ -316,7 +316,7 @@ def main() -> None:
     ap.add_argument("--case", choices=list(CASES), default="lenet-train", help=argparse.SUPPRESS)
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases (default all)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--seconds", type=float, default=1.2, help="measured seconds per run (default 1.2)")
+    ap.add_argument("--seconds", type=float, default=1.0, help="measured seconds per run (default 1.0)")
     ap.add_argument("--warmup", type=float, default=0.4, help="warm-up seconds per run (default 0.4)")
     ap.add_argument("--envs", nargs="+", default=["as-is", "unset"], choices=["as-is", "unset", "haswell"],
                     help="OPENBLAS environments (default as-is unset)")
