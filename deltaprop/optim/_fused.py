@@ -12,6 +12,8 @@ import numpy as np
 
 from ..functional._numba import jit
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 @jit
 def _sgd_momentum_kernel(w, g, buf, lr, momentum, one_minus_damp, wd, nesterov, maximize, has_wd, has_damp):
@@ -33,15 +35,15 @@ def sgd_momentum_update(w: np.ndarray, grad: np.ndarray, buf: np.ndarray, lr: fl
                         dampening: float, weight_decay: float, nesterov: bool, maximize: bool) -> bool:
     """Apply one momentum step in place with the fused kernel; False (nothing done) when it cannot run
     (numba absent or disabled, mixed dtypes, non-contiguous arrays): the caller then takes its NumPy path."""
-    if _sgd_momentum_kernel.compiled() is None:
+    kernel = _sgd_momentum_kernel.compiled()
+    if kernel is None:
         return False
     dt = w.dtype
-    if dt not in (np.float32, np.float64) or grad.dtype != dt or buf.dtype != dt \
+    if dt not in _FLOATS or grad.dtype != dt or buf.dtype != dt \
             or grad.shape != w.shape or buf.shape != w.shape \
             or not (w.flags.c_contiguous and grad.flags.c_contiguous and buf.flags.c_contiguous):
         return False
     t = dt.type
-    _sgd_momentum_kernel(w.reshape(-1), grad.reshape(-1), buf.reshape(-1), t(lr), t(momentum),
-                         t(1.0 - dampening), t(weight_decay), bool(nesterov), bool(maximize),
-                         weight_decay != 0, dampening != 0)
+    kernel(w.reshape(-1), grad.reshape(-1), buf.reshape(-1), t(lr), t(momentum), t(1.0 - dampening),
+           t(weight_decay), bool(nesterov), bool(maximize), weight_decay != 0, dampening != 0)
     return True
