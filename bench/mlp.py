@@ -222,7 +222,14 @@ def main() -> None:
             best = {impl: statistics.median([x["best_window_samples_per_s"] for x in results
                                              if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl])
                     for impl in med}
+            paired = []   # deltaprop / torch within a round (measured back to back: same machine state)
+            for r in range(args.rounds):
+                d = {x["impl"]: x["samples_per_s"] for x in results
+                     if x["env_mode"] == mode and x["batch"] == batch and x["round"] == r}
+                if len(d) == 2:
+                    paired.append(d["deltaprop"] / d["torch"])
             s = {"summary": True, "env_mode": mode, "batch": batch, "threads": args.threads or "default",
+                 "paired_ratio_median": round(statistics.median(paired), 3) if paired else None,
                  "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
                  "ratio": round(med["deltaprop"] / med["torch"], 3),
                  "ratio_per_cpu_s": round(cpu["deltaprop"] / cpu["torch"], 3),
@@ -238,7 +245,7 @@ def main() -> None:
     print("\nsummary (training samples/s, medians):")
     for s in summaries:
         print(f"  {s['env_mode']:>7}  batch {s['batch']:>4}: deltaprop {s['deltaprop_median']:>9,}  "
-              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  (best windows "
+              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  (paired {s['paired_ratio_median']:.2f}x; best windows "
               f"{s['deltaprop_best_window_median']:,} / {s['torch_best_window_median']:,} = "
               f"{s['ratio_best_window']:.2f}x; per CPU-s {s['ratio_per_cpu_s']:.2f}x; "
               f"{', '.join(s['blas_kernels']['deltaprop'])})")
