@@ -108,6 +108,7 @@ def test_nan_batch_is_named():
             epochs=1, progress=False, log=None)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_divergence_names_step_and_layer():
     X, y = _blobs()
     m = _net()
