@@ -102,7 +102,9 @@ def test_torch_parity_and_naive_grid(case, torch_ref, monkeypatch):
     dout = rs.standard_normal(out.shape)
     dx, dw, db = C.conv2d_backward(dout, cache)
     # the one-product path and the per-sample path (few filters) agree
-    monkeypatch.setattr(C, "THIN_FILTERS", 0 if C._thin(cache[2]) else 10**6)
+    per_sample = C._per_sample_forward(cache[2]) or C._thin(cache[2])
+    monkeypatch.setattr(C, "THIN_FILTERS", 0 if per_sample else 10**6)
+    monkeypatch.setattr(C, "PER_SAMPLE_POSITIONS", 10**9 if per_sample else 0)
     o2, c2 = C.conv2d_forward(x, w, b, *_args(case))
     for mine, other in zip((out, dx, dw, db), (o2,) + C.conv2d_backward(dout, c2)):
         assert rel_err(mine, other) <= 1e-12
