@@ -77,33 +77,27 @@ class Identity(Module):
         return dout
 
 
-class Softmax(_Elementwise):
+class _AlongDim(_Elementwise):
+    """An activation normalised along one dimension (``dim``)."""
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        self.dim = int(dim)
+
+    def _args(self) -> tuple:
+        return (self.dim,)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Softmax(_AlongDim):
     """Softmax along ``dim`` as a layer; backward is the vector–Jacobian product (§5)."""
     _fwd = staticmethod(F.softmax_forward)
     _bwd = staticmethod(F.softmax_backward)
 
-    def __init__(self, dim: int = -1) -> None:
-        super().__init__()
-        self.dim = int(dim)
 
-    def _args(self) -> tuple:
-        return (self.dim,)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
-
-
-class LogSoftmax(_Elementwise):
+class LogSoftmax(_AlongDim):
     """log softmax along ``dim`` (pairs with ``NLLLoss``)."""
     _fwd = staticmethod(F.log_softmax_forward)
     _bwd = staticmethod(F.log_softmax_backward)
-
-    def __init__(self, dim: int = -1) -> None:
-        super().__init__()
-        self.dim = int(dim)
-
-    def _args(self) -> tuple:
-        return (self.dim,)
-
-    def extra_repr(self) -> str:
-        return f"dim={self.dim}"
