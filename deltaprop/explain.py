@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import backend
+from .atomic import atomic_writer
 from .errors import DataError, ShapeError
 from .nn.container import Sequential
 from .nn.graph import Graph
@@ -239,19 +240,9 @@ def _cmap(name: str):
 
 def _save_png(fig, path: PathLike, dpi: int) -> Path:
     """Write the figure atomically: a temporary file in the same directory, fsync, rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    with atomic_writer(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
+    return Path(path)
 
 
 def _image_of(a: np.ndarray) -> Optional[np.ndarray]:

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import copy
 import importlib
-import io
 import json
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from . import backend
+from .atomic import atomic_writer
 from .errors import CheckpointError, StateDictError
 
 FORMAT = "deltaprop-checkpoint"
@@ -219,39 +218,11 @@ def _first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
 
 # --- writing ---------------------------------------------------------------------------------
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_npz(path: PathLike, arrays: Dict[str, np.ndarray]) -> Path:
     """``np.savez`` into a temporary file beside ``path``, fsync, then ``os.replace`` (atomic)."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-    return path
+    with atomic_writer(path, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
 
 
 def save_checkpoint(path: PathLike, model, optimizer=None, scheduler=None, *, epoch: int = 0, step: int = 0,

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from . import backend
+from .atomic import atomic_write_text
 from .data.loader import DataLoader
 from .errors import DivergenceError, NonFiniteError
 from .io import load_checkpoint, save_checkpoint
@@ -186,11 +187,7 @@ def _current_lr(optimizer) -> Optional[float]:
 # --- history ----------------------------------------------------------------------------------
 
 def _write_history(path: Path, history: History) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        for rec in history:
-            f.write(json.dumps(rec) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(rec) + "\n" for rec in history))
 
 
 def _append_history(path: Path, rec: Dict[str, Any]) -> None:

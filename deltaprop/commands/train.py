@@ -10,6 +10,8 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..atomic import atomic_write_text
+
 # Defaults chosen so that `deltaprop train --model mlp` passes 98% on MNIST in 10 epochs (see docs/training.md).
 DEFAULTS: Dict[str, Any] = {
     "model": None,  # lenet if registered, else mlp
@@ -60,6 +62,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N training (and N test) samples: "
                                                           "for smoke tests")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads for the matrix products (default: $DELTAPROP_BLAS_THREADS, else the BLAS "
+                        "library's own choice; with --cfg, 1, measured faster for those small products); "
+                        "needs threadpoolctl")
     g = p.add_argument_group("Darknet models")
     g.add_argument("--cfg", metavar="FILE.cfg", help="train a Darknet .cfg model (dispatches to "
                                                      "deltaprop.darknet.trainer)")
@@ -126,6 +132,14 @@ def _darknet(args) -> int:
 def run(args) -> int:
     if args.cfg:
         return _darknet(args)
+    import os
+
+    from ..backend import blas_threads
+    with blas_threads(getattr(args, "threads", None) or int(os.environ.get("DELTAPROP_BLAS_THREADS", 0) or 0)):
+        return _run(args)
+
+
+def _run(args) -> int:
     import deltaprop as dp
     from .. import io, models, nn
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
@@ -180,7 +194,7 @@ def run(args) -> int:
     wall = time.perf_counter() - t_start
     summary = {"model": s["model"], "epochs_run": len(history), "test_loss": test_loss, "test_acc": test_acc,
                "wall_time_s": round(wall, 1), "out": str(out)}
-    (out / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), "
           f"loss {test_loss:.4f}; wall time {wall:.1f} s; model saved to {out / 'model.npz'}")
     return 0

@@ -11,7 +11,8 @@ from typing import List, Optional
 
 from .. import backend
 from ..errors import ConfigError
-from .cfg import Section, atomic_write_bytes, parse_cfg, parse_cfg_text
+from ..atomic import atomic_write_bytes
+from .cfg import Section, parse_cfg, parse_cfg_text
 from .layers import NUMERICS
 from .network import (DEFAULT_BUDGET, DarknetNet, NetworkPlan, check_budget, get_memory_budget, parse_net_options,
                       plan_network, set_memory_budget)

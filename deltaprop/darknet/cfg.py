@@ -277,17 +277,3 @@ def format_sections(blocks: Iterable[tuple], header: Sequence[str] = ()) -> str:
             out.append(f"{k}={format_value(v)}")
     return "\n".join(out) + "\n"
 
-
-def atomic_write_bytes(path: "os.PathLike[str] | str", data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from .. import backend
 from ..errors import ConfigError, DivergenceError, ShapeError
 from ..optim.darknet import DarknetSGD
 from ..optim.darknet_policy import DarknetLR
-from .train_loss import loss_layer_indices, network_loss, reported_loss
+from .train_loss import loss_layer_indices, network_loss
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
@@ -108,20 +109,9 @@ def _classes_of(net) -> int:
     raise ConfigError("the cfg has no output layer")
 
 
-def blas_threads(n: Optional[int]):
-    """A context limiting BLAS to ``n`` threads (threadpoolctl), or doing nothing (n None, or no threadpoolctl)."""
-    import contextlib
-    if not n:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n), user_api="blas")
-
-
 def run(args) -> int:
     threads = getattr(args, "threads", None) or os.environ.get("DELTAPROP_BLAS_THREADS") or 1
+    from ..backend import blas_threads
     with blas_threads(int(threads)):
         return _run(args)
 
@@ -187,7 +177,7 @@ def _run(args) -> int:
                "final_loss": history[-1]["loss"] if history else None,
                "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
                "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights")}
-    (out / "result.json").write_text(json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
           f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
     return 0

@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import WeightsError
-from .cfg import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 
 DEFAULT_VERSION = (0, 2, 0)
 

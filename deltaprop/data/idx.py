@@ -15,6 +15,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import DataError
 
 PathLike = Union[str, os.PathLike]
@@ -108,8 +109,4 @@ def write_idx(path: PathLike, array: np.ndarray, compress: Optional[bool] = None
     data = encode_idx(array)
     if compress:
         data = gzip.compress(data, mtime=0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data)

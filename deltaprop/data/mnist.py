@@ -18,6 +18,7 @@ from urllib.request import urlopen  # module attribute: tests replace it, there 
 
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_idx
 
@@ -146,9 +147,7 @@ def download_mnist(dest=None, mirrors: Sequence[str] = MIRRORS, timeout: float =
                 errors.append(f"{url}: MD5 of the uncompressed file is {got}, expected {want}")
                 continue
             target = dest / (stem + ".gz")
-            tmp = dest / f".{stem}.gz.{os.getpid()}.tmp"
-            tmp.write_bytes(blob if blob[:2] == b"\x1f\x8b" else gzip.compress(raw, mtime=0))
-            os.replace(tmp, target)
+            atomic_write_bytes(target, blob if blob[:2] == b"\x1f\x8b" else gzip.compress(raw, mtime=0))
             break
         else:
             raise DataError(f"could not download {stem}.gz into {dest}:\n  " + "\n  ".join(errors) +

@@ -9,7 +9,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-from ..darknet.cfg import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .boxes import Box
 from .image import _pil
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, DeltapropError, DTypeError, LabelError, NonFiniteError, ShapeError, ValueRangeError
+from ..errors import BackwardError, DTypeError, LabelError, NonFiniteError, ShapeError, ValueRangeError
 from ..functional import loss as F
 from .module import Module
 from .parameter import Parameter

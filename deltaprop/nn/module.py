@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, DTypeError, ShapeError, StateDictError
+from ..errors import BackwardError, DTypeError, StateDictError
 from .parameter import Parameter
 
 _call_depth = threading.local()
