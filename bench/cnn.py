@@ -9,7 +9,8 @@ Cases (float32):
 
 Every measurement runs in its own subprocess (sharing a process slowed PyTorch by half), the three
 implementations are interleaved (their order rotates every round) over ``--rounds`` rounds, and the medians
-are reported with ratios ``deltaprop / torch``. PyTorch runs with ``torch.set_num_threads(2)``. The training
+are reported with ratios ``deltaprop / torch`` (ratio of medians, and ``paired_ratio_*``: the median of the
+ratios within each round). PyTorch runs with ``torch.set_num_threads(2)``. The training
 workers also report the peak RSS of their process (``ru_maxrss``) and its growth over the training steps.
 Each result line records the BLAS library and kernel (threadpoolctl) and the OPENBLAS variables; the whole
 set runs under each environment of ``--envs``:
@@ -291,6 +292,11 @@ def summarize(results, envs, cases) -> list:
             for impl in ("numpy", "numba"):
                 r = med[impl] / med["torch"]
                 s[f"ratio_{impl}"] = round(r, 3)
+                # the same ratio taken within each round (runs minutes apart see different machine speeds)
+                paired = [a["samples_per_s"] / b["samples_per_s"] for a in rows for b in rows
+                          if a["impl"] == impl and b["impl"] == "torch" and a["round"] == b["round"]]
+                if paired:
+                    s[f"paired_ratio_{impl}"] = round(statistics.median(paired), 3)
                 tgt = TARGETS.get((impl, case))
                 if tgt is not None:
                     s[f"target_{impl}"] = tgt
@@ -340,8 +346,8 @@ def main() -> None:
     print(json.dumps(header), flush=True)
     results = []
     t_start = time.perf_counter()
-    for mode in args.envs:
-        for r in range(args.rounds):
+    for r in range(args.rounds):                            # environments interleaved too: the VM drifts
+        for mode in args.envs:
             order = IMPLS[r % 3:] + IMPLS[:r % 3]          # rotate who goes first
             for case in args.cases:
                 for impl in order:
@@ -366,13 +372,14 @@ def main() -> None:
         for line in lines:
             f.write(json.dumps(line) + "\n")
     print(f"\n{'env':7s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}"
-          f"  {'mem np/nb/t MB':15s} runs used (np/nb/t)")
+          f" {'paired':>11s}  {'mem np/nb/t MB':15s} runs used (np/nb/t)")
     for s in summaries:
         m = s["median_samples_per_s"]
         mem = "/".join(f"{s['peak_rss_mb'][i]:.0f}" for i in IMPLS) if "peak_rss_mb" in s else "-"
         used = "/".join(str(s["runs_used"][i]) for i in IMPLS)
         print(f"{s['env_mode']:7s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
-              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f}  {mem:15s} {used} {s['medians_over']}")
+              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f} {s['paired_ratio_numpy']:5.2f}/{s['paired_ratio_numba']:.2f}"
+              f"  {mem:15s} {used} {s['medians_over']}")
     if not args.no_naive:
         print(f"naive kernels: fast {naive['fast_ms']:.3f} ms vs naive {naive['naive_ms']:.1f} ms "
               f"({naive['speedup']:.0f}x)")
