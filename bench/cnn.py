@@ -378,7 +378,8 @@ def main() -> None:
         mem = "/".join(f"{s['peak_rss_mb'][i]:.0f}" for i in IMPLS) if "peak_rss_mb" in s else "-"
         used = "/".join(str(s["runs_used"][i]) for i in IMPLS)
         print(f"{s['env_mode']:7s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
-              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f} {s['paired_ratio_numpy']:5.2f}/{s['paired_ratio_numba']:.2f}"
+              f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f} "
+              f"{s['paired_ratio_numpy']:5.2f}/{s['paired_ratio_numba']:.2f}"
               f"  {mem:15s} {used} {s['medians_over']}")
     if not args.no_naive:
         print(f"naive kernels: fast {naive['fast_ms']:.3f} ms vs naive {naive['naive_ms']:.1f} ms "

@@ -167,7 +167,8 @@ def test_seed001_worked_example(naive):
     def f(i, j): return Fk[i - 1, j - 1]
     def d(i, j): return D[i - 1, j - 1]
     # O11 = F11X11 + F12X12 + F21X21 + F22X22
-    assert out[0, 0, 0, 0] == pytest.approx(f(1, 1) * x(1, 1) + f(1, 2) * x(1, 2) + f(2, 1) * x(2, 1) + f(2, 2) * x(2, 2))
+    o11 = f(1, 1) * x(1, 1) + f(1, 2) * x(1, 2) + f(2, 1) * x(2, 1) + f(2, 2) * x(2, 2)
+    assert out[0, 0, 0, 0] == pytest.approx(o11)
     # ∂E/∂F = X ⋆ ∂E/∂O
     for a in (1, 2):
         for b in (1, 2):

@@ -48,10 +48,10 @@ def test_untied_bias_gradcheck(rng):
 
 def test_conv2d_module_parity(torch_ref, rng):
     """nn.Conv2d against torch.nn.Conv2d with the same weights: output, dx, weight.grad, bias.grad."""
-    mine = nn.Conv2d(4, 6, (3, 5), stride=(2, 1), padding="same" if False else (1, 2), dilation=1, groups=2,
-                     dtype=np.float64)
+    mine = nn.Conv2d(4, 6, (3, 5), stride=(2, 1), padding=(1, 2), dilation=1, groups=2, dtype=np.float64)
     ref = torch_ref.nn.Conv2d(4, 6, (3, 5), stride=(2, 1), padding=(1, 2), groups=2).double()
-    assert {k: v.shape for k, v in mine.state_dict().items()} == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    assert {k: v.shape for k, v in mine.state_dict().items()} == shapes
     mine.load_state_dict({k: v.numpy() for k, v in ref.state_dict().items()})
     x = rng.standard_normal((3, 4, 9, 8))
     out = mine(x)
@@ -95,7 +95,8 @@ def test_get_config_round_trip():
         cfg = layer.get_config()
         again = type(layer)(**cfg)
         assert again.get_config() == cfg
-        assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in layer.state_dict().items()}
+        shapes = {k: v.shape for k, v in layer.state_dict().items()}
+        assert {k: v.shape for k, v in again.state_dict().items()} == shapes
 
 
 def test_conv2d_float32_stays_float32(rng):

@@ -3,7 +3,7 @@ Each backward sends every gradient entry back to the input entry that produced i
 or the dropout mask)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 
