@@ -66,3 +66,14 @@ class DarknetBatchNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.channels}, numerics={self.numerics}"
+
+
+def attach_bias_or_batchnorm(layer: Module, n: int, numerics: str, dtype) -> None:
+    """Darknet's rule for [convolutional] and [connected]: with ``batch_normalize`` the layer gets a
+    ``DarknetBatchNorm`` (whose β is the layer's biases) and no bias of its own; otherwise a zero bias."""
+    if layer.batch_normalize:
+        layer.bias = None
+        layer.bn = DarknetBatchNorm(n, numerics, dtype=dtype)
+    else:
+        layer.bias = Parameter(np.zeros(n, dtype=dtype))
+        layer.bn = None

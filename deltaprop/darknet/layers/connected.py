@@ -13,7 +13,7 @@ from ...nn.parameter import Parameter
 from ..activations import DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
-from .batchnorm import DarknetBatchNorm
+from .batchnorm import attach_bias_or_batchnorm
 from .convolutional import activation_key
 
 
@@ -46,12 +46,7 @@ class ConnectedLayer(DarknetLayer):
         self.batch_normalize, self.activation = spec.attrs["batch_normalize"], spec.attrs["activation"]
         scale = math.sqrt(2.0 / self.in_features)
         self.weight = Parameter(backend.rng().uniform(-scale, scale, (self.out_features, self.in_features)).astype(dt))
-        if self.batch_normalize:
-            self.bias = None
-            self.bn = DarknetBatchNorm(self.out_features, numerics, dtype=dt)
-        else:
-            self.bias = Parameter(np.zeros(self.out_features, dtype=dt))
-            self.bn = None
+        attach_bias_or_batchnorm(self, self.out_features, numerics, dt)
         self.act = DarknetActivation(self.activation)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

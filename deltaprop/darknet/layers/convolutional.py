@@ -14,7 +14,7 @@ from ...nn.parameter import Parameter
 from ..activations import ACTIVATIONS, DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits, require_unsupported_zero
-from .batchnorm import DarknetBatchNorm
+from .batchnorm import attach_bias_or_batchnorm
 
 
 def activation_key(sec: Section, default: str) -> str:
@@ -72,12 +72,7 @@ class ConvolutionalLayer(DarknetLayer):
         scale = math.sqrt(2.0 / (self.size * self.size * cg))
         self.weight = Parameter((scale * backend.rng().standard_normal(
             (self.filters, cg, self.size, self.size))).astype(dt))
-        if self.batch_normalize:
-            self.bias = None
-            self.bn = DarknetBatchNorm(self.filters, numerics, dtype=dt)
-        else:
-            self.bias = Parameter(np.zeros(self.filters, dtype=dt))
-            self.bn = None
+        attach_bias_or_batchnorm(self, self.filters, numerics, dt)
         self.act = DarknetActivation(self.activation)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
