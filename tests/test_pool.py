@@ -211,6 +211,34 @@ def test_numba_matches_numpy_bitwise(shape, rng):
         _numba.set_enabled(before)
 
 
+def test_numba_max_2x2_every_window_pattern_matches_numpy():
+    """The branch-free 2×2/2 numba kernels against the NumPy path on every placement of NaN, ±inf, ties and
+    ordinary values in a window (one window per pattern): outputs (NaN where NumPy has NaN), indices, and
+    the backward."""
+    pytest.importorskip("numba")
+    vals = np.array([np.nan, np.inf, -np.inf, 1.0, 1.0, -2.0, 0.5])
+    pats = np.array(list(itertools.product(range(len(vals)), repeat=4)))
+    before = _numba.enabled()
+    try:
+        for dt in (np.float32, np.float64):
+            n = len(pats)
+            x = vals[pats].astype(dt).reshape(n, 2, 2)                      # window w: cells in row-major order
+            x = x.reshape(1, 1, n, 2, 2).transpose(0, 1, 3, 2, 4).reshape(1, 1, 2, 2 * n)  # windows side by side
+            d = np.linspace(1, 2, n).astype(dt).reshape(1, 1, 1, n)
+            res = []
+            for flag in (False, True):
+                _numba.set_enabled(flag)
+                y, cache = P.max_pool2d_forward(x, 2)
+                res.append((y, cache[1], P.max_pool2d_backward(d, cache)))
+            (y0, i0, dx0), (y1, i1, dx1) = res
+            assert np.array_equal(y0, y1, equal_nan=True) and np.array_equal(i0, i1) and np.array_equal(dx0, dx1)
+            first = np.array([int(np.argmax(w)) if not np.isnan(w).any() else None for w in vals[pats]], object)
+            ok = first != None  # noqa: E711 (elementwise on an object array)
+            assert np.array_equal(i0.ravel()[ok].astype(int), first[ok].astype(int))
+    finally:
+        _numba.set_enabled(before)
+
+
 @pytest.mark.parametrize("layer", [lambda: nn.MaxPool2d(3, 2, 1), lambda: nn.MaxPool2d(2), lambda: nn.AvgPool2d(2),
                                    lambda: nn.AvgPool2d(3, 2, 1, ceil_mode=True), lambda: nn.LPPool2d(2, 2),
                                    lambda: nn.LPPool2d(3, 2), lambda: nn.AdaptiveAvgPool2d(1),
