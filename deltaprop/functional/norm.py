@@ -192,38 +192,112 @@ def _leaky_backward(d: np.ndarray, cache: tuple) -> np.ndarray:
     return k
 
 
+def bn_act_stats(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
+                 training: bool, momentum: float, eps: float, center) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """(z − μ, inv_std, batch statistics used) for the fused kernels; ``center(x3, mean)`` returns x3 − μ per
+    channel (NumPy broadcasting or numba's loop: the same subtraction). The running statistics (if any)
+    move in place when training."""
+    t = x3.dtype.type
+    if training or running_mean is None:
+        m = _check_m(x3, x3.shape)
+        mean = channel_sum(x3) / t(m)
+        xc = center(x3, mean)
+        var = channel_dot(xc, xc) / t(m)
+        if training and running_mean is not None:
+            update_running_stats(running_mean, running_var, mean, var, m, momentum)
+        batch = True
+    else:
+        xc = center(x3, running_mean.astype(x3.dtype, copy=False))
+        var = running_var.astype(x3.dtype, copy=False)
+        batch = False
+    inv_std = (1.0 / np.sqrt(var + t(eps))).astype(x3.dtype, copy=False)
+    return xc, inv_std, batch
+
+
+def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray, batch: bool):
+    """(dβ, dγ, k1, k2, k3) of the fused backward from δ = ∂C/∂y (N, C, S) and the cached z − μ:
+    BN 2.5 dβ = Σδ; BN 2.6 dγ = Σδ·ẑ = inv_std·Σδ·(z − μ); and the per-channel constants of
+    ∂C/∂z = δ·k1 − (z − μ)·k2 − k3 (``bn_input_grad``'s compact form of BN 2.1–2.3 with ẑ = (z − μ)·inv_std,
+    k1 = γ·inv_std; k2 = k3 = 0 when the running statistics normalised)."""
+    t = dy.dtype.type
+    dbeta = channel_sum(dy)
+    dgamma = channel_dot(dy, xc) * inv_std
+    k1 = gamma * inv_std
+    if not batch:
+        return dbeta, dgamma, k1, None, None
+    m = t(dy.shape[0] * dy.shape[2])
+    return dbeta, dgamma, k1, k1 * dgamma / m * inv_std, k1 * dbeta / m
+
+
+def _center_np(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    return x3 - _col(mean)
+
+
 def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
                           running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                           training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
                           activation: str = "leaky", negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:
-    """a = σ(BN(z)) with σ ReLU, leaky ReLU or linear: ``batch_norm_forward`` then the activation (§5, §8).
-    With numba the normalise–scale–shift–activate passes run as one; the statistics are the same BLAS sums."""
+    """a = σ(BN(z)) with σ ReLU, leaky ReLU or linear (§5, §8): y = (z − μ)·(γ·inv_std) + β, then σ(y).
+
+    The scale γ·inv_std is applied to z − μ in one multiply and ẑ is never stored: the cache keeps z − μ
+    (the backward scales by inv_std where ẑ appears). With numba the scale–shift–activate pass is one loop;
+    both paths do the same float operations, so they give the same numbers. Without γ (None) this is
+    ``batch_norm_forward`` then the activation."""
     _check_act(activation)
-    if _numba.enabled() and gamma is not None:
+    if gamma is None:
+        y, bcache = batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+        acache = None
+        if activation == "relu":
+            y, acache = A.relu_forward(y)
+        elif activation == "leaky":
+            y, acache = _leaky_forward(y, negative_slope)
+        return y, ("plain", bcache, activation, acache)
+    if _numba.enabled():
         from . import _norm_numba
         return _norm_numba.bn_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
                                           activation, negative_slope)
-    y, bcache = batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps)
+    x3 = channel_view(x)
+    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
+    gamma = gamma.astype(x3.dtype, copy=False)
+    y = xc * _col(gamma * inv_std)
+    y += _col(beta.astype(x3.dtype, copy=False))
+    acache = None
     if activation == "relu":
         y, acache = A.relu_forward(y)
     elif activation == "leaky":
         y, acache = _leaky_forward(y, negative_slope)
-    else:
-        acache = None
-    return y, ("numpy", bcache, activation, acache)
+    return y.reshape(x.shape), ("numpy", xc, inv_std, gamma, batch, activation, acache, x.shape)
 
 
 def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True):
-    """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(BN(z)) (P2 of §2), then BN 2.1–2.6 as ``batch_norm_backward``."""
+    """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(y) (P2 of §2), then BN 2.5, 2.6 and BN 2.1–2.3 in the compact form
+    of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised)."""
     if cache[0] == "numba":
         from . import _norm_numba
         return _norm_numba.bn_act_backward(dout, cache, need_dx)
-    _, bcache, activation, acache = cache
+    if cache[0] == "plain":
+        _, bcache, activation, acache = cache
+        if activation == "relu":
+            dout = A.relu_backward(dout, acache)
+        elif activation == "leaky":
+            dout = _leaky_backward(dout, acache)
+        return batch_norm_backward(dout, bcache, need_dx)
+    _, xc, inv_std, gamma, batch, activation, acache, shape = cache
+    d3 = channel_view(dout)
     if activation == "relu":
-        dout = A.relu_backward(dout, acache)
+        dy = A.relu_backward(d3, acache)
     elif activation == "leaky":
-        dout = _leaky_backward(dout, acache)
-    return batch_norm_backward(dout, bcache, need_dx)
+        dy = _leaky_backward(d3, acache)
+    else:
+        dy = d3
+    dbeta, dgamma, k1, k2, k3 = bn_act_grads(dy, xc, inv_std, gamma, batch)
+    if not need_dx:
+        return None, dgamma, dbeta
+    dz = dy * _col(k1) if dy is d3 else np.multiply(dy, _col(k1), out=dy)  # δ is ours unless σ is linear
+    if batch:
+        dz -= xc * _col(k2)
+        dz -= _col(k3)
+    return dz.reshape(shape), dgamma, dbeta
 
 
 # --- naive references (loops straight from §8) ------------------------------------------------------
