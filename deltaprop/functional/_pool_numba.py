@@ -2,8 +2,9 @@
 
 A kernel whose window size is a run-time number does not vectorise and lost to the NumPy path (1.6 ms vs
 0.9 ms on 16×16×64×64); with the four cells unrolled and no data-dependent branch (selects only) the max
-forward takes 0.21 ms there and its backward 0.27 ms. Other geometries use the NumPy path. The cells are visited in the NumPy path's order (row-major, strict ``>``; sums added left to right),
-so both paths give the same numbers bit for bit.
+forward takes 0.21 ms there and its backward 0.27 ms. Other geometries use the NumPy path. The cells are
+visited in the NumPy path's order (row-major, strict ``>``; sums added left to right), so both paths give the
+same numbers bit for bit.
 """
 from __future__ import annotations
 
