@@ -92,19 +92,17 @@ def _avg_fwd(x, out):
 
 @jit
 def _spread(d, dx):
+    # One output row at a time, as ``_max_bwd``.
     n, c = dx.shape[0], dx.shape[1]
     ho, wo = d.shape[2], d.shape[3]
     for s in range(n):
         for ch in range(c):
             for i in range(ho):
-                r = 2 * i
-                for j in range(wo):
-                    q = 2 * j
-                    v = d[s, ch, i, j]
-                    dx[s, ch, r, q] = v
-                    dx[s, ch, r, q + 1] = v
-                    dx[s, ch, r + 1, q] = v
-                    dx[s, ch, r + 1, q + 1] = v
+                for r in range(2 * i, 2 * i + 2):
+                    for j in range(wo):
+                        v = d[s, ch, i, j]
+                        dx[s, ch, r, 2 * j] = v
+                        dx[s, ch, r, 2 * j + 1] = v
 
 
 def _alloc_dx(shape, g, dtype) -> np.ndarray:
