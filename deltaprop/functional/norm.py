@@ -269,9 +269,12 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
     return y.reshape(x.shape), ("numpy", xc, inv_std, gamma, batch, activation, acache, x.shape)
 
 
-def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True):
+def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True, consume_cache: bool = False):
     """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(y) (P2 of §2), then BN 2.5, 2.6 and BN 2.1–2.3 in the compact form
-    of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised)."""
+    of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised).
+
+    ``consume_cache=True`` (a module's backward, which drops its cache) lets the NumPy path scale the cached
+    z − μ in place instead of into a new array; the numbers are the same."""
     if cache[0] == "numba":
         from . import _norm_numba
         return _norm_numba.bn_act_backward(dout, cache, need_dx)
@@ -295,7 +298,7 @@ def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True)
         return None, dgamma, dbeta
     dz = dy * _col(k1) if dy is d3 else np.multiply(dy, _col(k1), out=dy)  # δ is ours unless σ is linear
     if batch:
-        dz -= xc * _col(k2)
+        dz -= np.multiply(xc, _col(k2), out=xc) if consume_cache else xc * _col(k2)
         dz -= _col(k3)
     return dz.reshape(shape), dgamma, dbeta
 

@@ -145,7 +145,7 @@ class BatchNormAct2d(BatchNorm2d):
         return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        dx, dg, db = F.batchnorm_act_backward(dout, self._take(), need_dx=self.needs_input_grad)
+        dx, dg, db = F.batchnorm_act_backward(dout, self._take(), need_dx=self.needs_input_grad, consume_cache=True)
         self._accumulate(dg, db)
         return dx
 
