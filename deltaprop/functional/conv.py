@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..blas import matmul
 from ..errors import ShapeError
 from . import _numba
 from .im2col import ConvGeometry, col2im, col2im_wide, conv_geometry, im2col
@@ -91,14 +92,14 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     if _per_sample_forward(g):
         # One product per sample writes NCHW directly (with F < 16 a single (F, N·Ho·Wo) product ran at a
         # third of the speed; on large maps it saves the transposing copy).
-        np.matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
+        matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
         if kind != "none":
             out += b[:, None, None] if kind == "tied" else b
         return out, (cols, w2, g, mode, kind)
     if G == 1:
-        z = w2[0] @ cols                                          # (F, N·Ho·Wo)
+        z = matmul(w2[0], cols)                                   # (F, N·Ho·Wo)
     else:
-        z = np.matmul(w2, cols.reshape(G, -1, g.positions))       # (G, F/G, N·Ho·Wo)
+        z = matmul(w2, cols.reshape(G, -1, g.positions))          # (G, F/G, N·Ho·Wo)
     zt = z.reshape(g.f, g.n, g.ho, g.wo).transpose(1, 0, 2, 3)
     if kind == "tied":
         np.add(zt, b[:, None, None], out=out)                   # the NCHW copy and the bias in one pass
@@ -128,8 +129,8 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     if _thin(g):
         # per sample, as in the forward: dW = Σ_n δ_n (F, Ho·Wo) @ cols_nᵀ (Ho·Wo, C·kh·kw)
         dn = np.ascontiguousarray(dout).reshape(g.n, g.f, -1)
-        per = np.matmul(dn, _per_sample(cols, g).transpose(0, 2, 1))      # (N, F, C·kh·kw)
-        dw2 = (ones_n @ per.reshape(g.n, -1)).reshape(g.f, -1)
+        per = matmul(dn, _per_sample(cols, g).transpose(0, 2, 1))         # (N, F, C·kh·kw)
+        dw2 = matmul(ones_n, per.reshape(g.n, -1)).reshape(g.f, -1)
         db = None
         if kind != "none":
             s = (ones_n @ dn.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)   # Σ_n δ
@@ -138,15 +139,15 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
         return (_input_grad(dout, None, w2, g) if need_dx else None), dw, db
     d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)
     if kind == "tied":
-        db = d @ np.ones(g.positions, dtype=dt)
+        db = matmul(d, np.ones(g.positions, dtype=dt))
     elif kind == "untied":
         db = (ones_n @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
     else:
         db = None
     if G == 1:
-        dw2 = (cols @ d.T).T                                              # (F, C·kh·kw)
+        dw2 = matmul(cols, d.T).T                                         # (F, C·kh·kw)
     else:
-        dw2 = np.matmul(cols.reshape(G, -1, g.positions), d.reshape(G, fg, -1).transpose(0, 2, 1))
+        dw2 = matmul(cols.reshape(G, -1, g.positions), d.reshape(G, fg, -1).transpose(0, 2, 1))
         dw2 = dw2.transpose(0, 2, 1)                                      # (G, F/G, Cg·kh·kw)
     dw = _oriented(dw2.reshape(g.f, g.c // G, g.kh, g.kw), mode)
     dw = np.ascontiguousarray(dw)
@@ -165,14 +166,14 @@ def _input_grad(dout: np.ndarray, d: Optional[np.ndarray], w2: np.ndarray, g: Co
         wp = g.w + g.pl + g.pr
         dw_ = np.zeros((g.f, g.n, g.ho, wp), dtype=dout.dtype)
         dw_[..., :g.wo] = dout.transpose(1, 0, 2, 3)
-        dcols = np.matmul(w2.transpose(0, 2, 1), dw_.reshape(G, fg, -1))     # (G, Cg·kh·kw, N·Ho·Wp)
+        dcols = matmul(w2.transpose(0, 2, 1), dw_.reshape(G, fg, -1))        # (G, Cg·kh·kw, N·Ho·Wp)
         return col2im_wide(dcols.reshape(g.taps, -1), g)
     if d is None:
         d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)
     if G == 1:
-        dcols = w2[0].T @ d
+        dcols = matmul(w2[0].T, d)
     else:
-        dcols = np.matmul(w2.transpose(0, 2, 1), d.reshape(G, fg, -1))
+        dcols = matmul(w2.transpose(0, 2, 1), d.reshape(G, fg, -1))
     return col2im(dcols.reshape(g.taps, g.positions), g)
 
 

@@ -6,10 +6,12 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..blas import matmul
+
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, tuple]:
     """z = x Wᵀ + b (the batch form of ``z^l = W^l a^{l-1} + b^l``). x (N, in), w (out, in), b (out,)."""
-    z = x @ w.T
+    z = matmul(x, w.T)
     if b is not None:
         z += b
     return z, (x, w, b is not None)
@@ -23,9 +25,9 @@ def linear_backward(dz: np.ndarray, cache: tuple, need_dx: bool = True):
     matrix-vector product: faster and more accurate in float32 than a row-by-row sum).
     """
     x, w, has_b = cache
-    dw = dz.T @ x
-    db = np.ones(dz.shape[0], dtype=dz.dtype) @ dz if has_b else None
-    dx = dz @ w if need_dx else None
+    dw = matmul(dz.T, x)
+    db = matmul(np.ones(dz.shape[0], dtype=dz.dtype), dz) if has_b else None
+    dx = matmul(dz, w) if need_dx else None
     return dx, dw, db
 
 

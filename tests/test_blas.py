@@ -1,0 +1,118 @@
+"""deltaprop.blas: MKL-backed products equal np.matmul for every layout the layers use, and decline the rest."""
+import numpy as np
+import pytest
+
+from deltaprop import blas
+
+from conftest import rel_err
+
+
+@pytest.fixture(params=["numpy", "mkl"])
+def backend(request):
+    was = blas.backend()
+    try:
+        blas.set_backend(request.param)
+    except blas.BlasError as exc:
+        pytest.skip(f"MKL not usable here: {exc}")
+    yield request.param
+    blas.set_backend(was)
+
+
+def _check(a, b, out=None):
+    want = np.matmul(a.astype(np.float64), b.astype(np.float64))
+    got = blas.matmul(a, b, out=out)
+    assert got.dtype == a.dtype and got.shape == want.shape
+    tol = 1e-5 if a.dtype == np.float32 else 1e-12
+    assert rel_err(got, want) < tol
+    if out is not None:
+        assert got is out
+    return got
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matrix_layouts(backend, dtype, rng):
+    a = rng.standard_normal((7, 5)).astype(dtype)
+    b = rng.standard_normal((5, 3)).astype(dtype)
+    _check(a, b)
+    _check(np.asfortranarray(a), b)                  # transposed storage of a
+    _check(a, np.asfortranarray(b))
+    _check(b.T, a.T)                                  # both transposed views
+    _check(a[:, :4], b[:4])                           # row slices of wider arrays: leading dimension 5, 3
+    _check(a[::2], b)                                 # every other row: leading dimension 10
+    _check(a[:1], b)                                  # one row
+    _check(a, b[:, :1])                               # one column
+    _check(a, b, out=np.empty((7, 3), dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_products(backend, dtype, rng):
+    a = rng.standard_normal((7, 5)).astype(dtype)
+    v5, v7 = rng.standard_normal(5).astype(dtype), rng.standard_normal(7).astype(dtype)
+    _check(a, v5)
+    _check(v7, a)                                     # ones @ δ: the bias gradient
+    _check(a.T, v7)
+    _check(v5, a.T)
+    _check(a, rng.standard_normal(10).astype(dtype)[::2])   # strided vector
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batched_products(backend, dtype, rng):
+    w = rng.standard_normal((4, 6)).astype(dtype)
+    x = rng.standard_normal((3, 6, 5)).astype(dtype)
+    _check(w, x)                                      # one weight matrix broadcast over the batch
+    _check(x.transpose(0, 2, 1), w.T)
+    cols = rng.standard_normal((6, 3 * 5)).astype(dtype)
+    per_sample = cols.reshape(6, 3, 5).transpose(1, 0, 2)   # conv's per-sample view of the column matrix
+    _check(w, per_sample, out=np.empty((3, 4, 5), dtype))
+    _check(rng.standard_normal((3, 4, 6)).astype(dtype), x)
+    _check(rng.standard_normal((1, 4, 6)).astype(dtype), x)  # batch of one broadcast
+
+
+def test_unsupported_cases_fall_back_to_numpy(backend, rng):
+    a = rng.standard_normal((4, 3)).astype(np.float32)
+    i = (rng.standard_normal((4, 3)) * 10).astype(np.int64)
+    np.testing.assert_array_equal(blas.matmul(i, i.T), i @ i.T)                 # integers
+    np.testing.assert_array_equal(blas.matmul(a[:0], a.T), np.zeros((0, 4), np.float32))   # empty
+    mixed = blas.matmul(a, a.T.astype(np.float64))                                # mixed dtypes: NumPy's promotion
+    assert mixed.dtype == np.float64
+    _check(a[:, ::-1], a.T)                                                       # negative strides
+    x4 = rng.standard_normal((2, 2, 4, 3)).astype(np.float32)
+    _check(x4, a.T)                                                               # 4-D
+    with pytest.raises(ValueError):
+        blas.matmul(a, a)                                                         # NumPy's own shape error
+    with pytest.raises(ValueError):
+        blas.matmul(a, a.T, out=np.empty((3, 3), np.float32))
+
+
+def test_set_backend_rejects_unknown_names():
+    with pytest.raises(blas.BlasError, match="expected 'auto', 'mkl' or 'numpy'"):
+        blas.set_backend("cublas")
+
+
+def test_info_reports_the_choice():
+    info = blas.info()
+    assert info["backend"] == blas.backend() in ("mkl", "numpy")
+    assert info["cpu_vendor"] in ("intel", "amd", "other")
+
+
+def test_auto_prefers_numpy_off_intel(monkeypatch):
+    was = blas.backend()
+    try:
+        monkeypatch.setattr(blas, "_cpu_vendor", lambda: "amd")
+        assert blas.set_backend("auto") == "numpy"
+    finally:
+        monkeypatch.undo()
+        blas.set_backend(was)
+
+
+def test_mkl_request_without_the_library_names_the_problem(monkeypatch):
+    was = blas.backend()
+    monkeypatch.setattr(blas, "_lib", None)
+    monkeypatch.setattr(blas, "_candidates", lambda: [])
+    try:
+        with pytest.raises(blas.BlasError, match="libmkl_rt was not found"):
+            blas.set_backend("mkl")
+        assert blas.set_backend("auto") == "numpy"
+    finally:
+        monkeypatch.undo()
+        blas.set_backend(was)
