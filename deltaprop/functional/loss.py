@@ -151,8 +151,40 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
     return _reduce(per, reduction, denom), cache
 
 
+def cross_entropy_fast_forward(logits: np.ndarray, target, ignore_index: int = -100,
+                               reduction: str = "mean"):
+    """The common case of ``cross_entropy_forward`` in one numba pass: (N, C) float logits, (N,) integer
+    labels, no weights or smoothing, "mean"/"sum". Returns (loss, cache), or None when the case does not
+    apply, numba is off, or the input is bad (a label out of range, a non-finite logit): the caller then
+    takes the validating NumPy path, which names the problem."""
+    if reduction == "none" or not isinstance(logits, np.ndarray) or not isinstance(target, np.ndarray) \
+            or logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0] \
+            or logits.dtype.kind != "f" or target.dtype.kind not in "iu" or logits.size == 0:
+        return None
+    from . import _loss_numba
+    kernel = _loss_numba._ce_forward.compiled()
+    if kernel is None:
+        return None
+    x = np.ascontiguousarray(logits)
+    lab = target if target.dtype == np.int64 else target.astype(np.int64)
+    p = np.empty_like(x)
+    status, total, count = kernel(x, lab, ignore_index, p)
+    if status != _loss_numba.OK or count == 0:
+        return None
+    denom = float(count)
+    value = total / denom if reduction == "mean" else total
+    return value, ("fast", p, lab, ignore_index, denom, reduction)
+
+
 def cross_entropy_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
     """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1)."""
+    if cache[0] == "fast":
+        from . import _loss_numba
+        _, p, lab, ignore_index, denom, reduction = cache
+        coef = _coef(grad, reduction, denom, p.dtype)
+        dx = np.empty_like(p)
+        _loss_numba._ce_backward(p, lab, ignore_index, p.dtype.type(coef), dx)
+        return dx
     kind, p, a, valid, wy, w, eps, denom, reduction, shape = cache
     m, c = p.shape
     coef = _coef(grad, reduction, denom, p.dtype)

@@ -219,6 +219,19 @@ class CrossEntropyLoss(_WeightedClassLoss):
         self.ignore_index = int(ignore_index)
         self.label_smoothing = float(label_smoothing)
 
+    def forward(self, pred: np.ndarray, target) -> Union[float, np.ndarray]:
+        """The loss; the common case (2-D logits, integer labels, no weight or smoothing) runs in one
+        numba pass, which checks the labels and logits itself; anything else, or bad input, takes the
+        validating path."""
+        fast = None
+        if self.weight is None and not self.label_smoothing:
+            fast = F.cross_entropy_fast_forward(pred, target, self.ignore_index, self.reduction)
+        if fast is None:
+            return super().forward(pred, target)
+        value, cache = fast
+        self._save((cache, ()))
+        return value
+
     def _forward(self, pred, target):
         c = _class_count(pred, "CrossEntropyLoss")
         w = self._checked_weight(c)

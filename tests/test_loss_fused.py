@@ -1,0 +1,82 @@
+"""The one-pass numba cross-entropy (2-D logits, integer labels) agrees with the validating NumPy path,
+and bad input still gets the NumPy path's named errors."""
+import numpy as np
+import pytest
+
+from deltaprop import nn
+from deltaprop.errors import LabelError, NonFiniteError
+from deltaprop.functional import _numba
+from deltaprop.functional import loss as F
+
+from conftest import rel_err
+
+
+def _both(logits, labels, **kw):
+    out = []
+    was = _numba.enabled()
+    for flag in (True, False):
+        _numba.set_enabled(flag)
+        try:
+            crit = nn.CrossEntropyLoss(**kw)
+            value = crit(logits, labels)
+            out.append((value, crit.backward(2.5)))
+        finally:
+            _numba.set_enabled(was)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fast_path_matches_numpy_path(dtype, reduction, rng):
+    pytest.importorskip("numba")
+    x = (rng.standard_normal((37, 10)) * 4).astype(dtype)
+    y = rng.integers(0, 10, 37)
+    y[[3, 8]] = -100                                          # ignored rows
+    (v1, g1), (v0, g0) = _both(x, y, reduction=reduction)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    assert abs(v1 - v0) <= tol * max(1.0, abs(v0))
+    assert g1.dtype == g0.dtype == dtype
+    assert rel_err(g1, g0) < tol
+    assert not g1[[3, 8]].any()
+
+
+def test_fast_path_is_taken_and_declines_other_cases(rng):
+    pytest.importorskip("numba")
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 5)
+    value, cache = F.cross_entropy_fast_forward(x, y)
+    assert cache[0] == "fast" and np.isclose(value, F.cross_entropy_forward(x, y)[0], rtol=1e-6)
+    assert F.cross_entropy_fast_forward(x, y, reduction="none") is None
+    assert F.cross_entropy_fast_forward(x, y.astype(np.float32)) is None            # probabilities
+    assert F.cross_entropy_fast_forward(x[None], y[None]) is None                   # 3-D scores
+    assert F.cross_entropy_fast_forward(x, np.full(5, -100)) is None                 # nothing to average
+
+
+def test_bad_labels_and_nan_logits_keep_their_errors(rng):
+    pytest.importorskip("numba")
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    with pytest.raises(LabelError, match="label 3 at index"):
+        nn.CrossEntropyLoss()(x, np.array([0, 1, 2, 3, 0, 1]))
+    with pytest.raises(LabelError, match="label -1"):
+        nn.CrossEntropyLoss()(x, np.array([0, 1, 2, -1, 0, 1]))
+    x[2, 1] = np.nan
+    with pytest.raises(NonFiniteError):
+        nn.CrossEntropyLoss()(x, np.array([0, 1, 2, 0, 0, 1]))
+    x[2, 1] = np.inf
+    with pytest.raises(NonFiniteError):
+        nn.CrossEntropyLoss()(x, np.array([0, 1, 2, 0, 0, 1]))
+
+
+def test_fast_path_matches_torch(torch_ref, rng):
+    pytest.importorskip("numba")
+    torch = torch_ref
+    x = rng.standard_normal((64, 10))
+    y = rng.integers(0, 10, 64)
+    crit = nn.CrossEntropyLoss()
+    value = crit(x, y)
+    grad = crit.backward()
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(xt, torch.tensor(y))
+    ref.backward()
+    assert abs(value - ref.item()) < 1e-12
+    assert rel_err(grad, xt.grad.numpy()) < 1e-12
