@@ -3,6 +3,7 @@ Each backward sends every gradient entry back to the input entry that produced i
 or the dropout mask)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence, Tuple, Union
 
 import numpy as np
@@ -16,7 +17,7 @@ def flatten_forward(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> Tup
     s, e = start_dim % nd if nd else 0, end_dim % nd if nd else 0
     if s > e:
         raise ShapeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
-    shape = x.shape[:s] + (int(np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
+    shape = x.shape[:s] + (math.prod(x.shape[s:e + 1]),) + x.shape[e + 1:]
     return x.reshape(shape), (x.shape,)
 
 
