@@ -9,6 +9,8 @@ for bit. The activation is a select on ``y > 0``, not a branch (random signs wou
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from . import _numba
@@ -90,7 +92,9 @@ def _center_nb(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return out
 
 
-def bn_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, activation, negative_slope):
+def bn_act_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: Optional[np.ndarray],
+                   running_var: Optional[np.ndarray], training: bool, momentum: float, eps: float, activation: str,
+                   negative_slope: float) -> Tuple[np.ndarray, tuple]:
     x3 = channel_view(x)
     dt = x3.dtype
     xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_nb)
@@ -104,7 +108,8 @@ def bn_act_forward(x, gamma, beta, running_mean, running_var, training, momentum
     return out.reshape(x.shape), ("numba", xc, inv_std, gamma, beta, batch, code, slope, x.shape)
 
 
-def bn_act_backward(dout, cache, need_dx=True):
+def bn_act_backward(dout: np.ndarray, cache: tuple,
+                    need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     d3 = channel_view(dout)
     dz = np.empty_like(d3)

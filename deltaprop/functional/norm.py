@@ -13,7 +13,7 @@ ReLU; with numba enabled their elementwise passes run fused (``functional._norm_
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -193,7 +193,8 @@ def _leaky_backward(d: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def bn_act_stats(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
-                 training: bool, momentum: float, eps: float, center) -> Tuple[np.ndarray, np.ndarray, bool]:
+                 training: bool, momentum: float, eps: float,
+                 center: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Tuple[np.ndarray, np.ndarray, bool]:
     """(z − μ, inv_std, batch statistics used) for the fused kernels; ``center(x3, mean)`` returns x3 − μ per
     channel (NumPy broadcasting or numba's loop: the same subtraction). The running statistics (if any)
     move in place when training."""
@@ -214,7 +215,8 @@ def bn_act_stats(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var
     return xc, inv_std, batch
 
 
-def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray, batch: bool):
+def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
+                 batch: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """(dβ, dγ, k1, k2, k3) of the fused backward from δ = ∂C/∂y (N, C, S) and the cached z − μ:
     BN 2.5 dβ = Σδ; BN 2.6 dγ = Σδ·ẑ = inv_std·Σδ·(z − μ); and the per-channel constants of
     ∂C/∂z = δ·k1 − (z − μ)·k2 − k3 (``bn_input_grad``'s compact form of BN 2.1–2.3 with ẑ = (z − μ)·inv_std,
@@ -269,7 +271,8 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
     return y.reshape(x.shape), ("numpy", xc, inv_std, gamma, batch, activation, acache, x.shape)
 
 
-def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True, consume_cache: bool = False):
+def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
+                           consume_cache: bool = False) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(y) (P2 of §2), then BN 2.5, 2.6 and BN 2.1–2.3 in the compact form
     of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised).
 
