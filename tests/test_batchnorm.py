@@ -136,6 +136,30 @@ def test_numba_fused_is_bitwise_numpy(act, rng):
         _numba.set_enabled(before)
 
 
+@pytest.mark.parametrize("act", ["leaky", "relu", "linear"])
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_module_backward_equals_functional(act, training, rng, numba_mode):
+    """The module's backward consumes its cache (the NumPy path scales z − μ in place): the same numbers as
+    the functional backward, which leaves the cache intact."""
+    x = (rng.standard_normal((3, 4, 5, 6)) * 2 + 1).astype(np.float32)
+    d = rng.standard_normal(x.shape).astype(np.float32)
+    layer = nn.BatchNormAct2d(4, act, 0.1)
+    layer.weight.data[...] = rng.standard_normal(4)
+    layer.bias.data[...] = rng.standard_normal(4)
+    rm, rv = layer.running_mean.copy(), layer.running_var.copy()
+    layer.train(training)
+    with enable_grad():
+        y = layer(x)
+    dx = layer.backward(d)
+    g, b = layer.weight.data, layer.bias.data
+    y2, cache = F.batchnorm_act_forward(x, g, b, rm, rv, training, 0.1, 1e-5, act, 0.1)
+    dx2, dg2, db2 = F.batchnorm_act_backward(d, cache)
+    dx3, dg3, db3 = F.batchnorm_act_backward(d, cache)  # the cache is still whole
+    assert np.array_equal(y, y2) and np.array_equal(dx, dx2) and np.array_equal(dx2, dx3)
+    assert np.array_equal(layer.weight.grad, dg2) and np.array_equal(layer.bias.grad, db2)
+    assert np.array_equal(dg2, dg3) and np.array_equal(db2, db3)
+
+
 # --- layer behaviour -----------------------------------------------------------------------------------
 
 def test_float32_stays_float32(rng, numba_mode):
