@@ -103,6 +103,7 @@ def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
         model.backward(loss.backward())
         opt.step()
     r = _time_loop(step, nb, batch, warmup_s, measure_s)
+    r["deltaprop_blas"] = dp.blas.info()
     return r
 
 

@@ -38,7 +38,9 @@ _lib = None                     # the loaded libmkl_rt (or None)
 _funcs: Dict[str, object] = {}  # "sgemm" -> ctypes function, ...
 _jitted: Dict[str, object] = {}  # "sgemm" -> numba wrapper, compiled on first use
 _use_mkl = False
+_via_numba = False
 _backend = "numpy"
+CTYPES_MIN_MACS = 1 << 18       # OpenBLAS's own one-thread limit (65536 × GEMM_MULTITHREAD_THRESHOLD 4)
 _load_error: Optional[str] = None
 
 
@@ -147,22 +149,21 @@ def _kernel(key: str):
 
 def set_backend(name: str = "auto") -> str:
     """Choose the library for ``matmul``: "auto", "mkl" or "numpy"; returns the one in use ("mkl"/"numpy").
-    MKL needs numba as well (both come with the ``fast`` extra)."""
-    global _use_mkl, _backend, _load_error
+    With numba (and ``DELTAPROP_NUMBA`` not 0) MKL is called through compiled wrappers; without it through
+    ctypes, whose ~10 µs per call only pays off on products of at least ``CTYPES_MIN_MACS`` multiply-adds
+    (smaller ones stay with NumPy, whose BLAS runs them on one thread)."""
+    global _use_mkl, _via_numba, _backend, _load_error
     name = str(name).lower()
     if name not in ("auto", "mkl", "numpy"):
         raise BlasError(f"DELTAPROP_BLAS / set_backend: expected 'auto', 'mkl' or 'numpy', got {name!r}")
     _use_mkl = False
     if name != "numpy":
         _load_error = _load()
-        if _load_error is None:
-            try:
-                import numba  # noqa: F401
-            except ImportError:
-                _load_error = "numba is not installed (pip install numba; it calls MKL without ctypes overhead)"
         if name == "mkl" and _load_error:
             raise BlasError(f"MKL requested but unusable: {_load_error}")
         _use_mkl = _load_error is None and (name == "mkl" or _cpu_vendor() == "intel")
+    from .functional import _numba
+    _via_numba = _use_mkl and _numba.numba_module() is not None
     _backend = "mkl" if _use_mkl else "numpy"
     return _backend
 
@@ -174,7 +175,8 @@ def backend() -> str:
 
 def info() -> Dict[str, object]:
     """What is in use and why (for bench result lines and ``deltaprop --version``-style reports)."""
-    return {"backend": _backend, "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
+    return {"backend": _backend, "calls": ("numba" if _via_numba else "ctypes") if _use_mkl else "numpy",
+            "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
             "mkl_error": _load_error, "setting": os.environ.get("DELTAPROP_BLAS", "auto")}
 
 
@@ -232,7 +234,13 @@ def _gemm(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
         out = np.empty((m, n), dtype=a.dtype)
     elif out.shape != (m, n):
         return np.matmul(a, b, out=out)       # NumPy raises its own shape error
-    _kernel(t + "gemm")(la[0], lb[0], m, n, k, a, la[1], b, lb[1], out)
+    if _via_numba:
+        _kernel(t + "gemm")(la[0], lb[0], m, n, k, a, la[1], b, lb[1], out)
+    elif m * n * k < CTYPES_MIN_MACS:
+        np.matmul(a, b, out=out)
+    else:
+        _funcs[t + "gemm"](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data, lb[1],
+                           0.0, out.ctypes.data, n)
     return out
 
 
@@ -258,7 +266,13 @@ def _gemv(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
     trans, ld = lay
     rows, cols = mat.shape if trans == _NO_TRANS else mat.shape[::-1]
     op = trans if not flip else (_TRANS if trans == _NO_TRANS else _NO_TRANS)
-    _kernel(t + "gemv")(op, rows, cols, mat, ld, vec, vec.strides[0] // s, out)
+    if _via_numba:
+        _kernel(t + "gemv")(op, rows, cols, mat, ld, vec, vec.strides[0] // s, out)
+    elif rows * cols < CTYPES_MIN_MACS:
+        np.matmul(a, b, out=out)
+    else:
+        _funcs[t + "gemv"](_ROW_MAJOR, op, rows, cols, 1.0, mat.ctypes.data, ld, vec.ctypes.data,
+                           vec.strides[0] // s, 0.0, out.ctypes.data, 1)
     return out
 
 
@@ -281,8 +295,14 @@ def _gemm_batch(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray],
         out = np.empty((nb, m, n), dtype=a.dtype)
     elif out.shape != (nb, m, n):
         return np.matmul(a, b, out=out)
-    _kernel(t + "batch")(la[0], lb[0], m, n, k, a if a.ndim == 3 else a[None], la[1], sa,
-                         b if b.ndim == 3 else b[None], lb[1], sb, out, nb)
+    if _via_numba:
+        _kernel(t + "batch")(la[0], lb[0], m, n, k, a if a.ndim == 3 else a[None], la[1], sa,
+                             b if b.ndim == 3 else b[None], lb[1], sb, out, nb)
+    elif m * n * k * nb < CTYPES_MIN_MACS:
+        np.matmul(a, b, out=out)
+    else:
+        _funcs[t + "batch"](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], sa, b.ctypes.data,
+                            lb[1], sb, 0.0, out.ctypes.data, n, m * n, nb)
     return out
 
 

@@ -7,14 +7,19 @@ from deltaprop import blas
 from conftest import rel_err
 
 
-@pytest.fixture(params=["numpy", "mkl"])
-def backend(request):
+@pytest.fixture(params=["numpy", "mkl", "mkl-ctypes"])
+def backend(request, monkeypatch):
+    """NumPy; MKL through the numba wrappers; MKL through ctypes (as without numba), every size."""
     was = blas.backend()
     try:
-        blas.set_backend(request.param)
+        blas.set_backend(request.param.split("-")[0])
     except blas.BlasError as exc:
         pytest.skip(f"MKL not usable here: {exc}")
+    if request.param == "mkl-ctypes":
+        monkeypatch.setattr(blas, "_via_numba", False)
+        monkeypatch.setattr(blas, "CTYPES_MIN_MACS", 0)
     yield request.param
+    monkeypatch.undo()
     blas.set_backend(was)
 
 
@@ -92,6 +97,7 @@ def test_set_backend_rejects_unknown_names():
 def test_info_reports_the_choice():
     info = blas.info()
     assert info["backend"] == blas.backend() in ("mkl", "numpy")
+    assert info["calls"] in (("numba", "ctypes") if info["backend"] == "mkl" else ("numpy",))
     assert info["cpu_vendor"] in ("intel", "amd", "other")
 
 
@@ -116,3 +122,21 @@ def test_mkl_request_without_the_library_names_the_problem(monkeypatch):
     finally:
         monkeypatch.undo()
         blas.set_backend(was)
+
+
+def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng):
+    try:
+        blas.set_backend("mkl")
+    except blas.BlasError as exc:
+        pytest.skip(f"MKL not usable here: {exc}")
+    monkeypatch.setattr(blas, "_via_numba", False)
+    called = []
+    monkeypatch.setitem(blas._funcs, "sgemm", lambda *args: called.append(args))
+    a = rng.standard_normal((4, 3)).astype(np.float32)
+    _check(a, a.T)                                        # 48 multiply-adds: NumPy
+    assert not called
+    big = np.ones((64, 64), np.float32)
+    blas.matmul(big, big)                                 # 262144 multiply-adds: MKL
+    assert len(called) == 1 and called[0][3:6] == (64, 64, 64)
+    monkeypatch.undo()
+    blas.set_backend("auto")
