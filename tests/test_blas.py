@@ -140,3 +140,24 @@ def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng):
     assert len(called) == 1 and called[0][3:6] == (64, 64, 64)
     monkeypatch.undo()
     blas.set_backend("auto")
+
+
+def _aligned_copy(a, offset):
+    """a copied into a buffer at ``offset`` float32 elements past a 64-byte boundary."""
+    buf = np.empty(a.size + 64, np.float32)
+    base = (-buf.ctypes.data % 64) // 4
+    v = buf[base + offset: base + offset + a.size].reshape(a.shape)
+    v[...] = a
+    return v
+
+
+def test_results_do_not_depend_on_memory_alignment(backend, rng):
+    """Resumed runs must equal uninterrupted ones bit for bit, and their arrays sit at other addresses."""
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    w = rng.standard_normal((256, 784)).astype(np.float32)
+    d = rng.standard_normal((64, 256)).astype(np.float32)
+    ref_f = blas.matmul(_aligned_copy(x, 0), _aligned_copy(w, 0).T)
+    ref_b = blas.matmul(_aligned_copy(d, 0).T, _aligned_copy(x, 0))
+    for off in (1, 3, 5, 8, 15):
+        assert np.array_equal(blas.matmul(_aligned_copy(x, off), _aligned_copy(w, (off * 7) % 16).T), ref_f)
+        assert np.array_equal(blas.matmul(_aligned_copy(d, off).T, _aligned_copy(x, (off * 3) % 16)), ref_b)
