@@ -86,6 +86,81 @@ def _scale(dz, k1):
                 dz[b, ch, k] = dz[b, ch, k] * a1
 
 
+@jit
+def _apply_pool(xc, scale, beta, code, slope, out, idx):
+    """σ((z − μ)·scale + β) on each cell of every 2×2/2 window, then the window's maximum and its row-major
+    index: ``_apply``'s operations, then ``_pool_numba._max_fwd``'s selects; the activated map is not stored."""
+    n, c = xc.shape[0], xc.shape[1]
+    ho, wo = out.shape[2], out.shape[3]
+    zero = out.dtype.type(0)
+    k1, k2, k3 = idx.dtype.type(1), idx.dtype.type(2), idx.dtype.type(3)
+    for s in range(n):
+        for ch in range(c):
+            a = scale[ch]
+            bt = beta[ch]
+            for i in range(ho):
+                r = 2 * i
+                for j in range(wo):
+                    q = 2 * j
+                    y = xc[s, ch, r, q] * a
+                    y = y + bt
+                    neg = y * slope if code == 2 else (y if code == 0 else zero)
+                    m = y if y > 0 else neg
+                    b = idx.dtype.type(0)
+                    y = xc[s, ch, r, q + 1] * a
+                    y = y + bt
+                    neg = y * slope if code == 2 else (y if code == 0 else zero)
+                    v = y if y > 0 else neg
+                    gt = v > m
+                    b = k1 if gt else b
+                    m = v if gt | (v != v) else m
+                    y = xc[s, ch, r + 1, q] * a
+                    y = y + bt
+                    neg = y * slope if code == 2 else (y if code == 0 else zero)
+                    v = y if y > 0 else neg
+                    gt = v > m
+                    b = k2 if gt else b
+                    m = v if gt | (v != v) else m
+                    y = xc[s, ch, r + 1, q + 1] * a
+                    y = y + bt
+                    neg = y * slope if code == 2 else (y if code == 0 else zero)
+                    v = y if y > 0 else neg
+                    gt = v > m
+                    b = k3 if gt else b
+                    m = v if gt | (v != v) else m
+                    out[s, ch, i, j] = m
+                    idx[s, ch, i, j] = b
+
+
+@jit
+def _pool_act_grad(dout, idx, xc, scale, beta, code, slope, dz):
+    """δ = σ'(y)·(the window's delta at its arg-max, 0 elsewhere), one output row at a time: the numbers of
+    ``_pool_numba._max_bwd`` then ``_act_grad`` (a cell that is not the arg-max gets 0 either way)."""
+    ho, wo = dout.shape[2], dout.shape[3]
+    zero = dz.dtype.type(0)
+    for s in range(dz.shape[0]):
+        for ch in range(dz.shape[1]):
+            a = scale[ch]
+            bt = beta[ch]
+            for i in range(ho):
+                for e in range(2):
+                    r = 2 * i + e
+                    c0 = 2 * e
+                    c1 = 2 * e + 1
+                    for j in range(wo):
+                        d = dout[s, ch, i, j]
+                        k = idx[s, ch, i, j]
+                        neg = d * slope if code == 2 else (d if code == 0 else zero)
+                        y = xc[s, ch, r, 2 * j] * a
+                        y = y + bt
+                        g = d if y > 0 else neg
+                        dz[s, ch, r, 2 * j] = g if k == c0 else zero
+                        y = xc[s, ch, r, 2 * j + 1] * a
+                        y = y + bt
+                        g = d if y > 0 else neg
+                        dz[s, ch, r, 2 * j + 1] = g if k == c1 else zero
+
+
 def _center_nb(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
     out = np.empty_like(x3)
     _center(x3, mean, out)
@@ -120,6 +195,13 @@ def bn_act_backward(dout: np.ndarray, cache: tuple,
         y = xc * scale[:, None]
         y += beta[:, None]
         dz[...] = d3 if code == 0 else d3 * np.where(y > 0, slope.dtype.type(1), slope if code == 2 else 0)
+    return _bn_input_grad(dz, cache, need_dx)
+
+
+def _bn_input_grad(dz: np.ndarray, cache: tuple,
+                   need_dx: bool) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """(dx, dγ, dβ) from δ = ∂C/∂y (N, C, S), overwritten by dx."""
+    _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dz, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta
@@ -135,3 +217,29 @@ def bn_act_backward(dout: np.ndarray, cache: tuple,
         dz -= xc * k2[:, None]
         dz -= k3[:, None]
     return dz.reshape(shape), dgamma, dbeta
+
+
+def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: Optional[np.ndarray],
+                        running_var: Optional[np.ndarray], training: bool, momentum: float, eps: float,
+                        activation: str, negative_slope: float, idx_dtype) -> Tuple[np.ndarray, tuple, np.ndarray]:
+    """(pooled output, ``bn_act_forward``'s cache, window indices): ``bn_act_forward`` then 2×2/2 max pooling
+    (even H and W) in one pass over z − μ."""
+    x3 = channel_view(x)
+    dt = x3.dtype
+    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_nb)
+    gamma = gamma.astype(dt, copy=False)
+    beta = beta.astype(dt, copy=False)
+    n, c, h, w = x.shape
+    out = np.empty((n, c, h // 2, w // 2), dtype=dt)
+    idx = np.empty(out.shape, dtype=idx_dtype)
+    _apply_pool(xc.reshape(x.shape), gamma * inv_std, beta, _CODES[activation], dt.type(negative_slope), out, idx)
+    return out, ("numba", xc, inv_std, gamma, beta, batch, _CODES[activation], dt.type(negative_slope), x.shape), idx
+
+
+def bn_act_pool_backward(dout: np.ndarray, idx: np.ndarray, cache: tuple,
+                         need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """The backward of ``bn_act_pool_forward`` (numba enabled): the pooled activation gradient in one pass."""
+    _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
+    dz = np.empty(shape, dtype=xc.dtype)
+    _pool_act_grad(np.ascontiguousarray(dout), idx, xc.reshape(shape), gamma * inv_std, beta, code, slope, dz)
+    return _bn_input_grad(dz.reshape(xc.shape), cache, need_dx)

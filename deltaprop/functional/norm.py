@@ -22,6 +22,7 @@ from . import _numba
 from . import activation as A
 
 ACTIVATIONS = ("linear", "relu", "leaky")
+_Grads = Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]  # (dx, dγ, dβ)
 
 
 # --- per-channel helpers ---------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
 
 
 def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
-                           consume_cache: bool = False) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+                           consume_cache: bool = False) -> _Grads:
     """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(y) (P2 of §2), then BN 2.5, 2.6 and BN 2.1–2.3 in the compact form
     of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised).
 
@@ -304,6 +305,54 @@ def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
         dz -= np.multiply(xc, _col(k2), out=xc) if consume_cache else xc * _col(k2)
         dz -= _col(k3)
     return dz.reshape(shape), dgamma, dbeta
+
+
+# --- fused batch norm + activation + 2×2 max pooling ----------------------------------------------------
+
+_FUSED_POOL_MIN_WIDTH = 16  # pooled rows shorter than this do not vectorise: the separate kernels are faster
+
+
+def batchnorm_act_maxpool2_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
+                                   running_mean: Optional[np.ndarray] = None,
+                                   running_var: Optional[np.ndarray] = None, training: bool = True,
+                                   momentum: float = 0.1, eps: float = 1e-5, activation: str = "leaky",
+                                   negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:
+    """p = maxpool₂ₓ₂(σ(BN(z))): ``batchnorm_act_forward`` (§5, §8) then 2×2 max pooling with stride 2 (§4),
+    with the same numbers as the two in turn.
+
+    With numba, an (N, C, H, W) input of even H and W and a pooled width of at least 16, one pass scales,
+    shifts, activates and pools, and the activated map is never stored (the cache keeps z − μ and the window
+    indices); the backward writes the delta of each window's arg-max cell through σ' in one pass. Otherwise
+    the two kernels run in turn."""
+    from .pool import max_pool2d_forward, pool_geometry
+    _check_act(activation)
+    g = pool_geometry(x.shape, 2, name="batchnorm_act_maxpool2")
+    if (_numba.enabled() and gamma is not None and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+            and g.wo >= _FUSED_POOL_MIN_WIDTH):
+        from . import _norm_numba
+        out, bcache, idx = _norm_numba.bn_act_pool_forward(x, gamma, beta, running_mean, running_var, training,
+                                                          momentum, eps, activation, negative_slope, np.uint8)
+        return out, ("fused", bcache, idx, g)
+    a, bcache = batchnorm_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                                      activation, negative_slope)
+    out, pcache = max_pool2d_forward(a, 2)
+    return out, ("separate", bcache, pcache)
+
+
+def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
+                                    consume_cache: bool = False) -> _Grads:
+    """Returns (dx, dγ, dβ): the pooling backward (each window's delta to its arg-max, §4), then
+    ``batchnorm_act_backward``."""
+    from .pool import max_pool2d_backward
+    if cache[0] == "fused":
+        _, bcache, idx, g = cache
+        if _numba.enabled():
+            from . import _norm_numba
+            return _norm_numba.bn_act_pool_backward(dout, idx, bcache, need_dx)
+        # numba switched off since the forward: the NumPy pooling backward on the same indices
+        return batchnorm_act_backward(max_pool2d_backward(dout, ("max", idx, g, bcache[-1])), bcache, need_dx)
+    _, bcache, pcache = cache
+    return batchnorm_act_backward(max_pool2d_backward(dout, pcache), bcache, need_dx, consume_cache)
 
 
 # --- naive references (loops straight from §8) ------------------------------------------------------

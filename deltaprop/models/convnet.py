@@ -5,12 +5,17 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from .. import nn
+from ..nn.normalization import BatchNormActPool2d
 from . import register
 
 
-def _block(cin: int, cout: int, activation: str, negative_slope: float, fused: bool, dtype) -> List[nn.Module]:
-    """conv 3×3 pad 1 (no bias: BN's β replaces it) → batch norm → activation → maxpool 2."""
+def _block(cin: int, cout: int, activation: str, negative_slope: float, fused: bool, fuse_pool: bool,
+           dtype) -> List[nn.Module]:
+    """conv 3×3 pad 1 (no bias: BN's β replaces it) → batch norm → activation → maxpool 2. ``fused``: batch norm
+    and activation as one ``BatchNormAct2d``; ``fuse_pool`` too: the pooling joins it (``BatchNormActPool2d``)."""
     layers: List[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False, dtype=dtype)]
+    if fused and fuse_pool:
+        return layers + [BatchNormActPool2d(cout, activation, negative_slope, dtype=dtype)]
     if fused:
         layers.append(nn.BatchNormAct2d(cout, activation, negative_slope, dtype=dtype))
     else:
@@ -21,13 +26,13 @@ def _block(cin: int, cout: int, activation: str, negative_slope: float, fused: b
 
 
 def _net(in_channels: int, num_classes: int, widths: Sequence[int], input_size: int, activation: str,
-         negative_slope: float, fused: bool, dtype) -> nn.Sequential:
+         negative_slope: float, fused: bool, dtype, fuse_pool: bool = False) -> nn.Sequential:
     if activation not in ("relu", "leaky"):
         raise ValueError(f"activation must be 'relu' or 'leaky', got {activation!r}")
     layers: List[nn.Module] = []
     cin, size = int(in_channels), int(input_size)
     for w in widths:
-        layers += _block(cin, int(w), activation, negative_slope, fused, dtype)
+        layers += _block(cin, int(w), activation, negative_slope, fused, fuse_pool, dtype)
         cin, size = int(w), size // 2
     if size < 1:
         raise ValueError(f"input_size {input_size} is too small for {len(widths)} pooling stages")
@@ -48,5 +53,6 @@ def convnet(in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] =
 def convbn(in_channels: int = 3, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64), input_size: int = 64,
            negative_slope: float = 0.1, fused: bool = True, dtype: Optional[str] = None) -> nn.Sequential:
     """The conv-BN-leaky ×3 + pools benchmark net on 3×64×64: filters 16/32/64, Darknet's leaky slope 0.1,
-    then flatten (64·8·8) → linear. ``fused`` uses ``BatchNormAct2d`` (the same numbers as BN then LeakyReLU)."""
-    return _net(in_channels, num_classes, widths, input_size, "leaky", negative_slope, fused, dtype)
+    then flatten (64·8·8) → linear. ``fused``: each block is conv → ``BatchNormActPool2d`` (batch norm, leaky
+    ReLU and the 2×2 max pooling in one layer; the same numbers as BatchNorm2d, LeakyReLU, MaxPool2d)."""
+    return _net(in_channels, num_classes, widths, input_size, "leaky", negative_slope, fused, dtype, fuse_pool=True)

@@ -1,7 +1,8 @@
 """Batch normalization layers (EQUATIONS.md §8, BN 2.1–2.6) with PyTorch's rules and names.
 
 Parameters ``weight`` (γ) and ``bias`` (β); buffers ``running_mean``, ``running_var``, ``num_batches_tracked``,
-so state dicts match PyTorch's. ``BatchNormAct2d`` fuses a ReLU / leaky ReLU (numba fuses the passes).
+so state dicts match PyTorch's. ``BatchNormAct2d`` fuses a ReLU / leaky ReLU (numba fuses the passes);
+``BatchNormActPool2d`` adds a 2×2 max pooling with stride 2.
 Darknet's own batch norm lives in ``functional.norm_darknet``.
 """
 from __future__ import annotations
@@ -139,16 +140,32 @@ class BatchNormAct2d(BatchNorm2d):
         if g is None:
             g = np.ones(self.num_features, dtype=x.dtype)
             b = np.zeros(self.num_features, dtype=x.dtype)
-        y, cache = F.batchnorm_act_forward(x, g, b, rm, rv, training=use_batch, momentum=momentum, eps=self.eps,
-                                           activation=self.activation, negative_slope=self.negative_slope)
+        y, cache = self._forward_kernel(x, g, b, rm, rv, training=use_batch, momentum=momentum, eps=self.eps,
+                                        activation=self.activation, negative_slope=self.negative_slope)
         self._save(cache)
         return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        dx, dg, db = F.batchnorm_act_backward(dout, self._take(), need_dx=self.needs_input_grad, consume_cache=True)
+        dx, dg, db = self._backward_kernel(dout, self._take(), need_dx=self.needs_input_grad, consume_cache=True)
         self._accumulate(dg, db)
         return dx
+
+    _forward_kernel = staticmethod(F.batchnorm_act_forward)
+    _backward_kernel = staticmethod(F.batchnorm_act_backward)
 
     def extra_repr(self) -> str:
         act = self.activation + (f"({self.negative_slope})" if self.activation == "leaky" else "")
         return super().extra_repr() + f", activation={act}"
+
+
+class BatchNormActPool2d(BatchNormAct2d):
+    """``BatchNormAct2d`` followed by 2×2 max pooling with stride 2, fused (§8, §5, §4): the same parameters,
+    buffers and state-dict keys as ``BatchNormAct2d`` and the same numbers as ``BatchNormAct2d`` then
+    ``MaxPool2d(2)``. With numba (even H and W, pooled width ≥ 16) one pass normalises, activates and pools,
+    and the activated map is never stored; its backward routes each window's delta through σ' in one pass."""
+
+    _forward_kernel = staticmethod(F.batchnorm_act_maxpool2_forward)
+    _backward_kernel = staticmethod(F.batchnorm_act_maxpool2_backward)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", pool=max 2×2 stride 2"
