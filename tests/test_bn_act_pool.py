@@ -1,5 +1,6 @@
 """BatchNormActPool2d (batch norm + activation + 2×2/2 max pooling in one layer): the same numbers as the three
-layers in turn (bit for bit, NumPy and numba paths), gradient check in float64, PyTorch parity, convbn."""
+layers in turn (bit for bit, NumPy and numba paths, each of the kernels' routes), gradient check in float64,
+PyTorch parity, convbn."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,7 @@ def numba_mode(request):
 # (2, 3, 8, 64) and (2, 3, 6, 34) take the fused numba kernels (pooled width ≥ 16, even H and W); the others
 # fall back to the separate kernels (pooled width < 16, odd H or W).
 SHAPES = [(2, 3, 8, 64), (2, 3, 6, 34), (2, 3, 8, 8), (3, 4, 7, 33), (2, 3, 9, 6)]
-ACTS = [("leaky", 0.1), ("relu", 0.0), ("linear", 0.0), ("leaky", 1.5)]
+ACTS = [("leaky", 0.1), ("relu", 0.0), ("linear", 0.0), ("leaky", 1.5), ("leaky", 0.0), ("leaky", -0.5)]
 
 
 def _pair(c, act, slope, dt, rng):
@@ -68,12 +69,13 @@ def test_the_fused_kernels_run_where_they_apply(rng):
     before = _numba.enabled()
     try:
         g, b = np.ones(3, np.float32), np.zeros(3, np.float32)
-        for flag, shape, kind in [(True, (2, 3, 8, 64), "fused"), (True, (2, 3, 8, 30), "separate"),
-                                  (True, (2, 3, 7, 64), "separate"), (False, (2, 3, 8, 64), "separate")]:
+        for flag, shape, slope, kind in [(True, (2, 3, 8, 64), 0.1, "fused"), (True, (2, 3, 8, 30), 0.1, "separate"),
+                                         (True, (2, 3, 7, 64), 0.1, "separate"), (False, (2, 3, 8, 64), 0.1, "numpy"),
+                                         (False, (2, 3, 8, 64), -0.5, "separate")]:
             _numba.set_enabled(flag)
             x = rng.standard_normal(shape).astype(np.float32)
-            _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", 0.1)
-            assert cache[0] == kind, (flag, shape)
+            _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", slope)
+            assert cache[0] == kind, (flag, shape, slope)
     finally:
         _numba.set_enabled(before)
 

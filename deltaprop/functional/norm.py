@@ -297,10 +297,16 @@ def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
         dy = _leaky_backward(d3, acache)
     else:
         dy = d3
+    return _bn_backward_np(dy, dy is not d3, xc, inv_std, gamma, batch, shape, need_dx, consume_cache)
+
+
+def _bn_backward_np(dy: np.ndarray, own_dy: bool, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
+                    batch: bool, shape, need_dx: bool, consume_cache: bool) -> _Grads:
+    """The NumPy fused backward from δ = ∂C/∂y (N, C, S); ``own_dy``: δ may be overwritten by dx."""
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dy, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta
-    dz = dy * _col(k1) if dy is d3 else np.multiply(dy, _col(k1), out=dy)  # δ is ours unless σ is linear
+    dz = np.multiply(dy, _col(k1), out=dy) if own_dy else dy * _col(k1)
     if batch:
         dz -= np.multiply(xc, _col(k2), out=xc) if consume_cache else xc * _col(k2)
         dz -= _col(k3)
@@ -333,10 +339,39 @@ def batchnorm_act_maxpool2_forward(x: np.ndarray, gamma: Optional[np.ndarray], b
         out, bcache, idx = _norm_numba.bn_act_pool_forward(x, gamma, beta, running_mean, running_var, training,
                                                           momentum, eps, activation, negative_slope, np.uint8)
         return out, ("fused", bcache, idx, g)
+    if not _numba.enabled() and gamma is not None and (activation != "leaky" or negative_slope >= 0):
+        return _bn_act_pool_np_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
+                                       activation, negative_slope)
     a, bcache = batchnorm_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
                                       activation, negative_slope)
     out, pcache = max_pool2d_forward(a, 2)
     return out, ("separate", bcache, pcache)
+
+
+def _bn_act_pool_np_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                            running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray], training: bool,
+                            momentum: float, eps: float, activation: str, slope: float) -> Tuple[np.ndarray, tuple]:
+    """The NumPy path. σ (slope ≥ 0) keeps the sign of y, so σ'(y) at a window's arg-max is known from the
+    pooled output's sign: the cache keeps p > 0 (a quarter of the size) instead of the activation's mask, and
+    the backward applies σ' to the pooled deltas before scattering them (the other cells get 0 either way)."""
+    from .pool import max_pool2d_forward
+    x3 = channel_view(x)
+    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
+    gamma = gamma.astype(x3.dtype, copy=False)
+    y = xc * _col(gamma * inv_std)
+    y += _col(beta.astype(x3.dtype, copy=False))
+    if activation == "leaky" and slope <= 1.0:
+        a = y * y.dtype.type(slope)
+        np.maximum(y, a, out=a)       # _leaky_forward's numbers, without its mask
+    elif activation == "leaky":
+        a, _ = _leaky_forward(y, slope)
+    elif activation == "relu":
+        a, _ = A.relu_forward(y)
+    else:
+        a = y
+    out, pcache = max_pool2d_forward(a.reshape(x.shape), 2)
+    pos = None if activation == "linear" else out > 0
+    return out, ("numpy", xc, inv_std, gamma, batch, activation, slope, pos, pcache, x.shape)
 
 
 def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
@@ -351,6 +386,14 @@ def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: boo
             return _norm_numba.bn_act_pool_backward(dout, idx, bcache, need_dx)
         # numba switched off since the forward: the NumPy pooling backward on the same indices
         return batchnorm_act_backward(max_pool2d_backward(dout, ("max", idx, g, bcache[-1])), bcache, need_dx)
+    if cache[0] == "numpy":
+        _, xc, inv_std, gamma, batch, activation, slope, pos, pcache, shape = cache
+        if activation == "leaky":
+            dout = _leaky_backward(dout, (pos, slope))
+        elif activation == "relu":
+            dout = A.relu_backward(dout, (pos,))
+        dy = channel_view(max_pool2d_backward(dout, pcache))
+        return _bn_backward_np(dy, True, xc, inv_std, gamma, batch, shape, need_dx, consume_cache)
     _, bcache, pcache = cache
     return batchnorm_act_backward(max_pool2d_backward(dout, pcache), bcache, need_dx, consume_cache)
 
