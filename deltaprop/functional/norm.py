@@ -10,6 +10,8 @@ the helpers ``channel_view``, ``channel_sum``, ``channel_dot`` and ``bn_input_gr
 Per-channel sums are BLAS matrix–vector products over an (N, C·S)-shaped view (float32 sums stay
 accurate, ~8× faster than ``x.sum(axis=...)``). The fused ``batchnorm_act_*`` kernels add a ReLU or leaky
 ReLU; with numba enabled their elementwise passes run fused (``functional._norm_numba``), same numbers.
+``batchnorm_act_maxpool2_*`` add a 2×2/2 max pooling (numba: one pass each way; NumPy: σ' applied to the
+pooled deltas before they are scattered), with the same numbers as the layers in turn.
 """
 from __future__ import annotations
 
