@@ -1,5 +1,7 @@
 """Pooling and batch-norm kernels on the conv-BN-leaky bench shapes (N=16, 16/32/64 channels at 64/32/16 px),
 deltaprop (NumPy path, numba path) against PyTorch, each engine in its own process, interleaved rounds.
+``bn_leaky_pool`` is convbn's block after the convolution (``BatchNormActPool2d``; PyTorch: BatchNorm2d,
+LeakyReLU, MaxPool2d).
 
     python bench/pool_norm.py [--rounds 5] [--reps 40] [--threads 1] [--clock cpu]
 
@@ -18,7 +20,7 @@ import sys
 import time
 
 SHAPES = [(16, 16, 64, 64), (16, 32, 32, 32), (16, 64, 16, 16)]
-CASES = ["bn", "bn_leaky", "bn_leaky_fused", "maxpool2", "avgpool2"]
+CASES = ["bn", "bn_leaky", "bn_leaky_fused", "maxpool2", "avgpool2", "bn_leaky_pool"]
 ENGINES = ["numpy", "numba", "torch"]
 
 
@@ -56,7 +58,8 @@ def worker(engine: str, reps: int) -> None:
             x = torch.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
             mods = {"bn": tnn.BatchNorm2d(c), "bn_leaky": tnn.Sequential(tnn.BatchNorm2d(c), tnn.LeakyReLU(0.1)),
                     "bn_leaky_fused": tnn.Sequential(tnn.BatchNorm2d(c), tnn.LeakyReLU(0.1)),
-                    "maxpool2": tnn.MaxPool2d(2), "avgpool2": tnn.AvgPool2d(2)}
+                    "maxpool2": tnn.MaxPool2d(2), "avgpool2": tnn.AvgPool2d(2),
+                    "bn_leaky_pool": tnn.Sequential(tnn.BatchNorm2d(c), tnn.LeakyReLU(0.1), tnn.MaxPool2d(2))}
             for case, m in mods.items():
                 y = m(x)
                 d = torch.ones_like(y)
@@ -67,13 +70,15 @@ def worker(engine: str, reps: int) -> None:
     else:
         from deltaprop.functional import _numba
         import deltaprop.nn as nn
+        from deltaprop.nn.normalization import BatchNormActPool2d
         _numba.set_enabled(engine == "numba")
         for shape in SHAPES:
             c = shape[1]
             x = rng.standard_normal(shape).astype(np.float32)
             mods = {"bn": nn.BatchNorm2d(c), "bn_leaky": nn.Sequential(nn.BatchNorm2d(c), nn.LeakyReLU(0.1)),
                     "bn_leaky_fused": nn.BatchNormAct2d(c, "leaky", 0.1),
-                    "maxpool2": nn.MaxPool2d(2), "avgpool2": nn.AvgPool2d(2)}
+                    "maxpool2": nn.MaxPool2d(2), "avgpool2": nn.AvgPool2d(2),
+                    "bn_leaky_pool": BatchNormActPool2d(c, "leaky", 0.1)}
             for case, m in mods.items():
                 d = np.ones_like(m.forward(x))
                 m.backward(d)
@@ -119,8 +124,8 @@ def main() -> int:
                 "ratio_numba": round(med["torch"][key] / med["numba"][key], 2),
                 "blas": blas, "env": env, "rounds": args.rounds, "clock": args.clock}
         print(json.dumps(line))
-    per_step = {e: sum(med[e][f"{c}{s}"] for s in SHAPES for c in ("bn_leaky_fused", "maxpool2")) for e in ENGINES}
-    print(json.dumps({"case": "conv-BN-net share (3x BN+leaky fused + 3x maxpool 2x2, fwd+bwd)",
+    per_step = {e: sum(med[e][f"bn_leaky_pool{s}"] for s in SHAPES) for e in ENGINES}
+    print(json.dumps({"case": "conv-BN-net share (3x BatchNormActPool2d: BN + leaky + maxpool 2x2, fwd+bwd)",
                       **{f"{e}_ms": round(v, 3) for e, v in per_step.items()},
                       "ratio_numpy": round(per_step["torch"] / per_step["numpy"], 2),
                       "ratio_numba": round(per_step["torch"] / per_step["numba"], 2)}))
