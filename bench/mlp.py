@@ -13,7 +13,9 @@ runs under each environment of ``--envs``:
     python3 bench/mlp.py --rounds 7 --batches 64 256 --envs as-is unset
 
 Output: one JSON line per measurement, then one summary line per (env, batch) with the medians and
-``ratio = deltaprop / torch``; all written to ``--out`` (JSON lines) and printed. On a machine shared with
+``ratio = deltaprop / torch``; all written to ``--out`` (JSON lines) and printed. A third worker,
+``gemm-only``, runs just the matrix products of deltaprop's step (same library, ``deltaprop.blas``): its
+throughput over PyTorch's, ``ceiling_ratio``, is the most any engine using this BLAS could reach. On a machine shared with
 other jobs the whole-run medians swing wildly; each run therefore also records its best ~0.25 s window
 (the throughput when the machine was quiet) and its samples per CPU-second, with their median ratios.
 """
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
+IMPLS = ["deltaprop", "torch", "gemm-only"]
 
 
 def _blas_info():
@@ -107,6 +110,38 @@ def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
     return r
 
 
+def worker_gemm(batch: int, warmup_s: float, measure_s: float) -> dict:
+    """Only the matrix products of deltaprop's step (3 forward, 3 weight-gradient, 2 input-gradient, 3 bias
+    sums), through the same ``deltaprop.blas.matmul``: the floor of a step on this BLAS. torch's step time
+    over this one is the highest ratio any engine using this BLAS could reach."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    import deltaprop as dp
+    X, _ = _data()
+    X = X.reshape(len(X), -1)
+    nb = len(X) // batch
+    g = np.random.default_rng(0)
+    ws = [g.standard_normal((o, i)).astype(np.float32) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    hs = [g.standard_normal((batch, o)).astype(np.float32) for o in SIZES[1:]]
+    ones = np.ones(batch, np.float32)
+    mm = dp.blas.matmul
+
+    def step(i):
+        a = X[i * batch:(i + 1) * batch]
+        acts = [a]
+        for w in ws:
+            acts.append(mm(acts[-1], w.T))
+        for k in (2, 1, 0):
+            d = hs[k]
+            mm(d.T, acts[k])
+            mm(ones, d)
+            if k:
+                mm(d, ws[k])
+    r = _time_loop(step, nb, batch, warmup_s, measure_s)
+    r["deltaprop_blas"] = dp.blas.info()
+    return r
+
+
 def worker_torch(batch: int, warmup_s: float, measure_s: float) -> dict:
     import torch
     X, y = _data()
@@ -133,7 +168,7 @@ def worker_torch(batch: int, warmup_s: float, measure_s: float) -> dict:
 
 
 def run_worker(args) -> None:
-    fn = {"deltaprop": worker_deltaprop, "torch": worker_torch}[args.worker]
+    fn = {"deltaprop": worker_deltaprop, "torch": worker_torch, "gemm-only": worker_gemm}[args.worker]
     res = fn(args.batch, args.warmup, args.seconds)
     import numpy as np
     res.update({"impl": args.worker, "batch": args.batch, "numpy": np.__version__, "blas": _blas_info(),
@@ -170,7 +205,7 @@ def measure(impl: str, batch: int, mode: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", choices=["deltaprop", "torch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["deltaprop", "torch", "gemm-only"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -198,7 +233,7 @@ def main() -> None:
     results = []
     for mode in args.envs:
         for r in range(args.rounds):
-            order = ["deltaprop", "torch"] if r % 2 == 0 else ["torch", "deltaprop"]
+            order = IMPLS[r % 3:] + IMPLS[:r % 3]
             for batch in args.batches:
                 for impl in order:
                     res = measure(impl, batch, mode, args)
@@ -211,7 +246,7 @@ def main() -> None:
         for batch in args.batches:
             med = {}
             kernels = {}
-            for impl in ("deltaprop", "torch"):
+            for impl in IMPLS:
                 vals = [x["samples_per_s"] for x in results
                         if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl]
                 med[impl] = statistics.median(vals)
@@ -227,7 +262,7 @@ def main() -> None:
             for r in range(args.rounds):
                 d = {x["impl"]: x["samples_per_s"] for x in results
                      if x["env_mode"] == mode and x["batch"] == batch and x["round"] == r}
-                if len(d) == 2:
+                if "deltaprop" in d and "torch" in d:
                     paired.append(d["deltaprop"] / d["torch"])
             s = {"summary": True, "env_mode": mode, "batch": batch, "threads": args.threads or "default",
                  "paired_ratio_median": round(statistics.median(paired), 3) if paired else None,
@@ -237,6 +272,8 @@ def main() -> None:
                  "deltaprop_best_window_median": round(best["deltaprop"]),
                  "torch_best_window_median": round(best["torch"]),
                  "ratio_best_window": round(best["deltaprop"] / best["torch"], 3), "blas_kernels": kernels,
+                 "gemm_only_median": round(med["gemm-only"]),
+                 "ceiling_ratio": round(med["gemm-only"] / med["torch"], 3),
                  "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}
             summaries.append(s)
             lines.append(s)
@@ -249,6 +286,7 @@ def main() -> None:
               f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  (paired {s['paired_ratio_median']:.2f}x; best windows "
               f"{s['deltaprop_best_window_median']:,} / {s['torch_best_window_median']:,} = "
               f"{s['ratio_best_window']:.2f}x; per CPU-s {s['ratio_per_cpu_s']:.2f}x; "
+              f"products alone {s['gemm_only_median']:,} = ceiling {s['ceiling_ratio']:.2f}x; "
               f"{', '.join(s['blas_kernels']['deltaprop'])})")
     print(f"written to {out}")
 
