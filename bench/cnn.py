@@ -42,8 +42,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, blas_info, env_for as _env_for, openblas_env  # noqa: E402
+
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
 # Targets of issue 4 (OPENBLAS variables unset): minimum deltaprop/torch throughput ratios, max memory ratio.
@@ -51,15 +52,6 @@ TARGETS = {("numpy", "lenet-train"): 0.6, ("numpy", "convbn-train"): 0.6, ("nump
            ("numba", "lenet-train"): 0.8, ("numba", "convbn-train"): 0.9}
 MEMORY_TARGET = 1.5
 CLEAN_OTHERS = 0.15   # cores used by other processes during a run, above which the run counts as contended
-
-
-def _blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return [{"error": "threadpoolctl not installed"}]
-    return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
-                                   "num_threads", "threading_layer")} for d in threadpool_info()]
 
 
 def _rss_mb() -> float:
@@ -204,22 +196,15 @@ def run_worker(args) -> None:
     else:
         res = worker_deltaprop(args.case, args.warmup, args.seconds)
     import numpy as np
-    res.update({"impl": args.worker, "numpy": np.__version__, "blas": _blas_info(),
-                "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS}})
+    res.update({"impl": args.worker, "numpy": np.__version__, "blas": blas_info(),
+                "openblas_env": openblas_env()})
     if args.worker != "naive":
         res["case"] = args.case
     print(json.dumps(res), flush=True)
 
 
 def env_for(mode: str, impl: str) -> dict:
-    env = dict(os.environ)
-    if mode == "unset":
-        for k in OPENBLAS_VARS:
-            env.pop(k, None)
-    elif mode == "haswell":
-        env.update({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
-    elif mode != "as-is":
-        raise ValueError(mode)
+    env = _env_for(mode)
     env["DELTAPROP_NUMBA"] = "1" if impl == "numba" else "0"
     return env
 
@@ -340,7 +325,7 @@ def main() -> None:
               "b64; float32; deltaprop NumPy path / numba path / torch (2 threads)",
               "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "machine_openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+              "machine_openblas_env": openblas_env(),
               "rounds": args.rounds, "seconds": args.seconds, "load_avg": os.getloadavg()}
     lines = [header]
     print(json.dumps(header), flush=True)

@@ -31,20 +31,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, blas_info, env_for as _env_for, openblas_env  # noqa: E402
+
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
 IMPLS = ["deltaprop", "torch", "gemm-only"]
-
-
-def _blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return [{"error": "threadpoolctl not installed"}]
-    return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
-                                   "num_threads", "threading_layer")} for d in threadpool_info()]
 
 
 def _data(n: int = 8192, seed: int = 0):
@@ -171,27 +163,15 @@ def run_worker(args) -> None:
     fn = {"deltaprop": worker_deltaprop, "torch": worker_torch, "gemm-only": worker_gemm}[args.worker]
     res = fn(args.batch, args.warmup, args.seconds)
     import numpy as np
-    res.update({"impl": args.worker, "batch": args.batch, "numpy": np.__version__, "blas": _blas_info(),
-                "openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS}})
+    res.update({"impl": args.worker, "batch": args.batch, "numpy": np.__version__, "blas": blas_info(),
+                "openblas_env": openblas_env()})
     print(json.dumps(res), flush=True)
-
-
-def env_for(mode: str) -> dict:
-    env = dict(os.environ)
-    if mode == "unset":
-        for k in OPENBLAS_VARS:
-            env.pop(k, None)
-    elif mode == "haswell":
-        env.update({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
-    elif mode != "as-is":
-        raise ValueError(mode)
-    return env
 
 
 def measure(impl: str, batch: int, mode: str, args) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--batch", str(batch),
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    env = env_for(mode)
+    env = _env_for(mode)
     if args.threads:
         for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[k] = str(args.threads)
@@ -226,7 +206,7 @@ def main() -> None:
     header = {"bench": "mlp", "what": "training samples/s, MLP 784-256-128-10 ReLU, CE, SGD momentum, float32",
               "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "machine_openblas_env": {k: os.environ.get(k) for k in OPENBLAS_VARS},
+              "machine_openblas_env": openblas_env(),
               "rounds": args.rounds, "seconds": args.seconds, "threads": args.threads or "default"}
     print(json.dumps(header), flush=True)
     lines.append(header)

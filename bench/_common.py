@@ -1,0 +1,39 @@
+"""What the benchmark scripts share: the repository root, the OPENBLAS environments each run is measured
+under, and the BLAS record every result line carries."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+ENV_MODES = ("as-is", "unset", "haswell")
+
+
+def blas_info() -> list:
+    """The BLAS/OpenMP libraries loaded in this process (threadpoolctl): API, library, version, kernel, threads."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"error": "threadpoolctl not installed"}]
+    return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
+                                   "num_threads", "threading_layer")} for d in threadpool_info()]
+
+
+def openblas_env() -> dict:
+    """The OPENBLAS variables of this process."""
+    return {k: os.environ.get(k) for k in OPENBLAS_VARS}
+
+
+def env_for(mode: str) -> dict:
+    """A copy of the environment under ``mode``: "as-is" (the machine's OPENBLAS variables), "unset" (removed,
+    as on a user's machine) or "haswell" (``OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512``, the AVX2 guard)."""
+    env = dict(os.environ)
+    if mode == "unset":
+        for k in OPENBLAS_VARS:
+            env.pop(k, None)
+    elif mode == "haswell":
+        env.update({"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
+    elif mode != "as-is":
+        raise ValueError(f"unknown OPENBLAS environment {mode!r} (expected one of {ENV_MODES})")
+    return env
