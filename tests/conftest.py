@@ -26,6 +26,18 @@ def torch_ref():
     return torch
 
 
+@pytest.fixture(params=[False, True], ids=["numpy", "numba"])
+def numba_mode(request):
+    """Run a test with the numba kernels off, then on (the numba run is skipped only where numba is absent)."""
+    from deltaprop.functional import _numba
+    if request.param:
+        pytest.importorskip("numba")
+    before = _numba.enabled()
+    _numba.set_enabled(request.param)
+    yield request.param
+    _numba.set_enabled(before)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -15,16 +15,6 @@ from deltaprop.gradcheck import check_module
 from conftest import rel_err
 
 
-@pytest.fixture(params=[False, True], ids=["numpy", "numba"])
-def numba_mode(request):
-    if request.param:
-        pytest.importorskip("numba")
-    before = _numba.enabled()
-    _numba.set_enabled(request.param)
-    yield request.param
-    _numba.set_enabled(before)
-
-
 @pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (3, 3, 4, 5), (1, 3, 2, 2)])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("affine", [True, False])

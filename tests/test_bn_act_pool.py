@@ -17,16 +17,6 @@ from deltaprop.nn.normalization import BatchNormActPool2d
 from conftest import rel_err
 
 
-@pytest.fixture(params=[False, True], ids=["numpy", "numba"])
-def numba_mode(request):
-    if request.param:
-        pytest.importorskip("numba")
-    before = _numba.enabled()
-    _numba.set_enabled(request.param)
-    yield request.param
-    _numba.set_enabled(before)
-
-
 # (2, 3, 8, 64) and (2, 3, 6, 34) take the fused numba kernels (pooled width ≥ 16, even H and W); the others
 # fall back to the separate kernels (pooled width < 16, odd H or W).
 SHAPES = [(2, 3, 8, 64), (2, 3, 6, 34), (2, 3, 8, 8), (3, 4, 7, 33), (2, 3, 9, 6)]

@@ -15,17 +15,6 @@ from deltaprop.gradcheck import check_module
 from conftest import rel_err
 
 
-@pytest.fixture(params=[False, True], ids=["numpy", "numba"])
-def numba_mode(request):
-    """Run a test with the numba kernels off, then on (skipped without numba)."""
-    if request.param:
-        pytest.importorskip("numba")
-    before = _numba.enabled()
-    _numba.set_enabled(request.param)
-    yield request.param
-    _numba.set_enabled(before)
-
-
 MAX_GRID = [  # kernel, stride, padding, dilation, ceil_mode
     (2, 2, 0, 1, False), (3, 2, 1, 1, True), (2, 1, 0, 1, False), (3, 1, 1, 2, False),
     ((2, 3), (1, 2), (1, 0), 1, True), (1, 3, 0, 1, True), (3, 3, (0, 1, 1, 0), 1, False), (2, 2, 0, 1, True),
