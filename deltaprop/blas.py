@@ -98,6 +98,10 @@ def _load() -> Optional[str]:
             errors.append(f"{path}: {exc}")
     else:
         return "libmkl_rt did not load: " + "; ".join(errors)
+    missing = [name for t in "sd" for name in (f"cblas_{t}gemm", f"cblas_{t}gemm_batch_strided", f"cblas_{t}gemv")
+               if not hasattr(lib, name)]
+    if missing:
+        return f"{path} lacks {', '.join(missing)} (oneMKL 2020 or newer is needed)"
     P, I = ctypes.c_void_p, ctypes.c_int
     for t, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
         gemm = getattr(lib, f"cblas_{t}gemm")

@@ -161,3 +161,24 @@ def test_results_do_not_depend_on_memory_alignment(backend, rng):
     for off in (1, 3, 5, 8, 15):
         assert np.array_equal(blas.matmul(_aligned_copy(x, off), _aligned_copy(w, (off * 7) % 16).T), ref_f)
         assert np.array_equal(blas.matmul(_aligned_copy(d, off).T, _aligned_copy(x, (off * 3) % 16)), ref_b)
+
+
+def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_path):
+    """A libmkl_rt that loads but lacks cblas_?gemm_batch_strided (MKL before 2020) is named, not used."""
+    fake = tmp_path / "libmkl_rt.so"
+    fake.write_bytes(b"")
+    was = blas.backend()
+
+    class _OldLib:
+        cblas_sgemm = cblas_dgemm = cblas_sgemv = cblas_dgemv = object()
+
+    monkeypatch.setattr(blas, "_lib", None)
+    monkeypatch.setattr(blas, "_candidates", lambda: [str(fake)])
+    monkeypatch.setattr(blas.ctypes, "CDLL", lambda path: _OldLib())
+    try:
+        with pytest.raises(blas.BlasError, match="lacks cblas_sgemm_batch_strided"):
+            blas.set_backend("mkl")
+        assert blas.set_backend("auto") == "numpy"
+    finally:
+        monkeypatch.undo()
+        blas.set_backend(was)
