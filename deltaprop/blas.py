@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ _FLOATS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
 
 _lib = None                     # the loaded libmkl_rt (or None)
 _funcs: Dict[str, object] = {}  # "sgemm" -> ctypes function, ...
-_jitted: Dict[str, object] = {}  # "sgemm" -> numba wrapper, compiled on first use
+_jitted: Dict[Tuple[str, bool], object] = {}  # ("sgemm", via numba) -> caller, built on first use
 _use_mkl = False
 _via_numba = False
 _backend = "numpy"
@@ -66,6 +67,7 @@ def _candidates() -> List[str]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def _cpu_vendor() -> str:
     """'intel', 'amd' or 'other' (from /proc/cpuinfo, else the platform string)."""
     try:
@@ -119,36 +121,46 @@ def _load() -> Optional[str]:
 
 
 def _kernel(key: str):
-    """The numba wrapper of one MKL function ("sgemm", "dbatch", "sgemv", ...), compiled on first use.
+    """The caller of one MKL function ("sgemm", "dbatch", "sgemv", ...) with the arguments of ``_gemm``,
+    ``_gemv`` and ``_gemm_batch``: compiled by numba on first use when ``_via_numba``, else the same Python
+    function calling through ctypes.
 
     A ctypes call with ``.ctypes.data`` pointers costs about 10 µs on the project's machine, as much as a
     64×128×10 product; through numba the call costs what ``np.matmul``'s does. Operands are typed as
     any-layout arrays, so one compiled version serves C-ordered arrays, transposed views and slices.
     Not cached on disk: the function's address is compiled in."""
-    fn = _jitted.get(key)
+    fn = _jitted.get((key, _via_numba))
     if fn is not None:
         return fn
-    import numba
     t, kind = key[0], key[1:]
-    dt = numba.float32 if t == "s" else numba.float64
-    one, zero = (np.float32(1.0), np.float32(0.0)) if t == "s" else (1.0, 0.0)
+    # numba needs constants of the array's dtype; ctypes converts Python floats itself
+    one, zero = (np.float32(1.0), np.float32(0.0)) if t == "s" and _via_numba else (1.0, 0.0)
     c_fn = _funcs[key]
-    i = numba.int64
     if kind == "gemm":
         def f(ta, tb, m, n, k, a, lda, b, ldb, c):
             c_fn(_ROW_MAJOR, ta, tb, m, n, k, one, a.ctypes.data, lda, b.ctypes.data, ldb, zero, c.ctypes.data, n)
-        sig = (i, i, i, i, i, dt[:, :], i, dt[:, :], i, dt[:, :])
     elif kind == "batch":
         def f(ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, nb):
             c_fn(_ROW_MAJOR, ta, tb, m, n, k, one, a.ctypes.data, lda, sa, b.ctypes.data, ldb, sb, zero,
                  c.ctypes.data, n, m * n, nb)
-        sig = (i, i, i, i, i, dt[:, :, :], i, i, dt[:, :, :], i, i, dt[:, :, :], i)
     else:
         def f(trans, rows, cols, a, lda, x, incx, y):
             c_fn(_ROW_MAJOR, trans, rows, cols, one, a.ctypes.data, lda, x.ctypes.data, incx, zero, y.ctypes.data, 1)
-        sig = (i, i, i, dt[:, :], i, dt[:], i, dt[:])
-    fn = _jitted[key] = numba.njit(sig, nogil=True, cache=False)(f)
-    return fn
+    if _via_numba:
+        import numba
+        dt = numba.float32 if t == "s" else numba.float64
+        i = numba.int64
+        sig = {"gemm": (i, i, i, i, i, dt[:, :], i, dt[:, :], i, dt[:, :]),
+               "batch": (i, i, i, i, i, dt[:, :, :], i, i, dt[:, :, :], i, i, dt[:, :, :], i),
+               "gemv": (i, i, i, dt[:, :], i, dt[:], i, dt[:])}[kind]
+        f = numba.njit(sig, nogil=True, cache=False)(f)
+    _jitted[(key, _via_numba)] = f
+    return f
+
+
+def _small_for_ctypes(macs: int) -> bool:
+    """Without numba a product this small costs less in NumPy than the ctypes call into MKL."""
+    return not _via_numba and macs < CTYPES_MIN_MACS
 
 
 def set_backend(name: str = "auto") -> str:
@@ -234,17 +246,11 @@ def _gemm(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
     la, lb = _layout(a.shape, a.strides, s), _layout(b.shape, b.strides, s)
     if k != k2 or la is None or lb is None or max(m, n, k, la[1], lb[1]) > _INT_MAX:
         return np.matmul(a, b, out=out)
+    if (out is not None and out.shape != (m, n)) or _small_for_ctypes(m * n * k):
+        return np.matmul(a, b, out=out)       # a wrong ``out``: NumPy raises its own shape error
     if out is None:
         out = np.empty((m, n), dtype=a.dtype)
-    elif out.shape != (m, n):
-        return np.matmul(a, b, out=out)       # NumPy raises its own shape error
-    if _via_numba:
-        _kernel(t + "gemm")(la[0], lb[0], m, n, k, a, la[1], b, lb[1], out)
-    elif m * n * k < CTYPES_MIN_MACS:
-        np.matmul(a, b, out=out)
-    else:
-        _funcs[t + "gemm"](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], b.ctypes.data, lb[1],
-                           0.0, out.ctypes.data, n)
+    _kernel(t + "gemm")(la[0], lb[0], m, n, k, a, la[1], b, lb[1], out)
     return out
 
 
@@ -262,30 +268,23 @@ def _gemv(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
     if vec.shape[0] != inner or lay is None or vec.strides[0] <= 0 or vec.strides[0] % s \
             or max(mat.shape[0], mat.shape[1], lay[1]) > _INT_MAX:
         return np.matmul(a, b, out=out)
+    if (out is not None and out.shape != want) or _small_for_ctypes(mat.size):
+        return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(want, dtype=a.dtype)
-    elif out.shape != want:
-        return np.matmul(a, b, out=out)
     # The stored matrix is (rows, cols) = mat.shape under NO_TRANS, mat.shape reversed under TRANS.
     trans, ld = lay
     rows, cols = mat.shape if trans == _NO_TRANS else mat.shape[::-1]
     op = trans if not flip else (_TRANS if trans == _NO_TRANS else _NO_TRANS)
-    if _via_numba:
-        _kernel(t + "gemv")(op, rows, cols, mat, ld, vec, vec.strides[0] // s, out)
-    elif rows * cols < CTYPES_MIN_MACS:
-        np.matmul(a, b, out=out)
-    else:
-        _funcs[t + "gemv"](_ROW_MAJOR, op, rows, cols, 1.0, mat.ctypes.data, ld, vec.ctypes.data,
-                           vec.strides[0] // s, 0.0, out.ctypes.data, 1)
+    _kernel(t + "gemv")(op, rows, cols, mat, ld, vec, vec.strides[0] // s, out)
     return out
 
 
 def _gemm_batch(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: int) -> np.ndarray:
-    nb = a.shape[0] if a.ndim == 3 else b.shape[0]
-    if (a.ndim == 3 and b.ndim == 3 and a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0])):
-        return np.matmul(a, b, out=out)
-    if a.ndim == 3 and b.ndim == 3:
-        nb = max(a.shape[0], b.shape[0])
+    batches = {x.shape[0] for x in (a, b) if x.ndim == 3}
+    if len(batches - {1}) > 1:
+        return np.matmul(a, b, out=out)       # batches that do not broadcast: NumPy raises its own error
+    nb = max(batches)
     m, k = a.shape[-2:]
     k2, n = b.shape[-2:]
     la = _layout(a.shape[-2:], a.strides[-2:], s)
@@ -295,18 +294,12 @@ def _gemm_batch(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray],
     if k != k2 or la is None or lb is None or sa is None or sb is None \
             or max(m, n, k, la[1], lb[1], nb, sa, sb, m * n) > _INT_MAX:
         return np.matmul(a, b, out=out)
+    if (out is not None and out.shape != (nb, m, n)) or _small_for_ctypes(m * n * k * nb):
+        return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty((nb, m, n), dtype=a.dtype)
-    elif out.shape != (nb, m, n):
-        return np.matmul(a, b, out=out)
-    if _via_numba:
-        _kernel(t + "batch")(la[0], lb[0], m, n, k, a if a.ndim == 3 else a[None], la[1], sa,
-                             b if b.ndim == 3 else b[None], lb[1], sb, out, nb)
-    elif m * n * k * nb < CTYPES_MIN_MACS:
-        np.matmul(a, b, out=out)
-    else:
-        _funcs[t + "batch"](_ROW_MAJOR, la[0], lb[0], m, n, k, 1.0, a.ctypes.data, la[1], sa, b.ctypes.data,
-                            lb[1], sb, 0.0, out.ctypes.data, n, m * n, nb)
+    _kernel(t + "batch")(la[0], lb[0], m, n, k, a if a.ndim == 3 else a[None], la[1], sa,
+                         b if b.ndim == 3 else b[None], lb[1], sb, out, nb)
     return out
 
 

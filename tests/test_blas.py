@@ -7,10 +7,18 @@ from deltaprop import blas
 from conftest import rel_err
 
 
-@pytest.fixture(params=["numpy", "mkl", "mkl-ctypes"])
-def backend(request, monkeypatch):
-    """NumPy; MKL through the numba wrappers; MKL through ctypes (as without numba), every size."""
+@pytest.fixture
+def restore_backend(monkeypatch):
+    """Undo a test's patches of the module, then put back the backend in use before it."""
     was = blas.backend()
+    yield
+    monkeypatch.undo()
+    blas.set_backend(was)
+
+
+@pytest.fixture(params=["numpy", "mkl", "mkl-ctypes"])
+def backend(request, monkeypatch, restore_backend):
+    """NumPy; MKL through the numba wrappers; MKL through ctypes (as without numba), every size."""
     try:
         blas.set_backend(request.param.split("-")[0])
     except blas.BlasError as exc:
@@ -18,9 +26,7 @@ def backend(request, monkeypatch):
     if request.param == "mkl-ctypes":
         monkeypatch.setattr(blas, "_via_numba", False)
         monkeypatch.setattr(blas, "CTYPES_MIN_MACS", 0)
-    yield request.param
-    monkeypatch.undo()
-    blas.set_backend(was)
+    return request.param
 
 
 def _check(a, b, out=None):
@@ -101,30 +107,20 @@ def test_info_reports_the_choice():
     assert info["cpu_vendor"] in ("intel", "amd", "other")
 
 
-def test_auto_prefers_numpy_off_intel(monkeypatch):
-    was = blas.backend()
-    try:
-        monkeypatch.setattr(blas, "_cpu_vendor", lambda: "amd")
-        assert blas.set_backend("auto") == "numpy"
-    finally:
-        monkeypatch.undo()
-        blas.set_backend(was)
+def test_auto_prefers_numpy_off_intel(monkeypatch, restore_backend):
+    monkeypatch.setattr(blas, "_cpu_vendor", lambda: "amd")
+    assert blas.set_backend("auto") == "numpy"
 
 
-def test_mkl_request_without_the_library_names_the_problem(monkeypatch):
-    was = blas.backend()
+def test_mkl_request_without_the_library_names_the_problem(monkeypatch, restore_backend):
     monkeypatch.setattr(blas, "_lib", None)
     monkeypatch.setattr(blas, "_candidates", lambda: [])
-    try:
-        with pytest.raises(blas.BlasError, match="libmkl_rt was not found"):
-            blas.set_backend("mkl")
-        assert blas.set_backend("auto") == "numpy"
-    finally:
-        monkeypatch.undo()
-        blas.set_backend(was)
+    with pytest.raises(blas.BlasError, match="libmkl_rt was not found"):
+        blas.set_backend("mkl")
+    assert blas.set_backend("auto") == "numpy"
 
 
-def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng):
+def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng, restore_backend):
     try:
         blas.set_backend("mkl")
     except blas.BlasError as exc:
@@ -132,14 +128,13 @@ def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng):
     monkeypatch.setattr(blas, "_via_numba", False)
     called = []
     monkeypatch.setitem(blas._funcs, "sgemm", lambda *args: called.append(args))
+    monkeypatch.setattr(blas, "_jitted", {})              # callers built before would hold the real function
     a = rng.standard_normal((4, 3)).astype(np.float32)
     _check(a, a.T)                                        # 48 multiply-adds: NumPy
     assert not called
     big = np.ones((64, 64), np.float32)
     blas.matmul(big, big)                                 # 262144 multiply-adds: MKL
     assert len(called) == 1 and called[0][3:6] == (64, 64, 64)
-    monkeypatch.undo()
-    blas.set_backend("auto")
 
 
 def _aligned_copy(a, offset):
@@ -163,11 +158,10 @@ def test_results_do_not_depend_on_memory_alignment(backend, rng):
         assert np.array_equal(blas.matmul(_aligned_copy(d, off).T, _aligned_copy(x, (off * 3) % 16)), ref_b)
 
 
-def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_path):
+def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_path, restore_backend):
     """A libmkl_rt that loads but lacks cblas_?gemm_batch_strided (MKL before 2020) is named, not used."""
     fake = tmp_path / "libmkl_rt.so"
     fake.write_bytes(b"")
-    was = blas.backend()
 
     class _OldLib:
         cblas_sgemm = cblas_dgemm = cblas_sgemv = cblas_dgemv = object()
@@ -175,10 +169,6 @@ def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_pat
     monkeypatch.setattr(blas, "_lib", None)
     monkeypatch.setattr(blas, "_candidates", lambda: [str(fake)])
     monkeypatch.setattr(blas.ctypes, "CDLL", lambda path: _OldLib())
-    try:
-        with pytest.raises(blas.BlasError, match="lacks cblas_sgemm_batch_strided"):
-            blas.set_backend("mkl")
-        assert blas.set_backend("auto") == "numpy"
-    finally:
-        monkeypatch.undo()
-        blas.set_backend(was)
+    with pytest.raises(blas.BlasError, match="lacks cblas_sgemm_batch_strided"):
+        blas.set_backend("mkl")
+    assert blas.set_backend("auto") == "numpy"
