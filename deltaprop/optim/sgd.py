@@ -1,7 +1,7 @@
 """``SGD`` with momentum, dampening, Nesterov and weight decay: PyTorch's update (EQUATIONS.md §7)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict
 
 import numpy as np
 
@@ -34,30 +34,6 @@ class SGD(Optimizer):
                 raise ValueError(f"SGD: invalid {k} {group[k]!r} (must be >= 0)")
         if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
             raise ValueError("SGD: Nesterov momentum requires momentum > 0 and dampening = 0")
-
-    def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        """One update of every parameter with a gradient. With momentum, parameters whose buffer exists take
-        the fused one-pass kernel (numba), the group's hyper-parameters read once per group; the rest, and
-        everything without numba, go through ``_update``: the same numbers either way."""
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            momentum = float(group["momentum"])
-            args = (float(group["lr"]), momentum, float(group["dampening"]), float(group["weight_decay"]),
-                    bool(group["nesterov"]), bool(group["maximize"]))
-            state_of = self.state
-            for p in group["params"]:
-                grad = p.grad
-                if grad is None or not p.requires_grad:
-                    continue
-                state = state_of.get(p)
-                if state is None:
-                    state = state_of[p] = {}
-                buf = state.get("momentum_buffer") if momentum != 0 else None
-                if buf is not None and sgd_momentum_update(p.data, grad, buf, *args):
-                    state["step"] = state.get("step", 0) + 1
-                    continue
-                self._update(p, grad, state, group)
-        return loss
 
     def _update(self, p: Parameter, grad: np.ndarray, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         lr = float(group["lr"])
