@@ -229,11 +229,13 @@ def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runn
     xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_nb)
     gamma = gamma.astype(dt, copy=False)
     beta = beta.astype(dt, copy=False)
+    code = _CODES[activation]
+    slope = dt.type(negative_slope)
     n, c, h, w = x.shape
     out = np.empty((n, c, h // 2, w // 2), dtype=dt)
     idx = np.empty(out.shape, dtype=idx_dtype)
-    _apply_pool(xc.reshape(x.shape), gamma * inv_std, beta, _CODES[activation], dt.type(negative_slope), out, idx)
-    return out, ("numba", xc, inv_std, gamma, beta, batch, _CODES[activation], dt.type(negative_slope), x.shape), idx
+    _apply_pool(xc.reshape(x.shape), gamma * inv_std, beta, code, slope, out, idx)
+    return out, ("numba", xc, inv_std, gamma, beta, batch, code, slope, x.shape), idx
 
 
 def bn_act_pool_backward(dout: np.ndarray, idx: np.ndarray, cache: tuple,
