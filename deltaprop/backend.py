@@ -113,6 +113,13 @@ def blas_threads(n: Optional[int]) -> "contextlib.AbstractContextManager":
 
 # --- input validation ----------------------------------------------------------------------
 
+def _count_nonfinite(x: np.ndarray) -> int:
+    """NaN and infinite entries of ``x``: one parallel pass with numba, else ``np.isfinite``."""
+    from .functional import _elementwise_numba
+    n = _elementwise_numba.count_nonfinite(x)
+    return int(x.size - np.count_nonzero(np.isfinite(x))) if n is None else n
+
+
 def check_array(x, name: str = "input", ndim=None, dtype=None, finite: bool = False) -> np.ndarray:
     """Return ``x`` if it is a float ndarray of the right rank/dtype, else raise a named error."""
     if not isinstance(x, np.ndarray):
@@ -128,7 +135,7 @@ def check_array(x, name: str = "input", ndim=None, dtype=None, finite: bool = Fa
         if x.ndim not in allowed:
             raise ShapeError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
                              f"got shape {x.shape}")
-    if finite and not np.isfinite(x).all():
-        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+    if finite and _count_nonfinite(x):
+        bad = _count_nonfinite(x)
         raise NonFiniteError(f"{name} contains {bad} NaN or infinite value(s) (shape {x.shape})")
     return x

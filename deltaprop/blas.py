@@ -43,6 +43,8 @@ _via_numba = False
 _backend = "numpy"
 CTYPES_MIN_MACS = 1 << 18       # OpenBLAS's own one-thread limit (65536 × GEMM_MULTITHREAD_THRESHOLD 4)
 _load_error: Optional[str] = None
+_threading: Optional[str] = None  # MKL's threading layer once chosen: "gnu", "intel", or MKL_THREADING_LAYER's value
+_MKL_THREADING_GNU = 3            # MKL_Set_Threading_Layer codes: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 
 
 class BlasError(DeltapropError):
@@ -104,6 +106,7 @@ def _load() -> Optional[str]:
                if not hasattr(lib, name)]
     if missing:
         return f"{path} lacks {', '.join(missing)} (oneMKL 2020 or newer is needed)"
+    _choose_threading(lib)
     P, I = ctypes.c_void_p, ctypes.c_int
     for t, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
         gemm = getattr(lib, f"cblas_{t}gemm")
@@ -118,6 +121,33 @@ def _load() -> Optional[str]:
         _funcs[t + "gemm"], _funcs[t + "batch"], _funcs[t + "gemv"] = gemm, batch, gemv
     _lib = lib
     return None
+
+
+def _choose_threading(lib) -> None:
+    """Run MKL on GNU OpenMP when numba's parallel kernels do (``functional/_numba.py``): one pool of threads
+    for the products and the kernels. Must come before MKL's first call. ``MKL_THREADING_LAYER``, when set,
+    is left to MKL; without numba's OpenMP layer MKL keeps its default (Intel OpenMP)."""
+    global _threading
+    if "MKL_THREADING_LAYER" in os.environ:
+        _threading = os.environ["MKL_THREADING_LAYER"].lower()
+        return
+    from .functional import _numba
+    _threading = "intel"
+    if _numba.omp_available() and hasattr(lib, "MKL_Set_Threading_Layer"):
+        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+        if lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU) == _MKL_THREADING_GNU:
+            _threading = "gnu"
+
+
+def _after_fork_in_child() -> None:
+    """A forked child cannot use the parent's OpenMP pool (GNU OpenMP would hang): MKL runs on one thread."""
+    if _lib is not None and _threading == "gnu" and hasattr(_lib, "MKL_Set_Num_Threads"):
+        _lib.MKL_Set_Num_Threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _kernel(key: str):
@@ -193,7 +223,8 @@ def info() -> Dict[str, object]:
     """What is in use and why (for bench result lines and ``deltaprop --version``-style reports)."""
     return {"backend": _backend, "calls": ("numba" if _via_numba else "ctypes") if _use_mkl else "numpy",
             "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
-            "mkl_error": _load_error, "setting": os.environ.get("DELTAPROP_BLAS", "auto")}
+            "mkl_error": _load_error, "mkl_threading": _threading,
+            "setting": os.environ.get("DELTAPROP_BLAS", "auto")}
 
 
 # --- operand layouts -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The fused SGD momentum kernel (numba) gives bit-identical numbers to the NumPy path."""
+"""The fused SGD momentum kernel (numba) gives bit-identical numbers to the NumPy path, on its serial and
+its parallel route (the (300, 130) parameter is above ``_numba.PARALLEL_MIN``)."""
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ def _run(flag, dtype, steps=4, **kw):
     _numba.set_enabled(flag)
     try:
         g = np.random.default_rng(0)
-        ps = [Parameter(g.standard_normal(s).astype(dtype)) for s in [(7, 5), (5,), (3, 2, 4)]]
+        ps = [Parameter(g.standard_normal(s).astype(dtype)) for s in [(7, 5), (5,), (3, 2, 4), (300, 130)]]
         opt = optim.SGD(ps, **kw)
         for _ in range(steps):
             for p in ps:
@@ -32,6 +33,7 @@ def _run(flag, dtype, steps=4, **kw):
 ])
 def test_fused_equals_numpy(dtype, kw):
     pytest.importorskip("numba")
+    assert 300 * 130 >= _numba.PARALLEL_MIN > 7 * 5
     a, sa = _run(True, dtype, **kw)
     b, sb = _run(False, dtype, **kw)
     for x, y in zip(a, b):

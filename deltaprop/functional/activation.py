@@ -6,6 +6,8 @@ from typing import Tuple
 
 import numpy as np
 
+from . import _elementwise_numba as _ew
+
 
 def sigmoid_forward(z: np.ndarray, steepness: float = 1.0) -> Tuple[np.ndarray, tuple]:
     """Logistic f(z) = 1/(1 + e^{−λz}) (λ = steepness, seed 004), computed without overflow."""
@@ -26,14 +28,18 @@ def sigmoid_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def relu_forward(z: np.ndarray) -> Tuple[np.ndarray, tuple]:
-    """max(0, z)."""
+    """max(0, z), computed as z · [z > 0] (a numba kernel does it in one parallel pass when available)."""
+    fused = _ew.relu_forward(z)
+    if fused is not None:
+        return fused[0], (fused[1],)
     mask = z > 0
     return z * mask, (mask,)
 
 
 def relu_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     """f' = 1 where z > 0, else 0 (as a multiply by the stored mask: ~10× faster than np.where)."""
-    return dy * cache[0]
+    fused = _ew.relu_backward(dy, cache[0])
+    return fused if fused is not None else dy * cache[0]
 
 
 def leaky_relu_forward(z: np.ndarray, negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:

@@ -5,22 +5,24 @@ The NumPy path of ``SGD._update`` reads and writes each parameter-sized array se
 single-threaded and memory-bound, about a quarter of a training step on two cores. This kernel does
 the same operations element by element, in the same order and in the parameter's dtype (scalars cast
 to it first, no fast-math, so no fused multiply-adds): the numbers are bit-identical to the NumPy path.
+Large parameters are split over the cores (``prange``, on the OpenMP pool the matrix products use; see
+``functional/_numba.py``): each element is still computed alone, so the split does not change a bit.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..functional._numba import jit
+from ..functional._numba import jit, prange
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@jit
+@jit(parallel=True)
 def _sgd_momentum_kernel(w, g, buf, lr, momentum, one_minus_damp, wd, nesterov, maximize, has_wd, has_damp):
     """Per element, as SGD._update: g ← −g (maximize); g ← g + λw; b ← γb + (1 − τ)g;
     d ← g + γb (Nesterov) or b; w ← w − αd."""
     n = w.size
-    for i in range(n):
+    for i in prange(n):
         gi = -g[i] if maximize else g[i]
         if has_wd:
             gi = gi + wd * w[i]
@@ -35,7 +37,7 @@ def sgd_momentum_update(w: np.ndarray, grad: np.ndarray, buf: np.ndarray, lr: fl
                         dampening: float, weight_decay: float, nesterov: bool, maximize: bool) -> bool:
     """Apply one momentum step in place with the fused kernel; False (nothing done) when it cannot run
     (numba absent or disabled, mixed dtypes, non-contiguous arrays): the caller then takes its NumPy path."""
-    kernel = _sgd_momentum_kernel.compiled()
+    kernel = _sgd_momentum_kernel.compiled(w.size)
     if kernel is None:
         return False
     dt = w.dtype
