@@ -135,7 +135,7 @@ def check_array(x, name: str = "input", ndim=None, dtype=None, finite: bool = Fa
         if x.ndim not in allowed:
             raise ShapeError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
                              f"got shape {x.shape}")
-    if finite and _count_nonfinite(x):
-        bad = _count_nonfinite(x)
+    bad = _count_nonfinite(x) if finite else 0
+    if bad:
         raise NonFiniteError(f"{name} contains {bad} NaN or infinite value(s) (shape {x.shape})")
     return x

@@ -34,21 +34,17 @@ def _relu_bwd(dy, mask, dz):
 
 
 @jit(parallel=True)
-def _count_nonfinite32(u):
-    """How many float32 values (viewed as uint32) have an all-ones exponent: ±inf or NaN."""
+def _count_nonfinite(u, exponent):
+    """How many floats (viewed as unsigned integers ``u``) have an all-ones exponent (the ``exponent`` bit
+    mask, of u's dtype): ±inf or NaN."""
     bad = 0
     for i in prange(u.size):
-        bad += (u[i] & 0x7F800000) == 0x7F800000
+        bad += (u[i] & exponent) == exponent
     return bad
 
 
-@jit(parallel=True)
-def _count_nonfinite64(u):
-    """How many float64 values (viewed as uint64) have an all-ones exponent: ±inf or NaN."""
-    bad = 0
-    for i in prange(u.size):
-        bad += (u[i] & 0x7FF0000000000000) == 0x7FF0000000000000
-    return bad
+# per float dtype: the unsigned view and its exponent bits
+_EXPONENT = {np.dtype(np.float32): np.uint32(0x7F800000), np.dtype(np.float64): np.uint64(0x7FF0000000000000)}
 
 
 def _flat_ok(x: np.ndarray) -> bool:
@@ -84,8 +80,8 @@ def count_nonfinite(x: np.ndarray) -> Optional[int]:
     """The number of NaN or infinite entries of a float array, or None when the kernel cannot run."""
     if not _flat_ok(x) or x.size == 0:
         return None
-    single = x.dtype == np.float32
-    kernel = (_count_nonfinite32 if single else _count_nonfinite64).compiled(x.size)
+    kernel = _count_nonfinite.compiled(x.size)
     if kernel is None:
         return None
-    return int(kernel(x.reshape(-1).view(np.uint32 if single else np.uint64)))
+    exponent = _EXPONENT[x.dtype]
+    return int(kernel(x.reshape(-1).view(exponent.dtype), exponent))
