@@ -45,6 +45,8 @@ CTYPES_MIN_MACS = 1 << 18       # OpenBLAS's own one-thread limit (65536 × GEMM
 _load_error: Optional[str] = None
 _threading: Optional[str] = None  # MKL's threading layer once chosen: "gnu", "intel", or MKL_THREADING_LAYER's value
 _MKL_THREADING_GNU = 3            # MKL_Set_Threading_Layer codes: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
+_OMP_PAUSE_SOFT = 1               # omp_pause_resource_t (OpenMP 5.0)
+_gomp = None                      # libgomp, when MKL runs on it
 
 
 class BlasError(DeltapropError):
@@ -124,20 +126,67 @@ def _load() -> Optional[str]:
 
 
 def _choose_threading(lib) -> None:
-    """Run MKL on GNU OpenMP when numba's parallel kernels do (``functional/_numba.py``): one pool of threads
-    for the products and the kernels. Must come before MKL's first call. ``MKL_THREADING_LAYER``, when set,
-    is left to MKL; without numba's OpenMP layer MKL keeps its default (Intel OpenMP)."""
-    global _threading
+    """Run MKL on GNU OpenMP (``libgomp``) when it can: one pool of threads, which the library can hand back.
+
+    - With numba's parallel kernels on GNU OpenMP (``functional/_numba.py``), the products and the kernels
+      share that one pool.
+    - Without numba (the NumPy path), GNU OpenMP's pool can be released between products
+      (``release_threads``), so the NumPy passes can use the cores while MKL is idle; Intel OpenMP's threads
+      spin for 200 ms after each product and take a core from any other thread.
+
+    Must come before MKL's first call. ``MKL_THREADING_LAYER``, when set, is left to MKL; when ``libgomp``
+    does not load, MKL keeps its default (Intel OpenMP)."""
+    global _threading, _gomp
     if "MKL_THREADING_LAYER" in os.environ:
         _threading = os.environ["MKL_THREADING_LAYER"].lower()
         return
     from .functional import _numba
     _threading = "intel"
-    if _numba.omp_available() and hasattr(lib, "MKL_Set_Threading_Layer"):
-        lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-        lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
-        if lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU) == _MKL_THREADING_GNU:
-            _threading = "gnu"
+    if not hasattr(lib, "MKL_Set_Threading_Layer"):
+        return
+    gomp = _load_gomp()
+    if gomp is None or not (_numba.omp_available() or _numba.numba_module() is None):
+        return
+    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+    lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
+    if lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU) == _MKL_THREADING_GNU:
+        _threading = "gnu"
+        _gomp = gomp
+
+
+def _load_gomp():
+    """``libgomp`` loaded with its symbols global (MKL's GNU threading layer links against it), or None."""
+    for name in ("libgomp.so.1", ctypes.util.find_library("gomp")):
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        except OSError:
+            continue
+    return None
+
+
+def release_threads() -> bool:
+    """Let MKL's OpenMP threads go (``omp_pause_resource_all``) so that other threads get the cores; the next
+    product starts them again (measured: no slower). True when released; False with Intel OpenMP or
+    OpenBLAS, whose idle threads keep spinning. Used by the NumPy path before it splits a pass over threads
+    (``functional/_split.py``); never needed with numba, whose kernels run on MKL's own pool."""
+    if _gomp is None or _threading != "gnu" or _lib is None:
+        return False
+    fn = getattr(_gomp, "omp_pause_resource_all", None)
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn(_OMP_PAUSE_SOFT) == 0
+
+
+def max_threads() -> int:
+    """The number of threads MKL's products run on (its own setting, or threadpoolctl's limit); the CPU count
+    when MKL is not in use."""
+    if _use_mkl and _lib is not None and hasattr(_lib, "MKL_Get_Max_Threads"):
+        return max(1, int(_lib.MKL_Get_Max_Threads()))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _after_fork_in_child() -> None:

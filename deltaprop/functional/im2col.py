@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShapeError
-from . import _numba
+from . import _numba, _split
 
 IntPair = Union[int, Sequence[int]]
 
@@ -120,22 +120,33 @@ def _tap_range(k_off: int, pad: int, size: int, stride: int, out: int) -> Tuple[
 # --- NumPy path ------------------------------------------------------------------------------
 
 def _im2col_numpy(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
+    _split.map_batch(lambda lo, hi: _im2col_part(x[lo:hi], g, cols[:, :, :, lo:hi]), g.n, cols.size)
+    return cols.reshape(g.taps, g.positions)
+
+
+def _im2col_part(x: np.ndarray, g: ConvGeometry, cols: np.ndarray) -> None:
+    """The columns of the batch slice x into cols (C, kh, kw, n, Ho, Wo), a slice of the whole."""
     if g.pt or g.pb or g.pl or g.pr:
-        xp = np.zeros((g.n, g.c, g.h + g.pt + g.pb, g.w + g.pl + g.pr), dtype=x.dtype)
+        xp = np.zeros((x.shape[0], g.c, g.h + g.pt + g.pb, g.w + g.pl + g.pr), dtype=x.dtype)
         xp[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w] = x
     else:
         xp = x
     win = sliding_window_view(xp, (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1), axis=(2, 3))
-    win = win[:, :, ::g.sh, ::g.sw, ::g.dh, ::g.dw]          # (N, C, Ho, Wo, kh, kw)
-    cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
+    win = win[:, :, ::g.sh, ::g.sw, ::g.dh, ::g.dw]          # (n, C, Ho, Wo, kh, kw)
     # One copy, in the order the matrix product reads it (rows = taps, columns = positions).
     np.copyto(cols, win.transpose(1, 4, 5, 0, 2, 3))
-    return cols.reshape(g.taps, g.positions)
 
 
 def _col2im_numpy(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
     d = dcols.reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo)
     dx = np.zeros((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
+    _split.map_batch(lambda lo, hi: _col2im_part(d[:, :, :, lo:hi], g, dx[lo:hi]), g.n, d.size)
+    return dx
+
+
+def _col2im_part(d: np.ndarray, g: ConvGeometry, dx: np.ndarray) -> None:
+    """Adds the columns d (C, kh, kw, n, Ho, Wo) of a batch slice into its input gradient dx (n, C, H, W)."""
     for a in range(g.kh):
         i0, i1, y0 = _tap_range(a * g.dh, g.pt, g.h, g.sh, g.ho)
         if i1 <= i0:
@@ -147,7 +158,6 @@ def _col2im_numpy(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
                 continue
             x1 = x0 + (j1 - j0 - 1) * g.sw + 1
             dx[:, :, y0:y1:g.sh, x0:x1:g.sw] += d[:, a, b, :, i0:i1, j0:j1].transpose(1, 0, 2, 3)
-    return dx
 
 
 def col2im_wide(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
@@ -163,12 +173,18 @@ def col2im_wide(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
     run = g.ho * wp
     d = dcols.reshape(g.c, g.kh, g.kw, g.n, run)
     flat = np.zeros((g.c, g.n, hp * wp + (g.kw - 1) * g.dw), dtype=dcols.dtype)
-    for a in range(g.kh):
-        for b in range(g.kw):
-            off = a * g.dh * wp + b * g.dw
-            flat[:, :, off:off + run] += d[:, a, b]
-    dxp = flat[:, :, :hp * wp].reshape(g.c, g.n, hp, wp)[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w]
-    return np.ascontiguousarray(dxp.transpose(1, 0, 2, 3))
+    dx = np.empty((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
+
+    def part(lo, hi):
+        f = flat[:, lo:hi]
+        for a in range(g.kh):
+            for b in range(g.kw):
+                off = a * g.dh * wp + b * g.dw
+                f[:, :, off:off + run] += d[:, a, b, lo:hi]
+        dxp = f[:, :, :hp * wp].reshape(g.c, hi - lo, hp, wp)[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w]
+        np.copyto(dx[lo:hi], dxp.transpose(1, 0, 2, 3))
+    _split.map_batch(part, g.n, d.size)
+    return dx
 
 
 # --- numba path --------------------------------------------------------------------------------

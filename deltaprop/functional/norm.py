@@ -20,7 +20,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 
 from ..errors import ShapeError
-from . import _numba
+from . import _numba, _split
 from . import activation as A
 
 ACTIVATIONS = ("linear", "relu", "leaky")
@@ -45,7 +45,7 @@ def channel_sum(a3: np.ndarray) -> np.ndarray:
     n, c, s = a3.shape
     ones_n = np.ones(n, dtype=a3.dtype)
     if s >= 64:
-        return ones_n @ np.vecdot(a3, np.ones(s, dtype=a3.dtype))
+        return ones_n @ _row_dots(a3, np.ones(s, dtype=a3.dtype))
     t = ones_n @ a3.reshape(n, c * s)
     return t if s == 1 else t.reshape(c, s) @ np.ones(s, dtype=a3.dtype)
 
@@ -55,7 +55,22 @@ def channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
     n, c, s = a3.shape
     if s < 16:
         return channel_sum(a3 * b3)
-    return np.ones(n, dtype=a3.dtype) @ np.vecdot(a3, b3)
+    return np.ones(n, dtype=a3.dtype) @ _row_dots(a3, b3)
+
+
+def _row_dots(a3: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, C) dot products of the rows of a3 (N, C, S) with b (S,) or with the rows of b (N, C, S); the
+    batch split over threads on the NumPy path (``_split``), row by row the same numbers."""
+    if b.ndim == 1:
+        parts = _split.map_batch(lambda lo, hi: np.vecdot(a3[lo:hi], b), a3.shape[0], a3.size)
+    else:
+        parts = _split.map_batch(lambda lo, hi: np.vecdot(a3[lo:hi], b[lo:hi]), a3.shape[0], a3.size)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _per_batch(fn: Callable[[int, int], None], a3: np.ndarray) -> None:
+    """fn(lo, hi) over the batch slices of a3's first axis (split over threads on the NumPy path)."""
+    _split.map_batch(fn, a3.shape[0], a3.size)
 
 
 def _col(v: np.ndarray) -> np.ndarray:
@@ -235,7 +250,38 @@ def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.
 
 
 def _center_np(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    return x3 - _col(mean)
+    xc = np.empty_like(x3)
+    mc = _col(mean)
+    _per_batch(lambda lo, hi: np.subtract(x3[lo:hi], mc, out=xc[lo:hi]), x3)
+    return xc
+
+
+def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str,
+                        slope: float, keep_mask: bool) -> Tuple[np.ndarray, Optional[tuple]]:
+    """σ(xc·scale + shift) per channel, (N, C, S), the NumPy passes (split over the batch): returns σ's output
+    and, with ``keep_mask``, the activation's backward cache (``A.relu_forward``'s, ``_leaky_forward``'s)."""
+    y = np.empty_like(xc)
+    t = xc.dtype.type
+    sc, sh = _col(scale), _col(shift)
+    mask = np.empty(xc.shape, dtype=bool) if keep_mask and activation in ("relu", "leaky") else None
+    leaky_max = activation == "leaky" and 0.0 <= slope <= 1.0
+
+    def part(lo, hi):
+        yp = np.multiply(xc[lo:hi], sc, out=y[lo:hi])
+        yp += sh
+        if mask is not None:
+            np.greater(yp, 0, out=mask[lo:hi])
+        if activation == "relu":
+            yp *= (mask[lo:hi] if mask is not None else yp > 0)      # A.relu_forward: z · (z > 0)
+        elif leaky_max:
+            a = yp * t(slope)
+            np.maximum(yp, a, out=yp)                                 # _leaky_forward's numbers
+        elif activation == "leaky":
+            yp *= np.where(mask[lo:hi] if mask is not None else yp > 0, t(1), t(slope))
+    _per_batch(part, xc)
+    if mask is None:
+        return y, None
+    return y, ((mask,) if activation == "relu" else (mask, slope))
 
 
 def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
@@ -264,13 +310,8 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
     x3 = channel_view(x)
     xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
     gamma = gamma.astype(x3.dtype, copy=False)
-    y = xc * _col(gamma * inv_std)
-    y += _col(beta.astype(x3.dtype, copy=False))
-    acache = None
-    if activation == "relu":
-        y, acache = A.relu_forward(y)
-    elif activation == "leaky":
-        y, acache = _leaky_forward(y, negative_slope)
+    y, acache = _scale_shift_act_np(xc, gamma * inv_std, beta.astype(x3.dtype, copy=False), activation,
+                                    negative_slope, keep_mask=True)
     return y.reshape(x.shape), ("numpy", xc, inv_std, gamma, batch, activation, acache, x.shape)
 
 
@@ -308,10 +349,16 @@ def _bn_backward_np(dy: np.ndarray, own_dy: bool, xc: np.ndarray, inv_std: np.nd
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dy, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta
-    dz = np.multiply(dy, _col(k1), out=dy) if own_dy else dy * _col(k1)
-    if batch:
-        dz -= np.multiply(xc, _col(k2), out=xc) if consume_cache else xc * _col(k2)
-        dz -= _col(k3)
+    dz = dy if own_dy else np.empty_like(dy)
+    c1 = _col(k1)
+    c2, c3 = (_col(k2), _col(k3)) if batch else (None, None)
+
+    def part(lo, hi):                 # dz = δ·k1 − (z − μ)·k2 − k3, per batch slice
+        d = np.multiply(dy[lo:hi], c1, out=dz[lo:hi])
+        if c2 is not None:
+            d -= np.multiply(xc[lo:hi], c2, out=xc[lo:hi]) if consume_cache else xc[lo:hi] * c2
+            d -= c3
+    _per_batch(part, dz)
     return dz.reshape(shape), dgamma, dbeta
 
 
@@ -360,17 +407,8 @@ def _bn_act_pool_np_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     x3 = channel_view(x)
     xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
     gamma = gamma.astype(x3.dtype, copy=False)
-    y = xc * _col(gamma * inv_std)
-    y += _col(beta.astype(x3.dtype, copy=False))
-    if activation == "leaky" and slope <= 1.0:
-        a = y * y.dtype.type(slope)
-        np.maximum(y, a, out=a)       # _leaky_forward's numbers, without its mask
-    elif activation == "leaky":
-        a, _ = _leaky_forward(y, slope)
-    elif activation == "relu":
-        a, _ = A.relu_forward(y)
-    else:
-        a = y
+    a, _ = _scale_shift_act_np(xc, gamma * inv_std, beta.astype(x3.dtype, copy=False), activation, slope,
+                               keep_mask=False)   # no mask: σ' comes from the pooled output's sign
     out, pcache = max_pool2d_forward(a.reshape(x.shape), 2)
     pos = None if activation == "linear" else out > 0
     return out, ("numpy", xc, inv_std, gamma, batch, activation, slope, pos, pcache, x.shape)
