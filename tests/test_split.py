@@ -179,3 +179,20 @@ def test_convbn_training_steps_split_are_bit_identical(forced):
         return [p.data.copy() for p in model.parameters()]
     _same(train(), _whole(train))
     assert len(forced) > 10
+
+
+@pytest.mark.parametrize("f,groups,stride,bias", [(20, 1, 1, True), (20, 1, 2, False), (8, 2, 1, True),
+                                                  (4, 1, 1, True)])
+def test_conv2d_split_is_bit_identical(forced, f, groups, stride, bias):
+    from deltaprop.functional import conv as C
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((5, 4, 9, 9))
+    w = rng.standard_normal((f, 4 // groups, 3, 3))
+    b = rng.standard_normal(f) if bias else None
+
+    def run():
+        z, cache = C.conv2d_forward(x, w, b, stride=stride, padding=1, groups=groups)
+        d = np.random.default_rng(7).standard_normal(z.shape)
+        return z, C.conv2d_backward(d, cache)
+    _same(run(), _whole(run))
+    assert forced

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..blas import matmul
 from ..errors import ShapeError
-from . import _numba
+from . import _numba, _split
 from .im2col import ConvGeometry, col2im, col2im_wide, conv_geometry, im2col
 
 Pad = Union[int, Sequence[int]]
@@ -101,12 +101,14 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     else:
         z = matmul(w2, cols.reshape(G, -1, g.positions))          # (G, F/G, N·Ho·Wo)
     zt = z.reshape(g.f, g.n, g.ho, g.wo).transpose(1, 0, 2, 3)
-    if kind == "tied":
-        np.add(zt, b[:, None, None], out=out)                   # the NCHW copy and the bias in one pass
-    elif kind == "untied":
-        np.add(zt, b, out=out)
-    else:
-        np.copyto(out, zt)
+    bias = b[:, None, None] if kind == "tied" else b
+
+    def part(lo, hi):                 # the NCHW copy and the bias in one pass, per batch slice
+        if kind == "none":
+            np.copyto(out[lo:hi], zt[lo:hi])
+        else:
+            np.add(zt[lo:hi], bias, out=out[lo:hi])
+    _split.map_batch(part, g.n, out.size)
     return out, (cols, w2, g, mode, kind)
 
 
@@ -137,7 +139,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
             db = s if kind == "untied" else s.reshape(g.f, -1) @ np.ones(g.ho * g.wo, dtype=dt)
         dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
         return (_input_grad(dout, None, w2, g) if need_dx else None), dw, db
-    d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)    # δ as (F, N·Ho·Wo)
+    d = _filters_first(dout).reshape(g.f, g.positions)                               # δ as (F, N·Ho·Wo)
     if kind == "tied":
         db = matmul(d, np.ones(g.positions, dtype=dt))
     elif kind == "untied":
@@ -154,6 +156,17 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     return (_input_grad(dout, d, w2, g) if need_dx else None), dw, db
 
 
+def _filters_first(dout: np.ndarray, width: Optional[int] = None) -> np.ndarray:
+    """δ (N, F, Ho, Wo) copied as (F, N, Ho, width), zeros in the columns beyond Wo (width ≥ Wo, default Wo);
+    the copy split over the batch on the NumPy path (``_split``)."""
+    n, f, ho, wo = dout.shape
+    width = wo if width is None else width
+    out = (np.empty if width == wo else np.zeros)((f, n, ho, width), dtype=dout.dtype)
+    _split.map_batch(lambda lo, hi: np.copyto(out[:, lo:hi, :, :wo], dout[lo:hi].transpose(1, 0, 2, 3)),
+                     n, out.size)
+    return out
+
+
 def _input_grad(dout: np.ndarray, d: Optional[np.ndarray], w2: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Conv-1 as ``col2im(Wᵀ @ δ)``; ``d`` is δ as (F, N·Ho·Wo) when the caller already has it.
 
@@ -163,13 +176,11 @@ def _input_grad(dout: np.ndarray, d: Optional[np.ndarray], w2: np.ndarray, g: Co
     """
     G, fg = g.groups, g.f // g.groups
     if g.sh == 1 and g.sw == 1 and not _numba.enabled():
-        wp = g.w + g.pl + g.pr
-        dw_ = np.zeros((g.f, g.n, g.ho, wp), dtype=dout.dtype)
-        dw_[..., :g.wo] = dout.transpose(1, 0, 2, 3)
+        dw_ = _filters_first(dout, g.w + g.pl + g.pr)
         dcols = matmul(w2.transpose(0, 2, 1), dw_.reshape(G, fg, -1))        # (G, Cg·kh·kw, N·Ho·Wp)
         return col2im_wide(dcols.reshape(g.taps, -1), g)
     if d is None:
-        d = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(g.f, g.positions)
+        d = _filters_first(dout).reshape(g.f, g.positions)
     if G == 1:
         dcols = matmul(w2[0].T, d)
     else:
