@@ -51,6 +51,14 @@ def shared_dir() -> Path:
     return SHARED
 
 
+def require_numba() -> None:
+    """Skip a test of the numba kernels themselves when numba is absent or turned off (DELTAPROP_NUMBA=0)."""
+    pytest.importorskip("numba")
+    from deltaprop.functional import _numba
+    if _numba.numba_module() is None:
+        pytest.skip("numba turned off (DELTAPROP_NUMBA=0)")
+
+
 def rel_err(a, b) -> float:
     """Per-tensor max|a − b| / max(max|b|, 1e-12): the parity metric of the issues."""
     a = np.asarray(a, dtype=np.float64)

@@ -8,7 +8,7 @@ from deltaprop.errors import LabelError, NonFiniteError
 from deltaprop.functional import _numba
 from deltaprop.functional import loss as F
 
-from conftest import rel_err
+from conftest import rel_err, require_numba
 
 
 def _both(logits, labels, **kw):
@@ -28,7 +28,7 @@ def _both(logits, labels, **kw):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_fast_path_matches_numpy_path(dtype, reduction, rng):
-    pytest.importorskip("numba")
+    require_numba()
     x = (rng.standard_normal((37, 10)) * 4).astype(dtype)
     y = rng.integers(0, 10, 37)
     y[[3, 8]] = -100                                          # ignored rows
@@ -41,7 +41,7 @@ def test_fast_path_matches_numpy_path(dtype, reduction, rng):
 
 
 def test_fast_path_is_taken_and_declines_other_cases(rng):
-    pytest.importorskip("numba")
+    require_numba()
     x = rng.standard_normal((5, 4)).astype(np.float32)
     y = rng.integers(0, 4, 5)
     value, cache = F.cross_entropy_fast_forward(x, y)
@@ -53,7 +53,7 @@ def test_fast_path_is_taken_and_declines_other_cases(rng):
 
 
 def test_bad_labels_and_nan_logits_keep_their_errors(rng):
-    pytest.importorskip("numba")
+    require_numba()
     x = rng.standard_normal((6, 3)).astype(np.float32)
     with pytest.raises(LabelError, match="label 3 at index"):
         nn.CrossEntropyLoss()(x, np.array([0, 1, 2, 3, 0, 1]))
@@ -68,7 +68,7 @@ def test_bad_labels_and_nan_logits_keep_their_errors(rng):
 
 
 def test_fast_path_matches_torch(torch_ref, rng):
-    pytest.importorskip("numba")
+    require_numba()
     torch = torch_ref
     x = rng.standard_normal((64, 10))
     y = rng.integers(0, 10, 64)

@@ -13,6 +13,7 @@ from deltaprop.errors import NonFiniteError
 from deltaprop.functional import _elementwise_numba as ew
 from deltaprop.functional import _numba
 from deltaprop.functional import activation as A
+from conftest import require_numba
 
 SIZES = [(3, 5), (64, 256), (300, 200)]       # serial route, serial route, parallel route (≥ PARALLEL_MIN)
 
@@ -46,7 +47,7 @@ def test_relu_kernels_match_numpy_bit_for_bit(shape, dtype, rng, numba_mode):
 
 
 def test_relu_kernels_decline_what_they_cannot_do(rng):
-    pytest.importorskip("numba")
+    require_numba()
     z = rng.standard_normal((40, 30)).astype(np.float32)
     assert ew.relu_forward(z[:, ::2]) is None                       # not contiguous
     assert ew.relu_forward(z.astype(np.float16)) is None
@@ -59,7 +60,7 @@ def test_relu_kernels_decline_what_they_cannot_do(rng):
 @pytest.mark.parametrize("shape", SIZES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nonfinite_count_matches_numpy(shape, dtype, rng):
-    pytest.importorskip("numba")
+    require_numba()
     x = rng.standard_normal(shape).astype(dtype)
     assert ew.count_nonfinite(x) == 0
     bad = rng.choice(x.size, size=min(7, x.size), replace=False)
@@ -82,7 +83,7 @@ def test_check_array_names_the_count_on_both_paths(shape, rng, numba_mode):
 
 
 def test_parallel_kernels_choose_their_build_by_size_and_fork(monkeypatch):
-    pytest.importorskip("numba")
+    require_numba()
     kernel = ew._relu_bwd
     assert kernel.parallel
     small, large = kernel.compiled(_numba.PARALLEL_MIN - 1), kernel.compiled(_numba.PARALLEL_MIN)
@@ -117,7 +118,7 @@ def test_user_threading_choices_are_kept(tmp_path):
 
 def test_a_forked_child_can_train_after_the_parent_used_the_pool():
     """GNU OpenMP's pool does not survive fork: the child must run MKL and the kernels without it (no hang)."""
-    pytest.importorskip("numba")
+    require_numba()
     if not hasattr(os, "fork"):
         pytest.skip("no fork on this platform")
     code = textwrap.dedent("""

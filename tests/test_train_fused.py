@@ -6,6 +6,7 @@ import pytest
 from deltaprop import optim
 from deltaprop.functional import _numba
 from deltaprop.nn import Parameter
+from conftest import require_numba
 
 
 def _run(flag, dtype, steps=4, **kw):
@@ -32,7 +33,7 @@ def _run(flag, dtype, steps=4, **kw):
     dict(lr=0.02, momentum=0.7, maximize=True),
 ])
 def test_fused_equals_numpy(dtype, kw):
-    pytest.importorskip("numba")
+    require_numba()
     assert 300 * 130 >= _numba.PARALLEL_MIN > 7 * 5
     a, sa = _run(True, dtype, **kw)
     b, sb = _run(False, dtype, **kw)
@@ -44,7 +45,7 @@ def test_fused_equals_numpy(dtype, kw):
 
 
 def test_fused_path_runs_and_declines_what_it_cannot_do():
-    pytest.importorskip("numba")
+    require_numba()
     from deltaprop.optim._fused import sgd_momentum_update
     w, g, b = np.ones(6, np.float32), np.full(6, 2.0, np.float32), np.ones(6, np.float32)
     assert sgd_momentum_update(w, g, b, 0.5, 0.9, 0.0, 0.0, False, False)
