@@ -172,3 +172,22 @@ def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_pat
     with pytest.raises(blas.BlasError, match="lacks cblas_sgemm_batch_strided"):
         blas.set_backend("mkl")
     assert blas.set_backend("auto") == "numpy"
+
+
+def test_repeated_products_reuse_a_plan_keyed_by_layout(backend, rng):
+    """The second call of a 2-D product skips the layout checks (a plan per dtypes, shapes and strides); a
+    same-shaped operand with other strides or another dtype gets its own plan, and set_backend drops them all."""
+    a = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.standard_normal((5, 4)).astype(np.float32)
+    bt = np.ascontiguousarray(b.T).T                 # same shape as b, transposed strides
+    for _ in range(2):                               # first call plans, second uses the plan
+        _check(a, b)
+        _check(a, bt)
+        _check(a.astype(np.float64), b.astype(np.float64))
+    if backend == "numpy":
+        assert not blas._plans
+        return
+    keys = [k for k in blas._plans if k[1] == (6, 5)]
+    assert len(keys) == 3                            # b, its transposed layout, float64
+    blas.set_backend(blas.backend())
+    assert not blas._plans

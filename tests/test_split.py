@@ -83,7 +83,7 @@ def test_ranges_decline(numpy_path, monkeypatch):
 
 def test_ranges_decline_with_numba(monkeypatch):
     if _numba.numba_module() is None:
-        pytest.skip("numba not installed")
+        pytest.skip("numba absent or turned off (DELTAPROP_NUMBA=0)")
     monkeypatch.setattr(blas, "release_threads", lambda: True)
     monkeypatch.setattr(blas, "max_threads", lambda: 2)
     assert _split.ranges(8, 1 << 30) is None                       # numba's kernels are parallel already
