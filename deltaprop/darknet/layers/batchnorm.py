@@ -7,6 +7,8 @@ The bias β is Darknet's ``biases`` of the layer (added after normalising); γ i
 """
 from __future__ import annotations
 
+from typing import Optional, Tuple
+
 import numpy as np
 
 from ... import backend
@@ -77,3 +79,34 @@ def attach_bias_or_batchnorm(layer: Module, n: int, numerics: str, dtype) -> Non
     else:
         layer.bias = Parameter(np.zeros(n, dtype=dtype))
         layer.bn = None
+
+
+def normalize_activate(layer: Module, z: np.ndarray) -> np.ndarray:
+    """The forward tail of [convolutional] and [connected]: batch norm (when attached), then the activation."""
+    if layer.bn is not None:
+        z = layer.bn.forward(z)
+    return layer.act.forward(z)
+
+
+def activation_bn_backward(layer: Module, dout: np.ndarray) -> np.ndarray:
+    """The backward of ``normalize_activate``: σ' (P2 of §2), then the batch-norm backward (BN 2.1–2.6)."""
+    dz = layer.act.backward(dout)
+    return layer.bn.backward(dz) if layer.bn is not None else dz
+
+
+def accumulate_weight_bias(layer: Module, dw: np.ndarray, db: Optional[np.ndarray]) -> None:
+    """Add the product's weight gradient, and its bias gradient when the layer has its own bias."""
+    layer.weight.accumulate(dw)
+    if layer.bias is not None:
+        layer.bias.accumulate(db)
+
+
+def weights_target(layer: Module, name: str) -> Tuple[Module, str]:
+    """(module, attribute) that holds a ``.weights`` array of [convolutional] or [connected]: the biases are
+    the batch norm's β when it is attached, scales and rolling statistics belong to the batch norm."""
+    if name == "biases":
+        return (layer.bn, "bias") if layer.bn is not None else (layer, "bias")
+    if name == "weights":
+        return layer, "weight"
+    return {"scales": (layer.bn, "weight"), "rolling_mean": (layer.bn, "running_mean"),
+            "rolling_variance": (layer.bn, "running_var")}[name]

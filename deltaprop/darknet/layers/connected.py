@@ -13,7 +13,8 @@ from ...nn.parameter import Parameter
 from ..activations import DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
-from .batchnorm import attach_bias_or_batchnorm
+from .batchnorm import (accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
+                        normalize_activate, weights_target)
 from .convolutional import activation_key
 
 
@@ -56,19 +57,13 @@ class ConnectedLayer(DarknetLayer):
         z, cache = linear_forward(x.reshape(n, -1), self.weight.data,
                                   None if self.bias is None else self.bias.data)
         self._save((cache, x.shape))
-        if self.bn is not None:
-            z = self.bn.forward(z)
-        return self.act.forward(z).reshape(n, self.out_features, 1, 1)
+        return normalize_activate(self, z).reshape(n, self.out_features, 1, 1)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         cache, shape = self._take()
-        dz = self.act.backward(dout.reshape(shape[0], -1))
-        if self.bn is not None:
-            dz = self.bn.backward(dz)
+        dz = activation_bn_backward(self, dout.reshape(shape[0], -1))
         dx, dw, db = linear_backward(dz, cache, need_dx=self.needs_input_grad)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
+        accumulate_weight_bias(self, dw, db)
         return None if dx is None else dx.reshape(shape)
 
     # --- .weights: biases, weights, [scales, rolling_mean, rolling_variance] ----------------------
@@ -80,12 +75,7 @@ class ConnectedLayer(DarknetLayer):
         return out
 
     def _target(self, name: str):
-        if name == "biases":
-            return (self.bn, "bias") if self.bn is not None else (self, "bias")
-        if name == "weights":
-            return self, "weight"
-        return {"scales": (self.bn, "weight"), "rolling_mean": (self.bn, "running_mean"),
-                "rolling_variance": (self.bn, "running_var")}[name]
+        return weights_target(self, name)
 
     def extra_repr(self) -> str:
         return (f"{self.index}: {self.in_features} -> {self.out_features}"

@@ -14,7 +14,8 @@ from ...nn.parameter import Parameter
 from ..activations import ACTIVATIONS, DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits, require_unsupported_zero
-from .batchnorm import attach_bias_or_batchnorm
+from .batchnorm import (accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
+                        normalize_activate, weights_target)
 
 
 def activation_key(sec: Section, default: str) -> str:
@@ -81,19 +82,13 @@ class ConvolutionalLayer(DarknetLayer):
         z, cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                   stride=self.stride, padding=self.padding, groups=self.groups)
         self._save(cache)
-        if self.bn is not None:
-            z = self.bn.forward(z)
-        return self.act.forward(z)
+        return normalize_activate(self, z)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         cache = self._take()
-        dz = self.act.backward(dout)
-        if self.bn is not None:
-            dz = self.bn.backward(dz)
+        dz = activation_bn_backward(self, dout)
         dx, dw, db = conv2d_backward(dz, cache, need_dx=self.needs_input_grad)
-        self.weight.accumulate(dw)
-        if self.bias is not None:
-            self.bias.accumulate(db)
+        accumulate_weight_bias(self, dw, db)
         return dx
 
     # --- .weights: biases, [scales, rolling_mean, rolling_variance], weights ----------------------
@@ -105,12 +100,7 @@ class ConvolutionalLayer(DarknetLayer):
         return out + [("weights", self.weight.data.size)]
 
     def _target(self, name: str):
-        if name == "biases":
-            return (self.bn, "bias") if self.bn is not None else (self, "bias")
-        if name == "weights":
-            return self, "weight"
-        return {"scales": (self.bn, "weight"), "rolling_mean": (self.bn, "running_mean"),
-                "rolling_variance": (self.bn, "running_var")}[name]
+        return weights_target(self, name)
 
     def extra_repr(self) -> str:
         return (f"{self.index}: {self.filters} {self.size}x{self.size}/{self.stride} pad {self.padding}"
