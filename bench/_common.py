@@ -2,7 +2,10 @@
 under, and the BLAS record every result line carries."""
 from __future__ import annotations
 
+import json
 import os
+import platform
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,3 +40,13 @@ def env_for(mode: str) -> dict:
     elif mode != "as-is":
         raise ValueError(f"unknown OPENBLAS environment {mode!r} (expected one of {ENV_MODES})")
     return env
+
+
+def run_header(bench: str, what: str, args, **extra) -> dict:
+    """The first JSON line of a benchmark run (printed here): what was measured, when, on what machine, with
+    the machine's OPENBLAS variables, the rounds and seconds per run, and ``extra``."""
+    header = {"bench": bench, "what": what, "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "machine": platform.machine(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+              "machine_openblas_env": openblas_env(), "rounds": args.rounds, "seconds": args.seconds, **extra}
+    print(json.dumps(header), flush=True)
+    return header

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, blas_info, env_for as _env_for, openblas_env  # noqa: E402
+from _common import ROOT, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
 
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
@@ -321,14 +320,9 @@ def main() -> None:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = {"bench": "cnn", "what": "samples/s: LeNet train b64, conv-BN-leaky 3x64x64 train b16, LeNet infer "
-              "b64; float32; deltaprop NumPy path / numba path / torch (2 threads)",
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-              "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "machine_openblas_env": openblas_env(),
-              "rounds": args.rounds, "seconds": args.seconds, "load_avg": os.getloadavg()}
-    lines = [header]
-    print(json.dumps(header), flush=True)
+    lines = [run_header("cnn", "samples/s: LeNet train b64, conv-BN-leaky 3x64x64 train b16, LeNet infer b64; "
+                        "float32; deltaprop NumPy path / numba path / torch (2 threads)", args,
+                        load_avg=os.getloadavg())]
     results = []
     t_start = time.perf_counter()
     for r in range(args.rounds):                            # environments interleaved too: the VM drifts

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, blas_info, env_for as _env_for, openblas_env  # noqa: E402
+from _common import ROOT, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
 
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
@@ -202,14 +200,8 @@ def main() -> None:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = []
-    header = {"bench": "mlp", "what": "training samples/s, MLP 784-256-128-10 ReLU, CE, SGD momentum, float32",
-              "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-              "cpu_count": os.cpu_count(), "python": platform.python_version(),
-              "machine_openblas_env": openblas_env(),
-              "rounds": args.rounds, "seconds": args.seconds, "threads": args.threads or "default"}
-    print(json.dumps(header), flush=True)
-    lines.append(header)
+    lines = [run_header("mlp", "training samples/s, MLP 784-256-128-10 ReLU, CE, SGD momentum, float32", args,
+                        threads=args.threads or "default")]
     results = []
     for mode in args.envs:
         for r in range(args.rounds):
