@@ -50,3 +50,13 @@ def run_header(bench: str, what: str, args, **extra) -> dict:
               "machine_openblas_env": openblas_env(), "rounds": args.rounds, "seconds": args.seconds, **extra}
     print(json.dumps(header), flush=True)
     return header
+
+
+def add_run_options(ap, seconds: float, warmup: float, envs) -> None:
+    """The options every benchmark has: interleaved rounds, seconds measured and warmed up per run, and the
+    OPENBLAS environments to run under."""
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    ap.add_argument("--seconds", type=float, default=seconds, help=f"measured seconds per run (default {seconds})")
+    ap.add_argument("--warmup", type=float, default=warmup, help=f"warm-up seconds per run (default {warmup})")
+    ap.add_argument("--envs", nargs="+", default=list(envs), choices=list(ENV_MODES),
+                    help=f"OPENBLAS environments (default {' '.join(envs)})")

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
+from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
 
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
@@ -305,11 +305,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=list(IMPLS) + ["naive"], help=argparse.SUPPRESS)
     ap.add_argument("--case", choices=list(CASES), default="lenet-train", help=argparse.SUPPRESS)
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases (default all)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--seconds", type=float, default=1.0, help="measured seconds per run (default 1.0)")
-    ap.add_argument("--warmup", type=float, default=0.4, help="warm-up seconds per run (default 0.4)")
-    ap.add_argument("--envs", nargs="+", default=["as-is", "unset"], choices=["as-is", "unset", "haswell"],
-                    help="OPENBLAS environments (default as-is unset)")
+    add_run_options(ap, seconds=1.0, warmup=0.4, envs=("as-is", "unset"))
     ap.add_argument("--no-naive", action="store_true", help="skip the naive-kernel timing")
     ap.add_argument("--wait-idle", type=float, default=20.0,
                     help="before each run wait up to this many seconds for the machine to be 85%% idle (0: never)")

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
+from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
 
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
@@ -186,11 +186,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=["deltaprop", "torch", "gemm-only"], help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per run (default 2)")
-    ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per run (default 0.5)")
-    ap.add_argument("--envs", nargs="+", default=["as-is", "unset", "haswell"],
-                    choices=["as-is", "unset", "haswell"], help="OPENBLAS environments (default all three)")
+    add_run_options(ap, seconds=2.0, warmup=0.5, envs=("as-is", "unset", "haswell"))
     ap.add_argument("--threads", type=int, default=None,
                     help="BLAS/torch threads (default: the libraries' default, all cores)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlp.jsonl"), help="JSON-lines output")
