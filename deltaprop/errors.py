@@ -34,7 +34,8 @@ class BackwardError(DeltapropError, RuntimeError):
 
 
 class ConfigError(DeltapropError, ValueError):
-    """A malformed Darknet .cfg (names the file, line and key)."""
+    """A malformed configuration: a Darknet .cfg (names the file, line and key) or an environment setting
+    (names the variable)."""
 
 
 class WeightsError(DeltapropError, ValueError):

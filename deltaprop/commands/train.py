@@ -132,10 +132,9 @@ def _darknet(args) -> int:
 def run(args) -> int:
     if args.cfg:
         return _darknet(args)
-    import os
-
+    from .._env import env_int
     from ..backend import blas_threads
-    with blas_threads(getattr(args, "threads", None) or int(os.environ.get("DELTAPROP_BLAS_THREADS", 0) or 0)):
+    with blas_threads(getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 0)):
         return _run(args)
 
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import backend
+from .._env import env_int
 from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
 from .cfg import Section, format_sections, unsupported_error
@@ -17,7 +18,7 @@ from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
 DEFAULT_BUDGET = 4 * 2 ** 30
-_budget = int(os.environ.get("DELTAPROP_DARKNET_BUDGET", DEFAULT_BUDGET))
+_budget = env_int("DELTAPROP_DARKNET_BUDGET", DEFAULT_BUDGET, minimum=1)
 
 POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "random")
 

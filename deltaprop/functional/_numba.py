@@ -20,6 +20,8 @@ import os
 import types
 from typing import Callable, Optional
 
+from .._env import env_int
+
 try:            # the loop of parallel kernels (numba knows it by identity); plain ``range`` without numba
     from numba import prange
 except Exception:  # pragma: no cover - numba absent or broken: kernels are then never compiled
@@ -29,7 +31,7 @@ _numba = None
 _checked = False
 _forked = False
 # elements: below this a parallel kernel runs its serial compilation (DELTAPROP_PARALLEL_MIN overrides it)
-PARALLEL_MIN = int(os.environ.get("DELTAPROP_PARALLEL_MIN", 1 << 15))
+PARALLEL_MIN = env_int("DELTAPROP_PARALLEL_MIN", 1 << 15)
 _OMP_FIRST = ["omp", "tbb", "workqueue"]
 
 

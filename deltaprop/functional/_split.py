@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from .. import blas
+from .._env import env_int
 from . import _numba
 
 T = TypeVar("T")
-SPLIT_MIN = int(os.environ.get("DELTAPROP_SPLIT_MIN", str(1 << 18)))
+SPLIT_MIN = env_int("DELTAPROP_SPLIT_MIN", 1 << 18)
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_size = 0
 _pool_pid = 0
