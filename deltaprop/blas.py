@@ -38,8 +38,9 @@ _FLOATS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
 _lib = None                     # the loaded libmkl_rt (or None)
 _funcs: Dict[str, object] = {}  # "sgemm" -> ctypes function, ...
 _jitted: Dict[Tuple[str, bool], object] = {}  # ("sgemm", via numba) -> caller, built on first use
-# 2-D products seen before, by operand dtypes, shapes and strides: (caller, flags, sizes, leading dimensions).
-# A training step repeats the same few products; the plan skips the layout checks (~2 µs of a 4.5 µs call).
+# Products seen before (matrix–matrix and matrix–vector), by operand dtypes, shapes and strides: (a function of
+# the operands and the output that calls MKL with the flags, sizes and leading dimensions found, the output's
+# shape). A training step repeats the same dozen products; the plan skips the layout checks.
 _plans: Dict[tuple, tuple] = {}
 _PLANS_MAX = 512
 _use_mkl = False
@@ -311,12 +312,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np
     dtype with row-major or transposed layouts. The result is a new C-contiguous array, or ``out``."""
     if not _use_mkl:
         return np.matmul(a, b, out=out)
-    if out is None and a.ndim == 2 and b.ndim == 2:
+    if out is None:
         plan = _plans.get((a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides))
         if plan is not None and a.flags.aligned and b.flags.aligned:
-            kernel, ta, tb, m, n, k, lda, ldb = plan
-            c = np.empty((m, n), dtype=a.dtype)
-            kernel(ta, tb, m, n, k, a, lda, b, ldb, c)
+            run, shape = plan
+            c = np.empty(shape, dtype=a.dtype)
+            run(a, b, c)
             return c
     dt = a.dtype
     t = _FLOATS.get(dt)
@@ -341,14 +342,22 @@ def _gemm(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
     if (out is not None and out.shape != (m, n)) or _small_for_ctypes(m * n * k):
         return np.matmul(a, b, out=out)       # a wrong ``out``: NumPy raises its own shape error
     kernel = _kernel(t + "gemm")
+    ta, lda, tb, ldb = la[0], la[1], lb[0], lb[1]
+
+    def run(a, b, c):
+        kernel(ta, tb, m, n, k, a, lda, b, ldb, c)
     if out is None:
         out = np.empty((m, n), dtype=a.dtype)
-        if len(_plans) >= _PLANS_MAX:
-            _plans.clear()
-        _plans[(a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides)] = (kernel, la[0], lb[0], m, n, k,
-                                                                              la[1], lb[1])
-    kernel(la[0], lb[0], m, n, k, a, la[1], b, lb[1], out)
+        _remember(a, b, run, (m, n))
+    run(a, b, out)
     return out
+
+
+def _remember(a: np.ndarray, b: np.ndarray, run, shape: Tuple[int, ...]) -> None:
+    """Keep the plan of a product that passed every check, for the next call with the same layout."""
+    if len(_plans) >= _PLANS_MAX:
+        _plans.clear()
+    _plans[(a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides)] = (run, shape)
 
 
 def _gemv(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: int) -> np.ndarray:
@@ -367,13 +376,21 @@ def _gemv(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
         return np.matmul(a, b, out=out)
     if (out is not None and out.shape != want) or _small_for_ctypes(mat.size):
         return np.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty(want, dtype=a.dtype)
     # The stored matrix is (rows, cols) = mat.shape under NO_TRANS, mat.shape reversed under TRANS.
     trans, ld = lay
     rows, cols = mat.shape if trans == _NO_TRANS else mat.shape[::-1]
     op = trans if not flip else (_TRANS if trans == _NO_TRANS else _NO_TRANS)
-    _kernel(t + "gemv")(op, rows, cols, mat, ld, vec, vec.strides[0] // s, out)
+    kernel, inc = _kernel(t + "gemv"), vec.strides[0] // s
+    if flip:
+        def run(v, m, c):
+            kernel(op, rows, cols, m, ld, v, inc, c)
+    else:
+        def run(m, v, c):
+            kernel(op, rows, cols, m, ld, v, inc, c)
+    if out is None:
+        out = np.empty(want, dtype=a.dtype)
+        _remember(a, b, run, want)
+    run(a, b, out)
     return out
 
 

@@ -180,14 +180,18 @@ def test_repeated_products_reuse_a_plan_keyed_by_layout(backend, rng):
     a = rng.standard_normal((6, 5)).astype(np.float32)
     b = rng.standard_normal((5, 4)).astype(np.float32)
     bt = np.ascontiguousarray(b.T).T                 # same shape as b, transposed strides
+    v = rng.standard_normal(6).astype(np.float32)
     for _ in range(2):                               # first call plans, second uses the plan
         _check(a, b)
         _check(a, bt)
         _check(a.astype(np.float64), b.astype(np.float64))
+        _check(v, a)                                 # vector @ matrix (the bias gradients' ones @ δ)
+        _check(a, b[:, 0])                           # matrix @ strided vector
+        _check(a.T, v)
     if backend == "numpy":
         assert not blas._plans
         return
     keys = [k for k in blas._plans if k[1] == (6, 5)]
-    assert len(keys) == 3                            # b, its transposed layout, float64
+    assert len(keys) == 4                            # b, its transposed layout, float64, a @ vector
     blas.set_backend(blas.backend())
     assert not blas._plans

@@ -10,6 +10,8 @@ Large parameters are split over the cores (``prange``, on the OpenMP pool the ma
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..functional._numba import jit, prange
@@ -45,7 +47,16 @@ def sgd_momentum_update(w: np.ndarray, grad: np.ndarray, buf: np.ndarray, lr: fl
             or grad.shape != w.shape or buf.shape != w.shape \
             or not (w.flags.c_contiguous and grad.flags.c_contiguous and buf.flags.c_contiguous):
         return False
-    t = dt.type
-    kernel(w.reshape(-1), grad.reshape(-1), buf.reshape(-1), t(lr), t(momentum), t(1.0 - dampening),
-           t(weight_decay), bool(nesterov), bool(maximize), weight_decay != 0, dampening != 0)
+    kernel(w.reshape(-1), grad.reshape(-1), buf.reshape(-1),
+           *_scalars(dt, lr, momentum, dampening, weight_decay, nesterov, maximize))
     return True
+
+
+@functools.lru_cache(maxsize=256)
+def _scalars(dt: np.dtype, lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool,
+             maximize: bool) -> tuple:
+    """The kernel's scalar arguments, cast to the parameter's dtype once per setting (a step reuses them for
+    every parameter; a scheduler changing lr adds an entry)."""
+    t = dt.type
+    return (t(lr), t(momentum), t(1.0 - dampening), t(weight_decay), bool(nesterov), bool(maximize),
+            weight_decay != 0, dampening != 0)
