@@ -188,10 +188,10 @@ def test_repeated_products_reuse_a_plan_keyed_by_layout(backend, rng):
         _check(v, a)                                 # vector @ matrix (the bias gradients' ones @ δ)
         _check(a, b[:, 0])                           # matrix @ strided vector
         _check(a.T, v)
-    if backend == "numpy":
-        assert not blas._plans
-        return
     keys = [k for k in blas._plans if k[1] == (6, 5)]
+    if backend == "numpy" or blas._small_for_ctypes(6 * 5 * 4):
+        assert not keys                              # products NumPy runs are not planned
+        return
     assert len(keys) == 4                            # b, its transposed layout, float64, a @ vector
     blas.set_backend(blas.backend())
     assert not blas._plans
