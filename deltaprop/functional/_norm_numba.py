@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import _numba
-from ._numba import jit
+from ._numba import inline, jit
 from .norm import bn_act_grads, bn_act_stats, channel_view
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
@@ -28,6 +28,30 @@ def _center(x3, mean, out):
             mu = mean[ch]
             for k in range(s):
                 out[b, ch, k] = x3[b, ch, k] - mu
+
+
+@inline
+def _sigma(y, v, code, slope, zero):
+    """v where y > 0, else v·slope (code 2, leaky), v (code 0, linear) or 0 (code 1, ReLU): σ(y) for v = y,
+    and δ·σ'(y) for v = δ."""
+    neg = v * slope if code == 2 else (v if code == 0 else zero)
+    return v if y > 0 else neg
+
+
+@inline
+def _affine_sigma(x, a, bt, code, slope, zero):
+    """σ(x·a + β), the product and the sum rounded apart (as the NumPy path's two passes)."""
+    y = x * a
+    y = y + bt
+    return _sigma(y, y, code, slope, zero)
+
+
+@inline
+def _take_if_greater(v, m, b, k):
+    """(max, index) after one more cell of a window, as ``_pool_numba._max_fwd``: v and k when v > m (first
+    maximum wins), the max becomes NaN when v is (np.maximum), both by selects, no data-dependent branch."""
+    gt = v > m
+    return (v if gt | (v != v) else m), (k if gt else b)
 
 
 @jit
@@ -44,9 +68,7 @@ def _act_map(xc, scale, beta, code, slope, dout, out):
             for k in range(s):
                 y = xc[b, ch, k] * a
                 y = y + bt
-                v = y if dout is None else dout[b, ch, k]
-                neg = v * slope if code == 2 else (v if code == 0 else zero)
-                out[b, ch, k] = v if y > 0 else neg
+                out[b, ch, k] = _sigma(y, y if dout is None else dout[b, ch, k], code, slope, zero)
 
 
 @jit
@@ -82,7 +104,7 @@ def _apply_pool(xc, scale, beta, code, slope, out, idx):
     n, c = xc.shape[0], xc.shape[1]
     ho, wo = out.shape[2], out.shape[3]
     zero = out.dtype.type(0)
-    k1, k2, k3 = idx.dtype.type(1), idx.dtype.type(2), idx.dtype.type(3)
+    k0, k1, k2, k3 = idx.dtype.type(0), idx.dtype.type(1), idx.dtype.type(2), idx.dtype.type(3)
     for s in range(n):
         for ch in range(c):
             a = scale[ch]
@@ -91,32 +113,12 @@ def _apply_pool(xc, scale, beta, code, slope, out, idx):
                 r = 2 * i
                 for j in range(wo):
                     q = 2 * j
-                    y = xc[s, ch, r, q] * a
-                    y = y + bt
-                    neg = y * slope if code == 2 else (y if code == 0 else zero)
-                    m = y if y > 0 else neg
-                    b = idx.dtype.type(0)
-                    y = xc[s, ch, r, q + 1] * a
-                    y = y + bt
-                    neg = y * slope if code == 2 else (y if code == 0 else zero)
-                    v = y if y > 0 else neg
-                    gt = v > m
-                    b = k1 if gt else b
-                    m = v if gt | (v != v) else m
-                    y = xc[s, ch, r + 1, q] * a
-                    y = y + bt
-                    neg = y * slope if code == 2 else (y if code == 0 else zero)
-                    v = y if y > 0 else neg
-                    gt = v > m
-                    b = k2 if gt else b
-                    m = v if gt | (v != v) else m
-                    y = xc[s, ch, r + 1, q + 1] * a
-                    y = y + bt
-                    neg = y * slope if code == 2 else (y if code == 0 else zero)
-                    v = y if y > 0 else neg
-                    gt = v > m
-                    b = k3 if gt else b
-                    m = v if gt | (v != v) else m
+                    m = _affine_sigma(xc[s, ch, r, q], a, bt, code, slope, zero)
+                    b = k0
+                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r, q + 1], a, bt, code, slope, zero), m, b, k1)
+                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q], a, bt, code, slope, zero), m, b, k2)
+                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q + 1], a, bt, code, slope, zero),
+                                            m, b, k3)
                     out[s, ch, i, j] = m
                     idx[s, ch, i, j] = b
 
@@ -139,14 +141,13 @@ def _pool_act_grad(dout, idx, xc, scale, beta, code, slope, dz):
                     for j in range(wo):
                         d = dout[s, ch, i, j]
                         k = idx[s, ch, i, j]
-                        neg = d * slope if code == 2 else (d if code == 0 else zero)
                         y = xc[s, ch, r, 2 * j] * a
                         y = y + bt
-                        g = d if y > 0 else neg
+                        g = _sigma(y, d, code, slope, zero)
                         dz[s, ch, r, 2 * j] = g if k == c0 else zero
                         y = xc[s, ch, r, 2 * j + 1] * a
                         y = y + bt
-                        g = d if y > 0 else neg
+                        g = _sigma(y, d, code, slope, zero)
                         dz[s, ch, r, 2 * j + 1] = g if k == c1 else zero
 
 

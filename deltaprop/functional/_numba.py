@@ -115,6 +115,20 @@ def _renamed(f: Callable, suffix: str) -> Callable:
     return g
 
 
+def inline(fn: Callable) -> Callable:
+    """A helper of kernels, compiled with each ``jit`` kernel that calls it (numba's ``register_jitable``; LLVM
+    inlines it, and the kernels measured as fast as with the lines written out); the plain function where numba
+    is not installed. numba's own ``inline="always"`` raised SSA warnings and made a kernel 8× slower.
+
+    Call it only from kernels of its own module: numba's on-disk cache checks the kernel's source file, so a
+    change to a helper in another module would leave the cached kernels that inline it stale."""
+    try:
+        from numba.extending import register_jitable
+    except ImportError:
+        return fn
+    return register_jitable(fn)
+
+
 def jit(fn: Callable = None, **options) -> Callable:
     """``numba.njit(cache=True, fastmath=False, **options)`` applied lazily on first call.
 
