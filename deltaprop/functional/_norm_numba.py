@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _numba
 from ._numba import inline, jit
-from .norm import bn_act_grads, bn_act_stats, channel_view
+from .norm import _bn_backward_np, bn_act_grads, bn_act_stats, channel_view
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
@@ -192,20 +192,15 @@ def _bn_input_grad(dz: np.ndarray, cache: tuple,
                    need_dx: bool) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """(dx, dγ, dβ) from δ = ∂C/∂y (N, C, S), overwritten by dx."""
     _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
+    if not _numba.enabled():  # numba switched off since the forward: the NumPy path's passes
+        return _bn_backward_np(dz, True, xc, inv_std, gamma, batch, shape, need_dx, False)
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dz, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta
-    if not batch:
-        if _numba.enabled():
-            _scale(dz, k1)
-        else:
-            dz *= k1[:, None]
-    elif _numba.enabled():
+    if batch:
         _input_grad(dz, xc, k1, k2, k3)
     else:
-        dz *= k1[:, None]
-        dz -= xc * k2[:, None]
-        dz -= k3[:, None]
+        _scale(dz, k1)
     return dz.reshape(shape), dgamma, dbeta
 
 
