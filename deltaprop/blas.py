@@ -313,7 +313,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np
     if not _use_mkl:
         return np.matmul(a, b, out=out)
     if out is None:
-        plan = _plans.get((a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides))
+        plan = _plans.get(_plan_key(a, b))
         if plan is not None and a.flags.aligned and b.flags.aligned:
             run, shape = plan
             c = np.empty(shape, dtype=a.dtype)
@@ -353,11 +353,16 @@ def _gemm(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: in
     return out
 
 
+def _plan_key(a: np.ndarray, b: np.ndarray) -> tuple:
+    """What a plan depends on: both operands' dtypes, shapes and strides."""
+    return a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides
+
+
 def _remember(a: np.ndarray, b: np.ndarray, run, shape: Tuple[int, ...]) -> None:
     """Keep the plan of a product that passed every check, for the next call with the same layout."""
     if len(_plans) >= _PLANS_MAX:
         _plans.clear()
-    _plans[(a.dtype, a.shape, a.strides, b.dtype, b.shape, b.strides)] = (run, shape)
+    _plans[_plan_key(a, b)] = (run, shape)
 
 
 def _gemv(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray], s: int) -> np.ndarray:
