@@ -15,7 +15,9 @@ runs under each environment of ``--envs``:
 Output: one JSON line per measurement, then one summary line per (env, batch) with the medians and
 ``ratio = deltaprop / torch``; all written to ``--out`` (JSON lines) and printed. A third worker,
 ``gemm-only``, runs just the matrix products of deltaprop's step (same library, ``deltaprop.blas``): its
-throughput over PyTorch's, ``ceiling_ratio``, is the most any engine using this BLAS could reach. On a machine shared with
+throughput over PyTorch's, ``ceiling_ratio``, is the most any engine using this BLAS could reach. A fourth,
+``gemm+update``, adds the SGD-momentum pass over the parameters to those products (``floor_ratio``): the two
+parts of a step no engine can skip. On a machine shared with
 other jobs the whole-run medians swing wildly; each run therefore also records its best ~0.25 s window
 (the throughput when the machine was quiet) and its samples per CPU-second, with their median ratios.
 """
@@ -34,7 +36,7 @@ from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openb
 
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
-IMPLS = ["deltaprop", "torch", "gemm-only"]
+IMPLS = ["deltaprop", "torch", "gemm-only", "gemm+update"]
 
 
 def _data(n: int = 8192, seed: int = 0):
@@ -100,33 +102,52 @@ def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
     return r
 
 
-def worker_gemm(batch: int, warmup_s: float, measure_s: float) -> dict:
+def worker_gemm(batch: int, warmup_s: float, measure_s: float, update: bool = False) -> dict:
     """Only the matrix products of deltaprop's step (3 forward, 3 weight-gradient, 2 input-gradient, 3 bias
     sums), through the same ``deltaprop.blas.matmul``: the floor of a step on this BLAS. torch's step time
-    over this one is the highest ratio any engine using this BLAS could reach."""
+    over this one is the highest ratio any engine using this BLAS could reach.
+
+    ``update=True`` (worker ``gemm+update``) also applies SGD with momentum to the six parameters with the
+    gradients those products returned (deltaprop's fused kernel, called directly: no optimizer object):
+    the two parts every engine must do, products and one pass over parameters, gradients and momentum."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import deltaprop as dp
+    from deltaprop.optim._fused import sgd_momentum_update
     X, _ = _data()
     X = X.reshape(len(X), -1)
     nb = len(X) // batch
     g = np.random.default_rng(0)
-    ws = [g.standard_normal((o, i)).astype(np.float32) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    ws = [g.standard_normal((o, i)).astype(np.float32) * np.float32(0.01) for i, o in zip(SIZES[:-1], SIZES[1:])]
+    bs = [np.zeros(o, np.float32) for o in SIZES[1:]]
     hs = [g.standard_normal((batch, o)).astype(np.float32) for o in SIZES[1:]]
+    bufs = [np.zeros_like(p) for p in ws + bs]
     ones = np.ones(batch, np.float32)
     mm = dp.blas.matmul
+
+    # lr 0: the same passes over memory (w ← w − 0·b is still read and written), while the weights stay put and
+    # the fixed random gradients cannot drive them to overflow over thousands of steps
+    def sgd(p, grad, buf):
+        if not sgd_momentum_update(p, grad, buf, 0.0, 0.9, 0.0, 0.0, False, False):
+            buf *= np.float32(0.9)
+            buf += grad
+            p -= np.float32(0.0) * buf
 
     def step(i):
         a = X[i * batch:(i + 1) * batch]
         acts = [a]
         for w in ws:
             acts.append(mm(acts[-1], w.T))
+        grads = [None] * 6
         for k in (2, 1, 0):
             d = hs[k]
-            mm(d.T, acts[k])
-            mm(ones, d)
+            grads[k] = mm(d.T, acts[k])
+            grads[3 + k] = mm(ones, d)
             if k:
                 mm(d, ws[k])
+        if update:
+            for p, grad, buf in zip(ws + bs, grads, bufs):
+                sgd(p, grad, buf)
     r = _time_loop(step, nb, batch, warmup_s, measure_s)
     r["deltaprop_blas"] = dp.blas.info()
     return r
@@ -158,8 +179,11 @@ def worker_torch(batch: int, warmup_s: float, measure_s: float) -> dict:
 
 
 def run_worker(args) -> None:
-    fn = {"deltaprop": worker_deltaprop, "torch": worker_torch, "gemm-only": worker_gemm}[args.worker]
-    res = fn(args.batch, args.warmup, args.seconds)
+    if args.worker in ("gemm-only", "gemm+update"):
+        res = worker_gemm(args.batch, args.warmup, args.seconds, update=args.worker == "gemm+update")
+    else:
+        fn = {"deltaprop": worker_deltaprop, "torch": worker_torch}[args.worker]
+        res = fn(args.batch, args.warmup, args.seconds)
     import numpy as np
     res.update({"impl": args.worker, "batch": args.batch, "numpy": np.__version__, "blas": blas_info(),
                 "openblas_env": openblas_env()})
@@ -183,7 +207,7 @@ def measure(impl: str, batch: int, mode: str, args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", choices=["deltaprop", "torch", "gemm-only"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
     add_run_options(ap, seconds=2.0, warmup=0.5, envs=("as-is", "unset", "haswell"))
@@ -201,7 +225,7 @@ def main() -> None:
     results = []
     for mode in args.envs:
         for r in range(args.rounds):
-            order = IMPLS[r % 3:] + IMPLS[:r % 3]
+            order = IMPLS[r % len(IMPLS):] + IMPLS[:r % len(IMPLS)]
             for batch in args.batches:
                 for impl in order:
                     res = measure(impl, batch, mode, args)
@@ -242,6 +266,8 @@ def main() -> None:
                  "ratio_best_window": round(best["deltaprop"] / best["torch"], 3), "blas_kernels": kernels,
                  "gemm_only_median": round(med["gemm-only"]),
                  "ceiling_ratio": round(med["gemm-only"] / med["torch"], 3),
+                 "gemm_update_median": round(med["gemm+update"]),
+                 "floor_ratio": round(med["gemm+update"] / med["torch"], 3),
                  "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}
             summaries.append(s)
             lines.append(s)
@@ -255,6 +281,7 @@ def main() -> None:
               f"{s['deltaprop_best_window_median']:,} / {s['torch_best_window_median']:,} = "
               f"{s['ratio_best_window']:.2f}x; per CPU-s {s['ratio_per_cpu_s']:.2f}x; "
               f"products alone {s['gemm_only_median']:,} = ceiling {s['ceiling_ratio']:.2f}x; "
+              f"products + SGD update {s['gemm_update_median']:,} = {s['floor_ratio']:.2f}x; "
               f"{', '.join(s['blas_kernels']['deltaprop'])})")
     print(f"written to {out}")
 
