@@ -3,25 +3,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
-
 from .. import nn
 from . import register
-
-
-class _Flatten(nn.Module):
-    """(N, ...) -> (N, prod(...)); used when ``nn.Flatten`` is not available."""
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self._save(x.shape)
-        return x.reshape(x.shape[0], -1)
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        return dout.reshape(self._take())
-
-
-def _flatten() -> nn.Module:
-    return nn.Flatten() if hasattr(nn, "Flatten") else _Flatten()
 
 
 @register("mlp")
@@ -29,7 +12,7 @@ def mlp(in_features: int = 784, hidden: Sequence[int] = (256, 128), num_classes:
         dtype: Optional[str] = None) -> nn.Sequential:
     """Flatten, then Linear + ReLU for each ``hidden`` width, then Linear to ``num_classes`` logits.
     Takes (N, 1, 28, 28) or (N, 784) inputs."""
-    layers = [_flatten()]
+    layers = [nn.Flatten()]
     prev = int(in_features)
     for h in hidden:
         layers += [nn.Linear(prev, int(h), dtype=dtype), nn.ReLU()]
