@@ -51,7 +51,7 @@ _load_error: Optional[str] = None
 _threading: Optional[str] = None  # MKL's threading layer once chosen: "gnu", "intel", or MKL_THREADING_LAYER's value
 _MKL_THREADING_GNU = 3            # MKL_Set_Threading_Layer codes: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
 _OMP_PAUSE_SOFT = 1               # omp_pause_resource_t (OpenMP 5.0)
-_gomp = None                      # libgomp, when MKL runs on it
+_pause = None                     # libgomp's omp_pause_resource_all (OpenMP 5.0) when MKL runs on libgomp
 
 
 class BlasError(DeltapropError):
@@ -141,7 +141,7 @@ def _choose_threading(lib) -> None:
 
     Must come before MKL's first call. ``MKL_THREADING_LAYER``, when set, is left to MKL; when ``libgomp``
     does not load, MKL keeps its default (Intel OpenMP)."""
-    global _threading, _gomp
+    global _threading, _pause
     if "MKL_THREADING_LAYER" in os.environ:
         _threading = os.environ["MKL_THREADING_LAYER"].lower()
         return
@@ -156,7 +156,10 @@ def _choose_threading(lib) -> None:
     lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
     if lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU) == _MKL_THREADING_GNU:
         _threading = "gnu"
-        _gomp = gomp
+        _pause = getattr(gomp, "omp_pause_resource_all", None)
+        if _pause is not None:
+            _pause.argtypes = [ctypes.c_int]
+            _pause.restype = ctypes.c_int
 
 
 def _load_gomp():
@@ -176,14 +179,7 @@ def release_threads() -> bool:
     product starts them again (measured: no slower). True when released; False with Intel OpenMP or
     OpenBLAS, whose idle threads keep spinning. Used by the NumPy path before it splits a pass over threads
     (``functional/_split.py``); never needed with numba, whose kernels run on MKL's own pool."""
-    if _gomp is None or _threading != "gnu" or _lib is None:
-        return False
-    fn = getattr(_gomp, "omp_pause_resource_all", None)
-    if fn is None:
-        return False
-    fn.argtypes = [ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn(_OMP_PAUSE_SOFT) == 0
+    return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0   # set only when MKL runs on libgomp
 
 
 def max_threads() -> int:
