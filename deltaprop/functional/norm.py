@@ -61,10 +61,8 @@ def channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
 def _row_dots(a3: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N, C) dot products of the rows of a3 (N, C, S) with b (S,) or with the rows of b (N, C, S); the
     batch split over threads on the NumPy path (``_split``), row by row the same numbers."""
-    if b.ndim == 1:
-        parts = _split.map_batch(lambda lo, hi: np.vecdot(a3[lo:hi], b), a3.shape[0], a3.size)
-    else:
-        parts = _split.map_batch(lambda lo, hi: np.vecdot(a3[lo:hi], b[lo:hi]), a3.shape[0], a3.size)
+    parts = _split.map_batch(lambda lo, hi: np.vecdot(a3[lo:hi], b if b.ndim == 1 else b[lo:hi]),
+                             a3.shape[0], a3.size)
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
