@@ -70,7 +70,6 @@ def worker(engine: str, reps: int) -> None:
     else:
         from deltaprop.functional import _numba
         import deltaprop.nn as nn
-        from deltaprop.nn.normalization import BatchNormActPool2d
         _numba.set_enabled(engine == "numba")
         for shape in SHAPES:
             c = shape[1]
@@ -78,7 +77,7 @@ def worker(engine: str, reps: int) -> None:
             mods = {"bn": nn.BatchNorm2d(c), "bn_leaky": nn.Sequential(nn.BatchNorm2d(c), nn.LeakyReLU(0.1)),
                     "bn_leaky_fused": nn.BatchNormAct2d(c, "leaky", 0.1),
                     "maxpool2": nn.MaxPool2d(2), "avgpool2": nn.AvgPool2d(2),
-                    "bn_leaky_pool": BatchNormActPool2d(c, "leaky", 0.1)}
+                    "bn_leaky_pool": nn.BatchNormActPool2d(c, "leaky", 0.1)}
             for case, m in mods.items():
                 d = np.ones_like(m.forward(x))
                 m.backward(d)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 from .. import nn
-from ..nn.normalization import BatchNormActPool2d
 from . import register
 
 
@@ -15,7 +14,7 @@ def _block(cin: int, cout: int, activation: str, negative_slope: float, fused: b
     and activation as one ``BatchNormAct2d``; ``fuse_pool`` too: the pooling joins it (``BatchNormActPool2d``)."""
     layers: List[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False, dtype=dtype)]
     if fused and fuse_pool:
-        return layers + [BatchNormActPool2d(cout, activation, negative_slope, dtype=dtype)]
+        return layers + [nn.BatchNormActPool2d(cout, activation, negative_slope, dtype=dtype)]
     if fused:
         layers.append(nn.BatchNormAct2d(cout, activation, negative_slope, dtype=dtype))
     else:
