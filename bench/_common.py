@@ -52,6 +52,12 @@ def run_header(bench: str, what: str, args, **extra) -> dict:
     return header
 
 
+def rotated(items, r: int) -> list:
+    """``items`` starting at position r (mod their count): who runs first moves round by round."""
+    k = r % len(items)
+    return list(items[k:]) + list(items[:k])
+
+
 def add_run_options(ap, seconds: float, warmup: float, envs) -> None:
     """The options every benchmark has: interleaved rounds, seconds measured and warmed up per run, and the
     OPENBLAS environments to run under."""

@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
+from _common import (ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, rotated,  # noqa: E402
+                     run_header)
 
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
@@ -323,7 +324,7 @@ def main() -> None:
     t_start = time.perf_counter()
     for r in range(args.rounds):                            # environments interleaved too: the VM drifts
         for mode in args.envs:
-            order = IMPLS[r % 3:] + IMPLS[:r % 3]          # rotate who goes first
+            order = rotated(IMPLS, r)          # rotate who goes first
             for case in args.cases:
                 for impl in order:
                     res = measure(impl, case, mode, args)

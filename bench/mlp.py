@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, run_header  # noqa: E402
+from _common import (ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, rotated,  # noqa: E402
+                     run_header)
 
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
@@ -225,7 +226,7 @@ def main() -> None:
     results = []
     for mode in args.envs:
         for r in range(args.rounds):
-            order = IMPLS[r % len(IMPLS):] + IMPLS[:r % len(IMPLS)]
+            order = rotated(IMPLS, r)
             for batch in args.batches:
                 for impl in order:
                     res = measure(impl, batch, mode, args)
