@@ -10,7 +10,7 @@ from typing import List, Optional
 from .errors import DeltapropError
 
 # name -> module under deltaprop.commands (imported lazily so `deltaprop --help` is fast)
-COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert"]
+COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors"]
 
 
 def build_parser() -> argparse.ArgumentParser:
