@@ -12,15 +12,23 @@ from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
 
+#: Sane upper bounds for counts read from a cfg (Darknet's largest, yolo9000, has 9418 classes and 9 anchors;
+#: ``max`` is the truth boxes kept per image, 90 by default): beyond them a value is a typo, not a network.
+MAX_CLASSES = 100_000
+MAX_ANCHORS = 4096
+MAX_BOXES = 100_000
+
+
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     c, h, w = ctx.prev_shape
-    classes = sec.get_int("classes", 20, lo=0)
-    total = sec.get_int("num", 1, lo=1)
-    mask = sec.get_int_list("mask", list(range(total)))
+    classes = sec.get_int("classes", 20, lo=0, hi=MAX_CLASSES)
+    total = sec.get_int("num", 1, lo=1, hi=MAX_ANCHORS)
+    # defaults are built only when the key is absent: a typo in ``num`` must not cost memory before its error
+    mask = sec.get_int_list("mask") if sec.has("mask") else list(range(total))
     for m in mask:
         if not 0 <= m < total:
             raise sec.error("mask", f"anchor index {m} is outside 0..{total - 1} (num={total})")
-    anchors = sec.get_float_list("anchors", [0.5] * (2 * total))
+    anchors = sec.get_float_list("anchors") if sec.has("anchors") else [0.5] * (2 * total)
     if len(anchors) != 2 * total:
         raise sec.error("anchors", f"expected {2 * total} numbers (num={total} width,height pairs), "
                                    f"got {len(anchors)}")
@@ -31,7 +39,7 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
         raise sec.error(None, f"expects {need} input channels (len(mask)={len(mask)} × (classes={classes} + 5)) "
                               f"but layer {ctx.index - 1} outputs {c}")
     attrs = dict(common_attrs(sec), classes=classes, total=total, mask=list(mask), anchors=anchors,
-                 max_boxes=sec.get_int("max", 90, lo=1), jitter=sec.get_float("jitter", 0.2),
+                 max_boxes=sec.get_int("max", 90, lo=1, hi=MAX_BOXES), jitter=sec.get_float("jitter", 0.2),
                  ignore_thresh=sec.get_float("ignore_thresh", 0.5), truth_thresh=sec.get_float("truth_thresh", 1.0),
                  random=bool(sec.get_int("random", 0)))
     return LayerSpec(ctx.index, "yolo", sec, (ctx.prev_index,), (c, h, w), (c, h, w), attrs, 0, 0.0, 0, "yolo")
