@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "equation by equation; run Darknet .cfg/.weights models in plain Python.")
     from . import __version__
     parser.add_argument("--version", action="version", version=f"deltaprop {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (allowed anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -33,7 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(command: str, e: BaseException) -> str:
+    """One line naming the problem: the project's message, or the file and reason of an OSError."""
+    if isinstance(e, OSError) and not isinstance(e, DeltapropError):
+        where = e.filename if e.filename is not None else ""
+        where2 = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
+        reason = e.strerror or str(e)
+        return f"deltaprop {command}: error: {where}{where2}: {reason}" if where else \
+            f"deltaprop {command}: error: {reason}"
+    if isinstance(e, MemoryError):
+        return f"deltaprop {command}: error: out of memory ({e or 'the arrays do not fit'})"
+    if isinstance(e, DeltapropError):
+        return f"deltaprop {command}: error: {e}"
+    return (f"deltaprop {command}: internal error: {type(e).__name__}: {e} (this is a bug in deltaprop; "
+            f"run again with --debug for the traceback)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Parse ``argv`` and run the subcommand. A user's mistake ends in one line naming it and a non-zero exit
+    (argparse's 2 for a bad option, 1 for a bad file or value found while running, 130 for Ctrl-C), never a
+    traceback; ``--debug`` (anywhere on the line) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug:
+        argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -41,12 +66,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except DeltapropError as e:
-        print(f"deltaprop {args.command}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(f"deltaprop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - the command line's last line of defence
+        if debug:
+            raise
+        print(_error_line(args.command, e), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""Files of the command line: what kind a file is (by its first bytes, not its name), run directories that
+never clobber an earlier run, and the lock file that keeps two live runs out of one directory."""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import Optional, Union
+
+from ..errors import CheckpointError, ConfigError, WeightsError
+
+PathLike = Union[str, "os.PathLike[str]"]
+LOCK_NAME = ".lock"
+
+
+def file_kind(path: PathLike) -> str:
+    """"npz" (a zip archive), "weights" (a Darknet header: three small int32 version numbers), "cfg"
+    (text starting with a [section] or a comment), "png", "jpeg", "missing", "directory" or "unknown"."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    if p.is_dir():
+        return "directory"
+    try:
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return "unknown"
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "npz"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    text = head.lstrip()
+    if text[:1] in (b"[", b"#", b";"):
+        return "cfg"
+    if len(head) >= 20:
+        major, minor, revision = struct.unpack("<3i", head[:12])
+        if 0 <= major <= 10 and 0 <= minor <= 100 and 0 <= revision <= 10_000:
+            return "weights"
+    return "unknown"
+
+
+_KIND_WORDS = {"npz": "a deltaprop .npz file", "weights": "a Darknet .weights file", "cfg": "a Darknet .cfg file",
+               "png": "a PNG image", "jpeg": "a JPEG image", "directory": "a directory"}
+
+
+def require_npz(path: PathLike) -> None:
+    """CheckpointError naming what ``path`` is when it is not a deltaprop .npz model or checkpoint."""
+    kind = file_kind(path)
+    if kind == "missing":
+        raise CheckpointError(f"{path}: no such file")
+    if kind == "weights":
+        raise CheckpointError(f"{path}: this is a Darknet .weights file, not a deltaprop .npz model; convert it "
+                              f"first: deltaprop convert --cfg CFG {path} MODEL.npz")
+    if kind in _KIND_WORDS and kind != "npz":
+        raise CheckpointError(f"{path}: this is {_KIND_WORDS[kind]}, not a deltaprop .npz model")
+
+
+def require_weights(path: PathLike, option: str = "--weights") -> None:
+    """WeightsError naming what ``path`` is when it is not a Darknet .weights file."""
+    kind = file_kind(path)
+    if kind == "missing":
+        raise WeightsError(f"{option} {path}: no such file")
+    if kind == "npz":
+        raise WeightsError(f"{option} {path}: this is a deltaprop .npz file, not Darknet .weights; write "
+                           f".weights from it with: deltaprop convert {path} OUT.weights")
+    if kind in _KIND_WORDS and kind != "weights":
+        raise WeightsError(f"{option} {path}: this is {_KIND_WORDS[kind]}, not Darknet .weights")
+
+
+def _lock_owner(directory: Path) -> Optional[int]:
+    """The pid holding ``directory``'s lock if that process is alive (on this host), else None."""
+    try:
+        text = (directory / LOCK_NAME).read_text(encoding="utf-8", errors="replace").split()
+        pid, host = int(text[0]), (text[1] if len(text) > 1 else "")
+    except (OSError, ValueError, IndexError):
+        return None
+    if host and host != socket.gethostname():
+        return pid  # another machine's run: cannot check, assume alive
+    if pid == os.getpid():
+        return pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _occupied(directory: Path) -> bool:
+    return directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
+
+
+def run_directory(out: PathLike, exist_ok: bool = False, option: str = "--out") -> Path:
+    """Where a new run writes: ``out`` when it is missing or empty (or with ``exist_ok``), else the first free
+    ``out-2``, ``out-3``... An earlier run's files are never overwritten unless ``exist_ok`` says so."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out}: exists and is not a directory")
+    if exist_ok or not _occupied(out):
+        return out
+    for k in range(2, 10_000):
+        cand = out.with_name(f"{out.name}-{k}")
+        if not _occupied(cand):
+            return cand
+    raise ConfigError(f"{option} {out}: 10,000 numbered run directories exist already; pass --exist-ok or "
+                      f"another {option}")
+
+
+class RunLock:
+    """``with RunLock(dir):`` holds ``dir/.lock`` (pid and host) for the run; a second live run in the same
+    directory gets a ConfigError naming the pid. A lock left by a dead process is taken over."""
+
+    def __init__(self, directory: PathLike, option: str = "--out") -> None:
+        self.directory = Path(directory)
+        self.option = option
+        self.path = self.directory / LOCK_NAME
+        self.held = False
+
+    def acquire(self) -> "RunLock":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        text = f"{os.getpid()} {socket.gethostname()}\n".encode()
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                owner = _lock_owner(self.directory)
+                if owner is not None:
+                    raise ConfigError(f"{self.option} {self.directory}: another run (pid {owner}) is writing "
+                                      f"there (lock file {self.path}); wait for it or choose another "
+                                      f"{self.option}") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(text)
+            self.held = True
+            return self
+        raise ConfigError(f"{self.option} {self.directory}: cannot take the lock file {self.path}")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+__all__ = ["file_kind", "require_npz", "require_weights", "run_directory", "RunLock", "LOCK_NAME"]

@@ -1,0 +1,80 @@
+"""Option types of the ``deltaprop`` command line: each checks its value when the command line is parsed and
+refuses it with one line naming the allowed values (argparse prefixes the option: ``argument --lr: ...``).
+
+``positive_int``, ``nonneg_int``, ``int_range(lo, hi)``, ``float_range(lo, hi, lo_open, hi_open)`` (finite
+numbers only: ``nan`` and ``inf`` are refused everywhere)."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Callable, Optional
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def int_range(lo: Optional[int] = None, hi: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (either end open when None)."""
+    if lo is not None and hi is not None:
+        allowed = f"an integer from {lo} to {hi}"
+    elif lo is not None:
+        allowed = f"an integer ≥ {lo}"
+    elif hi is not None:
+        allowed = f"an integer ≤ {hi}"
+    else:
+        allowed = "an integer"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 10)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return v
+    parse.__name__ = "int"
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval [lo, hi] (``lo_open``/``hi_open``: (lo, or , hi))."""
+    if lo is not None and hi is not None:
+        allowed = f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
+    elif lo is not None:
+        allowed = f"a finite number {'>' if lo_open else '≥'} {_fmt(lo)}"
+    elif hi is not None:
+        allowed = f"a finite number {'<' if hi_open else '≤'} {_fmt(hi)}"
+    else:
+        allowed = "a finite number"
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        bad = not math.isfinite(v)
+        if lo is not None:
+            bad = bad or (v <= lo if lo_open else v < lo)
+        if hi is not None:
+            bad = bad or (v >= hi if hi_open else v > hi)
+        if bad:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return v
+    parse.__name__ = "float"
+    parse.allowed = allowed  # type: ignore[attr-defined]
+    return parse
+
+
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+positive_float = float_range(0.0, lo_open=True)
+nonneg_float = float_range(0.0)
+unit_interval = float_range(0.0, 1.0)                  # thresholds, probabilities: [0, 1]
+unit_fraction = float_range(0.0, 1.0, hi_open=True)    # a held-out fraction: [0, 1)
+momentum_range = float_range(0.0, 1.0, hi_open=True)   # SGD momentum: [0, 1)
+
+__all__ = ["int_range", "float_range", "positive_int", "nonneg_int", "positive_float", "nonneg_float",
+           "unit_interval", "unit_fraction", "momentum_range"]
