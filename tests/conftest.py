@@ -1,8 +1,14 @@
 """Shared test fixtures. PyTorch is a test-only reference: ``torch_ref`` imports it, and where
-DELTAPROP_REQUIRE_TORCH=1 (set by .ci/run) a missing torch, or any skipped PyTorch test, fails the run."""
+DELTAPROP_REQUIRE_TORCH=1 (set by .ci/run) a missing torch, or any skipped PyTorch test, fails the run.
+
+The small files the tests read (Darknet cfgs, the real Darknet's tiny_cls step, a few coco128 photos with their
+labels) live in tests/fixtures/ (``fixture_dir``); only whole data sets (MNIST, all of coco128) come from ../shared
+beside the checkout (``shared_dir``), and a test needing one skips when it is absent. Where CI=true (set by .ci/run)
+a skip whose reason is not on ``ALLOWED_SKIPS`` fails the run; every skip is listed with its reason at the end."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +17,12 @@ import pytest
 REQUIRE_TORCH = os.environ.get("DELTAPROP_REQUIRE_TORCH") == "1"
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+FIXTURES = ROOT / "tests" / "fixtures"
+STRICT_SKIPS = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# The only skips a full install (.ci/run) may show: data sets too big for the repository, which a user's
+# clone does not have beside it (MNIST comes from the network).
+WHOLE_DATA_SET = "whole data set not present"
+ALLOWED_SKIPS = (re.compile(re.escape(WHOLE_DATA_SET)),)
 
 
 @pytest.fixture
@@ -43,12 +55,27 @@ def rng():
     return np.random.default_rng(1234)
 
 
+def fixture_dir(*parts: str) -> Path:
+    """A folder or file under tests/fixtures/ (e.g. ``fixture_dir("darknet", "cfg")``); it ships with the
+    repository, so a missing one is an error, never a skip."""
+    path = FIXTURES.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"test fixture {path} missing from the checkout")
+    return path
+
+
+def need_data_set(path: Path) -> Path:
+    """Skip (an allowed skip) unless ``path``, part of a whole data set in ../shared, is present."""
+    if not Path(path).exists():
+        pytest.skip(f"{WHOLE_DATA_SET}: {path} (big data sets live in ../shared beside the checkout; "
+                    "MNIST can be downloaded)")
+    return Path(path)
+
+
 @pytest.fixture
 def shared_dir() -> Path:
-    """../shared beside the checkout (MNIST, coco128, Darknet cfgs and reference numbers)."""
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} not present (the shared data sets live beside the checkout)")
-    return SHARED
+    """../shared beside the checkout, for whole data sets only (MNIST, all of coco128); skips without it."""
+    return need_data_set(SHARED)
 
 
 def require_numba() -> None:
@@ -72,18 +99,42 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.torch)
 
 
+_SKIPS: dict[str, str] = {}     # node id -> skip reason, in run order
+
+
+def _unexpected_skips() -> dict[str, str]:
+    return {n: r for n, r in _SKIPS.items() if not any(p.search(r) for p in ALLOWED_SKIPS)}
+
+
 def pytest_sessionfinish(session, exitstatus):
     if REQUIRE_TORCH:
         skipped = [i.nodeid for i in session.items if i.get_closest_marker("torch") is not None
                    and getattr(i, "_dp_skipped", False)]
         if skipped:
             session.exitstatus = 1
+    if STRICT_SKIPS and _unexpected_skips():
+        session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not (STRICT_SKIPS and _SKIPS):
+        return
+    unexpected = _unexpected_skips()
+    terminalreporter.section(f"{len(_SKIPS)} skipped")
+    for node, reason in _SKIPS.items():
+        flag = "NOT ALLOWED " if node in unexpected else ""
+        terminalreporter.line(f"{flag}{node}: {reason}")
+    if unexpected:
+        terminalreporter.line(f"CI=true: {len(unexpected)} skip(s) not on conftest.ALLOWED_SKIPS -> failing the run")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.skipped:
+        longrepr = rep.longrepr
+        _SKIPS[item.nodeid] = str(longrepr[2] if isinstance(longrepr, tuple) else longrepr).removeprefix("Skipped: ")
     if rep.skipped and item.get_closest_marker("torch") is not None:
         item._dp_skipped = True
         if REQUIRE_TORCH:

@@ -9,8 +9,8 @@ import deltaprop
 from deltaprop import darknet
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CFG = ROOT.parent / "shared" / "darknet" / "cfg"
-REFERENCE = ROOT.parent / "shared" / "darknet" / "reference" / "tiny_cls"
+CFG_DIR = ROOT / "tests" / "fixtures" / "darknet" / "cfg"                         # Darknet's own cfgs
+REFERENCE = ROOT / "tests" / "fixtures" / "darknet" / "reference" / "tiny_cls"   # the real Darknet's step
 
 
 def seeded_weights(net, seed: int = 0) -> None:

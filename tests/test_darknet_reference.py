@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import deltaprop.darknet as dn
-from conftest import rel_err
+from conftest import fixture_dir, rel_err
 from deltaprop.darknet.train_loss import network_loss
 from deltaprop.darknet.trainer import DarknetTrainer
 from deltaprop.gradcheck import numerical_gradient, relative_error
@@ -20,10 +20,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def ref():
-    from conftest import SHARED
-    root = SHARED / "darknet" / "reference" / "tiny_cls"
-    if not (root / "step").is_dir():
-        pytest.skip(f"{root} not present")
+    root = fixture_dir("darknet", "reference", "tiny_cls")
     man = json.loads((root / "step" / "manifest.json").read_text())
     arrs = {f["file"][:-4]: np.fromfile(root / "step" / f["file"], dtype="<f4") for f in man["files"]}
     costs = {}

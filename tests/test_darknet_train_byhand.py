@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from conftest import fixture_dir, rel_err
 from deltaprop.functional import darknet_loss as dl
 from deltaprop.functional import norm_darknet as nd
 from deltaprop.nn.parameter import Parameter
@@ -18,10 +18,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def ref():
-    from conftest import SHARED
-    root = SHARED / "darknet" / "reference" / "tiny_cls" / "step"
-    if not root.is_dir():
-        pytest.skip(f"{root} not present")
+    root = fixture_dir("darknet", "reference", "tiny_cls", "step")
     man = json.loads((root / "manifest.json").read_text())
     arrs = {f["file"][:-4]: np.fromfile(root / f["file"], dtype="<f4") for f in man["files"]}
     assert all(a.size == f["count"] for a, f in zip(arrs.values(), man["files"]))

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from darknet_testutil import REFERENCE, SHARED_CFG, seeded_weights
+from darknet_testutil import CFG_DIR, REFERENCE, seeded_weights
 from deltaprop import darknet
 from deltaprop.errors import ConfigError, WeightsError
 
@@ -176,18 +176,16 @@ def test_dontload_dontsave_skip_layers():
 
 
 def test_yolov3_tiny_file_size_and_float64_round_trip():
-    net = darknet.load(SHARED_CFG / "yolov3-tiny.cfg", width=64, height=64, dtype=np.float64)
+    net = darknet.load(CFG_DIR / "yolov3-tiny.cfg", width=64, height=64, dtype=np.float64)
     seeded_weights(net)
     data = darknet.weights_to_bytes(net)
     assert len(data) == 35_434_956  # the size of Darknet's yolov3-tiny.weights
-    net2 = darknet.load_cfg_text((SHARED_CFG / "yolov3-tiny.cfg").read_text(), data, dtype=np.float64)
+    net2 = darknet.load_cfg_text((CFG_DIR / "yolov3-tiny.cfg").read_text(), data, dtype=np.float64)
     assert net2.layers[0].weight.data.dtype == np.float64
     assert darknet.weights_to_bytes(net2) == data
 
 
 def test_reference_tiny_cls_loads_and_matches_manifest():
-    if not REFERENCE.exists():
-        pytest.skip("reference files missing")
     man = json.loads((REFERENCE / "step" / "manifest.json").read_text())
     net = darknet.load(REFERENCE / "tiny_cls.cfg", REFERENCE / "step" / "init.weights")
     assert net.net_options["batch"] == man["batch"] and net.input_shape == (man["c"], man["h"], man["w"])
@@ -214,8 +212,6 @@ def test_reference_tiny_cls_loads_and_matches_manifest():
 
 def test_reference_tiny_cls_training_forward_matches_darknet():
     """Darknet's forward pass in training mode (batch statistics), layer by layer (L00..L03)."""
-    if not REFERENCE.exists():
-        pytest.skip("reference files missing")
     net = darknet.load(REFERENCE / "tiny_cls.cfg", REFERENCE / "step" / "init.weights")
     read = lambda p: np.fromfile(REFERENCE / "step" / p, dtype="<f4")
     net.train()

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import fixture_dir
 from darknet_testutil import seeded_weights
 from deltaprop import cli, darknet
 from deltaprop.detect import (Detections, box_iou, correct_boxes, letterbox_image, letterbox_size, nms_sort,
@@ -156,12 +157,11 @@ def tiny_files(tmp_path_factory):
     return d, net
 
 
-def test_detect_cli_prints_boxes_and_writes_png(tiny_files, shared_dir, tmp_path, capsys):
+def test_detect_cli_prints_boxes_and_writes_png(tiny_files, tmp_path, capsys):
     pytest.importorskip("PIL")
     d, net = tiny_files
-    img = shared_dir / "data" / "coco128" / "images" / "val2017"
-    img = sorted(img.glob("*.jpg"))[0]
-    names = shared_dir / "darknet" / "coco.names"
+    img = sorted(fixture_dir("coco128", "images").glob("*.jpg"))[0]
+    names = fixture_dir("darknet", "coco.names")
     rc = cli.main(["detect", "--cfg", str(d / "tiny.cfg"), "--weights", str(d / "tiny.weights"), "--names",
                    str(names), "--thresh", "0.3", "--out", str(tmp_path), str(img)])
     out = capsys.readouterr().out

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_data_set
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED = ROOT.parent / "shared"
 MNIST = SHARED / "data" / "mnist"
-COCO = SHARED / "data" / "coco128"
 NUM = r"[-+]?\d+\.\d+(?:e[-+]\d+)?"
 
 
@@ -22,11 +23,6 @@ def run_example(name: str, *args: str, cwd: Path = ROOT) -> str:
                           timeout=300)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
-
-
-def needs(path: Path) -> None:
-    if not path.exists():
-        pytest.skip(f"{path} not present (the shared data sets live beside the checkout)")
 
 
 def test_every_example_is_tested_and_documented():
@@ -67,7 +63,7 @@ def test_02_gradcheck_passes_the_layer_and_catches_the_bug():
 
 
 def test_03_train_mlp_mnist(tmp_path):
-    needs(MNIST)
+    need_data_set(MNIST)
     out = run_example("03_train_mlp_mnist.py", "--limit", "1500", "--epochs", "1", "--data", str(MNIST),
                       "--out", str(tmp_path))
     assert "MNIST: 1350 training, 150 validation, 1500 test images, float32" in out
@@ -91,9 +87,9 @@ def test_04_convolution_and_correlation_stay_flips():
 
 
 def test_05_darknet_yolov3_tiny():
-    needs(COCO)
     pytest.importorskip("PIL")
-    out = run_example("05_darknet_yolov3_tiny.py", "--size", "224")
+    photo = sorted((ROOT / "tests" / "fixtures" / "coco128" / "images").glob("*.jpg"))[0]
+    out = run_example("05_darknet_yolov3_tiny.py", "--size", "224", "--image", str(photo))
     assert re.search(r"total \d+\.\d+ BFLOPs, 8,858,734 parameters", out)   # Darknet's table, at 224x224
     assert "letterboxed to 224x224; [yolo] outputs [(1, 255, 7, 7), (1, 255, 14, 14)]" in out
     assert "RANDOM WEIGHTS: meaningless" in out
@@ -104,7 +100,7 @@ def test_05_darknet_yolov3_tiny():
 
 
 def test_06_sensitivity_maps(tmp_path):
-    needs(MNIST)
+    need_data_set(MNIST)
     out = run_example("06_sensitivity_maps.py", "--limit", "600", "--data", str(MNIST), "--out", str(tmp_path))
     assert re.search(r"test digit 0: label 7, predicted \d, loss C = \d", out)
     for name in ["input (input)", "0 (Conv2d)", "3 (Conv2d)", "7 (Linear)", "11 (Linear)"]:
