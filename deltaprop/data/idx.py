@@ -3,15 +3,19 @@
 Layout: a 4-byte big-endian magic ``0x00 0x00 <type> <ndim>`` (2051 = uint8 images of 3 dimensions,
 2049 = uint8 labels of 1 dimension), then ``ndim`` big-endian int32 sizes, then the values, big-endian.
 Every size is checked against the file's length: a truncated or padded file raises ``DataError`` naming
-the file, the expected and the actual number of bytes.
+the file, the expected and the actual number of bytes. Sizes are multiplied as Python integers and checked
+against ``max_bytes`` before anything proportional to them is read; a gzipped file is decompressed in
+chunks and only up to one byte past the size its header declares (a gzip bomb stops there).
 """
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import BinaryIO, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -35,56 +39,134 @@ MAGIC_IMAGES = 2051  # 0x00000803: uint8, 3 dimensions
 MAGIC_LABELS = 2049  # 0x00000801: uint8, 1 dimension
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-            f.seek(0)
-            if head == b"\x1f\x8b":  # gzip, whatever the name says
-                with gzip.GzipFile(fileobj=f) as g:
-                    return g.read()
-            return f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip stream ({e})") from None
+#: Default cap on the bytes of values an IDX header may declare (``read_idx(..., max_bytes=)``): MNIST's
+#: largest file holds 47 MB. A header is checked against it before anything proportional to it is read.
+MAX_BYTES = 2 ** 31
+_CHUNK = 1 << 20
 
 
-def parse_idx(data: bytes, name: str = "<bytes>", expect_magic: Optional[int] = None) -> np.ndarray:
-    """Decode IDX bytes into a native-endian array, checking the magic and every size."""
-    if len(data) < 4:
-        raise DataError(f"{name}: too short for an IDX header: expected at least 4 bytes, got {len(data)}")
-    magic = int.from_bytes(data[:4], "big")
-    if data[0] != 0 or data[1] != 0:
+@dataclass(frozen=True)
+class IdxHeader:
+    """What the magic number and the sizes declare: the dtype, the shape and the byte counts."""
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+    header_bytes: int
+    data_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.header_bytes + self.data_bytes
+
+
+def _magic(head: bytes, name: str, expect_magic: Optional[int]) -> Tuple[int, int]:
+    """(type code, ndim) from the first 4 bytes."""
+    if len(head) < 4:
+        raise DataError(f"{name}: too short for an IDX header: expected at least 4 bytes, got {len(head)}")
+    magic = int.from_bytes(head[:4], "big")
+    if head[0] != 0 or head[1] != 0:
         raise DataError(f"{name}: bad IDX magic number {magic} (0x{magic:08x}): the first two bytes must be zero "
                         f"(2051 for images, 2049 for labels)")
-    code, ndim = data[2], data[3]
+    code, ndim = head[2], head[3]
     if code not in IDX_TYPES:
         raise DataError(f"{name}: bad IDX magic number {magic} (0x{magic:08x}): unknown type code 0x{code:02x} "
                         f"(known: {', '.join(f'0x{c:02x}' for c in IDX_TYPES)})")
     if expect_magic is not None and magic != expect_magic:
         raise DataError(f"{name}: IDX magic number is {magic}, expected {expect_magic}")
+    return code, ndim
+
+
+def _header(code: int, ndim: int, sizes: bytes, name: str, max_bytes: int) -> IdxHeader:
+    """The declared layout; sizes are multiplied as Python integers (no wrap-around) and the product is
+    checked against ``max_bytes`` before anything proportional to it is allocated or read."""
+    shape = tuple(int.from_bytes(sizes[4 * i:4 * i + 4], "big", signed=True) for i in range(ndim))
+    if any(s < 0 for s in shape):
+        raise DataError(f"{name}: negative dimension in IDX shape {shape}")
+    dtype = IDX_TYPES[code]
+    data_bytes = math.prod(shape) * dtype.itemsize
+    if data_bytes > max_bytes:
+        raise DataError(f"{name}: IDX header declares shape {shape} of {dtype.name}, {data_bytes:,} bytes, more "
+                        f"than the limit of {max_bytes:,} bytes (read_idx(..., max_bytes=) raises it)")
+    return IdxHeader(dtype, shape, 4 + 4 * ndim, data_bytes)
+
+
+def _size_error(name: str, h: IdxHeader, got: str, truncated: bool) -> DataError:
+    what = "truncated" if truncated else "has trailing data"
+    return DataError(f"{name}: IDX file {what}: shape {h.shape} of {h.dtype.name} needs {h.total_bytes} bytes, "
+                     f"got {got}")
+
+
+def _to_array(buf, h: IdxHeader) -> np.ndarray:
+    arr = np.frombuffer(buf, dtype=h.dtype, count=math.prod(h.shape)).reshape(h.shape)
+    return arr.astype(h.dtype.newbyteorder("="), copy=True)
+
+
+def parse_idx(data: bytes, name: str = "<bytes>", expect_magic: Optional[int] = None,
+              max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """Decode IDX bytes into a native-endian array, checking the magic and every size."""
+    code, ndim = _magic(data[:4], name, expect_magic)
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{name}: truncated IDX header: expected {header} bytes for {ndim} dimensions, "
                         f"got {len(data)}")
-    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">i4", count=ndim, offset=4))
-    if any(s < 0 for s in shape):
-        raise DataError(f"{name}: negative dimension in IDX shape {shape}")
-    dtype = IDX_TYPES[code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing data"
-        raise DataError(f"{name}: IDX file {what}: shape {shape} of {dtype.name} needs {expected} bytes, "
-                        f"got {len(data)}")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+    h = _header(code, ndim, data[4:header], name, max_bytes)
+    if len(data) != h.total_bytes:
+        raise _size_error(name, h, str(len(data)), len(data) < h.total_bytes)
+    return _to_array(memoryview(data)[header:], h)
 
 
-def read_idx(path: PathLike, expect_magic: Optional[int] = None) -> np.ndarray:
-    """Read an IDX file (plain or gzipped, detected from its first bytes) into a native-endian array."""
+def _read_upto(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes, fewer only at the end of the stream; read in chunks, so that memory follows the
+    data actually present, never ``n`` alone."""
+    parts: List[bytes] = []
+    left = n
+    while left > 0:
+        part = stream.read(min(left, _CHUNK))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _read_stream(f: BinaryIO, name: str, expect_magic: Optional[int], max_bytes: int,
+                 size: Optional[int]) -> np.ndarray:
+    """Read one IDX file from ``f`` (``size``: its length when known, i.e. not gzipped). A gzip stream is
+    decompressed only up to one byte past the declared size: a bomb stops there."""
+    head = _read_upto(f, 4)
+    code, ndim = _magic(head, name, expect_magic)
+    sizes = _read_upto(f, 4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise DataError(f"{name}: truncated IDX header: expected {4 + 4 * ndim} bytes for {ndim} dimensions, "
+                        f"got {4 + len(sizes)}")
+    h = _header(code, ndim, sizes, name, max_bytes)
+    if size is not None and size != h.total_bytes:
+        raise _size_error(name, h, str(size), size < h.total_bytes)
+    body = _read_upto(f, h.data_bytes)
+    if len(body) < h.data_bytes:
+        raise _size_error(name, h, str(h.header_bytes + len(body)), True)
+    if size is None and f.read(1):
+        raise _size_error(name, h, f"more (decompression stopped {h.total_bytes + 1} bytes in)", False)
+    return _to_array(body, h)
+
+
+def read_idx(path: PathLike, expect_magic: Optional[int] = None, max_bytes: int = MAX_BYTES) -> np.ndarray:
+    """Read an IDX file (plain or gzipped, detected from its first bytes) into a native-endian array.
+    ``max_bytes`` caps the size a header may declare (DataError beyond it, before reading the values)."""
     path = Path(path)
-    return parse_idx(_read_bytes(path), str(path), expect_magic)
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"  # gzip, whatever the name says
+            f.seek(0)
+            if gz:
+                with gzip.GzipFile(fileobj=f) as g:
+                    return _read_stream(g, str(path), expect_magic, max_bytes, None)
+            return _read_stream(f, str(path), expect_magic, max_bytes, os.fstat(f.fileno()).st_size)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not an IDX file") from None
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip stream ({e})") from None
 
 
 def encode_idx(array: np.ndarray) -> bytes:
