@@ -10,9 +10,12 @@ states, the global RNG state and the counters; the batch order of every epoch co
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -26,6 +29,42 @@ from .errors import DivergenceError, NonFiniteError
 from .io import load_checkpoint, save_checkpoint
 
 History = List[Dict[str, Any]]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: the run stopped at a batch boundary; ``checkpoint`` is the resumable file written
+    then (None without an ``out_dir``)."""
+
+    def __init__(self, checkpoint: Optional[Path], epoch: int, batch: int) -> None:
+        super().__init__(f"interrupted in epoch {epoch} after batch {batch}")
+        self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
+
+
+class _StopRequest:
+    """While active (main thread only), the first SIGINT sets ``requested`` instead of raising, so the loop can
+    stop at the next batch boundary with a consistent state; a second SIGINT raises at once as usual."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def active(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 Data = Union[DataLoader, Tuple[np.ndarray, np.ndarray]]
 
 
@@ -222,6 +261,9 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
     - ``patience``: stop after that many epochs without improvement of ``monitor`` ("val_loss" or "val_acc";
       default val_loss, or train_loss without validation data); ``restore_best`` reloads the best weights.
     - ``resume``: a checkpoint path to continue from (weights, optimizer, scheduler, RNG, counters, history).
+    - Ctrl-C (SIGINT, in the main thread) stops at the next batch boundary: with ``out_dir`` the state is
+      written to ``last.npz`` (mid-epoch: with the batch position and the epoch's running sums, so resuming
+      continues bit-identically) and ``TrainingInterrupted`` (a KeyboardInterrupt) names that file.
     - A NaN in an input batch raises NonFiniteError naming the batch; a non-finite loss raises
       DivergenceError naming the step and the first layer whose output or gradient went non-finite.
     """
@@ -241,110 +283,139 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
 
     history: History = []
     start_epoch, step, best, bad_epochs = 0, 0, None, 0
+    skip, partial = 0, None   # batches of start_epoch already done, and their running sums (mid-epoch resume)
     if resume is not None:
         ck = load_checkpoint(resume, model=model, optimizer=optimizer, scheduler=scheduler, restore_rng=True)
         start_epoch, step, history = ck.epoch, ck.step, list(ck.history)
         state = ck.extra.get("fit", {})
         best, bad_epochs = state.get("best"), int(state.get("bad_epochs", 0))
+        skip, partial = int(state.get("batch", 0)), state.get("partial")
         if state.get("train_seed") is not None and state["train_seed"] != train_loader.seed:
             say(f"resume: using the checkpoint's shuffling seed {state['train_seed']} (not {train_loader.seed})")
             train_loader.seed = int(state["train_seed"])
-        say(f"resumed from {resume} at epoch {start_epoch} (step {step})")
+        say(f"resumed from {resume} at epoch {start_epoch}" + (f" + {skip} batch(es)" if skip else "")
+            + f" (step {step})")
     if hist_file is not None:
         hist_file.parent.mkdir(parents=True, exist_ok=True)
         _write_history(hist_file, history)
 
-    def checkpoint(path: Path, epoch: int) -> None:
+    def checkpoint(path: Path, epoch: int, position: Optional[Dict[str, Any]] = None) -> None:
         info = {"best": best, "bad_epochs": bad_epochs, "monitor": monitor, "mode": mode,
-                "train_seed": train_loader.seed, "scheduler_interval": scheduler_interval}
+                "train_seed": train_loader.seed, "scheduler_interval": scheduler_interval, **(position or {})}
         save_checkpoint(path, model, optimizer, scheduler, epoch=epoch, step=step, history=history,
                         extra={**(extra or {}), "fit": info})
 
+    def interrupted(epoch: int, b: int, sums: Dict[str, Any]) -> TrainingInterrupted:
+        """Write the mid-epoch state (``b`` batches of epoch ``epoch`` done) and name it."""
+        path = None
+        if out is not None:
+            path = out / "last.npz"
+            checkpoint(path, epoch, {"batch": b, "partial": sums})
+        return TrainingInterrupted(path, epoch + 1, b)
+
     tqdm = _tqdm() if progress else None
     model.train()
-    for epoch in range(start_epoch, epochs):
-        train_loader.set_epoch(epoch)
-        n_seen, loss_sum, correct, acc_ok = 0, 0.0, 0, True
-        t0 = time.perf_counter()
-        bar = tqdm(total=train_loader.num_samples, desc=f"epoch {epoch + 1}/{epochs}", unit="samples",
-                   unit_scale=True, leave=True, dynamic_ncols=True) if tqdm else None
-        try:
-            last_post = t0
-            for b, (xb, yb) in enumerate(train_loader):
-                rng_state = backend.get_rng_state()
-                try:
-                    outp = model(xb)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"training batch {b} of epoch {epoch + 1} (step {step + 1}) holds "
-                                         f"non-finite inputs: {e}") from None
-                try:
-                    lval = float(loss(outp, yb))
-                except NonFiniteError as e:
-                    if _finite(outp):  # the targets are bad, not the model
-                        raise NonFiniteError(f"training batch {b} of epoch {epoch + 1} (step {step + 1}): "
-                                             f"{e}") from None
-                    lval = math.nan  # the loss refused a non-finite prediction: diverged
-                if not math.isfinite(lval):
-                    report = diagnose_nonfinite(model, loss, xb, yb, rng_state)
-                    err = DivergenceError(_divergence_message(report, lval, step + 1, epoch + 1, b, optimizer))
-                    err.step, err.epoch, err.batch = step + 1, epoch + 1, b
-                    err.layer = report["forward"][0] if report["forward"] else \
-                        (report["backward"][0] if report["backward"] else None)
-                    err.report = report
-                    raise err
-                optimizer.zero_grad()
-                model.backward(loss.backward())
-                optimizer.step()
-                if scheduler is not None and scheduler_interval == "step":
-                    scheduler.step()
-                step += 1
-                n = len(xb)
-                n_seen += n
-                loss_sum += lval * n
-                c = _n_correct(outp, yb)
-                if c is None:
-                    acc_ok = False
-                else:
-                    correct += c
+    stop = _StopRequest()
+    with stop.active():
+        for epoch in range(start_epoch, epochs):
+            train_loader.set_epoch(epoch)
+            n_seen, loss_sum, correct, acc_ok, done_time, first = 0, 0.0, 0, True, 0.0, 0
+            if epoch == start_epoch and skip:
+                first = skip
+                if partial:
+                    n_seen, loss_sum = int(partial["n_seen"]), float(partial["loss_sum"])
+                    correct, acc_ok = int(partial["correct"]), bool(partial["acc_ok"])
+                    done_time = float(partial.get("train_time_s", 0.0))
+            t0 = time.perf_counter()
+            bar = tqdm(total=train_loader.num_samples, desc=f"epoch {epoch + 1}/{epochs}", unit="samples",
+                       unit_scale=True, leave=True, dynamic_ncols=True) if tqdm else None
+            try:
+                last_post = t0
+                if bar is not None and n_seen:
+                    bar.update(n_seen)
+                for b, (xb, yb) in enumerate(train_loader):
+                    if b < first:
+                        continue
+                    if stop.requested:
+                        raise interrupted(epoch, b, {"n_seen": n_seen, "loss_sum": loss_sum, "correct": correct,
+                                                     "acc_ok": acc_ok,
+                                                     "train_time_s": done_time + time.perf_counter() - t0})
+                    rng_state = backend.get_rng_state()
+                    try:
+                        outp = model(xb)
+                    except NonFiniteError as e:
+                        raise NonFiniteError(f"training batch {b} of epoch {epoch + 1} (step {step + 1}) holds "
+                                             f"non-finite inputs: {e}") from None
+                    try:
+                        lval = float(loss(outp, yb))
+                    except NonFiniteError as e:
+                        if _finite(outp):  # the targets are bad, not the model
+                            raise NonFiniteError(f"training batch {b} of epoch {epoch + 1} (step {step + 1}): "
+                                                 f"{e}") from None
+                        lval = math.nan  # the loss refused a non-finite prediction: diverged
+                    if not math.isfinite(lval):
+                        report = diagnose_nonfinite(model, loss, xb, yb, rng_state)
+                        err = DivergenceError(_divergence_message(report, lval, step + 1, epoch + 1, b, optimizer))
+                        err.step, err.epoch, err.batch = step + 1, epoch + 1, b
+                        err.layer = report["forward"][0] if report["forward"] else \
+                            (report["backward"][0] if report["backward"] else None)
+                        err.report = report
+                        raise err
+                    optimizer.zero_grad()
+                    model.backward(loss.backward())
+                    optimizer.step()
+                    if scheduler is not None and scheduler_interval == "step":
+                        scheduler.step()
+                    step += 1
+                    n = len(xb)
+                    n_seen += n
+                    loss_sum += lval * n
+                    c = _n_correct(outp, yb)
+                    if c is None:
+                        acc_ok = False
+                    else:
+                        correct += c
+                    if bar is not None:
+                        bar.update(n)
+                        now = time.perf_counter()
+                        if now - last_post > 0.5:
+                            last_post = now
+                            post = {"loss": f"{loss_sum / n_seen:.4f}"}
+                            if acc_ok:
+                                post["acc"] = f"{correct / n_seen:.4f}"
+                            bar.set_postfix(post, refresh=False)
+            finally:
                 if bar is not None:
-                    bar.update(n)
-                    now = time.perf_counter()
-                    if now - last_post > 0.5:
-                        last_post = now
-                        post = {"loss": f"{loss_sum / n_seen:.4f}"}
-                        if acc_ok:
-                            post["acc"] = f"{correct / n_seen:.4f}"
-                        bar.set_postfix(post, refresh=False)
-        finally:
-            if bar is not None:
-                bar.close()
-        train_time = time.perf_counter() - t0
-        if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
-        rec: Dict[str, Any] = {"epoch": epoch + 1, "step": step,
-                               "train_loss": loss_sum / max(n_seen, 1),
-                               "train_acc": (correct / n_seen) if acc_ok and n_seen else None,
-                               "lr": _current_lr(optimizer), "train_time_s": round(train_time, 4),
-                               "samples_per_s": round(n_seen / train_time, 1) if train_time > 0 else None}
-        if val_loader is not None:
-            rec["val_loss"], rec["val_acc"] = evaluate(model, val_loader, loss=loss, batch_size=eval_batch_size)
-        history.append(rec)
-        if hist_file is not None:
-            _append_history(hist_file, rec)
-        value = rec.get(monitor)
-        improved = _better(value, best, mode, min_delta)
-        if improved:
-            best, bad_epochs = value, 0
-        else:
-            bad_epochs += 1
-        if out is not None:
+                    bar.close()
+            train_time = done_time + time.perf_counter() - t0
+            if scheduler is not None and scheduler_interval == "epoch":
+                scheduler.step()
+            rec: Dict[str, Any] = {"epoch": epoch + 1, "step": step,
+                                   "train_loss": loss_sum / max(n_seen, 1),
+                                   "train_acc": (correct / n_seen) if acc_ok and n_seen else None,
+                                   "lr": _current_lr(optimizer), "train_time_s": round(train_time, 4),
+                                   "samples_per_s": round(n_seen / train_time, 1) if train_time > 0 else None}
+            if val_loader is not None:
+                rec["val_loss"], rec["val_acc"] = evaluate(model, val_loader, loss=loss, batch_size=eval_batch_size)
+            history.append(rec)
+            if hist_file is not None:
+                _append_history(hist_file, rec)
+            value = rec.get(monitor)
+            improved = _better(value, best, mode, min_delta)
             if improved:
-                checkpoint(out / "best.npz", epoch + 1)
-            checkpoint(out / "last.npz", epoch + 1)
-        say(_epoch_line(rec, epochs))
-        if patience is not None and bad_epochs >= patience:
-            say(f"early stop: {monitor} did not improve for {patience} epoch(s); best {best:.4f}")
-            break
+                best, bad_epochs = value, 0
+            else:
+                bad_epochs += 1
+            if out is not None:
+                if improved:
+                    checkpoint(out / "best.npz", epoch + 1)
+                checkpoint(out / "last.npz", epoch + 1)
+            say(_epoch_line(rec, epochs))
+            if patience is not None and bad_epochs >= patience:
+                say(f"early stop: {monitor} did not improve for {patience} epoch(s); best {best:.4f}")
+                break
+            if stop.requested and epoch + 1 < epochs:   # Ctrl-C during validation or the checkpoint
+                raise TrainingInterrupted(out / "last.npz" if out is not None else None, epoch + 2, 0)
     if restore_best and out is not None and (out / "best.npz").is_file():
         load_checkpoint(out / "best.npz", model=model)
     return history
@@ -373,4 +444,4 @@ def _tqdm():
     return tqdm
 
 
-__all__ = ["fit", "evaluate", "diagnose_nonfinite"]
+__all__ = ["fit", "evaluate", "diagnose_nonfinite", "TrainingInterrupted"]
