@@ -8,8 +8,9 @@ A built model remembers its name and arguments (``model._architecture``), which 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 _REGISTRY: Dict[str, Callable[..., Any]] = {}
 _discovered = False
@@ -56,9 +57,24 @@ def build(name: str, **kwargs: Any):
     return model
 
 
+def build_for_input(name: str, shape: Tuple[int, int, int], num_classes: int = 10, **kwargs: Any):
+    """Build ``name`` for inputs of ``shape`` (C, H, W) and ``num_classes`` outputs: passes ``in_channels``,
+    ``input_size`` (square inputs), ``in_features`` (C·H·W) and ``num_classes`` to the builders that take them,
+    so e.g. ``convbn`` (3×64×64 by default) is built for MNIST's 1×28×28 digits. Explicit ``kwargs`` win."""
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    c, h, w = (int(v) for v in shape)
+    fitting = {"in_channels": c, "in_features": c * h * w, "num_classes": int(num_classes)}
+    if h == w:
+        fitting["input_size"] = h
+    takes = inspect.signature(_REGISTRY[name]).parameters
+    return build(name, **{**{k: v for k, v in fitting.items() if k in takes}, **kwargs})
+
+
 def default_model() -> str:
     """The default model of ``deltaprop train``: ``lenet`` when registered, else ``mlp``."""
     return "lenet" if is_registered("lenet") else "mlp"
 
 
-__all__ = ["register", "build", "available", "is_registered", "default_model"]
+__all__ = ["register", "build", "build_for_input", "available", "is_registered", "default_model"]
