@@ -1,5 +1,5 @@
 """deltaprop: a deep-learning engine whose backpropagation is explicit, layer by layer, as the textbook
-equations (see docs/ and EQUATIONS.md labels in every docstring)."""
+equations (every docstring cites a label of docs/equations.md)."""
 from . import backend, blas, errors, functional, gradcheck, nn
 from . import optim
 from . import _malloc  # noqa: F401  (keeps freed memory for reuse; DELTAPROP_MALLOC=0 turns it off)

@@ -2,7 +2,7 @@
 
 ``sensitivity_maps(model, x, loss, target)`` runs one forward and one backward pass and records, for every
 layer, the gradient its ``backward`` receives: ``∂C/∂a^l``, the sensitivity of the cost to that layer's
-output (EQUATIONS.md notation: for a layer whose output is a weighted input, this is ``δ^l = ∂C/∂z^l``;
+output (docs/equations.md notation: for a layer whose output is a weighted input, this is ``δ^l = ∂C/∂z^l``;
 after an activation layer it is ``∂C/∂a^l``, whose product with σ' gives the δ below it, FC-1/Conv-1).
 ``"input"`` holds ``∂C/∂x``, the input-gradient saliency map. The maps are collected by wrapping each
 layer's ``backward`` for the duration of the call; the model is left as it was (weights, gradients,

@@ -1,4 +1,4 @@
-"""Numerical gradient checking (EQUATIONS.md §7, seed 004): centred differences in float64.
+"""Numerical gradient checking (docs/equations.md §7, seed 004): centred differences in float64.
 
 ``(f(x+h) − f(x−h)) / 2h`` is compared with the analytic gradient per tensor by the relative error
 ``‖a − n‖ / max(‖a‖ + ‖n‖, 1e-12)``. For a module the scalar is ``C = Σ out ⊙ R`` with a fixed random R,

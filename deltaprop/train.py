@@ -2,7 +2,7 @@
 and a divergence guard.
 
 One training step is the textbook one: ``out = model(x)``, ``C = loss(out, y)``, ``model.backward(loss.backward())``
-(every layer adds its parameter gradients, EQUATIONS.md §1-§5), ``optimizer.step()`` (§7).
+(every layer adds its parameter gradients, docs/equations.md §1-§5), ``optimizer.step()`` (§7).
 
 Resume is exact: a checkpoint written after epoch ``e`` holds the weights, the optimizer and scheduler
 states, the global RNG state and the counters; the batch order of every epoch comes from ``(seed, epoch)``
@@ -242,15 +242,58 @@ def _better(value: float, best: Optional[float], mode: str, min_delta: float) ->
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+# --- data parallelism (deltaprop.distributed; docs/distributed.md) ------------------------------
+
+def _distributed_guard(fn):
+    """Run ``fn`` so that, when several MPI ranks train, a failure on one rank ends every rank with its error."""
+    import functools
+
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        from .distributed import failure_guard, world
+        with failure_guard(kwargs.get("comm") or world()):
+            return fn(*args, **kwargs)
+    return guarded
+
+
+def _data_parallel(model, comm, sync_bn: bool):
+    from .distributed import DataParallel, world
+    return DataParallel(model, comm or world(), sync_bn=sync_bn)
+
+
+def _mean_reduced(loss) -> bool:
+    """Whether the loss is a mean over the batch (its gradient is then scaled by the shard's share)."""
+    return getattr(loss, "reduction", "mean") == "mean"
+
+
+def _empty_shard_step(dp, model, optimizer, step_scheduler) -> None:
+    """A rank whose shard of a short last batch is empty still takes part in the sum and the update."""
+    optimizer.zero_grad()
+    dp.backward(model, None, 0, 0)
+    optimizer.step()
+    if step_scheduler is not None:
+        step_scheduler.step()
+
+
+def _epoch_totals(dp, n_seen: int, loss_sum: float, correct: int, acc_ok: bool):
+    """The epoch's counters summed over the ranks (the one-process values)."""
+    if not dp.active:
+        return n_seen, loss_sum, correct, acc_ok
+    n, ls, c, ok = dp.totals(n_seen, loss_sum, correct, float(acc_ok))
+    return int(n), ls, int(c), ok == dp.comm.size
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
+@_distributed_guard
 def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs: int = 10, scheduler=None, *,
         batch_size: int = 64, seed: int = 0, scheduler_interval: str = "epoch",
         out_dir: Optional[Union[str, os.PathLike]] = None, history_path: Optional[Union[str, os.PathLike]] = None,
         resume: Optional[Union[str, os.PathLike]] = None, patience: Optional[int] = None,
         monitor: Optional[str] = None, mode: Optional[str] = None, min_delta: float = 0.0,
         restore_best: bool = False, progress: bool = True, extra: Optional[Dict[str, Any]] = None,
-        log: Optional[Callable[[str], None]] = print, eval_batch_size: int = 1000) -> History:
+        log: Optional[Callable[[str], None]] = print, eval_batch_size: int = 1000, comm=None,
+        sync_bn: bool = False) -> History:
     """Train ``model`` for ``epochs`` epochs and return the history (one dict per epoch).
 
     - ``train``/``val``: ``DataLoader``s or ``(X, y)`` pairs (then batched by ``batch_size``, training data
@@ -266,6 +309,9 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
       continues bit-identically) and ``TrainingInterrupted`` (a KeyboardInterrupt) names that file.
     - A NaN in an input batch raises NonFiniteError naming the batch; a non-finite loss raises
       DivergenceError naming the step and the first layer whose output or gradient went non-finite.
+    - Under ``mpirun -n N`` (or with ``comm``, a ``deltaprop.distributed`` communicator) each rank trains on
+      its shard of every global batch and the gradients are summed over the ranks: the same updates as one
+      process (docs/distributed.md); only rank 0 prints and writes. ``sync_bn`` synchronises batch norm.
     """
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
@@ -273,6 +319,9 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
     val_loader = None if val is None else _as_loader(val, eval_batch_size)
     monitor = monitor or ("val_loss" if val_loader is not None else "train_loss")
     mode = mode or ("max" if monitor.endswith("acc") else "min")
+    dp = _data_parallel(model, comm, sync_bn)
+    if not dp.is_main:   # only rank 0 prints and writes
+        out_dir, history_path, log, progress = None, None, None, False
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +344,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
             train_loader.seed = int(state["train_seed"])
         say(f"resumed from {resume} at epoch {start_epoch}" + (f" + {skip} batch(es)" if skip else "")
             + f" (step {step})")
+    dp.broadcast_state(optimizer)   # every rank starts from rank 0's weights and optimizer state
     if hist_file is not None:
         hist_file.parent.mkdir(parents=True, exist_ok=True)
         _write_history(hist_file, history)
@@ -322,7 +372,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
             n_seen, loss_sum, correct, acc_ok, done_time, first = 0, 0.0, 0, True, 0.0, 0
             if epoch == start_epoch and skip:
                 first = skip
-                if partial:
+                if partial and dp.is_main:   # rank 0 wrote its running sums; the others start at 0
                     n_seen, loss_sum = int(partial["n_seen"]), float(partial["loss_sum"])
                     correct, acc_ok = int(partial["correct"]), bool(partial["acc_ok"])
                     done_time = float(partial.get("train_time_s", 0.0))
@@ -333,13 +383,17 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
                 last_post = t0
                 if bar is not None and n_seen:
                     bar.update(n_seen)
-                for b, (xb, yb) in enumerate(train_loader):
+                for b, (xb, yb, n_global) in enumerate(dp.batches(train_loader)):
                     if b < first:
                         continue
                     if stop.requested:
                         raise interrupted(epoch, b, {"n_seen": n_seen, "loss_sum": loss_sum, "correct": correct,
                                                      "acc_ok": acc_ok,
                                                      "train_time_s": done_time + time.perf_counter() - t0})
+                    if len(xb) == 0:   # fewer rows than ranks in the last batch: this rank adds nothing
+                        _empty_shard_step(dp, model, optimizer, scheduler if scheduler_interval == "step" else None)
+                        step += 1
+                        continue
                     rng_state = backend.get_rng_state()
                     try:
                         outp = model(xb)
@@ -362,7 +416,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
                         err.report = report
                         raise err
                     optimizer.zero_grad()
-                    model.backward(loss.backward())
+                    dp.backward(model, loss.backward(), len(xb), n_global, scale=_mean_reduced(loss))
                     optimizer.step()
                     if scheduler is not None and scheduler_interval == "step":
                         scheduler.step()
@@ -376,7 +430,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
                     else:
                         correct += c
                     if bar is not None:
-                        bar.update(n)
+                        bar.update(n_global)
                         now = time.perf_counter()
                         if now - last_post > 0.5:
                             last_post = now
@@ -388,6 +442,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
                 if bar is not None:
                     bar.close()
             train_time = done_time + time.perf_counter() - t0
+            n_seen, loss_sum, correct, acc_ok = _epoch_totals(dp, n_seen, loss_sum, correct, acc_ok)
             if scheduler is not None and scheduler_interval == "epoch":
                 scheduler.step()
             rec: Dict[str, Any] = {"epoch": epoch + 1, "step": step,
@@ -418,6 +473,8 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
                 raise TrainingInterrupted(out / "last.npz" if out is not None else None, epoch + 2, 0)
     if restore_best and out is not None and (out / "best.npz").is_file():
         load_checkpoint(out / "best.npz", model=model)
+    if restore_best:
+        dp.broadcast_state()   # rank 0 restored the best weights
     return history
 
 

@@ -1,4 +1,4 @@
-"""Backpropagation by hand on the 2-2-2 sigmoid network of seeds 001/002 (EQUATIONS.md §1), next to the engine.
+"""Backpropagation by hand on the 2-2-2 sigmoid network of seeds 001/002 (docs/equations.md §1), next to the engine.
 
 Forward pass, the output error δ_o by BP1, the hidden error δ_h by FC-1, the gradients by FC-2/FC-3 and one
 SGD step (FC-4/FC-5), all in plain Python loops; then the same network built from nn.Linear + nn.Sigmoid,

@@ -1,4 +1,4 @@
-"""Convolution vs cross-correlation (seed 003, EQUATIONS.md §3): the same network up to a kernel flip.
+"""Convolution vs cross-correlation (seed 003, docs/equations.md §3): the same network up to a kernel flip.
 
 Every framework's "convolution" is a cross-correlation z = x ⋆ W. A true convolution z = x * W turns the
 kernel by 180° in the forward pass (and so not in the backward pass: Conv-1 and Conv-3 flip once less).

@@ -3,7 +3,7 @@
 There are no trained weights here, so the network gets seeded random weights (Darknet's initialisation,
 batch-norm statistics mean 0 / variance 1): the boxes it prints are MEANINGLESS, the pipeline is not.
 With real weights: darknet.load("yolov3-tiny", "yolov3-tiny.weights") and the same code finds objects.
-The photo (letterboxed as Darknet does) comes from ../shared/data/coco128 unless --image is given.
+The photo (letterboxed as Darknet does) is a coco128 one shipped in tests/fixtures unless --image is given.
 
     python3 examples/05_darknet_yolov3_tiny.py [--image photo.jpg] [--size 416] [--thresh 0.5]
 """
@@ -16,14 +16,14 @@ import deltaprop as dp
 from deltaprop import darknet
 from deltaprop.detect import letterbox_image, load_image, network_detections, nms_sort, report
 
-COCO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "coco128"
+COCO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "coco128"   # three photos, labels
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-p.add_argument("--image", help="a photo (default: the first coco128 val2017 image)")
+p.add_argument("--image", help="a photo (default: the first shipped coco128 photo)")
 p.add_argument("--size", type=int, default=416, help="network width = height, a multiple of 32 (default 416)")
 p.add_argument("--thresh", type=float, default=0.5)
 p.add_argument("--seed", type=int, default=0)
 args = p.parse_args()
-image_path = Path(args.image) if args.image else sorted((COCO / "images" / "val2017").glob("*.jpg"))[0]
+image_path = Path(args.image) if args.image else sorted((COCO / "images").glob("*.jpg"))[0]
 names = (COCO / "coco.names").read_text().split("\n")[:80] if (COCO / "coco.names").is_file() else None
 
 dp.manual_seed(args.seed)                                   # Darknet's random initialisation, repeatable
@@ -44,7 +44,7 @@ boxes = report(dets, iw, ih, args.thresh, names)
 print(f"{len(boxes)} boxes above {args.thresh} (RANDOM WEIGHTS: meaningless), the first 5:")
 for b in boxes[:5]:
     print("   ", b)
-label = COCO / "labels" / "val2017" / (image_path.stem + ".txt")
+label = COCO / "labels" / (image_path.stem + ".txt")
 if label.is_file() and names:
     print("what the photo holds (coco128 labels):",
           ", ".join(sorted({names[int(line.split()[0])] for line in label.read_text().splitlines() if line})))

@@ -1,4 +1,4 @@
-"""Sensitivity maps: the δ of every layer (∂C/∂output, EQUATIONS.md §1-§4) of a LeNet trained for seconds.
+"""Sensitivity maps: the δ of every layer (∂C/∂output, docs/equations.md §1-§4) of a LeNet trained for seconds.
 
 Trains LeNet-5 on a slice of MNIST, then runs deltaprop.explain on one test digit: the per-layer norms of δ
 and of ∂C/∂W (what to look at for vanishing or exploding gradients), the input-gradient saliency |∂C/∂x|
@@ -40,7 +40,7 @@ with dp.no_grad():
     pred = int(model.eval()(x).argmax())
 model.train()
 print(f"\ntest digit {args.index}: label {int(t[0])}, predicted {pred}, loss C = {maps.loss:.4f}")
-print("δ of every layer = ∂C/∂(its output); the Conv2d and Linear rows are δ = ∂C/∂z of EQUATIONS.md:")
+print("δ of every layer = ∂C/∂(its output); the Conv2d and Linear rows are δ = ∂C/∂z of docs/equations.md:")
 print(format_norms(layer_gradient_norms(model, x, nn.CrossEntropyLoss(), t)))
 
 # The input-gradient saliency |∂C/∂x|: which pixels would change the loss most (darkest = most).

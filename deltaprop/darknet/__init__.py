@@ -1,4 +1,4 @@
-"""Darknet models in Python: ``.cfg`` networks and ``.weights`` files (DARKNET.md, docs/darknet.md).
+"""Darknet models in Python: ``.cfg`` networks and ``.weights`` files (docs/darknet.md, docs/equations.md §10).
 
 >>> net = deltaprop.darknet.load("yolov3-tiny.cfg", "yolov3-tiny.weights")   # doctest: +SKIP
 >>> outs = net.predict(x)            # the two [yolo] outputs

@@ -1,7 +1,7 @@
 """Darknet's activation functions (``activations.c``), as a module usable after any cfg layer.
 
 Forward is Darknet's formula; backward multiplies by the derivative written, as Darknet does, in terms of
-the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``y(1 − y)``, ...; EQUATIONS.md §5). Away from
+the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``y(1 − y)``, ...; docs/equations.md §5). Away from
 the kinks it is the exact derivative, so the gradient checks hold.
 """
 from __future__ import annotations

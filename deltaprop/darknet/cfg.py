@@ -21,7 +21,7 @@ from ..errors import ConfigError
 COMMON_LAYER_KEYS = {"truth", "onlyforward", "stopbackward", "dontsave", "dontload", "numload",
                      "dontloadscales", "learning_rate", "smooth"}
 
-#: [net] keys of pjreddie's parse_net_options (plus ``jitter``, listed by DARKNET.md).
+#: [net] keys of pjreddie's parse_net_options (plus ``jitter``).
 NET_KEYS = {"batch", "learning_rate", "momentum", "decay", "subdivisions", "time_steps", "notruth", "random",
             "adam", "B1", "B2", "eps", "height", "width", "channels", "inputs", "max_crop", "min_crop",
             "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure", "hue",

@@ -1,5 +1,5 @@
 """Darknet's training loop for cfg classifiers (pjreddie f6afaabc ``train_network``, ``update_network``,
-``train_classifier``; DARKNET.md "Training").
+``train_classifier``; docs/equations.md §10).
 
 One update per ``batch`` images: the batch is run as ``subdivisions`` forward/backward passes of
 ``batch/subdivisions`` images each, their gradients ADDED into ``.grad``; ``seen`` grows by each

@@ -1,5 +1,5 @@
 """Parallel numba kernels for the elementwise passes of a dense step (extra ``fast``): the ReLU forward and
-backward (EQUATIONS.md §5) and the finiteness scan of ``backend.check_array``.
+backward (docs/equations.md §5) and the finiteness scan of ``backend.check_array``.
 
 Each is one pass over memory split over the cores (``prange``; see ``_numba.py`` for the shared OpenMP
 pool), where the NumPy path makes two or three. The numbers are the NumPy path's, bit for bit: the ReLU

@@ -1,4 +1,4 @@
-"""Activation kernels (EQUATIONS.md §5). Each backward multiplies the incoming gradient by σ'(z)
+"""Activation kernels (docs/equations.md §5). Each backward multiplies the incoming gradient by σ'(z)
 (P2 of §2), computed from what the forward kept; none recomputes the forward."""
 from __future__ import annotations
 

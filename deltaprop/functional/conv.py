@@ -1,4 +1,4 @@
-"""Convolution kernels (EQUATIONS.md §3): forward, Conv-1 (input gradient), Conv-2 (bias), Conv-3 (weights).
+"""Convolution kernels (docs/equations.md §3): forward, Conv-1 (input gradient), Conv-2 (bias), Conv-3 (weights).
 
 Layouts as PyTorch: x (N, C, H, W), w (F, C/groups, kh, kw), b (F,), out (N, F, Ho, Wo). By default the
 layer computes what every framework calls convolution, a cross-correlation::

@@ -1,4 +1,4 @@
-"""Fully connected kernels (EQUATIONS.md §1). Weight layout (out, in), as PyTorch and Darknet:
+"""Fully connected kernels (docs/equations.md §1). Weight layout (out, in), as PyTorch and Darknet:
 ``z = x Wᵀ + b`` for a batch ``x`` of shape (N, in)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Convolution geometry and the two copies around a convolution's one matrix product (PERFORMANCE.md).
+"""Convolution geometry and the two copies around a convolution's one matrix product (docs/conv.md).
 
 ``im2col`` lays the input out as a (C·kh·kw, N·Ho·Wo) matrix, one row per kernel tap and one column per
 output position::

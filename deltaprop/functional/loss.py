@@ -1,4 +1,4 @@
-"""Loss kernels (EQUATIONS.md §6). ``x_forward(pred, target, ...) -> (loss, cache)`` and
+"""Loss kernels (docs/equations.md §6). ``x_forward(pred, target, ...) -> (loss, cache)`` and
 ``x_backward(cache, grad=1.0) -> ∂C/∂pred``.
 
 ``reduction`` is PyTorch's: "mean", "sum" or "none". ``grad`` is the upstream gradient of the

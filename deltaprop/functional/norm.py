@@ -1,4 +1,4 @@
-"""Batch normalization kernels, standard convention (EQUATIONS.md §8; PyTorch's ``batch_norm``).
+"""Batch normalization kernels, standard convention (docs/equations.md §8; PyTorch's ``batch_norm``).
 
 Channels are axis 1. Training uses the batch statistics over m = N·H·W values per channel (N for an
 (N, C) input): ``μ = Σz/m``, biased ``σ² = Σ(z − μ)²/m`` to normalise, ``ẑ = (z − μ)/√(σ² + ε)``,

@@ -1,7 +1,7 @@
 """Darknet's batch normalization (pjreddie f6afaabc, ``src/batchnorm_layer.c``, ``src/blas.c``), exactly.
 
-It differs from the standard form (EQUATIONS.md §8, BN 2.1–2.6) in four places (DARKNET.md, "Batch
-normalization in training"):
+It differs from the standard form (docs/equations.md §8, BN 2.1–2.6) in four places (docs/equations.md
+§10, "Darknet batch norm"):
 
 - the batch variance is UNBIASED, ``σ² = Σ (z − μ)² / (m − 1)`` with m = N·H·W (N for a (N, C) input);
 - it normalises with ``ẑ = (z − μ)/(√σ² + 1e-6)``: the epsilon sits outside the root;

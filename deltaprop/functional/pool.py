@@ -1,4 +1,4 @@
-"""Pooling kernels (EQUATIONS.md §4): max, average, Lp and adaptive average pooling over NCHW.
+"""Pooling kernels (docs/equations.md §4): max, average, Lp and adaptive average pooling over NCHW.
 
 Windows: kernel (kh, kw), stride, dilation (max only), padding as an int, a pair or a 4-tuple
 (top, bottom, left, right), and PyTorch's ``ceil_mode`` rule (the last window must start inside the input

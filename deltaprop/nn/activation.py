@@ -1,4 +1,4 @@
-"""Activation layers: thin wrappers around ``functional.activation`` (EQUATIONS.md §5)."""
+"""Activation layers: thin wrappers around ``functional.activation`` (docs/equations.md §5)."""
 from __future__ import annotations
 
 import numpy as np

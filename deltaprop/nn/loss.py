@@ -1,4 +1,4 @@
-"""Losses (EQUATIONS.md §6): ``value = loss(pred, target)`` and ``loss.backward() -> ∂C/∂pred``.
+"""Losses (docs/equations.md §6): ``value = loss(pred, target)`` and ``loss.backward() -> ∂C/∂pred``.
 
 PyTorch's losses keep PyTorch's names and semantics (``MSELoss``, ``CrossEntropyLoss``, ``NLLLoss``,
 ``BCELoss``, ``BCEWithLogitsLoss``, ``MultiMarginLoss``); the seeds' forms have their own names

@@ -1,4 +1,4 @@
-"""Batch normalization layers (EQUATIONS.md §8, BN 2.1–2.6) with PyTorch's rules and names.
+"""Batch normalization layers (docs/equations.md §8, BN 2.1–2.6) with PyTorch's rules and names.
 
 Parameters ``weight`` (γ) and ``bias`` (β); buffers ``running_mean``, ``running_var``, ``num_batches_tracked``,
 so state dicts match PyTorch's. ``BatchNormAct2d`` fuses a ReLU / leaky ReLU (numba fuses the passes);

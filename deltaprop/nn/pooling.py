@@ -1,4 +1,4 @@
-"""Pooling layers (EQUATIONS.md §4): thin wrappers around ``functional.pool``; no parameters.
+"""Pooling layers (docs/equations.md §4): thin wrappers around ``functional.pool``; no parameters.
 
 Inputs (N, C, H, W) or unbatched (C, H, W). ``padding`` may be an int, a pair or a 4-tuple
 (top, bottom, left, right); Darknet's ``[maxpool]`` geometry comes from ``functional.pool.darknet_maxpool_padding``.

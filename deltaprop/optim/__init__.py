@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules with PyTorch's names, formulas and state-dict format (EQUATIONS.md §7)."""
+"""Optimizers and learning-rate schedules with PyTorch's names, formulas and state-dict format (docs/equations.md §7)."""
 from . import lr_scheduler
 from .adam import Adam, AdamW
 from .darknet import DarknetSGD

@@ -1,4 +1,4 @@
-"""``Adam`` and ``AdamW``: PyTorch's update formulas (EQUATIONS.md §7), in place, in the parameter's dtype."""
+"""``Adam`` and ``AdamW``: PyTorch's update formulas (docs/equations.md §7), in place, in the parameter's dtype."""
 from __future__ import annotations
 
 from typing import Any, Dict, Tuple

@@ -1,5 +1,5 @@
 """``DarknetSGD``: Darknet's update rule (pjreddie f6afaabc ``update_convolutional_layer``,
-``update_connected_layer``; DARKNET.md "Training"; EQUATIONS.md §7, last rule).
+``update_connected_layer``; docs/equations.md §10; docs/equations.md §7, last rule).
 
 Darknet, per layer, with B = the full batch (all subdivisions) and ``u`` its ``*_updates`` buffer, which
 its backward passes fill with ``−∂C/∂w`` summed over the B images:

@@ -1,4 +1,4 @@
-"""Darknet's learning rate at batch n (pjreddie f6afaabc, ``network.c: get_current_rate``; DARKNET.md "Training").
+"""Darknet's learning rate at batch n (pjreddie f6afaabc, ``network.c: get_current_rate``; docs/equations.md §10).
 
 ``n`` is Darknet's ``get_current_batch`` = ``seen / batch`` (batch = the full batch, all subdivisions), read
 AFTER ``seen`` has counted the batch being applied: the first update uses n = 1.

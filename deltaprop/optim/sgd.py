@@ -1,4 +1,4 @@
-"""``SGD`` with momentum, dampening, Nesterov and weight decay: PyTorch's update (EQUATIONS.md §7)."""
+"""``SGD`` with momentum, dampening, Nesterov and weight decay: PyTorch's update (docs/equations.md §7)."""
 from __future__ import annotations
 
 from typing import Any, Dict

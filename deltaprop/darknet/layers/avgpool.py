@@ -1,5 +1,5 @@
 """``[avgpool]`` (``avgpool_layer.c``): global average over each channel; backward shares the delta
-equally, dividing it by h·w (EQUATIONS.md §4). Output (N, C, 1, 1)."""
+equally, dividing it by h·w (docs/equations.md §4). Output (N, C, 1, 1)."""
 from __future__ import annotations
 
 from typing import Optional

@@ -2,7 +2,7 @@
 
 ``numerics="darknet"`` uses Darknet's formulas (``functional.norm_darknet``): ẑ = (z − μ)/(√σ² + 1e-6),
 unbiased batch variance, rolling statistics ``0.99·r + 0.01·batch``; inference uses the rolling statistics.
-``numerics="standard"`` is EQUATIONS.md §8 / PyTorch: ẑ = (z − μ)/√(σ² + ε), ε = 1e-5 (BN 2.1–2.6).
+``numerics="standard"`` is docs/equations.md §8 / PyTorch: ẑ = (z − μ)/√(σ² + ε), ε = 1e-5 (BN 2.1–2.6).
 The bias β is Darknet's ``biases`` of the layer (added after normalising); γ is its ``scales``.
 """
 from __future__ import annotations

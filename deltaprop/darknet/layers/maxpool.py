@@ -1,6 +1,6 @@
 """``[maxpool]`` (``maxpool_layer.c``): Darknet's geometry. ``padding`` defaults to size − 1; output
 ``⌊(w + padding − size)/stride⌋ + 1``; windows start at −⌊padding/2⌋ (asymmetric padding, −∞ outside);
-the first maximum in row-major order wins a tie and alone receives the delta (EQUATIONS.md §4)."""
+the first maximum in row-major order wins a tie and alone receives the delta (docs/equations.md §4)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -43,6 +43,10 @@ class MaxpoolLayer(DarknetLayer):
         super().__init__(spec, numerics)
         self.size, self.stride = spec.attrs["size"], spec.attrs["stride"]
         self.padding, self.pads = spec.attrs["padding"], tuple(spec.attrs["pads"])
+
+    def resize(self, spec: LayerSpec) -> None:
+        super().resize(spec)
+        self.pads = tuple(spec.attrs["pads"])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
