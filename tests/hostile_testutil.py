@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import tracemalloc
 import zlib
-from typing import Callable, Type
+from typing import Callable, Optional, Type
 
 import pytest
 
@@ -14,7 +14,7 @@ MAX_SECONDS = 1.0
 MAX_BYTES = 100 * 2 ** 20
 
 
-def raises_cheaply(error: Type[DeltapropError], fn: Callable[[], object], match: str = "",
+def raises_cheaply(error: Type[DeltapropError], fn: Callable[[], object], match: Optional[str] = None,
                    seconds: float = MAX_SECONDS, nbytes: int = MAX_BYTES) -> DeltapropError:
     """Call ``fn``; it must raise ``error`` (message matching ``match``) within ``seconds`` and with a
     peak of traced Python/NumPy allocations under ``nbytes``. Returns the exception."""

@@ -2,6 +2,7 @@
 budget, then build the ``DarknetNet`` graph (``nn.Graph``) whose node i is cfg layer i."""
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
 DEFAULT_BUDGET = 4 * 2 ** 30
 _budget = env_int("DELTAPROP_DARKNET_BUDGET", DEFAULT_BUDGET, minimum=1)
+
+#: The most elements one layer's output (or the input) may have: 2⁴⁸ (a PiB in float32), beyond any memory
+#: budget. Checked while planning, so that every size and cost after it stays a finite float.
+MAX_ELEMENTS = 2 ** 48
 
 POLICIES = ("constant", "step", "exp", "poly", "steps", "sigmoid", "sig", "random")
 
@@ -118,7 +123,7 @@ class NetworkPlan:
 
     def memory_bytes(self, batch: int = 1, itemsize: int = 4) -> int:
         """Parameters + every layer's output (kept for ``layer_outputs``) + the largest workspace."""
-        acts = sum(s.out_size for s in self.specs) + int(np.prod(self.input_shape))
+        acts = sum(s.out_size for s in self.specs) + math.prod(self.input_shape)  # Python ints: no wrap-around
         work = max([s.workspace for s in self.specs] + [0])
         return itemsize * (self.n_params + batch * (acts + work))
 
@@ -147,6 +152,10 @@ def plan_network(sections: Sequence[Section], width: Optional[int] = None, heigh
     net_sec = sections[0]
     opts = parse_net_options(net_sec, width=width, height=height, channels=channels, batch=batch)
     shape = input_shape_of(net_sec, opts)
+    if math.prod(shape) > MAX_ELEMENTS:
+        c, h, w = shape
+        raise net_sec.error(None, f"the input {w}×{h}×{c} has {math.prod(shape):,} elements, more than the "
+                                  f"{MAX_ELEMENTS:,} any network may hold")
     if len(sections) < 2:
         raise ConfigError(f"{net_sec.file}: the cfg has no layers after [net]")
     specs: List[LayerSpec] = []
@@ -158,9 +167,19 @@ def plan_network(sections: Sequence[Section], width: Optional[int] = None, heigh
             raise unsupported_error(sec)
         planner = LAYER_KINDS[sec.type][0]
         spec = planner(sec, PlanContext(i, shape, shapes, opts))
+        if spec.out_size > MAX_ELEMENTS or spec.workspace > MAX_ELEMENTS:
+            c, h, w = spec.out_shape
+            raise sec.error(None, f"layer {i} would output {w}×{h}×{c} = {spec.out_size:,} elements (workspace "
+                                  f"{spec.workspace:,}), more than the {MAX_ELEMENTS:,} any network may hold")
         specs.append(spec)
         shapes.append(spec.out_shape)
     return NetworkPlan(net_sec, opts, shape, specs)
+
+
+def mib(nbytes: int) -> str:
+    """``nbytes`` in MiB with one decimal, computed in integers (no float overflow for any size)."""
+    tenths = (int(nbytes) * 10 + 2 ** 19) // 2 ** 20
+    return f"{tenths // 10:,}.{tenths % 10}"
 
 
 def check_budget(plan: NetworkPlan, budget: Optional[int] = None, itemsize: int = 4, where: str = "") -> None:
@@ -169,9 +188,9 @@ def check_budget(plan: NetworkPlan, budget: Optional[int] = None, itemsize: int 
     need = plan.memory_bytes(1, itemsize)
     if need > budget:
         c, h, w = plan.input_shape
-        raise ConfigError(f"{where or plan.net_section.file}: this network needs about {need / 2 ** 20:,.1f} MiB "
+        raise ConfigError(f"{where or plan.net_section.file}: this network needs about {mib(need)} MiB "
                           f"({plan.n_params:,} parameters and the activations of one {w}×{h}×{c} input), "
-                          f"more than the memory budget of {budget / 2 ** 20:,.1f} MiB "
+                          f"more than the memory budget of {mib(budget)} MiB "
                           f"(raise it with budget= or DELTAPROP_DARKNET_BUDGET)")
 
 
@@ -184,6 +203,10 @@ class DarknetNet(Graph):
     learning_rate, momentum, decay, burn_in, policy, steps, scales, max_batches, power, ...).
     ``seen``: images trained on (from/to the ``.weights`` header). ``numerics``: "darknet" or "standard".
     Forward returns the [yolo] outputs (a list) when there are any, else the last non-[cost] output.
+
+    Training (any cfg with loss layers: [yolo], [softmax], [cost], [logistic]): ``net.train(); net(x);
+    loss = net.loss(targets); net.backward()``; then ``net.layer_grads[i]`` is ∂loss/∂(output of layer i)
+    (engine sign: −Darknet's delta) and ``net.yolo_stats`` the per-head statistics (``train_loss``).
     """
 
     def __init__(self, plan: NetworkPlan, numerics: str = "darknet", dtype=None) -> None:
@@ -200,6 +223,11 @@ class DarknetNet(Graph):
         object.__setattr__(self, "seen", 0)
         object.__setattr__(self, "weights_version", (0, 2, 0))
         object.__setattr__(self, "source", plan.net_section.file)
+        object.__setattr__(self, "_last_input", None)
+        object.__setattr__(self, "_pending_loss", None)
+        object.__setattr__(self, "layer_grads", [])
+        object.__setattr__(self, "yolo_stats", [])
+        object.__setattr__(self, "loss_costs", {})
         for spec in plan.specs:
             cls = LAYER_KINDS[spec.type][1]
             self.add(cls(spec, numerics, dtype=dt), spec.inputs)
@@ -224,7 +252,64 @@ class DarknetNet(Graph):
             c, h, w = self.input_shape
             raise ShapeError(f"{os.path.basename(self.source)}: expected input (N, {c}, {h}, {w}), got shape "
                              f"{getattr(x, 'shape', None)}")
+        object.__setattr__(self, "_last_input", x if self.training else None)
+        object.__setattr__(self, "_pending_loss", None)
         return super().forward(x)
+
+    # --- training: loss layers -----------------------------------------------------------------
+    def loss(self, targets, numerics: Optional[str] = None, assignments: Optional[Dict[int, Any]] = None) -> float:
+        """After ``net(x)`` in train mode: every loss layer's cost against ``targets`` (classifier truths
+        (N, ...); for [yolo] one (k, 5) array of ``[class, x, y, w, h]`` rows per image, normalised).
+        Returns the loss Darknet reports, ``Σ costs / number of loss layers / N``; ``loss_costs`` holds
+        each layer's cost, ``loss_total`` their sum (what ``backward`` differentiates), ``yolo_stats``
+        each [yolo] head's statistics. ``assignments`` ({layer: YoloAssignment}, e.g. from
+        ``yolo_assignments`` of an earlier call) holds the [yolo] targets and masks fixed."""
+        from .train_loss import compute_losses
+        if self._last_input is None:
+            raise ShapeError("net.loss: run net(x) in train mode (net.train()) first")
+        nl = compute_losses(self, self._last_input, targets, numerics, assignments)
+        object.__setattr__(self, "_pending_loss", nl)
+        object.__setattr__(self, "loss_costs", dict(nl.costs))
+        object.__setattr__(self, "loss_total", nl.total)
+        object.__setattr__(self, "yolo_assignments", dict(nl.assignments))
+        object.__setattr__(self, "yolo_stats", [dict(self.layers[i].stats) for i in nl.costs
+                                                if self.layers[i].kind == "yolo"])
+        return nl.reported
+
+    def backward(self, dout=None, keep_grads: bool = True) -> Optional[np.ndarray]:  # type: ignore[override]
+        """Without ``dout``: back-propagate the last ``loss`` (parameter gradients ADDED into ``.grad``) and,
+        with ``keep_grads``, set ``layer_grads``. With ``dout``: the graph's backward from the outputs.
+        Returns ∂/∂input (None when the input gradient is off)."""
+        if dout is not None:
+            keep: Optional[List[Optional[np.ndarray]]] = [None] * len(self) if keep_grads else None
+            g = self.graph_backward(dout, keep=keep)
+            object.__setattr__(self, "layer_grads", keep or [])
+            return g
+        from .train_loss import backpropagate
+        nl = self._pending_loss
+        if nl is None:
+            raise ShapeError("net.backward(): call net.loss(targets) after the forward pass first")
+        object.__setattr__(self, "_pending_loss", None)
+        d_input, grads = backpropagate(self, nl, keep=keep_grads)
+        object.__setattr__(self, "layer_grads", grads if keep_grads else [])
+        return d_input
+
+    def graph_backward(self, dout, keep=None) -> Optional[np.ndarray]:
+        """``Graph.backward``: gradients of the forward's outputs back through every layer."""
+        return Graph.backward(self, dout, keep=keep)
+
+    def resize(self, width: int, height: int) -> "DarknetNet":
+        """Darknet's ``resize_network``: the same layers and parameters at a new input size (multi-scale
+        training); ConfigError where a layer cannot take it (a [connected] layer's input size is fixed)."""
+        sections = [self.plan.net_section] + [s.section for s in self.plan.specs]
+        plan = plan_network(sections, width, height, None, None)
+        check_budget(plan, None, np.dtype(self.dtype).itemsize)
+        for layer, spec in zip(self.layers, plan.specs):
+            layer.resize(spec)
+        object.__setattr__(self, "plan", plan)
+        object.__setattr__(self, "input_shape", plan.input_shape)
+        object.__setattr__(self, "_last_input", None)
+        return self
 
     def predict(self, x: np.ndarray):
         """Inference (eval mode, no caches kept); outputs of (N, C, 1, 1) are returned as (N, C)."""

@@ -1,0 +1,75 @@
+"""Hostile Darknet cfgs (issue 19): a typo never costs gigabytes, sizes never wrap or overflow, and every
+failure is a ConfigError naming the file, line and key."""
+from __future__ import annotations
+
+import pytest
+
+from deltaprop import darknet
+from deltaprop.darknet.network import MAX_ELEMENTS, mib
+from deltaprop.errors import ConfigError
+
+from hostile_testutil import raises_cheaply
+
+YOLO = "[net]\nwidth=1\nheight=1\nchannels=6\n[yolo]\nclasses=1\nnum={num}\nmask=0\nanchors=1,1\n"
+
+
+@pytest.mark.parametrize("num", [50_000_000, 2_147_483_647])
+def test_yolo_num_typo_costs_nothing(num):
+    err = raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(YOLO.format(num=num), name="typo.cfg"))
+    assert "typo.cfg:7" in str(err) and "'num'" in str(err)
+
+
+@pytest.mark.parametrize("key,value,line", [("classes", 10 ** 9, 6), ("max", 10 ** 9, 10)])
+def test_yolo_counts_have_upper_bounds(key, value, line):
+    text = YOLO.format(num=1).replace("classes=1", f"classes={value}" if key == "classes" else "classes=1")
+    if key == "max":
+        text += f"max={value}\n"
+    err = raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text, name="big.cfg"))
+    assert f"big.cfg:{line}" in str(err) and f"'{key}'" in str(err)
+
+
+def test_yolo_defaults_still_apply_when_absent():
+    net = darknet.load_cfg_text("[net]\nwidth=2\nheight=2\nchannels=18\n[yolo]\nclasses=1\nnum=3\n")
+    yolo = net.layers[0]
+    assert yolo.mask == [0, 1, 2] and yolo.anchors == [(0.5, 0.5)] * 3
+
+
+def up(n, then=""):
+    return "[net]\nwidth=1\nheight=1\nchannels=1\n" + "[upsample]\nstride=2147483647\n" * n + then
+
+
+OVERSIZED = {"33 upsamples": up(33), "17 upsamples, connected": up(17, "[connected]\noutput=1\n"),
+             "17 upsamples, conv": up(17, "[convolutional]\nfilters=1\nsize=1\n"),
+             "2^64 inputs, avgpool": "[net]\nwidth=2097152\nheight=4194304\nchannels=2097152\n[avgpool]\n"}
+
+
+@pytest.mark.parametrize("name", sorted(OVERSIZED))
+def test_sizes_do_not_overflow(name):
+    """Outputs beyond 2⁴⁸ elements are refused while planning (their costs would overflow a float, their
+    int64 products wrap), with the file and line, before any cost or budget is computed."""
+    text = OVERSIZED[name]
+    raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text, name="huge.cfg"), match=r"huge\.cfg:\d+")
+    raises_cheaply(ConfigError, lambda: darknet.plan_network(darknet.parse_cfg_text(text, "huge.cfg")),
+                   match=r"huge\.cfg:\d+")
+
+
+def test_huge_parameter_count_refused_by_the_budget():
+    text = "[net]\nwidth=65536\nheight=32768\nchannels=1\n[connected]\noutput=2147483647\n"  # 2⁶² weights
+    assert darknet.plan_network(darknet.parse_cfg_text(text)).n_params > 2 ** 61
+    raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text), match="memory budget")
+
+
+def test_memory_bytes_in_python_integers():
+    """65536×65536×4096 = 2⁴⁴ inputs: np.prod in int64 is right here, but the budget sum must be too."""
+    text = "[net]\nwidth=65536\nheight=65536\nchannels=4096\n[avgpool]\n"
+    plan = darknet.plan_network(darknet.parse_cfg_text(text))
+    assert plan.memory_bytes() == 4 * (2 ** 44 + 4096)
+    err = raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text))
+    assert mib(plan.memory_bytes()) in str(err)
+    big = "[net]\nwidth=2097152\nheight=2097152\nchannels=64\n[avgpool]\n"  # 2⁴⁸ exactly: plans
+    assert darknet.plan_network(darknet.parse_cfg_text(big)).memory_bytes() > 2 ** 50
+    assert MAX_ELEMENTS == 2 ** 48
+
+
+def test_mib_is_exact_for_any_size():
+    assert mib(3 * 2 ** 19) == "1.5" and mib(2 ** 2000) == f"{2 ** 1980:,}.0"
