@@ -1,0 +1,192 @@
+"""Synchronised batch norm: the batch statistics of the GLOBAL batch, summed over the ranks (PyTorch's
+``SyncBatchNorm`` rule), so N ranks normalise exactly as one process on the whole batch. Off by default.
+
+Forward (training): Σz and the count m are summed over the ranks, μ = Σz/M; then Σ(z − μ)² is summed,
+σ² = Σ(z − μ)²/M (Darknet: /(M − 1)); the running statistics move with the global μ, σ² and M.
+Backward: Σδ and Σδ·ẑ are summed over the ranks and BN 2.1–2.3 take them with M in place of the local
+count: ∂C/∂z = γ·s⁻¹·(δ − Σδ/M − ẑ·Σδẑ/M). The parameter gradients (BN 2.5, 2.6) stay local sums: the
+gradient allreduce adds them like every other gradient. Each layer costs two small allreduces forward and
+one backward (2C + 1 and 2C values).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..darknet.layers.batchnorm import STANDARD_EPS, STANDARD_MOMENTUM, DarknetBatchNorm
+from ..errors import ConfigError, ShapeError
+from ..functional.norm import channel_dot, channel_sum, channel_view, update_running_stats
+from ..functional.norm_darknet import EPS_BACKWARD, EPS_FORWARD, darknet_rolling_update
+from ..nn.normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
+from .comm import Communicator, world
+
+
+def _global_sum(comm: Communicator, *parts: np.ndarray) -> np.ndarray:
+    """One allreduce of the concatenated parts, in float64."""
+    buf = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
+    return comm.allreduce_sum(buf)
+
+
+def sync_stats(x3: np.ndarray, comm: Communicator, unbiased: bool):
+    """(μ, z − μ, σ², M) of the global batch for an (N, C, S) view; σ² divides by M − 1 when ``unbiased``."""
+    c = x3.shape[1]
+    t = x3.dtype.type
+    s = _global_sum(comm, channel_sum(x3), np.array([x3.shape[0] * x3.shape[2]]))
+    m = int(round(s[c]))
+    if m < 2:
+        raise ShapeError(f"synchronised batch norm: expected more than 1 value per channel over all ranks, "
+                         f"got {m}")
+    mean = (s[:c] / m).astype(x3.dtype)
+    xc = x3 - mean[:, None]
+    sq = _global_sum(comm, channel_dot(xc, xc))
+    var = (sq / (m - 1 if unbiased else m)).astype(x3.dtype)
+    return mean, xc, var, t(m)
+
+
+def sync_input_grad(dy3: np.ndarray, xhat: np.ndarray, k: np.ndarray, m, comm: Communicator) -> np.ndarray:
+    """BN 2.1–2.3 with global sums: k·(δ − Σδ/M − ẑ·Σδẑ/M), k = γ·s⁻¹ per channel."""
+    c = dy3.shape[1]
+    g = _global_sum(comm, channel_sum(dy3), channel_dot(dy3, xhat)).astype(dy3.dtype)
+    dx = dy3 - (g[:c] / m)[:, None]
+    dx -= xhat * (g[c:] / m)[:, None]
+    dx *= k[:, None]
+    return dx
+
+
+def _cache_kind(layer) -> Optional[str]:
+    """"sync"/"sync-darknet" when the last forward was a synchronised one, else None (the plain layer's)."""
+    c = layer._cache
+    if isinstance(c, tuple) and len(c) == 2 and c[0] in ("sync", "sync-darknet"):
+        return c[0]
+    return None
+
+
+class _SyncStandard:
+    """The standard (PyTorch) rule, shared by the nn layers and Darknet's standard numerics."""
+
+    comm: Optional[Communicator] = None
+
+    def _comm(self) -> Communicator:
+        return self.comm if self.comm is not None else world()
+
+    def _sync_forward(self, x, gamma, beta, rm, rv, momentum: float, eps: float):
+        x3 = channel_view(x)
+        mean, xc, var, m = sync_stats(x3, self._comm(), unbiased=False)
+        if rm is not None:
+            update_running_stats(rm, rv, mean, var, int(m), momentum)
+        inv_std = (1.0 / np.sqrt(var + x3.dtype.type(eps))).astype(x3.dtype)
+        xhat = xc * inv_std[:, None]
+        g = np.ones(x3.shape[1], dtype=x3.dtype) if gamma is None else gamma
+        y = xhat * g[:, None]
+        if beta is not None:
+            y += beta[:, None]
+        self._save(("sync", (xhat, inv_std, g, m, x.shape)))
+        return y.reshape(x.shape)
+
+    def _sync_backward(self, dout, cache):
+        xhat, inv_std, g, m, shape = cache
+        dy3 = channel_view(dout)
+        dbeta, dgamma = channel_sum(dy3), channel_dot(dy3, xhat)
+        dx = sync_input_grad(dy3, xhat, g * inv_std, m, self._comm()) if self.needs_input_grad else None
+        return (None if dx is None else dx.reshape(shape)), dgamma, dbeta
+
+
+class SyncBatchNorm(_SyncStandard, BatchNorm2d):
+    """``BatchNorm1d``/``BatchNorm2d`` with the global batch's statistics in training (see the module
+    docstring); evaluation uses the running statistics, as the plain layer."""
+    _dims = (2, 3, 4)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            return super().forward(x)
+        self._check_input(x)
+        use_batch, rm, rv, momentum = self._stats_args()
+        g, b = self._params()
+        return self._sync_forward(x, g, b, rm, rv, momentum, self.eps)
+
+    def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
+        if _cache_kind(self) != "sync":
+            return super().backward(dout)
+        dx, dg, db = self._sync_backward(dout, self._take()[1])
+        self._accumulate(dg, db)
+        return dx
+
+
+class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
+    """Darknet's batch norm with global statistics: μ = Σz/M, unbiased σ² = Σ(z − μ)²/(M − 1),
+    ẑ = (z − μ)/(√σ² + 1e-6), rolling ``0.99·r + 0.01·batch``; backward as ``batchnorm_darknet_backward``
+    (s = √(σ² + 1e-5)) with global sums and M. Standard numerics: ``SyncBatchNorm``'s rule."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training:
+            return super().forward(x)
+        if self.numerics != "darknet":
+            rm, rv = self.running_mean, self.running_var
+            if rm.dtype != x.dtype or not rm.flags.writeable:
+                rm, rv = rm.astype(x.dtype), rv.astype(x.dtype)
+                object.__setattr__(self, "running_mean", rm)
+                object.__setattr__(self, "running_var", rv)
+            return self._sync_forward(x, self.weight.data, self.bias.data, rm, rv, STANDARD_MOMENTUM,
+                                      STANDARD_EPS)
+        t = x.dtype.type
+        x3 = channel_view(x)
+        mean, xc, var, m = sync_stats(x3, self._comm(), unbiased=True)
+        object.__setattr__(self, "running_mean", darknet_rolling_update(self.running_mean, mean).astype(x.dtype))
+        object.__setattr__(self, "running_var", darknet_rolling_update(self.running_var, var).astype(x.dtype))
+        denom = np.sqrt(var) + t(EPS_FORWARD)
+        x_norm = xc / denom[:, None]
+        y = x_norm * self.weight.data.astype(x.dtype)[:, None]
+        y += self.bias.data.astype(x.dtype)[:, None]
+        self._save(("sync-darknet", (x_norm, xc, var, m, x.shape)))
+        return y.reshape(x.shape)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        kind = _cache_kind(self)
+        if kind not in ("sync", "sync-darknet"):
+            return super().backward(dout)
+        cache = self._take()
+        if kind == "sync":
+            dx, dscale, dbias = self._sync_backward(dout, cache[1])
+        else:
+            dx, dscale, dbias = self._darknet_backward(dout, cache[1])
+        self.weight.accumulate(dscale)
+        self.bias.accumulate(dbias)
+        return dx
+
+    def _darknet_backward(self, dout: np.ndarray, cache):
+        """``batchnorm_darknet_backward`` with Σδ and Σδ·(z − μ) summed over the ranks, m = M."""
+        x_norm, xc, var, m, shape = cache
+        t = dout.dtype.type
+        dy3 = channel_view(dout)
+        c = dy3.shape[1]
+        g = self.weight.data.astype(dout.dtype)
+        dbias, dscale = channel_sum(dy3), channel_dot(dy3, x_norm)
+        sums = _global_sum(self._comm(), dbias, channel_dot(dy3, xc)).astype(dout.dtype)
+        s = np.sqrt(var + t(EPS_BACKWARD))
+        mean_delta = -(g * sums[:c]) / s
+        variance_delta = t(-0.5) * (g * sums[c:]) / (s * s * s)
+        dx = dy3 * (g / s)[:, None]
+        dx += xc * (t(2) * variance_delta / m)[:, None]
+        dx += (mean_delta / m)[:, None]
+        return dx.reshape(shape), dscale, dbias
+
+
+def convert_sync_batchnorm(model, comm: Optional[Communicator] = None):
+    """Turn every ``BatchNorm1d``/``BatchNorm2d`` and Darknet batch norm of ``model`` into its synchronised
+    twin (same parameters, buffers and state-dict keys); returns ``model``. The fused ``BatchNormAct2d``
+    layers have no synchronised twin: ConfigError naming the layer."""
+    comm = comm or world()
+    for name, mod in model.named_modules():
+        if isinstance(mod, (SyncBatchNorm, SyncDarknetBatchNorm)):
+            object.__setattr__(mod, "comm", comm)
+        elif isinstance(mod, BatchNormAct2d):
+            raise ConfigError(f"layer '{name}' ({type(mod).__name__}): a fused batch norm cannot synchronise its "
+                              f"statistics; build the model with BatchNorm2d and a separate activation")
+        elif type(mod) in (BatchNorm1d, BatchNorm2d):
+            object.__setattr__(mod, "__class__", SyncBatchNorm)
+            object.__setattr__(mod, "comm", comm)
+        elif type(mod) is DarknetBatchNorm:
+            object.__setattr__(mod, "__class__", SyncDarknetBatchNorm)
+            object.__setattr__(mod, "comm", comm)
+    return model
