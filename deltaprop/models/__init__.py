@@ -47,6 +47,14 @@ def is_registered(name: str) -> bool:
     return name in _REGISTRY
 
 
+def signature(name: str) -> inspect.Signature:
+    """The arguments the builder of ``name`` takes (checkpoints validate stored kwargs against it)."""
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return inspect.signature(_REGISTRY[name])
+
+
 def build(name: str, **kwargs: Any):
     """Build the registered model ``name`` with ``kwargs``; it records ``{"model": name, "kwargs": kwargs}``."""
     _discover()
@@ -77,4 +85,4 @@ def default_model() -> str:
     return "lenet" if is_registered("lenet") else "mlp"
 
 
-__all__ = ["register", "build", "build_for_input", "available", "is_registered", "default_model"]
+__all__ = ["register", "build", "build_for_input", "available", "is_registered", "default_model", "signature"]
