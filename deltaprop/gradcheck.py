@@ -4,7 +4,8 @@
 ``‖a − n‖ / max(‖a‖ + ‖n‖, 1e-12)``. For a module the scalar is ``C = Σ out ⊙ R`` with a fixed random R,
 so ``dout = R`` drives its backward. Coordinates whose one-sided slopes disagree (a kink of ReLU, a
 max-pool tie or an |x| in Lp pooling is within h) are skipped and counted, never allowed to fail a
-correct gradient. The random state is restored before every forward pass, so dropout is repeatable.
+correct gradient; but a tensor of which NOTHING could be compared (every coordinate, or every direction, a
+kink) fails the check, with its name in ``unchecked``: an error of 0 over no coordinates proves nothing. The random state is restored before every forward pass, so dropout is repeatable.
 For big tensors, ``directional=True`` compares directional derivatives along random unit vectors.
 """
 from __future__ import annotations
@@ -58,9 +59,22 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6,
 
 @dataclass
 class GradcheckResult:
-    """Per-tensor relative errors, with the number of kink coordinates skipped in each."""
+    """Per-tensor relative errors, with the number of kink coordinates (or directions) skipped in each.
+
+    A tensor with something to check of which every coordinate (direction) was skipped is listed in
+    ``unchecked`` and scores an error of ``inf``: the check fails and says why."""
     errors: Dict[str, float] = field(default_factory=dict)
     skipped: Dict[str, int] = field(default_factory=dict)
+    unchecked: List[str] = field(default_factory=list)
+
+    def record(self, name: str, analytic: np.ndarray, numeric: np.ndarray, skipped: int) -> None:
+        """Score tensor ``name`` on the compared values; with none compared but some skipped, fail it."""
+        if numeric.size == 0 and skipped:
+            self.unchecked.append(name)
+            self.errors[name] = float("inf")
+        else:
+            self.errors[name] = relative_error(analytic, numeric)
+        self.skipped[name] = skipped
 
     @property
     def max_error(self) -> float:
@@ -70,14 +84,16 @@ class GradcheckResult:
         return self.max_error < tol
 
     def __str__(self) -> str:
-        return ", ".join(f"{k}: {v:.2e}" + (f" ({self.skipped[k]} kinks skipped)" if self.skipped.get(k) else "")
-                         for k, v in self.errors.items())
+        def one(k: str, v: float) -> str:
+            if k in self.unchecked:
+                return f"{k}: NOTHING CHECKED (all {self.skipped[k]} skipped as kinks; move the point off them)"
+            return f"{k}: {v:.2e}" + (f" ({self.skipped[k]} kinks skipped)" if self.skipped.get(k) else "")
+        return ", ".join(one(k, v) for k, v in self.errors.items())
 
 
 def _compare(name: str, analytic: np.ndarray, numeric: np.ndarray, kinks: np.ndarray, res: GradcheckResult) -> None:
     keep = ~kinks
-    res.errors[name] = relative_error(np.asarray(analytic)[keep], numeric[keep])
-    res.skipped[name] = int(kinks.sum())
+    res.record(name, np.asarray(analytic)[keep], numeric[keep], int(kinks.sum()))
 
 
 def _require_f64(arrays: Sequence[np.ndarray], what: str) -> None:
@@ -153,8 +169,7 @@ def _directional(name, arr, a_grad, f, h, n_dirs, rs, res) -> None:
             continue
         an.append(float(np.sum(a_grad * v)))
         nu.append((fp - fm) / (2 * h))
-    res.errors[name] = relative_error(np.array(an), np.array(nu))
-    res.skipped[name] = skipped
+    res.record(name, np.array(an), np.array(nu), skipped)
 
 
 def check_loss(loss, pred: np.ndarray, target, h: float = 1e-6) -> GradcheckResult:
