@@ -21,11 +21,13 @@ from ..errors import ConfigError
 COMMON_LAYER_KEYS = {"truth", "onlyforward", "stopbackward", "dontsave", "dontload", "numload",
                      "dontloadscales", "learning_rate", "smooth"}
 
-#: [net] keys of pjreddie's parse_net_options (plus ``jitter``).
+#: [net] keys of pjreddie's parse_net_options (plus ``jitter``, and AlexeyAB's ``flip``: 0 turns off the
+#: detector's horizontal-flip augmentation, deltaprop.data.augment.Augment.from_cfg).
 NET_KEYS = {"batch", "learning_rate", "momentum", "decay", "subdivisions", "time_steps", "notruth", "random",
             "adam", "B1", "B2", "eps", "height", "width", "channels", "inputs", "max_crop", "min_crop",
             "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure", "hue",
-            "policy", "burn_in", "power", "step", "scale", "gamma", "steps", "scales", "max_batches", "jitter"}
+            "policy", "burn_in", "power", "step", "scale", "gamma", "steps", "scales", "max_batches", "jitter",
+            "flip"}
 
 #: Per-section keys of Darknet's parsers, for the sections deltaprop builds.
 SECTION_KEYS: Dict[str, set] = {
