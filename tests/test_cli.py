@@ -90,8 +90,11 @@ def test_eval_rejects_corrupt_file(tmp_path, capsys):
 
 
 def test_unknown_model(capsys):
-    assert main(["train", "--model", "nosuchnet"]) == 2
-    assert "available: " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", "nosuchnet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "nosuchnet" in err and "lenet" in err and "mlp" in err
 
 
 def test_gradcheck_table(capsys):
@@ -109,15 +112,15 @@ def test_gradcheck_fails_on_a_wrong_backward(monkeypatch, capsys):
 
 def test_train_cfg_dispatches_to_darknet_trainer(monkeypatch, tmp_path):
     seen = {}
-    fake = types.ModuleType("deltaprop.darknet.trainer")
+    fake = types.ModuleType("deltaprop.darknet.trainer_cli")
 
-    def run_cli(args):
+    def run(args):
         seen["cfg"], seen["weights"], seen["clear"] = args.cfg, args.weights, args.clear
         return 0
-    fake.run_cli = run_cli
+    fake.run = run
     import deltaprop.darknet as darknet_pkg
-    monkeypatch.setitem(sys.modules, "deltaprop.darknet.trainer", fake)
-    monkeypatch.setattr(darknet_pkg, "trainer", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "deltaprop.darknet.trainer_cli", fake)
+    monkeypatch.setattr(darknet_pkg, "trainer_cli", fake, raising=False)
     assert main(["train", "--cfg", "x.cfg", "--weights", "w.weights", "--clear"]) == 0
     assert seen == {"cfg": "x.cfg", "weights": "w.weights", "clear": True}
 
