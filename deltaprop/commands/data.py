@@ -1,0 +1,137 @@
+"""``deltaprop data``: detection data sets in Darknet's layout.
+
+``deltaprop data check DATA``  lists every bad label line as ``file:line: reason`` (and images without labels,
+labels without images, listed images that do not exist); exit status 1 when there is any.
+``deltaprop data digits --out DIR``  writes the MNIST digit-scene set (``deltaprop.data.digits``)."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("data", help="check detection data, make the digit-scene data set",
+                              description="Detection data in Darknet's layout (.data, list files, labels/).")
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    c = sub.add_parser("check", help="list every bad label line as file:line: reason",
+                       description="Check a Darknet .data file's train and valid sets (or one list file or "
+                                   "folder of images, with --classes): every bad label line, images without a "
+                                   "label file, label files without an image, listed images that do not exist.")
+    c.add_argument("data", metavar="DATA", help=".data file, or an image list file or folder")
+    c.add_argument("--classes", type=int, help="number of classes, when DATA is a list file or folder")
+    d = sub.add_parser("digits", help="write scenes of MNIST digits as a detection data set",
+                       description="Write scenes of 1-6 MNIST digits on noisy grey or coloured canvases in "
+                                   "Darknet's layout (images/, labels/, train.txt, test.txt, digits.names, "
+                                   "digits.data). Train scenes use MNIST's train digits, test scenes its test "
+                                   "digits. Deterministic by --seed.")
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
+    d.add_argument("--train", type=int, default=4000, help="train scenes (default 4000)")
+    d.add_argument("--test", type=int, default=500, help="test scenes (default 500)")
+    d.add_argument("--size", type=int, default=128, help="scene width and height in pixels (default 128)")
+    d.add_argument("--digit-size", type=int, nargs=2, default=(14, 60), metavar=("MIN", "MAX"),
+                   help="longer side of a digit's ink in pixels (default 14 60)")
+    d.add_argument("--digits", type=int, nargs=2, default=(1, 6), metavar=("MIN", "MAX"),
+                   help="digits per scene (default 1 6)")
+    d.add_argument("--noise", type=float, default=0.06,
+                   help="largest standard deviation of the pixel noise, as a fraction of full scale (default 0.06)")
+    d.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--mnist", metavar="DIR", help="folder holding the MNIST IDX files (default: the usual lookup)")
+    d.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
+    p.set_defaults(_data_parser=p)
+    return p
+
+
+def load_split(data: str, classes: Optional[int], skip_bad: bool, split: str = "train"):
+    """The DetectionDataset of ``split`` of a .data file (or of a list file / folder with ``classes``),
+    and the .data file's DataConfig (None for a list)."""
+    from ..data.detection import DetectionDataset, read_data_file
+    from ..errors import DataError
+    cfg = None
+    path = Path(data)
+    if path.suffix == ".data":
+        cfg = read_data_file(path)
+        source = getattr(cfg, split)
+        if source is None:
+            raise DataError(f"{path}: no '{split}' key")
+        classes = cfg.classes
+    else:
+        if classes is None:
+            raise DataError(f"{data}: not a .data file; give --classes N for a list file or folder")
+        source = path
+    return DetectionDataset(source, classes, 1, 1, skip_bad=skip_bad), cfg
+
+
+def _sets(data: str, classes: Optional[int]) -> Tuple[int, List[Tuple[str, Path]], List[str]]:
+    """(classes, [(name, list or folder)], problems of the .data file itself)."""
+    from ..data.detection import read_data_file, read_names
+    from ..errors import DataError
+    path = Path(data)
+    if path.suffix != ".data":
+        if classes is None:
+            raise DataError(f"{data}: not a .data file; give --classes N for a list file or folder")
+        return classes, [(str(path), path)], []
+    cfg = read_data_file(path)
+    notes = []
+    if cfg.names is not None:
+        try:
+            names = read_names(cfg.names)
+            if len(names) != cfg.classes:
+                notes.append(f"{cfg.names}: {len(names)} names for classes = {cfg.classes} in {path}")
+        except DataError as e:
+            notes.append(str(e))
+    sets = [(k, getattr(cfg, k)) for k in ("train", "valid") if getattr(cfg, k) is not None]
+    if not sets:
+        raise DataError(f"{path}: neither 'train' nor 'valid' is set")
+    if len(sets) == 2 and sets[0][1] == sets[1][1]:
+        sets = sets[:1]
+    return cfg.classes, sets, notes
+
+
+def _check(args) -> int:
+    from ..data.detection import image_list
+    from ..data.labels import check_images, orphan_labels
+    from ..errors import DataError
+    classes, sets, problems = _sets(args.data, args.classes)
+    everything = []
+    lines = []
+    for name, source in sets:
+        try:
+            images = image_list(source)
+        except DataError as e:
+            problems.append(str(e))
+            continue
+        found = check_images(images, classes, orphans=False)
+        lines.append(f"{name}: {len(images)} images, {len(found)} problem(s)")
+        problems.extend(str(p) for p in found)
+        everything.extend(images)
+    problems.extend(str(p) for p in orphan_labels(everything))
+    for line in problems:
+        print(line)
+    for line in lines:
+        print(line)
+    print(f"{len(problems)} problem(s) in {args.data}" if problems else f"{args.data}: no problems")
+    return 1 if problems else 0
+
+
+def _digits(args) -> int:
+    from ..data.digits import DigitScenes, make_digit_scenes
+    opts = DigitScenes(train=args.train, test=args.test, size=args.size, digit_min=args.digit_size[0],
+                       digit_max=args.digit_size[1], min_digits=args.digits[0], max_digits=args.digits[1],
+                       noise=args.noise, seed=args.seed, format=args.format)
+    start = time.perf_counter()
+    data = make_digit_scenes(args.out, opts, mnist_root=args.mnist, force=args.force)
+    print(f"{data}: {opts.train} train + {opts.test} test scenes of {opts.size}x{opts.size} "
+          f"in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run(args) -> int:
+    if args.data_command == "check":
+        return _check(args)
+    if args.data_command == "digits":
+        return _digits(args)
+    args._data_parser.print_help()
+    return 2
