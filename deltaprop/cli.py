@@ -10,7 +10,8 @@ from typing import List, Optional
 from .errors import DeltapropError
 
 # name -> module under deltaprop.commands (imported lazily so `deltaprop --help` is fast)
-COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors"]
+COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors",
+            "detector"]
 
 
 def build_parser() -> argparse.ArgumentParser:
