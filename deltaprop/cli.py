@@ -10,6 +10,8 @@ from typing import List, Optional
 from .errors import DeltapropError
 
 # name -> module under deltaprop.commands (imported lazily so `deltaprop --help` is fast)
+# optional packages -> the pyproject extra that installs them (named when one is missing)
+EXTRA_OF = {"matplotlib": "plot", "PIL": "images", "numba": "fast", "threadpoolctl": "fast", "mpi4py": "mpi"}
 COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors",
             "detector"]
 
@@ -44,6 +46,11 @@ def _error_line(command: str, e: BaseException) -> str:
         reason = e.strerror or str(e)
         return f"deltaprop {command}: error: {where}{where2}: {reason}" if where else \
             f"deltaprop {command}: error: {reason}"
+    if isinstance(e, ImportError):
+        name = (getattr(e, "name", None) or "").split(".")[0]
+        extra = EXTRA_OF.get(name)
+        hint = f" (pip install 'deltaprop[{extra}]')" if extra and extra not in str(e) else ""
+        return f"deltaprop {command}: error: a package this needs is missing: {e}{hint}"
     if isinstance(e, MemoryError):
         return f"deltaprop {command}: error: out of memory ({e or 'the arrays do not fit'})"
     if isinstance(e, DeltapropError):

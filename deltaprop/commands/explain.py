@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._options import int_range
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -19,8 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.npz", help="model or checkpoint file")
     p.add_argument("--data", metavar="DIR", help="directory with the MNIST files (default: the usual lookup)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which MNIST split (default test)")
-    p.add_argument("--index", metavar="ROW", type=int, nargs="+", default=[0], help="digits to explain (default 0)")
-    p.add_argument("--class", dest="cls", type=int, metavar="K",
+    p.add_argument("--index", metavar="ROW", type=int_range(), nargs="+", default=[0], help="digits to explain (default 0)")
+    p.add_argument("--class", dest="cls", type=int_range(0), metavar="K",
                    help="explain the output score of class K instead of the loss of the true label")
     p.add_argument("--history", metavar="FILE", help="history.jsonl to draw (default: the one beside MODEL.npz)")
     p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: MODEL's directory/explain)")
@@ -28,27 +30,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _ends_in_softmax(model) -> bool:
-    from ..explain import model_layers
-    layers = [m for _, m in model_layers(model) if getattr(m, "kind", None) != "cost"]  # [cost] is not an output
-    last = layers[-1] if layers else model
-    return type(last).__name__ == "Softmax" or getattr(last, "kind", None) == "softmax"
+def _require_matplotlib() -> None:
+    """The PNGs need matplotlib (the ``plot`` extra): say so before any work is done."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from ..errors import ConfigError
+        raise ConfigError("the pictures need matplotlib, which is not installed: pip install 'deltaprop[plot]' "
+                          "(or pip install matplotlib), or pass --no-plot for the tables only") from None
 
 
 def run(args) -> int:
     from .. import nn
     from ..backend import no_grad
-    from ..data import default_preprocess, load_mnist, preprocess
+    from ..data import load_mnist, preprocess
     from ..errors import DataError
     from ..explain import format_norms, layer_gradient_norms, plot_history, plot_sensitivity, sensitivity_maps
-    from ..io import load_checkpoint
-    ck = load_checkpoint(args.model)
-    model = ck.model
+    from ._classify import check_input, ends_in_softmax, load_classifier
+    if not args.no_plot:
+        _require_matplotlib()
+    ck, model, spec = load_classifier(args.model)
+    model.train()
     images, labels = load_mnist(args.data, args.split)
     for i in args.index:
         if not -len(images) <= i < len(images):
             raise DataError(f"--index {i} out of range (MNIST {args.split} has {len(images)} images)")
-    X = preprocess(images[args.index], ck.extra.get("preprocess", default_preprocess()), dtype=model.dtype)
+    X = preprocess(images[args.index], spec, dtype=model.dtype)
+    check_input(model, X, args.model)
     y = labels[args.index].astype(np.int64)
     was = model.training
     model.eval()
@@ -64,7 +72,7 @@ def run(args) -> int:
         kw = {"dout": dout.reshape(raw.shape)}
         what = f"the score of class {args.cls}"
     else:
-        loss = nn.ProbabilityCrossEntropyLoss() if _ends_in_softmax(model) else nn.CrossEntropyLoss()
+        loss = nn.ProbabilityCrossEntropyLoss() if ends_in_softmax(model) else nn.CrossEntropyLoss()
         kw = {"loss": loss, "target": y.reshape((len(y),) + raw.shape[2:])}
         what = f"the {type(loss).__name__} of the true labels"
     for k, i in enumerate(args.index):

@@ -7,6 +7,9 @@ from typing import List, Tuple
 
 import numpy as np
 
+from ._options import int_range, positive_int
+
+LOW_CONFIDENCE = 0.5   # a top class below this probability is flagged
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -18,9 +21,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "files are read as IDX (e.g. t10k-images-idx3-ubyte.gz); --index picks their rows.")
     p.add_argument("model", metavar="MODEL.npz", help="model or checkpoint file")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="picture files or IDX files")
-    p.add_argument("--index", metavar="ROW", type=int, nargs="+", default=[0],
+    p.add_argument("--index", metavar="ROW", type=int_range(), nargs="+", default=[0],
                    help="rows of IDX files to classify (default 0)")
-    p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, help="how many classes to show, ≥ 1 (default 3)")
     p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                    help="invert pictures: auto (when the border is light), yes, no (default auto)")
     return p
@@ -50,20 +53,21 @@ def _inputs(paths: List[str], rows: List[int], invert) -> Tuple[List[str], np.nd
 
 
 def run(args) -> int:
-    from ..backend import no_grad
-    from ..data import default_preprocess, preprocess
-    from ..io import load_checkpoint
-    ck = load_checkpoint(args.model)
-    model = ck.model.eval()
+    from ..data import preprocess
+    from ._classify import check_input, class_probabilities, load_classifier
+    ck, model, spec = load_classifier(args.model)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
     names, images = _inputs(args.images, args.index, invert)
-    X = preprocess(images, ck.extra.get("preprocess", default_preprocess()), dtype=model.dtype)
-    with no_grad():
-        logits = model(X).astype(np.float64)
-    z = logits - logits.max(axis=1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    k = max(1, min(args.top, prob.shape[1]))
-    for name, p in zip(names, prob):
+    X = preprocess(images, spec, dtype=model.dtype)
+    check_input(model, X, args.model)
+    prob = class_probabilities(model, X)
+    k = min(args.top, prob.shape[1])
+    for name, img, p in zip(names, images, prob):
         top = np.argsort(-p, kind="stable")[:k]
-        print(f"{name}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top))
+        line = f"{name}: " + ", ".join(f"{c} ({100 * p[c]:.1f}%)" for c in top)
+        if int(img.max()) == int(img.min()):
+            line += "  [blank picture: no digit in it; the answer means nothing]"
+        elif p[top[0]] < LOW_CONFIDENCE:
+            line += "  [low confidence: the top class has less than half the probability; this may not be a digit]"
+        print(line)
     return 0
