@@ -1,46 +1,42 @@
-"""The loss of a cfg network: Darknet's loss layers (``[softmax]``, ``[cost]``, ``[logistic]``) against a
-truth, their costs, and the backward pass they start. Two numerics (the network's ``numerics``):
+"""The loss of a cfg network: every loss layer (``[softmax]``, ``[cost]``, ``[logistic]``, ``[yolo]``) computes
+its own cost and gradient (its ``loss`` method, as Darknet's layer files set their delta), from the last
+layer back, then one backward pass runs through the rest of the network. Two numerics (the layers'):
 
-- ``"darknet"``: exactly what the real program does (``functional.darknet_loss``). Each loss layer sets
-  its delta in the forward pass and its backward adds that delta, WITHOUT any Jacobian, to the layer
-  below: ``[softmax]`` gives its logits ``p − t`` (engine sign), ``[logistic]`` gives ``p − t``, ``[cost]``
-  gives its input ``−scale·delta``. A ``[cost]`` after a ``[softmax]`` therefore reaches the logits
+- ``"darknet"``: exactly what the real program does. Each loss layer sets its delta in the forward pass and
+  its backward adds that delta, WITHOUT any Jacobian, to the layer below: ``[softmax]`` gives its logits
+  ``p − t`` (engine sign), ``[logistic]`` ``p − t``, ``[cost]`` its input ``−scale·delta``, ``[yolo]`` its raw
+  input ``−delta`` (docs/equations.md §9). A ``[cost]`` after a ``[softmax]`` therefore reaches the logits
   unchanged: ``(1 + scale)(p − t)`` in all (sse). Costs are Darknet's: softmax ``Σ_{t≠0} −log p``, cost
-  ``Σ error`` (unscaled), logistic BCE.
-- ``"standard"``: true gradients of one objective, ``Σ`` over loss layers of: softmax ``−Σ t log p``
-  (gradient at the logits ``(p·Σt − t)/T`` per softmax group), cost ``scale·½Σ(t − p)²`` (sse/masked),
-  ``scale·Σ|t − p|`` (L1), ``scale·½·error`` (smooth, whose gradient has the right sign), logistic BCE;
-  gradients from later layers go through each layer's own backward (softmax and σ' Jacobians). Costs are
-  these terms, so the reported loss is the function being descended (gradcheckable).
+  ``Σ error`` (unscaled), logistic BCE, yolo ``Σ delta²``.
+- ``"standard"``: true gradients of one objective, the sum over loss layers of: softmax ``−Σ t log p``,
+  cost ``scale·½Σ(t − p)²`` (sse/masked), ``scale·Σ|t − p|`` (L1), ``scale·½·error`` (smooth), logistic BCE,
+  yolo the differentiable loss of docs/equations.md §9 (assignment and ignore masks fixed per step); gradients
+  from later layers go through each layer's own backward. Costs are these terms (gradcheckable).
 
-Every layer of these kinds counts in the reported loss (``calc_network_cost``): ``Σ costs / count / batch``.
-All gradients here are the engine's sign (``−delta``); they are summed over the images, as Darknet's.
+Darknet's reported loss of one forward pass: ``Σ costs / count / batch`` (``calc_network_cost``,
+``train_network``). All gradients are the engine's sign (``−delta``) and SUMMED over the images (the
+function differentiated is ``Σ costs``), as Darknet's, whose update divides by the batch.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from ..functional import darknet_loss as dl
 
-LOSS_KINDS = ("softmax", "cost", "logistic")
+LOSS_KINDS = ("softmax", "cost", "logistic", "yolo")
 
 
 def loss_layer_indices(net) -> List[int]:
-    """Indices of the layers that compute a cost. Raises ConfigError for kinds this trainer cannot train
-    ([yolo]) or for a loss layer read by a non-loss layer."""
-    idx = []
-    for i, layer in enumerate(net.layers):
-        if layer.kind == "yolo":
-            raise ConfigError(f"layer {i} [yolo]: training detection networks is not supported by the "
-                              f"classifier trainer (deltaprop.darknet.trainer)")
-        if layer.kind in LOSS_KINDS:
-            idx.append(i)
+    """Indices of the layers that compute a cost. ConfigError if there is none, or if a loss layer is read
+    by a non-loss layer."""
+    idx = [i for i, layer in enumerate(net.layers) if layer.kind in LOSS_KINDS]
     if not idx:
-        raise ConfigError(f"{getattr(net, 'source', 'the cfg')}: no loss layer ([softmax], [cost] or [logistic]) "
-                          f"to train against")
+        raise ConfigError(f"{getattr(net, 'source', 'the cfg')}: no loss layer ([softmax], [cost], [logistic] "
+                          f"or [yolo]) to train against")
     for i in range(len(net.layers)):
         if net.layers[i].kind in LOSS_KINDS:
             continue
@@ -51,120 +47,100 @@ def loss_layer_indices(net) -> List[int]:
     return idx
 
 
-def _truth_for(out: np.ndarray, truth: np.ndarray, i: int, kind: str) -> np.ndarray:
-    if truth.shape[0] != out.shape[0] or truth[0].size != out[0].size:
-        raise ShapeError(f"layer {i} [{kind}]: truth of shape {truth.shape} does not fit its output "
-                         f"{out.shape} ({out[0].size} values per image)")
-    return truth.reshape(out.shape).astype(out.dtype, copy=False)
+@dataclass
+class NetworkLoss:
+    """The losses of one forward pass: ``costs`` per loss layer, ``grads`` waiting to be propagated
+    (node index → ∂C/∂output, −1 for the network input), ``output_grads`` of the loss layers themselves."""
+    costs: Dict[int, float]
+    grads: Dict[int, np.ndarray]
+    output_grads: Dict[int, np.ndarray]
+    batch: int
+    assignments: Dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def reported(self) -> float:
+        """Darknet's printed loss: Σ costs / number of cost layers / batch."""
+        return dl.darknet_reported_loss(list(self.costs.values()), self.batch)
+
+    @property
+    def total(self) -> float:
+        """Σ costs: the function ``backward`` differentiates (in standard numerics)."""
+        return float(sum(self.costs.values()))
 
 
-def _softmax_ce_grad(layer, p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Standard: ∂(−Σ t log p)/∂x = (p·Σ_group t − t)/T, the groups as the layer's softmax."""
-    n = p.shape[0]
-    if getattr(layer, "spatial", False):
-        pg, tg, ax = p.reshape(n, p.shape[1], -1), t.reshape(n, p.shape[1], -1), 1
-    else:
-        pg, tg, ax = p.reshape(n, layer.groups, -1), t.reshape(n, layer.groups, -1), 2
-    g = pg * tg.sum(axis=ax, keepdims=True) - tg
-    if layer.temperature != 1.0:
-        g = g / p.dtype.type(layer.temperature)
-    return g.reshape(p.shape)
-
-
-def _standard_cost(layer, p: np.ndarray, t: np.ndarray) -> Tuple[float, np.ndarray]:
-    kind = layer.cost_type
-    s = float(layer.scale)
-    if kind == "masked":
-        p = np.where(t == t.dtype.type(dl.SECRET_NUM), t, p)
-    diff = t - p
-    if kind == "L1":
-        return s * float(np.abs(diff).astype(np.float64).sum()), -p.dtype.type(s) * np.sign(diff)
-    if kind == "smooth":
-        a = np.abs(diff)
-        small = a < 1
-        err = np.where(small, diff * diff, 2 * a - 1)
-        g = np.where(small, -diff, -np.sign(diff))
-        return 0.5 * s * float(err.astype(np.float64).sum()), p.dtype.type(s) * g
-    return 0.5 * s * float((diff.astype(np.float64) ** 2).sum()), -p.dtype.type(s) * diff
-
-
-def _layer_loss(layer, i: int, x: np.ndarray, out: np.ndarray, truth: np.ndarray, g_out: Optional[np.ndarray],
-                numerics: str) -> Tuple[float, Optional[np.ndarray]]:
-    """(cost, gradient at the layer's input) of loss layer ``i``; ``g_out`` is what reached its output."""
-    kind = layer.kind
-    if kind == "softmax":
-        if layer.noloss:
-            cost, own = 0.0, None
-        else:
-            t = _truth_for(out, truth, i, kind)
-            if numerics == "darknet":
-                cost, own = dl.darknet_softmax_loss(out, t)
-            else:
-                nz = t != 0
-                cost = float(-(t[nz].astype(np.float64) * np.log(out[nz].astype(np.float64))).sum())
-                own = _softmax_ce_grad(layer, out, t)
-        if g_out is not None:
-            g_out = g_out if numerics == "darknet" else layer.backward(g_out)   # darknet: no Jacobian
-        return cost, _add(own, g_out)
-    if kind == "logistic":
-        t = _truth_for(out, truth, i, kind)
-        _, cost, own = dl.darknet_logistic(x, t)
-        if g_out is not None:
-            g_out = g_out if numerics == "darknet" else layer.backward(g_out)
-        return cost, _add(own, g_out)
-    # [cost]: the identity on its input; its loss compares that input with the truth
-    t = _truth_for(x, truth, i, kind)
-    if numerics == "darknet":
-        cost, _, own = dl.darknet_cost(x, t, layer.cost_type, layer.scale)
-        if g_out is not None:   # backward_cost_layer scales its whole delta buffer
-            g_out = g_out * x.dtype.type(layer.scale)
-    else:
-        cost, own = _standard_cost(layer, x, t)
-    return cost, _add(own, g_out)
-
-
-def _add(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b.reshape(a.shape)
-
-
-def network_loss(net, x_in: np.ndarray, truth: np.ndarray, numerics: Optional[str] = None,
-                 backward: bool = True) -> Tuple[Dict[int, float], Optional[np.ndarray]]:
-    """After ``net(x_in)`` in training mode: every loss layer's cost against ``truth`` (N, ...), and, with
-    ``backward``, the backward pass through the whole network (parameter gradients ADDED into ``.grad``).
-    Returns ``({layer index: cost}, ∂C/∂input or None)``."""
-    numerics = numerics or net.numerics
+def compute_losses(net, x_in: np.ndarray, truth, numerics: Optional[str] = None,
+                   assignments: Optional[Dict[int, Any]] = None) -> NetworkLoss:
+    """After ``net(x_in)`` in training mode: every loss layer's ``loss`` against ``truth``, from the last
+    back (a loss layer reading another passes its gradient on). ``truth``: (N, ...) for classifier
+    layers, one (k, 5) array of ``[class, x, y, w, h]`` per image for ``[yolo]``. ``numerics`` overrides
+    the layers' for this call; ``assignments`` ({layer: YoloAssignment}) holds [yolo] targets fixed."""
     idx = loss_layer_indices(net)
     outs = net.layer_outputs
-    if not outs or len(outs) != len(net.layers):
-        raise ShapeError("network_loss: run the network's forward pass first")
-    truth = np.asarray(truth)
-    grads: Dict[int, np.ndarray] = {}
+    if not outs or len(outs) != len(net.layers) or any(outs[i] is None for i in idx):
+        raise ShapeError("net.loss: run the network's forward pass (in train mode) first")
+    if not isinstance(truth, (list, tuple)):
+        truth = np.asarray(truth)
+    pending: Dict[int, np.ndarray] = {}
     costs: Dict[int, float] = {}
+    out_grads: Dict[int, np.ndarray] = {}
+    asg: Dict[int, Any] = {}
+    net_size = (net.input_shape[2], net.input_shape[1])
     for i in reversed(idx):
         layer = net.layers[i]
-        j = net.node_inputs(i)[0]
-        x = x_in if j < 0 else outs[j]
-        cost, g = _layer_loss(layer, i, x, outs[i], truth, grads.pop(i, None), numerics)
-        costs[i] = cost
-        if g is not None:
-            grads[j] = _add(grads.get(j), g)
-    if not backward:
-        return dict(sorted(costs.items())), None
+        before = layer.numerics
+        if numerics is not None and numerics != before:
+            layer.set_numerics(numerics)
+        try:
+            j = net.node_inputs(i)[0]
+            x = x_in if j < 0 else outs[j]
+            res = layer.loss(x, outs[i], truth, pending.pop(i, None), net_size=net_size,
+                             assignment=(assignments or {}).get(i))
+        finally:
+            if layer.numerics != before:
+                layer.set_numerics(before)
+        costs[i] = res.cost
+        if res.grad_output is not None:
+            out_grads[i] = res.grad_output
+        if getattr(layer, "assignment", None) is not None:
+            asg[i] = layer.assignment
+        if res.grad_input is not None:
+            pending[j] = dl.add_grads(pending.get(j), res.grad_input)
+    return NetworkLoss(dict(sorted(costs.items())), pending, out_grads, int(outs[idx[0]].shape[0]), asg)
+
+
+def backpropagate(net, nl: NetworkLoss, keep: bool = True) -> Tuple[Optional[np.ndarray], List[Optional[np.ndarray]]]:
+    """One backward pass from the loss layers' gradients (parameter gradients ADDED into ``.grad``).
+    Returns (∂C/∂input or None, ∂C/∂(output of layer i) for every i, None where nothing reached it;
+    with ``keep=False`` an empty list: nothing is copied)."""
+    grads = dict(nl.grads)
     d_input = grads.pop(-1, None)
+    layer_grads: List[Optional[np.ndarray]] = [None] * len(net.layers)
     if grads:
-        keep = list(net.output_indices)
+        outs = net.layer_outputs
+        keep_outputs = list(net.output_indices)
         order = sorted(grads)
         try:
             net.set_outputs(order)
-            g_in = net.backward([grads[k].reshape(outs[k].shape) for k in order])
+            g_in = net.graph_backward([grads[k].reshape(outs[k].shape) for k in order],
+                                      keep=layer_grads if keep else None)
         finally:
-            net.set_outputs(keep)
-        d_input = _add(d_input, g_in)
-    return dict(sorted(costs.items())), d_input
+            net.set_outputs(keep_outputs)
+        d_input = dl.add_grads(d_input, g_in)
+    if not keep:
+        return d_input, []
+    for i, g in nl.output_grads.items():
+        layer_grads[i] = g
+    return d_input, layer_grads
+
+
+def network_loss(net, x_in: np.ndarray, truth, numerics: Optional[str] = None,
+                 backward: bool = True) -> Tuple[Dict[int, float], Optional[np.ndarray]]:
+    """``compute_losses`` and, with ``backward``, ``backpropagate``: ``({layer index: cost}, ∂C/∂input)``."""
+    nl = compute_losses(net, x_in, truth, numerics)
+    if not backward:
+        return nl.costs, None
+    d_input, _ = backpropagate(net, nl)
+    return nl.costs, d_input
 
 
 def reported_loss(costs: Dict[int, float], batch: int) -> float:

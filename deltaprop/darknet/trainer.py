@@ -9,15 +9,22 @@ loss of a batch is ``Σ_sub (Σ layer costs / #cost layers) / batch``; the runni
 Training stops when ``seen/batch`` reaches ``max_batches``. Checkpoints are Darknet ``.weights`` files
 (``seen`` in the header, so ``--weights`` resumes at the right batch; ``--clear`` starts it at 0), written
 atomically: ``<base>_<n>.weights`` every ``save_every`` batches and ``<base>_final.weights`` at the end.
+
+Detection (``fit_detection``): batches of (images, one (k, 5) array of ``[class, x, y, w, h]`` per image) from
+a DetectionLoader or any iterable of them; each [yolo] head's statistics are kept per batch
+(``StepResult.yolo_stats``) and logged as Darknet's "Region" lines. With ``random=1`` on the last layer,
+Darknet's multi-scale rule: before every 10th batch (the first included) a new square size
+``(rand() % 10 + 10)·32`` (320..608), 608 once fewer than 200 batches remain; the network is resized
+(``DarknetNet.resize``) and the loader asked for that size (``set_size``).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,17 +32,19 @@ from .. import backend
 from ..errors import ConfigError, DivergenceError, ShapeError
 from ..optim.darknet import DarknetSGD
 from ..optim.darknet_policy import DarknetLR
-from .train_loss import loss_layer_indices, network_loss
+from .train_loss import loss_layer_indices
 
 
 @dataclass
 class StepResult:
-    """One update: the reported loss, the learning rate used, the batch number after it, ``seen``."""
+    """One update: the reported loss, the learning rate used, the batch number after it, ``seen``, each
+    forward pass's costs per loss layer, and each [yolo] head's statistics over the whole batch."""
     loss: float
     lr: float
     batch_num: int
     seen: int
     costs: List[Dict[int, float]]
+    yolo_stats: List[Dict[str, float]] = field(default_factory=list)
 
 
 def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
@@ -48,19 +57,45 @@ def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
     return t
 
 
+def merge_yolo_stats(parts: Sequence[Sequence[Dict[str, float]]]) -> List[Dict[str, float]]:
+    """Per head, the statistics of several forward passes (the subdivisions of a batch) as one: averages
+    weighted by each pass's ``count`` (no_obj by its number of predictions)."""
+    if not parts:
+        return []
+    out = []
+    for heads in zip(*parts):
+        cnt = sum(h["count"] for h in heads)
+        preds = sum(h["predictions"] for h in heads)
+        m: Dict[str, float] = {"layer": heads[0]["layer"], "count": cnt, "predictions": preds}
+        for k in ("avg_iou", "class", "obj", "recall50", "recall75"):
+            m[k] = sum(h[k] * h["count"] for h in heads if h["count"]) / cnt if cnt else float("nan")
+        m["no_obj"] = sum(h["no_obj"] * h["predictions"] for h in heads) / max(preds, 1)
+        out.append(m)
+    return out
+
+
+def region_line(st: Dict[str, float]) -> str:
+    """Darknet's per-head line (``forward_yolo_layer``'s printf)."""
+    return (f"Region {st['layer']} Avg IOU: {st['avg_iou']:f}, Class: {st['class']:f}, Obj: {st['obj']:f}, "
+            f"No Obj: {st['no_obj']:f}, .5R: {st['recall50']:f}, .75R: {st['recall75']:f},  count: {st['count']}")
+
+
 class DarknetTrainer:
     """Trains a ``DarknetNet`` the way Darknet does (see the module docstring).
 
     ``numerics`` switches the network ("darknet": Darknet's BN and loss deltas; "standard": textbook BN and
     true loss gradients); the update rule and schedule are Darknet's in both. Overrides (None: the cfg's):
     ``batch``, ``subdivisions``, ``learning_rate``, ``momentum``, ``decay``, ``max_batches``.
+    ``multiscale``: (smallest, largest) square size of Darknet's ``random=1`` rule, multiples of 32
+    (default (320, 608), Darknet's); ``False`` turns the rule off even where the cfg has ``random=1``.
     Like Darknet, it turns off the gradient of the network input (``net.needs_input_grad = False``).
     """
 
     def __init__(self, net, numerics: Optional[str] = None, batch: Optional[int] = None,
                  subdivisions: Optional[int] = None, learning_rate: Optional[float] = None,
                  momentum: Optional[float] = None, decay: Optional[float] = None,
-                 max_batches: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> None:
+                 max_batches: Optional[int] = None, rng: Optional[np.random.Generator] = None,
+                 multiscale=None) -> None:
         if numerics is not None:
             net.set_numerics(numerics)
         self.net = net
@@ -87,6 +122,15 @@ class DarknetTrainer:
                                     decay=float(o["decay"] if decay is None else decay), batch=self.batch)
         self.rng = rng if rng is not None else backend.rng()
         self.avg_loss: Optional[float] = None
+        last = net.layers[-1]
+        self.multiscale: Optional[Tuple[int, int]] = None
+        if multiscale is not False and getattr(last, "random", False) and last.kind == "yolo":
+            lo, hi = (320, 608) if multiscale in (None, True) else (int(multiscale[0]), int(multiscale[1]))
+            if lo < 32 or hi < lo or lo % 32 or hi % 32:
+                raise ConfigError(f"multiscale sizes must be multiples of 32 with 32 ≤ smallest ≤ largest, "
+                                  f"got ({lo}, {hi})")
+            self.multiscale = (lo, hi)
+        self._scale_count = 0
         object.__setattr__(net, "needs_input_grad", False)   # Darknet never computes the input's delta
 
     @property
@@ -94,21 +138,25 @@ class DarknetTrainer:
         """Darknet's ``get_current_batch``: seen / batch."""
         return int(self.net.seen) // self.batch
 
-    def train_step(self, X: np.ndarray, truth: np.ndarray) -> StepResult:
-        """One Darknet update on ``batch`` images X (N, C, H, W) with truths (N, ...)."""
+    def train_step(self, X: np.ndarray, truth) -> StepResult:
+        """One Darknet update on ``batch`` images X (N, C, H, W) with truths: an array (N, ...) for
+        classifier loss layers, or a list of N (k, 5) arrays ``[class, x, y, w, h]`` for [yolo]."""
         if len(X) != self.batch or len(truth) != self.batch:
             raise ShapeError(f"train_step: expected {self.batch} images and truths (batch {self.batch} = "
                              f"{self.subdivisions} × {self.mini_batch}), got {len(X)} and {len(truth)}")
         net = self.net
         net.train()
-        total, per_sub = 0.0, []
+        total, per_sub, stats = 0.0, [], []
         m = self.mini_batch
         for s in range(self.subdivisions):
             x, t = X[s * m:(s + 1) * m], truth[s * m:(s + 1) * m]
             object.__setattr__(net, "seen", int(net.seen) + m)       # train_network_datum: seen += batch
             net(x)
-            costs, _ = network_loss(net, x, t)
+            net.loss(t)
+            net.backward(None)                                         # None: the loss's backward
+            costs = net.loss_costs
             per_sub.append(costs)
+            stats.append(net.yolo_stats)
             total += sum(costs.values()) / len(costs)                  # calc_network_cost
         loss = total / self.batch                                      # train_network: sum/(n·batch)
         if not math.isfinite(loss):
@@ -120,7 +168,23 @@ class DarknetTrainer:
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.avg_loss = loss if self.avg_loss is None else 0.9 * self.avg_loss + 0.1 * loss
-        return StepResult(loss, lr, n, int(net.seen), per_sub)
+        return StepResult(loss, lr, n, int(net.seen), per_sub, merge_yolo_stats(stats))
+
+    def next_size(self) -> Optional[int]:
+        """Darknet's multi-scale rule, asked before each batch: a new size before every 10th (the first
+        included), else None. The size is drawn from ``multiscale`` in steps of 32; the largest once
+        fewer than 200 batches remain."""
+        if self.multiscale is None:
+            return None
+        count = self._scale_count
+        self._scale_count += 1
+        if count % 10:
+            return None
+        lo, hi = self.multiscale
+        dim = lo + 32 * int(self.rng.integers((hi - lo) // 32 + 1))
+        if self.current_batch + 200 > self.max_batches:
+            dim = hi
+        return dim
 
     # --- the loop -----------------------------------------------------------------------------------
     def batches(self, n_images: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -141,8 +205,76 @@ class DarknetTrainer:
             save_every: int = 1000, log_every: int = 10, eval_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
             eval_every: Optional[int] = None, seed: int = 0, progress: bool = True,
             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-        """Train on (X, labels) until ``max_batches``. Writes ``history.jsonl`` (every ``log_every`` batches)
-        and ``.weights`` checkpoints into ``out_dir``; returns the history records."""
+        """Train a classifier on (X, labels) until ``max_batches``. Writes ``history.jsonl`` (every
+        ``log_every`` batches) and ``.weights`` checkpoints into ``out_dir``; returns the history records."""
+        it = self.batches(len(X), seed)
+
+        def data():
+            for idx in it:
+                yield X[idx], one_hot(labels[idx], classes, X.dtype)
+
+        def evaluate_hook(n: int, rec: Dict[str, Any]) -> None:
+            if eval_data is not None and eval_every and n % eval_every == 0:
+                rec["eval_loss"], rec["eval_acc"] = evaluate(self.net, *eval_data)
+                log(f"batch {n}: loss {rec['loss']:.4f} avg {rec['avg_loss']:.4f} | eval acc {rec['eval_acc']:.4f}")
+        return self._loop(data(), out_dir, base, save_every, log_every, progress, log, evaluate_hook)
+
+    def fit_detection(self, loader: Iterable, *, out_dir=None, base: str = "model", save_every: int = 1000,
+                      log_every: int = 10, progress: bool = True,
+                      log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+        """Train a detector until ``max_batches`` on ``loader``: an iterable of ``(x (n, C, H, W), targets)``
+        with one (k, 5) array of ``[class, x, y, w, h]`` per image (``DetectionLoader``, or a list of such
+        batches, cycled). Batches smaller than ``batch`` are gathered into one update. With multi-scale
+        (``random=1``) the loader must have ``set_size(width, height)``; a batch still at the old size
+        (loaded ahead) is dropped, as Darknet drops the batch it had loaded. History records carry each
+        head's statistics; Darknet's "Region" lines are logged every ``log_every`` batches."""
+        if self.multiscale is not None and not hasattr(loader, "set_size"):
+            raise ConfigError(f"layer {len(self.net.layers) - 1} [yolo] has random=1 (multi-scale training): the "
+                              f"data must offer set_size(width, height), as DetectionLoader does; or train "
+                              f"with multiscale=False")
+        return self._loop(self._detection_batches(loader), out_dir, base, save_every, log_every, progress, log)
+
+    def _detection_batches(self, loader: Iterable) -> Iterator[Tuple[np.ndarray, List[np.ndarray]]]:
+        def cycle():
+            while True:
+                got = False
+                for item in loader:
+                    got = True
+                    yield item
+                if not got:
+                    raise ShapeError("fit_detection: the loader gave no batches")
+        src = cycle()
+        while True:
+            dim = self.next_size()
+            if dim is not None and (dim, dim) != tuple(self.net.input_shape[1:]):
+                self.net.resize(dim, dim)
+                loader.set_size(dim, dim)
+            want = tuple(self.net.input_shape)
+            xs: List[np.ndarray] = []
+            ts: List[np.ndarray] = []
+            stale = 0
+            while sum(len(x) for x in xs) < self.batch:
+                x, t = next(src)
+                if tuple(x.shape[1:]) != want:
+                    stale += 1
+                    if stale > 16:
+                        raise ShapeError(f"fit_detection: the loader keeps giving images of {x.shape[1:]}, the "
+                                         f"network takes {want}")
+                    continue
+                if len(t) != len(x):
+                    raise ShapeError(f"fit_detection: {len(x)} images but {len(t)} target arrays in a batch")
+                xs.append(np.asarray(x, dtype=self.net.dtype))
+                ts.extend(t)
+            X = np.concatenate(xs) if len(xs) > 1 else xs[0]
+            if len(X) != self.batch:
+                raise ShapeError(f"fit_detection: loader batches of {[len(x) for x in xs]} images do not add up to "
+                                 f"the batch of {self.batch} (give the loader batch_size {self.batch} or "
+                                 f"{self.mini_batch})")
+            yield X, ts
+
+    def _loop(self, data: Iterator, out_dir, base: str, save_every: int, log_every: int, progress: bool,
+              log: Callable[[str], None], hook: Optional[Callable[[int, Dict[str, Any]], None]] = None
+              ) -> List[Dict[str, Any]]:
         if self.max_batches <= 0:
             raise ConfigError("max_batches is 0: give the cfg a max_batches (or --epochs), else Darknet "
                               "trains forever")
@@ -161,37 +293,38 @@ class DarknetTrainer:
         bar = _progress(todo, progress)
         t0 = time.perf_counter()
         last_t, last_n = t0, start_batch
-        it = self.batches(len(X), seed)
         try:
             while self.current_batch < self.max_batches:
-                idx = next(it)
-                res = self.train_step(X[idx], one_hot(labels[idx], classes, X.dtype))
+                X, T = next(data)
+                res = self.train_step(X, T)
                 n = res.batch_num
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}")
-                rec: Optional[Dict[str, Any]] = None
-                if n % log_every == 0 or n == self.max_batches:
+                rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
+                                       "lr": res.lr}
+                logged = n % log_every == 0 or n == self.max_batches
+                if logged:
                     now = time.perf_counter()
-                    rec = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss, "lr": res.lr,
-                           "images_per_s": round((n - last_n) * self.batch / max(now - last_t, 1e-9), 1),
-                           "elapsed_s": round(now - t0, 2)}
+                    rec["images_per_s"] = round((n - last_n) * self.batch / max(now - last_t, 1e-9), 1)
+                    rec["elapsed_s"] = round(now - t0, 2)
+                    if res.yolo_stats:
+                        rec["size"] = int(X.shape[-1])
+                        rec["yolo"] = [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+                                        for k, v in st.items()} for st in res.yolo_stats]
                     last_t, last_n = now, n
-                if eval_data is not None and eval_every and n % eval_every == 0:
-                    rec = rec or {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
-                                  "lr": res.lr, "elapsed_s": round(time.perf_counter() - t0, 2)}
-                    rec["eval_loss"], rec["eval_acc"] = evaluate(self.net, *eval_data)
-                    if bar is None:
-                        log(f"batch {n}: loss {res.loss:.4f} avg {self.avg_loss:.4f} | eval acc "
-                            f"{rec['eval_acc']:.4f}")
-                if rec is not None:
+                if hook is not None:
+                    hook(n, rec)
+                if logged or "eval_acc" in rec:
                     history.append(rec)
                     if hist_path is not None:
                         with open(hist_path, "a") as f:
                             f.write(json.dumps(rec) + "\n")
-                    if bar is None and "eval_acc" not in rec:
+                    if bar is None and logged:
+                        for st in res.yolo_stats:
+                            log(region_line(st))
                         log(f"{n}: {res.loss:.6f}, {self.avg_loss:.6f} avg, {res.lr:.6g} rate, "
-                            f"{rec['elapsed_s']:.1f} s, {res.seen} images")
+                            f"{rec.get('elapsed_s', 0.0):.1f} s, {res.seen} images")
                 if out is not None and save_every and n % save_every == 0 and n < self.max_batches:
                     save_weights(self.net, out / f"{base}_{n}.weights")
         finally:
@@ -234,9 +367,3 @@ def _progress(total: int, enabled: bool):
     except ImportError:  # pragma: no cover - tqdm is a core dependency
         return None
     return tqdm(total=total, unit="batch", desc="train", dynamic_ncols=True)
-
-
-def run_cli(args) -> int:
-    """``deltaprop train --cfg FILE.cfg [--weights W] [--clear] [--data mnist|DIR] ...`` (see docs/darknet-training.md)."""
-    from .trainer_cli import run
-    return run(args)

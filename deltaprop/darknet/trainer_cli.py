@@ -147,10 +147,13 @@ def _run(args) -> int:
     subdiv = getattr(args, "subdivisions", None)
     if batch is not None and subdiv is None and batch < o["subdivisions"]:
         subdiv = 1
+    sub = int(subdiv or o["subdivisions"])
+    if sub < 1 or int(batch or o["batch"]) < sub:
+        raise ConfigError(f"--subdivisions {sub} with a batch of {int(batch or o['batch'])}: subdivisions must be "
+                          f"between 1 and the batch (each of the {sub} passes needs at least one image)")
     epochs = getattr(args, "epochs", None)
     max_batches = None
     if epochs is not None:
-        sub = int(subdiv or o["subdivisions"])
         full = (int(batch or o["batch"]) // sub) * sub          # the trainer's batch: mini-batch × subdivisions
         max_batches = int(net.seen) // full + math.ceil(float(epochs) * len(X) / full)
     trainer = DarknetTrainer(net, batch=batch, subdivisions=subdiv, learning_rate=getattr(args, "lr", None),

@@ -4,7 +4,7 @@
 Boxes are (x, y, w, h): centre and size, relative to the image (0..1) unless converted with
 ``to_corners``. For each cell (i, j) of an lw×lh grid and anchor n of the layer's mask:
 ``bx = (i + x)/lw``, ``by = (j + y)/lh``, ``bw = e^w·anchor_w/net_w``, ``bh = e^h·anchor_h/net_h``
-(EQUATIONS.md §9), kept when objectness > thresh; class scores are objectness × class probability,
+(docs/equations.md §9), kept when objectness > thresh; class scores are objectness × class probability,
 zeroed at or below thresh.
 """
 from __future__ import annotations
@@ -91,18 +91,39 @@ def correct_boxes(boxes: np.ndarray, img_w: int, img_h: int, net_w: int, net_h: 
     return out
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of (x, y, w, h) boxes, broadcasting (Darknet's ``box_iou``; 0 where the union is empty)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    ow = np.minimum(a[..., 0] + a[..., 2] / 2, b[..., 0] + b[..., 2] / 2) - \
-        np.maximum(a[..., 0] - a[..., 2] / 2, b[..., 0] - b[..., 2] / 2)
-    oh = np.minimum(a[..., 1] + a[..., 3] / 2, b[..., 1] + b[..., 3] / 2) - \
-        np.maximum(a[..., 1] - a[..., 3] / 2, b[..., 1] - b[..., 3] / 2)
-    inter = np.where((ow < 0) | (oh < 0), 0.0, ow * oh)
+def box_iou(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """IoU of (x, y, w, h) boxes, broadcasting (Darknet's ``box_iou``: ``overlap``, ``box_intersection``,
+    ``box_union``, in that order of operations; 0 where the union is empty). ``dtype=np.float32`` repeats
+    Darknet's float arithmetic operation for operation (its training thresholds compare these IoUs)."""
+    a = np.asarray(a, dtype=dtype)
+    b = np.asarray(b, dtype=dtype)
+    two = a.dtype.type(2)
+    ow = np.minimum(a[..., 0] + a[..., 2] / two, b[..., 0] + b[..., 2] / two) - \
+        np.maximum(a[..., 0] - a[..., 2] / two, b[..., 0] - b[..., 2] / two)
+    oh = np.minimum(a[..., 1] + a[..., 3] / two, b[..., 1] + b[..., 3] / two) - \
+        np.maximum(a[..., 1] - a[..., 3] / two, b[..., 1] - b[..., 3] / two)
+    inter = np.where((ow < 0) | (oh < 0), a.dtype.type(0), ow * oh)
     union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype, copy=False)
+
+
+def yolo_grid_boxes(raw: np.ndarray, anchors: Sequence[Tuple[float, float]], net_w: int, net_h: int) -> np.ndarray:
+    """Every prediction's box (x, y, w, h) relative to the network input, in the dtype of ``raw``
+    (Darknet's ``get_yolo_box``; docs/equations.md §9): ``raw`` is one image's [yolo] output viewed as
+    (A, 5+K, lh, lw) with x, y already through the logistic; ``anchors`` the layer's masked (w, h) pairs.
+    Returns (A, lh, lw, 4). As in Darknet, x and y are float sums, w and h ``exp`` in double rounded."""
+    a, _, lh, lw = raw.shape
+    dt = raw.dtype
+    col = np.arange(lw, dtype=dt)[None, None, :]
+    row = np.arange(lh, dtype=dt)[None, :, None]
+    anc = np.asarray(anchors, dtype=dt).reshape(a, 1, 1, 2).astype(np.float64)
+    out = np.empty((a, lh, lw, 4), dtype=dt)
+    out[..., 0] = (col + raw[:, 0]) / dt.type(lw)
+    out[..., 1] = (row + raw[:, 1]) / dt.type(lh)
+    out[..., 2] = np.exp(raw[:, 2].astype(np.float64)) * anc[..., 0] / net_w
+    out[..., 3] = np.exp(raw[:, 3].astype(np.float64)) * anc[..., 1] / net_h
+    return out
 
 
 def nms_sort(dets: Detections, thresh: float = 0.45) -> Detections:

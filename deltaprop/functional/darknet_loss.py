@@ -1,5 +1,5 @@
 """Darknet's loss layers as pure functions (pjreddie f6afaabc: ``softmax_layer.c``, ``cost_layer.c``,
-``logistic_layer.c``, ``blas.c``), and its reported loss. DARKNET.md, "Layers" and "Training".
+``logistic_layer.c``, ``blas.c``), and its reported loss. docs/equations.md §10.
 
 Sign: Darknet's ``delta`` is the NEGATIVE gradient (``delta = t − p``). Every function here returns the
 engine's sign, ``grad = −delta`` (``p − t``), so a caller adds it to ∂C/∂input like any gradient.
@@ -16,7 +16,7 @@ Jacobian, into the layer below's delta:
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -117,3 +117,57 @@ def darknet_reported_loss(costs: Sequence[float], batch: int) -> float:
     if not costs:
         return 0.0
     return float(sum(costs) / len(costs) / batch)
+
+
+def softmax_ce_grad(p: np.ndarray, t: np.ndarray, groups: int = 1, spatial: bool = False,
+                    temperature: float = 1.0) -> np.ndarray:
+    """Standard numerics: ∂(−Σ t log p)/∂x = (p·Σ_group t − t)/T at the logits x of ``p = softmax(x/T)``,
+    the groups as ``[softmax]`` forms them (``groups`` slices, or the channels at each pixel)."""
+    n = p.shape[0]
+    if spatial:
+        pg, tg, ax = p.reshape(n, p.shape[1], -1), t.reshape(n, p.shape[1], -1), 1
+    else:
+        pg, tg, ax = p.reshape(n, groups, -1), t.reshape(n, groups, -1), 2
+    g = pg * tg.sum(axis=ax, keepdims=True) - tg
+    if temperature != 1.0:
+        g = g / p.dtype.type(temperature)
+    return g.reshape(p.shape)
+
+
+def standard_cost(pred: np.ndarray, truth: np.ndarray, cost_type: str = "sse",
+                  scale: float = 1.0) -> Tuple[float, np.ndarray]:
+    """Standard numerics ``[cost]``: (cost, its true gradient at ``pred``): sse/masked ``scale·½Σ(t − p)²``,
+    L1 ``scale·Σ|t − p|``, smooth ``scale·½·error`` (Huber, whose gradient has the right sign)."""
+    t = _check_pair(pred, truth, "[cost]")
+    p = pred
+    if cost_type == "masked":
+        p = np.where(t == t.dtype.type(SECRET_NUM), t, p)
+    diff = t - p
+    s = float(scale)
+    if cost_type in ("L1", "l1"):
+        return s * float(np.abs(diff).astype(np.float64).sum()), -p.dtype.type(s) * np.sign(diff)
+    if cost_type == "smooth":
+        a = np.abs(diff)
+        small = a < 1
+        err = np.where(small, diff * diff, 2 * a - 1)
+        g = np.where(small, -diff, -np.sign(diff))
+        return 0.5 * s * float(err.astype(np.float64).sum()), p.dtype.type(s) * g
+    return 0.5 * s * float((diff.astype(np.float64) ** 2).sum()), -p.dtype.type(s) * diff
+
+
+def add_grads(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """a + b where either may be None (no gradient)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b.reshape(a.shape)
+
+
+def truth_like(out: np.ndarray, truth, who: str) -> np.ndarray:
+    """A loss layer's truth (N, ...) reshaped to its output (N, C, H, W); ShapeError naming the layer."""
+    truth = np.asarray(truth)
+    if truth.ndim == 0 or truth.shape[0] != out.shape[0] or truth[0].size != out[0].size:
+        raise ShapeError(f"{who}: truth of shape {truth.shape} does not fit its output {out.shape} "
+                         f"({out[0].size} values per image)")
+    return truth.reshape(out.shape).astype(out.dtype, copy=False)

@@ -94,9 +94,11 @@ class Graph(Module):
         sel = self._outputs()
         return outs[sel[0]] if len(sel) == 1 else [outs[i] for i in sel]
 
-    def backward(self, dout: Union[np.ndarray, Sequence[Optional[np.ndarray]]]) -> Optional[np.ndarray]:
+    def backward(self, dout: Union[np.ndarray, Sequence[Optional[np.ndarray]]],
+                 keep: Optional[List[Optional[np.ndarray]]] = None) -> Optional[np.ndarray]:
         """``dout``: the gradient of the output (a list, one per output, None for an output without one).
-        Returns ∂C/∂input (None if no node reading the input needs it)."""
+        Returns ∂C/∂input (None if no node reading the input needs it). ``keep``: a list of one entry per
+        node that receives a copy of ∂C/∂(node i's output), summed over its consumers."""
         sel = self._outputs()
         douts = [dout] if isinstance(dout, np.ndarray) else list(dout)
         if len(douts) != len(sel):
@@ -126,6 +128,8 @@ class Graph(Module):
             grads[i] = None  # free as we go
             if g is None:
                 continue
+            if keep is not None:
+                keep[i] = g.copy()
             mod, ins = nodes[i], self._node_inputs[i]
             if getattr(mod, "stop_backward", False):
                 break

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -53,6 +53,17 @@ class PlanContext:
     @property
     def prev_index(self) -> int:
         return self.index - 1  # −1 for layer 0: the network input
+
+
+@dataclass
+class LossResult:
+    """What a loss layer's ``loss`` returns: its cost (what Darknet sums into the reported loss),
+    ``grad_output`` = ∂loss/∂(its output) and ``grad_input`` = the gradient it sends to the layer below,
+    both in the engine's sign (−Darknet's delta). In Darknet numerics the two are the same array where
+    Darknet passes its delta down without a Jacobian."""
+    cost: float
+    grad_output: Optional[np.ndarray]
+    grad_input: Optional[np.ndarray]
 
 
 def common_attrs(sec: Section) -> Dict[str, Any]:
@@ -109,6 +120,12 @@ class DarknetLayer(Module):
         for m in self.modules():
             if "numerics" in m.__dict__:
                 object.__setattr__(m, "numerics", numerics)
+
+    def resize(self, spec: LayerSpec) -> None:
+        """Take the shapes of ``spec``, this layer planned for a new network input size
+        (``DarknetNet.resize``, Darknet's ``resize_network``); parameters are kept."""
+        self.in_shape, self.out_shape = spec.in_shape, spec.out_shape
+        object.__setattr__(self, "_cache", None)
 
     # --- .weights layout: names and float counts in file order --------------------------------
     def weight_layout(self, loading: bool = True) -> List[Tuple[str, int]]:

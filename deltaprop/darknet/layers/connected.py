@@ -11,6 +11,7 @@ from ... import backend
 from ...functional.dense import linear_backward, linear_forward
 from ...nn.parameter import Parameter
 from ..activations import DarknetActivation
+from ...errors import ConfigError
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 from .batchnorm import (accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
@@ -49,6 +50,13 @@ class ConnectedLayer(DarknetLayer):
         self.weight = Parameter(backend.rng().uniform(-scale, scale, (self.out_features, self.in_features)).astype(dt))
         attach_bias_or_batchnorm(self, self.out_features, numerics, dt)
         self.act = DarknetActivation(self.activation)
+
+    def resize(self, spec: LayerSpec) -> None:
+        c, h, w = spec.in_shape
+        if c * h * w != self.in_features:
+            raise ConfigError(f"layer {self.index} [connected]: its {self.in_features} inputs are fixed; a network "
+                              f"input that gives it {c * h * w} cannot be trained (Darknet cannot resize it either)")
+        super().resize(spec)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)

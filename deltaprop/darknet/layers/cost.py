@@ -1,15 +1,16 @@
 """``[cost]`` (``cost_layer.c``): the network's loss on its previous output. Its forward is the identity
 (Darknet's ``get_network_output`` skips cost layers, so predictions come from the layer before); the
-loss and its delta (``type=sse`` default, smooth, L1, masked; ``scale``) are computed by the training
-code against a truth (``functional.darknet_loss``). Backward passes the gradient through unchanged."""
+loss and its delta (``type=sse`` default, smooth, L1, masked; ``scale``) are ``loss`` against a truth
+(``functional.darknet_loss``). Backward passes the gradient through unchanged."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional import darknet_loss as dl
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
 
@@ -44,3 +45,16 @@ class CostLayer(DarknetLayer):
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         self._take()
         return dout if self.needs_input_grad else None
+
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
+        """Darknet numerics: cost ``Σ error`` (unscaled), delta ``t − p`` in its buffer, and
+        ``backward_cost_layer`` adds ``scale·delta`` (the whole buffer) below. Standard: the true gradient
+        of ``scale·½Σ(t − p)²`` (``standard_cost``)."""
+        t = dl.truth_like(x, truth, f"layer {self.index} [cost]")
+        if self.numerics == "darknet":
+            cost, _, own = dl.darknet_cost(x, t, self.cost_type, 1.0)
+            g = dl.add_grads(own, g_out)
+            return LossResult(cost, g, g * x.dtype.type(self.scale))
+        cost, own = dl.standard_cost(x, t, self.cost_type, self.scale)
+        g = dl.add_grads(own, g_out)
+        return LossResult(cost, g, g)

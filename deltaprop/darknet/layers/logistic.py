@@ -1,15 +1,16 @@
 """``[logistic]`` (``logistic_layer.c``): the logistic function; with a truth Darknet trains it by binary
-cross-entropy, delta = t − p at the logits (``functional.darknet_loss``). The backward here is the
-standard one, dy·p(1 − p) (EQUATIONS.md §5)."""
+cross-entropy, delta = t − p at the logits (``loss``, ``functional.darknet_loss``). The backward here is the
+standard one, dy·p(1 − p) (docs/equations.md §5)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional import darknet_loss as dl
 from ...functional.activation import sigmoid_forward
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
@@ -31,3 +32,16 @@ class LogisticLayer(DarknetLayer):
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         y = self._take()
         return dout * y * (1 - y) if self.needs_input_grad else None
+
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
+        """Binary cross-entropy of σ(x) against the truth; ``p − t`` at the logits (both numerics). Darknet
+        passes what reached its output down unchanged; standard numerics through σ'."""
+        t = dl.truth_like(out, truth, f"layer {self.index} [logistic]")
+        p, cost, own = dl.darknet_logistic(x, t)
+        if self.numerics == "darknet":
+            g = dl.add_grads(own, g_out)
+            return LossResult(cost, g, g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            own_out = own / (p * (1 - p))
+        below = self.backward(g_out) if g_out is not None else None
+        return LossResult(cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))

@@ -1,17 +1,18 @@
 """``[softmax]`` (``softmax_layer.c``): max-subtracted softmax of x/temperature over each of ``groups``
 equal slices of a sample's inputs, or over the channels at each pixel with ``spatial=1``.
 
-The backward here is the standard vector–Jacobian product (EQUATIONS.md §5). Darknet's own backward
+The backward here is the standard vector–Jacobian product (docs/equations.md §5). Darknet's own backward
 passes its delta straight through, because its loss sets that delta at the logits (``t − p``); that
-Darknet-exact training path belongs to the loss/trainer code (``functional.darknet_loss``)."""
+Darknet-exact training path is ``loss`` (``functional.darknet_loss``)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional import darknet_loss as dl
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
@@ -67,3 +68,26 @@ class SoftmaxLayer(DarknetLayer):
         if self.temperature != 1.0:
             dx /= dx.dtype.type(self.temperature)
         return dx.reshape(dout.shape)
+
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
+        """Darknet numerics: cost ``Σ_{t≠0} −log p``, delta ``t − p`` at the logits plus whatever reached
+        the output, passed down WITHOUT the softmax Jacobian. Standard: cost ``−Σ t log p``, its true
+        gradient at the logits, and ``g_out`` through the softmax's own backward."""
+        if self.noloss:
+            cost, own, own_out = 0.0, None, None
+        else:
+            t = dl.truth_like(out, truth, f"layer {self.index} [softmax]")
+            if self.numerics == "darknet":
+                cost, own = dl.darknet_softmax_loss(out, t)
+                own_out = own
+            else:
+                nz = t != 0
+                cost = float(-(t[nz].astype(np.float64) * np.log(out[nz].astype(np.float64))).sum())
+                own = dl.softmax_ce_grad(out, t, self.groups, self.spatial, self.temperature)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    own_out = np.where(nz, -t / out, out.dtype.type(0))
+        if self.numerics == "darknet":
+            g = dl.add_grads(own, g_out)
+            return LossResult(cost, g, g)
+        below = self.backward(g_out) if g_out is not None else None
+        return LossResult(cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))

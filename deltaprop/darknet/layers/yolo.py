@@ -1,15 +1,19 @@
-"""``[yolo]`` (``yolo_layer.c``, EQUATIONS.md §9): per anchor of the mask the planes
+"""``[yolo]`` (``yolo_layer.c``, docs/equations.md §9): per anchor of the mask the planes
 ``[x, y, w, h, obj, class_1..K]``; forward applies the logistic to x, y, objectness and the classes and
-leaves w, h raw. Decoding to boxes is ``deltaprop.detect.boxes``; the training loss is the trainer's."""
+leaves w, h raw. Decoding to boxes is ``deltaprop.detect.boxes``. Training: ``loss`` sets Darknet's deltas
+(``forward_yolo_layer``; the targets in ``functional.yolo_loss``) and the per-batch statistics Darknet prints."""
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ...errors import ShapeError
+from ...functional import yolo_loss as yl
 from ...functional.activation import sigmoid_forward
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
+from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 
 #: Sane upper bounds for counts read from a cfg (Darknet's largest, yolo9000, has 9418 classes and 9 anchors;
@@ -59,6 +63,9 @@ class YoloLayer(DarknetLayer):
                                                    for i in range(self.total)]
         self.max_boxes, self.jitter, self.random = a["max_boxes"], a["jitter"], a["random"]
         self.ignore_thresh, self.truth_thresh = a["ignore_thresh"], a["truth_thresh"]
+        self.assignment: Optional[yl.YoloAssignment] = None     # the last loss's targets and masks
+        self.stats: Dict[str, float] = {}                          # the last loss's statistics
+        self._warned_max = False
 
     @property
     def n_anchors(self) -> int:
@@ -78,10 +85,59 @@ class YoloLayer(DarknetLayer):
         self._check_shape(x)
         y = x.copy()
         v = self.split(y)
-        v[:, :, 0:2] = sigmoid_forward(v[:, :, 0:2])[0]
-        v[:, :, 4:] = sigmoid_forward(v[:, :, 4:])[0]
+        v[:, :, 0:2] = self._logistic(v[:, :, 0:2])
+        v[:, :, 4:] = self._logistic(v[:, :, 4:])
         self._save((x, y))  # the raw input is kept for the training loss
         return y
+
+    def _logistic(self, z: np.ndarray) -> np.ndarray:
+        """Darknet numerics: ``1./(1. + exp(-x))`` in double rounded to the dtype, as ``activate_array``."""
+        if self.numerics == "darknet" and z.dtype == np.float32:
+            return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+        return sigmoid_forward(z)[0]
+
+    def truths(self, targets: Sequence[np.ndarray], n: int) -> List[np.ndarray]:
+        """Per image, Darknet's truth rows [x, y, w, h, class] from detection targets (one (k, 5) array of
+        ``[class, x, y, w, h]`` per image): the first ``max`` boxes (a warning, once, when there are more)."""
+        if isinstance(targets, np.ndarray) and targets.ndim == 2 and n == 1:
+            targets = [targets]
+        if len(targets) != n:
+            raise ShapeError(f"layer {self.index} [yolo]: {len(targets)} target arrays for a batch of {n} "
+                             f"images (one (k, 5) array of [class, x, y, w, h] rows per image)")
+        out = []
+        for b, rows in enumerate(targets):
+            tr, dropped = yl.darknet_truths(rows, self.max_boxes, self.classes,
+                                            f"layer {self.index} [yolo], image {b}: ")
+            if dropped and not self._warned_max:
+                warnings.warn(f"layer {self.index} [yolo]: an image has {len(rows)} boxes, more than max="
+                              f"{self.max_boxes}; only the first {self.max_boxes} are trained (said once)",
+                              RuntimeWarning, stacklevel=3)
+                self._warned_max = True
+            out.append(tr)
+        return out
+
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray] = None,
+             net_size: Tuple[int, int] = (0, 0), assignment: Optional[yl.YoloAssignment] = None,
+             **_) -> LossResult:
+        """Darknet's training of this head (``forward_yolo_layer``; docs/equations.md §9): the targets of
+        ``functional.yolo_loss.yolo_assign`` (or a given ``assignment``, held fixed), delta
+        ``scale·(target − output)``, gradient ``−delta`` at the raw input (no logistic derivative).
+        Darknet numerics: cost ``Σ delta²``; standard: the differentiable loss (``yolo_standard_loss``), whose
+        exact gradient that is. ``net_size``: the network input's (width, height)."""
+        if g_out is not None:
+            raise ShapeError(f"layer {self.index} [yolo]: a layer reads the [yolo] output; only the loss starts "
+                             f"at a [yolo] layer")
+        n = out.shape[0]
+        if assignment is None:
+            net_w, net_h = net_size
+            assignment = yl.yolo_assign(out, self.truths(truth, n), self.anchors, self.mask, self.classes,
+                                        net_w, net_h, self.ignore_thresh, self.truth_thresh)
+        self.assignment, self.stats = assignment, dict(assignment.stats, layer=self.index)
+        if self.numerics == "darknet":
+            g = -assignment.delta(out)
+            return LossResult(yl.darknet_yolo_cost(g), g, g)
+        cost, g_in = yl.yolo_standard_loss(x, assignment)
+        return LossResult(cost, yl.yolo_standard_output_grad(out, assignment), g_in)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         _, y = self._take()

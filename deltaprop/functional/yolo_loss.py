@@ -1,0 +1,222 @@
+"""The ``[yolo]`` layer's training targets and loss (pjreddie f6afaabc ``forward_yolo_layer``,
+``delta_yolo_box``, ``delta_yolo_class``; EQUATIONS.md §9; DARKNET.md "[yolo] layer").
+
+``yolo_assign`` walks the predictions and the truths exactly as Darknet's forward pass does and records,
+for every output entry, whether it has a delta (``mask``), its target and its scale, so that Darknet's
+delta is ``scale·(target − output)`` on the masked entries (YOLO-box, YOLO-obj, YOLO-class below):
+
+- YOLO-obj: every prediction's objectness gets target 0; none where its best IoU with any truth exceeds
+  ``ignore_thresh``; target 1, with the box and class targets of that best truth, where it exceeds
+  ``truth_thresh``.
+- Each truth (in list order) goes to the cell ``(⌊x·lw⌋, ⌊y·lh⌋)`` and to its best anchor among ALL the
+  layer's ``num`` anchors (IoU of the shapes centred together); a layer whose mask lacks that anchor skips it.
+- YOLO-box: targets ``x·lw − i``, ``y·lh − j``, ``log(w·net_w/anchor_w)``, ``log(h·net_h/anchor_h)``, scale
+  ``2 − w·h``; x and y are compared with the logistic outputs. A later truth in the same cell and anchor
+  overwrites an earlier one's box targets.
+- YOLO-class: one-hot targets on every class; if the cell's class-0 delta is already nonzero (set by an
+  earlier truth or the truth_thresh pass) only the new class gets target 1 (multi-label).
+
+The computations run in the output's dtype; in float32 they repeat Darknet's float operations (IoUs,
+targets, scales), so its threshold decisions and deltas come out the same.
+
+Two losses of one assignment (``YoloAssignment``), both with the gradient ``−delta`` at the layer's input
+(the raw, pre-logistic values): Darknet's reported cost ``Σ delta²`` (``darknet_yolo_cost``: not the function
+its delta differentiates), and the differentiable loss of EQUATIONS.md §9 (``yolo_standard_loss``):
+x, y: ``scale·BCE(σ(t), t*)``; w, h: ``½·scale·(t − t*)²``; objectness and classes: BCE with logits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..detect.boxes import box_iou, yolo_grid_boxes
+from ..errors import LabelError, ShapeError
+
+
+@dataclass
+class YoloAssignment:
+    """Per output entry (N, A, 5+K, H, W): ``mask`` (has a delta), ``target``, ``scale``; and the truths
+    each image kept (``truths``: (k, 5) rows [x, y, w, h, class], Darknet's order) and the statistics."""
+    mask: np.ndarray
+    target: np.ndarray
+    scale: np.ndarray
+    stats: Dict[str, float] = field(default_factory=dict)
+    truths: List[np.ndarray] = field(default_factory=list)
+
+    def delta(self, out: np.ndarray) -> np.ndarray:
+        """Darknet's delta ``scale·(target − output)`` (the NEGATIVE gradient), 0 off the mask."""
+        d = self.scale * (self.target - out.reshape(self.target.shape))
+        return np.where(self.mask, d, d.dtype.type(0)).reshape(out.shape)
+
+
+def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = "") -> Tuple[np.ndarray, bool]:
+    """One image's targets (k, 5) ``[class, x, y, w, h]`` as Darknet's truth list ``[x, y, w, h, class]``:
+    the first ``max_boxes`` rows, the list ending at the first box with x = 0 (Darknet's end mark).
+    Returns (truths, whether rows beyond ``max_boxes`` were dropped). LabelError for a class outside
+    0..classes−1 or a malformed array."""
+    rows = np.asarray(rows)
+    if rows.size == 0:
+        return np.zeros((0, 5), dtype=np.float64), False
+    if rows.ndim != 2 or rows.shape[1] != 5:
+        raise ShapeError(f"{where}detection targets must be (k, 5) rows [class, x, y, w, h], got shape {rows.shape}")
+    dropped = rows.shape[0] > max_boxes
+    rows = rows[:max_boxes]
+    cls = rows[:, 0]
+    bad = (cls < 0) | (cls >= classes) | (cls != np.floor(cls))
+    if bad.any():
+        k = int(np.nonzero(bad)[0][0])
+        raise LabelError(f"{where}box {k}: class {cls[k]:g} is outside 0..{classes - 1} (the layer has "
+                         f"classes={classes})")
+    end = np.nonzero(rows[:, 1] == 0)[0]
+    if end.size:
+        rows = rows[:end[0]]
+    return np.concatenate([rows[:, 1:5], rows[:, :1]], axis=1), dropped
+
+
+def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence[Tuple[float, float]],
+                mask: Sequence[int], classes: int, net_w: int, net_h: int, ignore_thresh: float,
+                truth_thresh: float) -> YoloAssignment:
+    """The targets of one [yolo] layer for a batch (see the module docstring).
+
+    ``out``: the layer's output (N, A·(5+K), lh, lw), logistic applied to x, y, obj, classes. ``truths``:
+    per image, Darknet's truth rows (k, 5) ``[x, y, w, h, class]`` (``darknet_truths``). ``anchors``: all
+    ``num`` (w, h) pairs in network pixels; ``mask``: this layer's anchor indices."""
+    n, c, lh, lw = out.shape
+    a = len(mask)
+    if c != a * (classes + 5):
+        raise ShapeError(f"[yolo] output has {c} channels, expected {a}·({classes}+5)")
+    if len(truths) != n:
+        raise ShapeError(f"[yolo]: {len(truths)} target arrays for a batch of {n} images")
+    dt = out.dtype
+    f = dt.type
+    v = out.reshape(n, a, classes + 5, lh, lw)
+    M = np.zeros(v.shape, dtype=bool)
+    T = np.zeros(v.shape, dtype=dt)
+    S = np.ones(v.shape, dtype=dt)
+    masked = [tuple(anchors[m]) for m in mask]
+    anc = np.asarray(anchors, dtype=dt)
+    shapes = np.zeros((len(anchors), 4), dtype=dt)
+    shapes[:, 2] = anc[:, 0] / f(net_w)          # pred.w = biases[2n]/net.w (float / int)
+    shapes[:, 3] = anc[:, 1] / f(net_h)
+    sums = dict(iou=0.0, cat=0.0, obj=0.0, anyobj=0.0, recall=0.0, recall75=0.0, count=0)
+    kept: List[np.ndarray] = []
+    for b in range(n):
+        tr = np.asarray(truths[b], dtype=dt).reshape(-1, 5)
+        kept.append(tr)
+        vb = v[b]
+        sums["anyobj"] += float(vb[:, 4].astype(np.float64).sum())
+        M[b, :, 4] = True                                              # YOLO-obj: target 0
+        if len(tr):
+            pred = yolo_grid_boxes(vb[:, :4], masked, net_w, net_h)    # (A, lh, lw, 4)
+            iou = box_iou(pred[..., None, :], tr[:, :4], dtype=dt)     # (A, lh, lw, k)
+            best_t = np.argmax(iou, axis=-1)                           # the first maximum, as Darknet's '>'
+            best = np.take_along_axis(iou, best_t[..., None], axis=-1)[..., 0]
+            M[b, :, 4][best > ignore_thresh] = False
+            hit = np.nonzero(best > truth_thresh)
+            for an, jj, ii in zip(*hit):
+                t = int(best_t[an, jj, ii])
+                _set_box(T, S, M, b, an, jj, ii, tr[t], anchors[mask[an]], lw, lh, net_w, net_h)
+                T[b, an, 4, jj, ii], M[b, an, 4, jj, ii] = 1, True
+                _set_class(v, T, S, M, b, an, jj, ii, int(tr[t, 4]), classes)
+        for t in range(len(tr)):
+            box = tr[t]
+            shift = np.zeros(4, dtype=dt)
+            shift[2:] = box[2:4]
+            a_iou = box_iou(shapes, shift, dtype=dt)
+            best_n = int(np.argmax(a_iou))                             # among ALL anchors
+            if best_n not in mask:
+                continue
+            an = list(mask).index(best_n)
+            ii = min(max(int(box[0] * f(lw)), 0), lw - 1)              # Darknet: (int)(truth.x * l.w)
+            jj = min(max(int(box[1] * f(lh)), 0), lh - 1)
+            pred = yolo_grid_boxes(vb[an:an + 1, :4, jj:jj + 1, ii:ii + 1], [anchors[best_n]], net_w, net_h)
+            p = pred[0, 0, 0].copy()
+            p[0] = (f(ii) + vb[an, 0, jj, ii]) / f(lw)                  # the cell's own column and row
+            p[1] = (f(jj) + vb[an, 1, jj, ii]) / f(lh)
+            iou_t = float(box_iou(p, box[:4], dtype=dt))
+            _set_box(T, S, M, b, an, jj, ii, box, anchors[best_n], lw, lh, net_w, net_h)
+            sums["obj"] += float(vb[an, 4, jj, ii])
+            T[b, an, 4, jj, ii], S[b, an, 4, jj, ii], M[b, an, 4, jj, ii] = 1, 1, True
+            sums["cat"] += _set_class(v, T, S, M, b, an, jj, ii, int(box[4]), classes)
+            sums["count"] += 1
+            sums["iou"] += iou_t
+            sums["recall"] += iou_t > 0.5
+            sums["recall75"] += iou_t > 0.75
+    cnt = sums["count"]
+    nan = float("nan")
+    stats = {"avg_iou": sums["iou"] / cnt if cnt else nan, "class": sums["cat"] / cnt if cnt else nan,
+             "obj": sums["obj"] / cnt if cnt else nan, "no_obj": sums["anyobj"] / (lw * lh * a * n),
+             "recall50": sums["recall"] / cnt if cnt else nan, "recall75": sums["recall75"] / cnt if cnt else nan,
+             "count": int(cnt), "predictions": lw * lh * a * n}
+    return YoloAssignment(M, T, S, stats, kept)
+
+
+def _set_box(T, S, M, b, an, jj, ii, box, anchor, lw, lh, net_w, net_h) -> None:
+    """YOLO-box targets (``delta_yolo_box``) at one cell and anchor, in Darknet's float operations."""
+    f = T.dtype.type
+    x, y, w, h = (f(box[k]) for k in range(4))
+    T[b, an, 0, jj, ii] = x * f(lw) - f(ii)
+    T[b, an, 1, jj, ii] = y * f(lh) - f(jj)
+    T[b, an, 2, jj, ii] = f(np.log(np.float64(w * f(net_w) / f(anchor[0]))))
+    T[b, an, 3, jj, ii] = f(np.log(np.float64(h * f(net_h) / f(anchor[1]))))
+    S[b, an, 0:4, jj, ii] = f(2) - w * h
+    M[b, an, 0:4, jj, ii] = True
+
+
+def _set_class(v, T, S, M, b, an, jj, ii, cls, classes) -> float:
+    """YOLO-class targets (``delta_yolo_class``); returns the output of the truth's class (``avg_cat``)."""
+    if classes == 0:
+        return 0.0
+    c0 = 5
+    d0 = S[b, an, c0, jj, ii] * (T[b, an, c0, jj, ii] - v[b, an, c0, jj, ii]) if M[b, an, c0, jj, ii] else 0
+    if d0:   # Darknet tests the class-0 delta: a class already set keeps the other labels
+        T[b, an, c0 + cls, jj, ii], S[b, an, c0 + cls, jj, ii], M[b, an, c0 + cls, jj, ii] = 1, 1, True
+    else:
+        T[b, an, c0:, jj, ii] = 0
+        T[b, an, c0 + cls, jj, ii] = 1
+        S[b, an, c0:, jj, ii] = 1
+        M[b, an, c0:, jj, ii] = True
+    return float(v[b, an, c0 + cls, jj, ii])
+
+
+def darknet_yolo_cost(delta: np.ndarray) -> float:
+    """Darknet's reported cost ``pow(mag_array(delta), 2)``: Σ delta² summed in order in float32 (as its
+    ``mag_array``), the root and square in double, the result a float."""
+    sq = (delta * delta).astype(np.float32, copy=False).ravel()
+    s = np.add.accumulate(sq)[-1] if sq.size else np.float32(0)
+    return float(np.float32(float(np.float32(np.sqrt(np.float64(s)))) ** 2))
+
+
+def _bce_logits(z: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Binary cross-entropy of σ(z) against t, from the logits: max(z, 0) − z·t + log(1 + e^{−|z|})."""
+    return np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+
+
+def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.ndarray]:
+    """The differentiable loss of EQUATIONS.md §9 for a FIXED assignment and its exact gradient at the
+    layer's raw input ``raw`` (N, A·(5+K), H, W): Σ over masked entries of x, y ``scale·BCE(σ(t), t*)``,
+    w, h ``½·scale·(t − t*)²``, objectness and classes ``BCE(σ(t), t*)``. The gradient is
+    ``scale·(σ(t) − t*)`` resp. ``scale·(t − t*)``: Darknet's ``−delta``."""
+    z = raw.reshape(asg.target.shape)
+    m, t, s = asg.mask, asg.target, asg.scale
+    lin = np.zeros(z.shape, dtype=bool)
+    lin[:, :, 2:4] = True
+    per = np.where(lin, 0.5 * s * (z - t) ** 2, s * _bce_logits(z, t))
+    cost = float(per[m].astype(np.float64).sum())
+    e = np.exp(-np.abs(z))
+    sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+    g = s * (np.where(lin, z, sig) - t)
+    return cost, np.where(m, g, g.dtype.type(0)).reshape(raw.shape)
+
+
+def yolo_standard_output_grad(out: np.ndarray, asg: YoloAssignment) -> np.ndarray:
+    """∂(``yolo_standard_loss``)/∂(the layer's OUTPUT): ``scale·(y − t*)/(y(1 − y))`` on the logistic
+    entries (infinite where y saturates at 0 or 1), ``scale·(y − t*)`` on w, h."""
+    y = out.reshape(asg.target.shape)
+    lin = np.zeros(y.shape, dtype=bool)
+    lin[:, :, 2:4] = True
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = asg.scale * np.where(lin, y - asg.target, (y - asg.target) / (y * (1 - y)))
+    return np.where(asg.mask, g, g.dtype.type(0)).reshape(out.shape)
