@@ -37,15 +37,17 @@ def plan_sized(cfg: str, width: Optional[int] = None, height: Optional[int] = No
         raise
 
 
-def running_statistics(plan) -> int:
-    """Batch-norm rolling means and variances in the plan: stored in .weights files, not trained."""
-    return sum(2 * s.out_shape[0] for s in plan.specs if s.attrs.get("batch_normalize"))
+def running_statistics(plan, upto: Optional[int] = None) -> int:
+    """Batch-norm rolling means and variances of the first ``upto`` layers (all by default): stored in .weights
+    files, not trained."""
+    return sum(2 * s.out_shape[0] for s in plan.specs[:upto] if s.attrs.get("batch_normalize"))
 
 
-def parameter_counts(plan) -> Tuple[int, int]:
-    """(trainable parameters, batch-norm running statistics); their sum is what a .weights file holds."""
-    running = running_statistics(plan)
-    return plan.n_params - running, running
+def parameter_counts(plan, upto: Optional[int] = None) -> Tuple[int, int]:
+    """(trainable parameters, batch-norm running statistics) of the first ``upto`` layers (all by default);
+    their sum is what a .weights file of those layers holds."""
+    running = running_statistics(plan, upto)
+    return sum(s.n_params for s in plan.specs[:upto]) - running, running
 
 
 def count_line(trainable: int, running: int) -> str:

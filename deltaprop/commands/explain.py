@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.npz", help="model or checkpoint file")
     p.add_argument("--data", metavar="DIR", help="directory with the MNIST files (default: the usual lookup)")
     p.add_argument("--split", choices=["test", "train"], default="test", help="which MNIST split (default test)")
-    p.add_argument("--index", metavar="ROW", type=int_range(), nargs="+", default=[0], help="digits to explain (default 0)")
+    p.add_argument("--index", metavar="ROW", type=int_range(), nargs="+", default=[0],
+                   help="digits to explain (default 0)")
     p.add_argument("--class", dest="cls", type=int_range(0), metavar="K",
                    help="explain the output score of class K instead of the loss of the true label")
     p.add_argument("--history", metavar="FILE", help="history.jsonl to draw (default: the one beside MODEL.npz)")
