@@ -138,14 +138,19 @@ def _corners(b: np.ndarray) -> np.ndarray:
 
 def _iou_matrix(d: np.ndarray, g: np.ndarray) -> np.ndarray:
     """IoU (D, G) of corner boxes; 0 where they do not overlap (COCO's ``bbIou`` without crowd)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _iou_corners(d, g)
+
+
+def _iou_corners(d: np.ndarray, g: np.ndarray) -> np.ndarray:
     w = np.minimum(d[:, None, 2], g[None, :, 2]) - np.maximum(d[:, None, 0], g[None, :, 0])
     h = np.minimum(d[:, None, 3], g[None, :, 3]) - np.maximum(d[:, None, 1], g[None, :, 1])
     inter = np.where((w > 0) & (h > 0), w * h, 0.0)
     da = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])
     ga = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
     union = da[:, None] + ga[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(inter > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    ok = (inter > 0) & np.isfinite(union) & (union > 0)
+    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
 def _greedy_match(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -1,0 +1,213 @@
+"""``deltaprop detector train|test|map|valid``: Darknet's ``detector`` verbs on a ``.data`` file and a cfg.
+
+- ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup``;
+  WEIGHTS written by an earlier run resumes it exactly.
+- ``test DATA CFG WEIGHTS IMG...``: boxes of each image, printed and drawn (``<name>_pred.png``).
+- ``map DATA CFG WEIGHTS``: mAP@0.5, mAP@[.5:.95], per-class AP and P/R at a threshold on ``valid``.
+- ``valid DATA CFG WEIGHTS``: every detection of ``valid`` as COCO-style JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ._options import float_range, int_range
+
+_UNIT = float_range(0.0, 1.0)
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "detector", help="train, test and score YOLO detectors on a Darknet .data set",
+        description="Darknet's detector verbs: train a cfg detector on a .data set, draw its boxes on images, "
+                    "measure mAP on the valid list, write COCO-style JSON detections.")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    def common(sp, weights: bool = True):
+        sp.add_argument("data", metavar="DATA", help="Darknet .data file (classes, train, valid, names, backup)")
+        sp.add_argument("cfg", metavar="CFG", help="Darknet .cfg (or a shipped cfg name, e.g. digits-tiny)")
+        if weights:
+            sp.add_argument("weights", metavar="WEIGHTS", help="Darknet .weights")
+        sp.add_argument("--width", type=int_range(1), help="network input width (default: the cfg's)")
+        sp.add_argument("--height", type=int_range(1), help="network input height (default: the cfg's)")
+
+    t = sub.add_parser("train", help="train a detector (checkpoints into the data's backup folder)",
+                       description="Train CFG on the train list of DATA. Writes <cfg>_<n>.weights, _last, _final "
+                                   "(and _best with --map) into backup; WEIGHTS from such a run resumes it "
+                                   "exactly (any other .weights: fine-tune from its seen).")
+    common(t, weights=False)
+    t.add_argument("weights", metavar="WEIGHTS", nargs="?", help="initial or resumed .weights")
+    t.add_argument("--clear", action="store_true", help="start the batch count at 0 (Darknet's -clear)")
+    t.add_argument("--max-batches", type=int_range(1), help="train until this batch (default: the cfg's)")
+    t.add_argument("--batch", type=int_range(1), help="images per update (default: the cfg's batch)")
+    t.add_argument("--subdivisions", type=int_range(1), help="passes per update (default: the cfg's)")
+    t.add_argument("--lr", type=float_range(0, lo_open=True), help="learning_rate (default: the cfg's)")
+    t.add_argument("--save-every", type=int_range(0), default=100, help="batches between checkpoints (100)")
+    t.add_argument("--log-every", type=int_range(1), default=10, help="batches between history records (10)")
+    t.add_argument("--map", action="store_true", help="measure mAP on valid while training; keep _best.weights")
+    t.add_argument("--map-every", type=int_range(1), help="batches between mAP measurements (default: an epoch)")
+    t.add_argument("--map-images", type=int_range(1), help="measure on the first N valid images only")
+    t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup)")
+    t.add_argument("--workers", type=int_range(0), default=2, help="data loader threads (2)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the shuffling and augmentation (0)")
+    t.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of stopping")
+    t.add_argument("--no-progress", action="store_true", help="print a line every --log-every batches instead")
+    t.set_defaults(_verb=run_train)
+
+    s = sub.add_parser("test", help="detect objects in images and draw them",
+                       description="Print each box (class, score, pixel corners) and save <image>_pred.png.")
+    common(s)
+    s.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    s.add_argument("--thresh", type=_UNIT, default=0.5, help="score threshold (0.5)")
+    s.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold, 0 for none (0.45)")
+    s.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: beside each image)")
+    s.add_argument("--scale", type=int_range(1, 16), default=1, help="enlarge the drawing N times (1)")
+    s.add_argument("--no-draw", action="store_true", help="only print the boxes")
+    s.set_defaults(_verb=run_test)
+
+    m = sub.add_parser("map", help="mAP on the valid list",
+                       description="mAP@0.5 and COCO mAP@[.5:.95] (101-point, pycocotools' rules) on DATA's valid "
+                                   "list, per-class AP, precision/recall/F1 at --thresh.")
+    common(m)
+    m.add_argument("--thresh", type=_UNIT, default=0.25, help="score threshold of precision/recall (0.25)")
+    m.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold (0.45)")
+    m.add_argument("--batch", type=int_range(1), default=8, help="images per forward pass (8)")
+    m.add_argument("--limit", type=int_range(1), help="the first N valid images only")
+    m.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    m.set_defaults(_verb=run_map)
+
+    v = sub.add_parser("valid", help="COCO-style JSON detections of the valid list",
+                       description="Every box above --thresh on DATA's valid list as COCO results JSON "
+                                   "(image_id, category_id, bbox [x, y, w, h] in pixels, score).")
+    common(v)
+    v.add_argument("--out", metavar="FILE", help="output (default: results/<cfg>_detections.json)")
+    v.add_argument("--thresh", type=_UNIT, default=0.005, help="score threshold (0.005)")
+    v.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold (0.45)")
+    v.add_argument("--coco-ids", action="store_true",
+                   help="category ids of COCO's annotations (80 classes; default when the data says eval=coco)")
+    v.set_defaults(_verb=run_valid)
+    return p
+
+
+def run(args) -> int:
+    return int(args._verb(args) or 0)
+
+
+# --- shared --------------------------------------------------------------------------------------
+
+def _setup(args, weights_required: bool = True):
+    """(DataConfig, net, names) of the command line; one-line errors for missing or mismatched files."""
+    from .. import darknet
+    from ..data.detection import read_data_file, read_names
+    from ..errors import ConfigError
+    from ._files import require_weights
+    data = read_data_file(args.data)
+    weights = getattr(args, "weights", None)
+    if weights:
+        require_weights(weights, "WEIGHTS")
+    net = darknet.load(args.cfg, weights, width=args.width, height=args.height)
+    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
+    if not yolos:
+        raise ConfigError(f"{args.cfg}: no [yolo] layer: not a detector")
+    if yolos[0].classes != data.classes:
+        raise ConfigError(f"{args.cfg}: the [yolo] layers have classes={yolos[0].classes} but {args.data} says "
+                          f"classes = {data.classes}")
+    names = read_names(data.names) if data.names else [str(k) for k in range(data.classes)]
+    if len(names) < data.classes:
+        raise ConfigError(f"{data.names}: {len(names)} names for classes = {data.classes}")
+    return data, net, names
+
+
+def _valid_images(data, limit=None):
+    from ..data.detection import image_list
+    from ..errors import DataError
+    if data.valid is None:
+        raise DataError(f"{data.path}: no 'valid' list")
+    imgs = image_list(data.valid)
+    if not imgs:
+        raise DataError(f"{data.valid}: no images")
+    return imgs[:limit] if limit else imgs
+
+
+def _cfg_base(cfg: str) -> str:
+    return Path(cfg).stem
+
+
+# --- verbs ---------------------------------------------------------------------------------------
+
+def run_test(args) -> int:
+    from ..detect import detect_image, load_image
+    from ..detect.draw import draw_boxes, save_png
+    data, net, names = _setup(args)
+    net.eval()
+    for path in args.images:
+        img = load_image(path, channels=net.input_shape[0])
+        boxes = detect_image(net, img, args.thresh, args.nms, names)
+        print(f"{path}: {len(boxes)} box(es)")
+        for b in boxes:
+            print(f"  {b}")
+        if not args.no_draw:
+            out_dir = Path(args.out) if args.out else Path(os.path.abspath(path)).parent
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out = out_dir / (Path(path).stem + "_pred.png")
+            save_png(draw_boxes(img, boxes, data.classes, scale=args.scale), out)
+            print(f"  wrote {out}")
+    return 0
+
+
+def run_map(args) -> int:
+    from ..atomic import atomic_write_text
+    from ..detect.evaluate import evaluate_detector
+    data, net, names = _setup(args)
+    imgs = _valid_images(data, args.limit)
+    print(f"{len(imgs)} images of {data.valid}, {net.input_shape[2]}x{net.input_shape[1]}")
+    result = evaluate_detector(net, imgs, data.classes, names, batch=args.batch, nms=args.nms,
+                               score_thresh=args.thresh)
+    print(result.table())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(dict(result.as_dict(), images=len(imgs), names=names), indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def run_valid(args) -> int:
+    from ..atomic import atomic_write_text
+    from ..detect.evaluate import COCO_IDS, coco_json_detections
+    from ..errors import ConfigError
+    data, net, names = _setup(args)
+    imgs = _valid_images(data)
+    coco = args.coco_ids or data.options.get("eval", "").strip() == "coco"
+    if coco and data.classes != len(COCO_IDS):
+        raise ConfigError(f"--coco-ids needs the 80 COCO classes, {args.data} has classes = {data.classes}")
+    dets = coco_json_detections(net, imgs, args.thresh, args.nms, COCO_IDS if coco else None)
+    out = Path(args.out) if args.out else Path("results") / f"{_cfg_base(args.cfg)}_detections.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(dets))
+    print(f"{len(dets)} detections of {len(imgs)} images: wrote {out}")
+    return 0
+
+
+def run_train(args) -> int:
+    from ..detect.train import DetectorTraining, TrainOptions
+    data, net, names = _setup(args)
+    if args.clear:
+        object.__setattr__(net, "seen", 0)
+    backup = Path(args.backup) if args.backup else (data.backup or Path("backup"))
+    opts = TrainOptions(max_batches=args.max_batches, batch=args.batch, subdivisions=args.subdivisions,
+                        learning_rate=args.lr, save_every=args.save_every, log_every=args.log_every,
+                        map_every=0, map_images=args.map_images, workers=args.workers, seed=args.seed,
+                        progress=not args.no_progress, skip_bad_labels=args.skip_bad_labels)
+    run = DetectorTraining(net, data, backup, _cfg_base(args.cfg), opts, names)
+    if args.map or args.map_every:
+        _valid_images(data)
+        opts.map_every = args.map_every or max(1, len(run.loader))
+    resumed = bool(args.weights) and not args.clear and run.resume(args.weights)
+    start = run.trainer.current_batch
+    print(f"{args.cfg}: {len(run.dataset)} training images, batch {run.trainer.batch} "
+          f"(subdivisions {run.trainer.subdivisions}), from batch {start} to {run.trainer.max_batches}"
+          f"{' (resumed exactly)' if resumed else ''}; checkpoints in {backup}")
+    run.fit()
+    return 0
