@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from ._options import positive_int, unit_interval
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -14,12 +17,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "pixel corners) and save IMAGE_pred.png with the boxes drawn.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (anything Pillow reads)")
     p.add_argument("--cfg", required=True, help="Darknet .cfg (or a shipped cfg name, e.g. yolov3-tiny)")
-    p.add_argument("--weights", help="Darknet .weights (default: random initial weights, for testing)")
-    p.add_argument("--names", help="class names, one per line (e.g. coco.names)")
-    p.add_argument("--thresh", type=float, default=0.5, help="confidence threshold (default 0.5)")
-    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold, 0 to disable (default 0.45)")
-    p.add_argument("--width", type=int, help="network input width (default: the cfg's)")
-    p.add_argument("--height", type=int, help="network input height (default: the cfg's)")
+    w = p.add_mutually_exclusive_group(required=True)
+    w.add_argument("--weights", help="Darknet .weights of the cfg (required unless --random-weights)")
+    w.add_argument("--random-weights", action="store_true",
+                   help="run with Darknet's random initial weights (a smoke test: with untrained batch-norm "
+                        "statistics the boxes mean nothing)")
+    p.add_argument("--names", help="class names, one per line (e.g. coco.names); a count other than the cfg's "
+                                   "classes is warned about")
+    p.add_argument("--thresh", type=unit_interval, default=0.5, help="confidence threshold in [0, 1] (default 0.5)")
+    p.add_argument("--nms", type=unit_interval, default=0.45,
+                   help="NMS IoU threshold in [0, 1], 0 to disable (default 0.45)")
+    p.add_argument("--width", type=positive_int, help="network input width, a multiple of the network's total "
+                                                      "stride (32 for YOLOv3) (default: the cfg's)")
+    p.add_argument("--height", type=positive_int, help="network input height (default: the cfg's)")
     p.add_argument("--numerics", choices=["darknet", "standard"], default="darknet",
                    help="batch-norm convention (default darknet)")
     p.add_argument("--out", metavar="DIR", help="directory for the PNGs (default: beside each image)")
@@ -37,28 +47,52 @@ def read_names(path: str):
 
 
 def run(args) -> int:
+    import contextlib
+
+    import numpy as np
+
     from .. import darknet
     from ..detect import detect_image, load_image
     from ..detect.draw import draw_boxes, save_png
-    net = darknet.load(args.cfg, args.weights, numerics=args.numerics, width=args.width, height=args.height)
-    yolos = [l for l in net.layers if l.kind == "yolo"]
-    if not yolos:
+    from ._darknet import plan_sized
+    from ._files import require_weights
+    plan = plan_sized(args.cfg, width=args.width, height=args.height)
+    if not any(s.type == "yolo" for s in plan.specs):
         from ..errors import ConfigError
         raise ConfigError(f"{args.cfg}: no [yolo] layer: not a detector")
+    if args.weights:
+        require_weights(args.weights)
     names = read_names(args.names) if args.names else None
-    net.eval()
     for path in args.images:
-        img = load_image(path, channels=net.input_shape[0])
-        boxes = detect_image(net, img, args.thresh, args.nms, names)
-        print(f"{path}: {len(boxes)} box(es)")
-        for b in boxes:
-            print(f"  {b}")
-        if not args.no_draw:
-            stem = os.path.splitext(os.path.basename(path))[0] + "_pred.png"
-            out_dir = args.out or os.path.dirname(os.path.abspath(path))
-            if args.out:
-                os.makedirs(args.out, exist_ok=True)
-            out = os.path.join(out_dir, stem)
-            save_png(draw_boxes(img, boxes, yolos[0].classes), out)
-            print(f"  wrote {out}")
+        if not os.path.isfile(path):
+            from ..errors import DataError
+            raise DataError(f"{path}: no such image file")
+    net = darknet.load(args.cfg, args.weights, numerics=args.numerics, width=args.width, height=args.height)
+    yolos = [l for l in net.layers if l.kind == "yolo"]
+    classes = yolos[0].classes
+    if names is not None and len(names) != classes:
+        print(f"warning: {args.names} has {len(names)} class names but {args.cfg} detects {classes} classes: "
+              f"{'the extra names are unused' if len(names) > classes else 'classes without a name print as numbers'}",
+              file=sys.stderr)
+    quiet = contextlib.nullcontext()
+    if args.random_weights:
+        print("warning: --random-weights: the network is untrained (random weights, batch-norm statistics never "
+              "estimated): the boxes below mean nothing", file=sys.stderr)
+        quiet = np.errstate(all="ignore")   # random weights overflow; that is expected, not news
+    net.eval()
+    with quiet:
+        for path in args.images:
+            img = load_image(path, channels=net.input_shape[0])
+            boxes = detect_image(net, img, args.thresh, args.nms, names)
+            print(f"{path}: {len(boxes)} box(es)")
+            for b in boxes:
+                print(f"  {b}")
+            if not args.no_draw:
+                stem = os.path.splitext(os.path.basename(path))[0] + "_pred.png"
+                out_dir = args.out or os.path.dirname(os.path.abspath(path))
+                if args.out:
+                    os.makedirs(args.out, exist_ok=True)
+                out = os.path.join(out_dir, stem)
+                save_png(draw_boxes(img, boxes, classes), out)
+                print(f"  wrote {out}")
     return 0
