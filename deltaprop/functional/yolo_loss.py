@@ -183,8 +183,10 @@ def _set_class(v, T, S, M, b, an, jj, ii, cls, classes) -> float:
 
 def darknet_yolo_cost(delta: np.ndarray) -> float:
     """Darknet's reported cost ``pow(mag_array(delta), 2)``: Σ delta² summed in order in float32 (as its
-    ``mag_array``), the root and square in double, the result a float."""
-    sq = (delta * delta).astype(np.float32, copy=False).ravel()
+    ``mag_array``), the root and square in double, the result a float; in float64 a plain sum."""
+    if delta.dtype != np.float32:
+        return float((delta.astype(np.float64) ** 2).sum())
+    sq = (delta * delta).ravel()
     s = np.add.accumulate(sq)[-1] if sq.size else np.float32(0)
     return float(np.float32(float(np.float32(np.sqrt(np.float64(s)))) ** 2))
 
