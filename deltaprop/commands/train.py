@@ -203,7 +203,10 @@ def _darknet(args) -> int:
 
 
 def _run_directory(base: Path, exist_ok: bool) -> Path:
+    from ..distributed import is_main_process
     from ._files import run_directory
+    if not is_main_process():   # under mpirun only rank 0 writes (docs/distributed.md)
+        return base
     out = run_directory(base, exist_ok)
     if out != base:
         print(f"note: {base} holds an earlier run; this one writes to {out} (--exist-ok writes into {base})",
@@ -221,7 +224,9 @@ class _locked:
         self.lock = RunLock(out)
 
     def __enter__(self):
-        self.lock.acquire()
+        from ..distributed import is_main_process
+        if is_main_process():
+            self.lock.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -234,6 +239,8 @@ class _locked:
 
 
 def run(args) -> int:
+    from ..distributed import quiet_unless_main
+    quiet_unless_main()   # under mpirun -n N: rank 0 prints
     check_combinations(args)
     if args.cfg:
         return _darknet(args)
@@ -274,6 +281,7 @@ def _run(args) -> int:
     import deltaprop as dp
     from .. import io, models, nn
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
+    from ..distributed import is_main_process
     from ..train import TrainingInterrupted, evaluate, fit
     from ._files import require_npz
 
@@ -335,13 +343,15 @@ def _run(args) -> int:
                 print(f"interrupted in epoch {e.epoch}: the state is saved in {e.checkpoint}; continue with:\n"
                       f"  deltaprop train --resume {e.checkpoint}", file=sys.stderr, flush=True)
             raise
-        io.save_model(out / "model.npz", model, extra={"preprocess": spec, "cli": s})
+        if is_main_process():
+            io.save_model(out / "model.npz", model, extra={"preprocess": spec, "cli": s})
         test_loss, test_acc = evaluate(model, (Xt, yt))
         wall = time.perf_counter() - t_start
         summary = {"model": s["model"], "epochs_run": len(history), "test_loss": test_loss, "test_acc": test_acc,
                    "wall_time_s": round(wall, 1), "out": str(out), "settings": s,
                    "resumed_from": str(args.resume) if args.resume else None}
-        atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
+        if is_main_process():
+            atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), "
           f"loss {test_loss:.4f}; wall time {wall:.1f} s; model saved to {out / 'model.npz'}")
     return 0

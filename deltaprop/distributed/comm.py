@@ -3,8 +3,9 @@
 ``LocalComm`` is the one-process communicator (needs nothing, every collective is the identity).
 ``MPIComm`` runs over mpi4py (Open MPI, MPICH, Slurm's ``srun``): broadcast from rank 0, allreduce (blocking
 or non-blocking ``Iallreduce``), barrier. Every wait is bounded: a collective that has not completed after
-``timeout`` seconds ends the whole job and names the rank that has not answered (heartbeats carry each rank's
-step to rank 0 and rank 0's step to every rank). ``world()`` picks the communicator of this process: MPI when
+``timeout`` seconds ends the whole job and names the rank that has not answered: on entering each wait a
+rank sends the number of collectives it has reached (and its training step) to rank 0, and rank 0 to every
+rank, so the rank behind the others is known. ``world()`` picks the communicator of this process: MPI when
 it was launched by ``mpirun``/``mpiexec``/``srun`` with more than one process, else ``LocalComm``.
 """
 from __future__ import annotations
@@ -34,6 +35,30 @@ def world_size_from_env() -> int:
                 continue  # inside an allocation but not inside `srun`: one process
             return int(raw)
     return 1
+
+
+def rank_from_env() -> int:
+    """This process's rank as its launcher set it (0 when not launched by one); MPI is not initialised."""
+    if world_size_from_env() <= 1:
+        return 0
+    for key in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        raw = os.environ.get(key, "").strip()
+        if raw.isdigit():
+            return int(raw)
+    return 0
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one): the one that prints and writes files."""
+    return rank_from_env() == 0
+
+
+def quiet_unless_main() -> None:
+    """On ranks other than 0, send standard output to the null device (their errors still reach stderr),
+    so a command run under ``mpirun -n N`` prints once."""
+    if not is_main_process():
+        sys.stdout.flush()
+        sys.stdout = open(os.devnull, "w")
 
 
 class Communicator:
@@ -83,8 +108,8 @@ class Communicator:
     def barrier(self) -> None:
         """Return when every rank has called it."""
 
-    def heartbeat(self, step: int) -> None:
-        """Tell the other ranks that this one has reached ``step`` (they name a silent rank by it)."""
+    def set_step(self, step: int) -> None:
+        """The training step this rank is at (named in a report of a silent rank)."""
 
     def abort(self, message: str, code: int = 1) -> None:
         """Print ``message`` (prefixed by the rank) and end every rank of the job with exit status ``code``."""
@@ -125,8 +150,9 @@ class MPIComm(Communicator):
                              if timeout is None else timeout)
         self._hb = self.comm.Dup()            # heartbeats never mix with the training's collectives
         self.step = 0
-        self.last_seen = {r: -1 for r in self._peers()}
-        self._recv_bufs = {r: np.zeros(1, dtype=np.int64) for r in self._peers()}
+        self.seq = 0                           # collectives this rank has waited for
+        self.last_seen = {r: (-1, -1) for r in self._peers()}   # peer -> (seq, step)
+        self._recv_bufs = {r: np.zeros(2, dtype=np.int64) for r in self._peers()}
         self._recvs = {r: self._hb.Irecv(self._recv_bufs[r], source=r, tag=_HEARTBEAT_TAG) for r in self._peers()}
         self._sends: List[Any] = []
         self._closed = False
@@ -148,6 +174,8 @@ class MPIComm(Communicator):
         if not reqs:
             return
         MPI = self.MPI
+        self.seq += 1
+        self._heartbeat()
         if MPI.Request.Testall(reqs):
             return
         start = time.monotonic()
@@ -178,10 +206,12 @@ class MPIComm(Communicator):
         self.wait([self.comm.Ibarrier()], "barrier")
 
     # --- faults ----------------------------------------------------------------------------------------
-    def heartbeat(self, step: int) -> None:
+    def set_step(self, step: int) -> None:
         self.step = int(step)
+
+    def _heartbeat(self) -> None:
         self._sends = [s for s in self._sends if not s.Test()]
-        msg = np.array([self.step], dtype=np.int64)
+        msg = np.array([self.seq, self.step], dtype=np.int64)
         for r in self._peers():
             self._sends.append(self._hb.Isend(msg, dest=r, tag=_HEARTBEAT_TAG))
         self._drain()
@@ -190,7 +220,8 @@ class MPIComm(Communicator):
         """Read every heartbeat that has arrived (the latest step of each peer)."""
         for r, req in self._recvs.items():
             while req.Test():
-                self.last_seen[r] = max(self.last_seen[r], int(self._recv_bufs[r][0]))
+                seen = (int(self._recv_bufs[r][0]), int(self._recv_bufs[r][1]))
+                self.last_seen[r] = max(self.last_seen[r], seen)
                 req = self._hb.Irecv(self._recv_bufs[r], source=r, tag=_HEARTBEAT_TAG)
                 self._recvs[r] = req
 
@@ -198,15 +229,15 @@ class MPIComm(Communicator):
         """Name the rank(s) behind this rank's step and end the job; a non-main rank that finds rank 0 up to
         date returns to wait for rank 0's report, which names the rank."""
         self._drain()
-        behind = sorted(r for r, s in self.last_seen.items() if s < self.step)
+        behind = sorted(r for r, (seq, _) in self.last_seen.items() if seq < self.seq)
         if behind:
-            names = ", ".join(f"rank {r} (last heard at step {self.last_seen[r]})" if self.last_seen[r] >= 0
-                              else f"rank {r} (never heard from)" for r in behind)
+            names = " and ".join(f"rank {r} (last heard at step {self.last_seen[r][1]})" if self.last_seen[r][0] >= 0
+                                 else f"rank {r} (never heard from)" for r in behind)
             self.abort(f"{names} has not answered for {waited:.0f} s: this rank waits in {what} at step "
                        f"{self.step}; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
         if self.rank == 0 or getattr(self, "_graced", False):
             self.abort(f"the {what} at step {self.step} did not complete within {waited:.0f} s although every "
-                       f"rank reached that step; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
+                       f"rank reached it; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
         self._graced = True
 
     def abort(self, message: str, code: int = 1) -> None:

@@ -82,7 +82,7 @@ class DataParallel:
                                   f"synchronised batch norm (every rank needs rows): use drop_last, or a data "
                                   f"set whose size leaves a last batch of at least {self.comm.size} rows")
             self.step += 1
-            self.comm.heartbeat(self.step)
+            self.comm.set_step(self.step)
             yield x, y, n
 
     def backward(self, model, dout: Optional[np.ndarray], n_local: int, n_global: int,

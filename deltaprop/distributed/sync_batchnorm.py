@@ -4,7 +4,7 @@
 Forward (training): Σz and the count m are summed over the ranks, μ = Σz/M; then Σ(z − μ)² is summed,
 σ² = Σ(z − μ)²/M (Darknet: /(M − 1)); the running statistics move with the global μ, σ² and M.
 Backward: Σδ and Σδ·ẑ are summed over the ranks and BN 2.1–2.3 take them with M in place of the local
-count: ∂C/∂z = γ·s⁻¹·(δ − Σδ/M − ẑ·Σδẑ/M). The parameter gradients (BN 2.5, 2.6) stay local sums: the
+count: ∂C/∂z = γ·s⁻¹·δ − ẑ·k2 − k3 (``norm.bn_grad_coefs``). The parameter gradients (BN 2.5, 2.6) stay local sums: the
 gradient allreduce adds them like every other gradient. Each layer costs two small allreduces forward and
 one backward (2C + 1 and 2C values).
 """
@@ -16,7 +16,8 @@ import numpy as np
 
 from ..darknet.layers.batchnorm import STANDARD_EPS, STANDARD_MOMENTUM, DarknetBatchNorm
 from ..errors import ConfigError, ShapeError
-from ..functional.norm import channel_dot, channel_sum, channel_view, update_running_stats
+from ..functional.norm import (bn_grad_coefs, bn_input_grad, channel_dot, channel_sum, channel_view,
+                               update_running_stats)
 from ..functional.norm_darknet import EPS_BACKWARD, EPS_FORWARD, darknet_rolling_update
 from ..nn.normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
 from .comm import Communicator, world
@@ -45,13 +46,12 @@ def sync_stats(x3: np.ndarray, comm: Communicator, unbiased: bool):
 
 
 def sync_input_grad(dy3: np.ndarray, xhat: np.ndarray, k: np.ndarray, m, comm: Communicator) -> np.ndarray:
-    """BN 2.1–2.3 with global sums: k·(δ − Σδ/M − ẑ·Σδẑ/M), k = γ·s⁻¹ per channel."""
+    """BN 2.1–2.3 with global sums: ``norm.bn_grad_coefs`` and ``norm.bn_input_grad`` (the one home of BN 2.3)
+    given Σδ and Σδ·ẑ summed over the ranks and M in place of the local count; k = γ·s⁻¹ per channel."""
     c = dy3.shape[1]
     g = _global_sum(comm, channel_sum(dy3), channel_dot(dy3, xhat)).astype(dy3.dtype)
-    dx = dy3 - (g[:c] / m)[:, None]
-    dx -= xhat * (g[c:] / m)[:, None]
-    dx *= k[:, None]
-    return dx
+    k2, k3 = bn_grad_coefs(k, g[c:], g[:c], m)
+    return bn_input_grad(dy3, xhat, k, k2, k3)
 
 
 def _cache_kind(layer) -> Optional[str]:
