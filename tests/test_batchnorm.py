@@ -38,17 +38,26 @@ def test_naive_vs_fast(shape, training, affine, rng):
 
 
 def test_compact_form_equals_bn_2_1_to_2_3(rng):
-    """bn_input_grad (the compact form) against the literal ∂C/∂σ², ∂C/∂μ, ∂C/∂z_i chain on one channel."""
+    """bn_grad_coefs + bn_input_grad (the compact form) against the literal ∂C/∂σ², ∂C/∂μ, ∂C/∂z_i chain on
+    one channel, with γ ≠ 1 (∂C/∂ẑ = γ·∂C/∂y)."""
     z = rng.standard_normal(50) * 3 + 1
-    dzhat = rng.standard_normal(50)
+    dy, gamma = rng.standard_normal(50), 1.7
+    dzhat = gamma * dy
     eps, m = 1e-5, z.size
     mu, var = z.mean(), z.var()
     dvar = np.sum(dzhat * (z - mu) * -0.5 * (var + eps) ** -1.5)                                   # BN 2.1
     dmu = np.sum(dzhat * -1 / np.sqrt(var + eps)) + dvar * (-2 / m) * np.sum(z - mu)               # BN 2.2
     dz = dzhat / np.sqrt(var + eps) + dvar * 2 * (z - mu) / m + dmu / m                             # BN 2.3
     inv = np.array([1 / np.sqrt(var + eps)])
-    ours = F.bn_input_grad(dzhat.reshape(1, 1, -1), ((z - mu) * inv).reshape(1, 1, -1), inv)
+    xhat = ((z - mu) * inv).reshape(1, 1, -1)
+    k1 = gamma * inv
+    k2, k3 = F.bn_grad_coefs(k1, np.array([np.sum(dy * xhat)]), np.array([dy.sum()]), m)
+    ours = F.bn_input_grad(dy.reshape(1, 1, -1), xhat, k1, k2, k3)
     assert rel_err(ours.ravel(), dz) < 1e-13
+    # the same with z − μ kept instead of ẑ (the fused kernels' cache): inv_std folded into k2
+    k2c, k3c = F.bn_grad_coefs(k1, np.array([np.sum(dy * xhat)]), np.array([dy.sum()]), m, inv)
+    ours_c = F.bn_input_grad(dy.reshape(1, 1, -1), (z - mu).reshape(1, 1, -1), k1, k2c, k3c)
+    assert rel_err(ours_c.ravel(), dz) < 1e-13
 
 
 @pytest.mark.parametrize("make,shape", [

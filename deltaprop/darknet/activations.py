@@ -1,8 +1,10 @@
 """Darknet's activation functions (``activations.c``), as a module usable after any cfg layer.
 
 Forward is Darknet's formula; backward multiplies by the derivative written, as Darknet does, in terms of
-the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``y(1 − y)``, ...; docs/equations.md §5). Away from
-the kinks it is the exact derivative, so the gradient checks hold.
+the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``(1 − y)·y``, ...; docs/equations.md §5 and §10).
+Leaky, relie, logistic and tanh use the engine's own derivatives (``functional.activation``: one home per
+equation; ``y > 0`` is the same test as ``z > 0``). Away from the kinks it is the exact derivative, so the
+gradient checks hold.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from ..functional.activation import sigmoid_forward
+from ..functional.activation import (leaky_relu_derivative, leaky_relu_into, sigmoid_derivative, sigmoid_forward,
+                                     tanh_derivative)
 from ..nn.module import Module
 
 
@@ -48,14 +51,16 @@ def _lhtan(x):
 # name -> (forward f(x), gradient g(y) from the OUTPUT y, as Darknet's *_gradient functions)
 ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
     "linear": (lambda x: x, None),
-    "leaky": (lambda x: np.where(x > 0, x, _t(x, 0.1) * x), lambda y: np.where(y > 0, _t(y, 1), _t(y, 0.1))),
+    "leaky": (lambda x: leaky_relu_into(x, 0.1, np.empty_like(x)),
+              lambda y: leaky_relu_derivative(y > 0, 0.1, y.dtype)),
     "relu": (lambda x: x * (x > 0), lambda y: (y > 0).astype(y.dtype)),
-    "logistic": (_logistic, lambda y: (1 - y) * y),
+    "logistic": (_logistic, sigmoid_derivative),
     "loggy": (_loggy, lambda y: 2 * (1 - (y + 1) / 2) * ((y + 1) / 2)),
-    "tanh": (np.tanh, lambda y: 1 - y * y),
+    "tanh": (np.tanh, tanh_derivative),
     "elu": (_elu, lambda y: np.where(y >= 0, _t(y, 1), y + 1)),
     "selu": (_selu, lambda y: np.where(y >= 0, _t(y, 1.0507), y + _t(y, 1.0507 * 1.6732))),
-    "relie": (lambda x: np.where(x > 0, x, _t(x, .01) * x), lambda y: np.where(y > 0, _t(y, 1), _t(y, .01))),
+    "relie": (lambda x: leaky_relu_into(x, .01, np.empty_like(x)),
+              lambda y: leaky_relu_derivative(y > 0, .01, y.dtype)),
     "ramp": (lambda x: x * (x > 0) + _t(x, .1) * x, lambda y: (y > 0).astype(y.dtype) + _t(y, .1)),
     "hardtan": (lambda x: np.clip(x, -1, 1), lambda y: ((y > -1) & (y < 1)).astype(y.dtype)),
     "lhtan": (_lhtan, lambda y: np.where((y > 0) & (y < 1), _t(y, 1), _t(y, .001))),

@@ -18,7 +18,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 @jit(parallel=True)
 def _relu_fwd(z, y, mask):
-    """y = z · [z > 0] and the mask, for flat arrays."""
+    """y = z · [z > 0] and the mask, for flat arrays: mirrors ``activation.relu_forward``'s NumPy path."""
     for i in prange(z.size):
         v = z[i]
         m = v > 0
@@ -28,7 +28,8 @@ def _relu_fwd(z, y, mask):
 
 @jit(parallel=True)
 def _relu_bwd(dy, mask, dz):
-    """dz = dy · [z > 0] (P2 with f' the stored mask), for flat arrays."""
+    """dz = dy · [z > 0] (P2 with f' the stored mask), for flat arrays: mirrors ``activation.relu_backward``'s
+    NumPy path."""
     for i in prange(dy.size):
         dz[i] = dy[i] * (1.0 if mask[i] else 0.0)
 

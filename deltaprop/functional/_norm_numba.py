@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _numba
 from ._numba import inline, jit
+from .activation import leaky_relu_backward, relu_backward
 from .norm import _bn_backward_np, bn_act_grads, bn_act_stats, channel_view
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
@@ -33,7 +34,8 @@ def _center(x3, mean, out):
 @inline
 def _sigma(y, v, code, slope, zero):
     """v where y > 0, else v·slope (code 2, leaky), v (code 0, linear) or 0 (code 1, ReLU): σ(y) for v = y,
-    and δ·σ'(y) for v = δ."""
+    and δ·σ'(y) for v = δ. Mirrors ``activation.leaky_relu_into`` / ``relu_forward`` (v = y) and
+    ``activation.leaky_relu_derivative`` / ``relu_backward`` (v = δ); tests/test_single_home.py holds them equal."""
     neg = v * slope if code == 2 else (v if code == 0 else zero)
     return v if y > 0 else neg
 
@@ -73,7 +75,8 @@ def _act_map(xc, scale, beta, code, slope, dout, out):
 
 @jit
 def _input_grad(dz, xc, k1, k2, k3):
-    """In place: dz ← (dz·k1 − (z − μ)·k2) − k3 per channel (``norm.batchnorm_act_backward``'s operations)."""
+    """In place: dz ← (dz·k1 − (z − μ)·k2) − k3 per channel: BN 2.3, mirroring ``norm.bn_input_grad`` (the same
+    operations in the same order; tests/test_single_home.py holds them equal)."""
     n, c, s = dz.shape
     for b in range(n):
         for ch in range(c):
@@ -184,7 +187,12 @@ def bn_act_backward(dout: np.ndarray, cache: tuple,
     else:  # numba switched off since the forward: the same operations in NumPy
         y = xc * scale[:, None]
         y += beta[:, None]
-        dz[...] = d3 if code == 0 else d3 * np.where(y > 0, slope.dtype.type(1), slope if code == 2 else 0)
+        if code == 0:
+            dz[...] = d3
+        elif code == 1:
+            dz[...] = relu_backward(d3, (y > 0,))
+        else:
+            dz[...] = leaky_relu_backward(d3, (y > 0, slope))
     return _bn_input_grad(dz, cache, need_dx)
 
 

@@ -75,26 +75,38 @@ def _col(v: np.ndarray) -> np.ndarray:
     return v[:, None]
 
 
-def bn_input_grad(dxhat: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray,
-                  sum_dxhat: Optional[np.ndarray] = None, sum_dxhat_xhat: Optional[np.ndarray] = None) -> np.ndarray:
-    """BN 2.1–2.3 in compact form, (N, C, S) arrays: with m values per channel,
-    ``∂C/∂z = inv_std·(dẑ − Σdẑ/m − ẑ·Σ(dẑ·ẑ)/m)``.
+def bn_grad_coefs(k1: np.ndarray, dgamma: np.ndarray, dbeta: np.ndarray, m: int,
+                  inv_std: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """BN 2.1–2.3 folded into per-channel constants: with δ = ∂C/∂y, k1 = γ·inv_std, dγ = Σδ·ẑ (BN 2.6) and
+    dβ = Σδ (BN 2.5) over the m values of a channel,
+    ``∂C/∂z = δ·k1 − ẑ·k2 − k3`` with ``k2 = k1·dγ/m``, ``k3 = k1·dβ/m`` (``bn_input_grad`` applies it).
 
-    Substituting BN 2.1 (∂C/∂σ² = −½·inv_std³·Σ dẑ(z − μ)) and BN 2.2 (∂C/∂μ = −inv_std·Σ dẑ, its σ² term being
-    0 as Σ(z − μ) = 0) into BN 2.3 gives this form. The sums may be passed in when the caller has them.
-    """
-    m = dxhat.shape[0] * dxhat.shape[2]
-    t = dxhat.dtype.type
-    if sum_dxhat is None:
-        sum_dxhat = channel_sum(dxhat)
-    if sum_dxhat_xhat is None:
-        sum_dxhat_xhat = channel_dot(dxhat, xhat)
-    k1 = inv_std
-    k2 = inv_std * sum_dxhat_xhat / t(m)
-    k3 = inv_std * sum_dxhat / t(m)
-    dz = dxhat * _col(k1)
-    dz -= xhat * _col(k2)
-    dz -= _col(k3)
+    Substituting BN 2.1 (∂C/∂σ² = −½·inv_std³·Σ ∂C/∂ẑ (z − μ)) and BN 2.2 (∂C/∂μ = −inv_std·Σ ∂C/∂ẑ, its σ² term
+    being 0 as Σ(z − μ) = 0) into BN 2.3, with ∂C/∂ẑ = γδ, gives this form. When the caller keeps z − μ instead
+    of ẑ, passing ``inv_std`` folds the extra factor into k2 (``ẑ·k2 = (z − μ)·(k2·inv_std)``)."""
+    t = k1.dtype.type
+    k2 = k1 * dgamma / t(m)
+    if inv_std is not None:
+        k2 = k2 * inv_std
+    return k2, k1 * dbeta / t(m)
+
+
+def bn_input_grad(dy: np.ndarray, c: np.ndarray, k1: np.ndarray, k2: Optional[np.ndarray],
+                  k3: Optional[np.ndarray], out: Optional[np.ndarray] = None, consume_c: bool = False) -> np.ndarray:
+    """BN 2.3, (N, C, S) arrays: ``∂C/∂z = δ·k1 − c·k2 − k3`` per channel with the constants of
+    ``bn_grad_coefs`` (c is ẑ or z − μ to match them); ``δ·k1`` alone when the running statistics normalised
+    (k2 = k3 = None: μ and σ² are constants). Written into ``out`` (may be ``dy``), split over the batch;
+    ``consume_c`` lets it scale ``c`` in place. ``_norm_numba._input_grad`` mirrors it."""
+    dz = np.empty_like(dy) if out is None else out
+    c1 = _col(k1)
+    c2, c3 = (None, None) if k2 is None else (_col(k2), _col(k3))
+
+    def part(lo, hi):
+        d = np.multiply(dy[lo:hi], c1, out=dz[lo:hi])
+        if c2 is not None:
+            d -= np.multiply(c[lo:hi], c2, out=c[lo:hi]) if consume_c else c[lo:hi] * c2
+            d -= c3
+    _per_batch(part, dz)
     return dz
 
 
@@ -165,12 +177,9 @@ def batch_norm_backward(dy: np.ndarray, cache: tuple, need_dx: bool = True) -> T
     dgamma = channel_dot(dy3, xhat)
     dx = None
     if need_dx:
-        if batch:
-            # Σdẑ = γ·dβ and Σdẑ·ẑ = γ·dγ, and dẑ·inv_std = dy·(γ·inv_std): bn_input_grad with γ folded in.
-            dx = bn_input_grad(dy3, xhat, g * inv_std, dbeta, dgamma)
-        else:
-            dx = dy3 * _col(g * inv_std)
-        dx = dx.reshape(shape)
+        k1 = g * inv_std
+        k2, k3 = bn_grad_coefs(k1, dgamma, dbeta, dy3.shape[0] * dy3.shape[2]) if batch else (None, None)
+        dx = bn_input_grad(dy3, xhat, k1, k2, k3).reshape(shape)
     return dx, (dgamma if affine else None), (dbeta if affine else None)
 
 
@@ -180,32 +189,6 @@ def _check_act(activation: str) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"batchnorm_act: activation must be one of {ACTIVATIONS}, got {activation!r}")
     return activation
-
-
-def _leaky_forward(y: np.ndarray, slope: float) -> Tuple[np.ndarray, tuple]:
-    """y > 0 ? y : slope·y without ``np.where`` on a data-dependent mask (its branches mispredict on random
-    signs: 4 ms per million values against 0.3 ms). For 0 ≤ slope ≤ 1, max(y, slope·y) is that exactly."""
-    t = y.dtype.type
-    mask = y > 0
-    if 0.0 <= slope <= 1.0:
-        out = y * t(slope)
-        return np.maximum(y, out, out=out), (mask, slope)
-    return y * np.where(mask, t(1), t(slope)), (mask, slope)
-
-
-def _leaky_backward(d: np.ndarray, cache: tuple) -> np.ndarray:
-    """d · (1 where y > 0, else slope); the slope array is built by arithmetic on the mask, which gives
-    exactly 1 and slope when fl(fl(1 − slope) + slope) = 1 (true for 0 < slope ≤ 0.5), else by np.where."""
-    mask, slope = cache
-    t = d.dtype.type
-    if t(t(1.0 - slope) + t(slope)) == t(1):
-        k = mask.astype(d.dtype)
-        k *= t(1.0 - slope)
-        k += t(slope)
-    else:
-        k = np.where(mask, t(1), t(slope))
-    k *= d
-    return k
 
 
 def bn_act_stats(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
@@ -237,14 +220,12 @@ def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.
     BN 2.5 dβ = Σδ; BN 2.6 dγ = Σδ·ẑ = inv_std·Σδ·(z − μ); and the per-channel constants of
     ∂C/∂z = δ·k1 − (z − μ)·k2 − k3 (``bn_input_grad``'s compact form of BN 2.1–2.3 with ẑ = (z − μ)·inv_std,
     k1 = γ·inv_std; k2 = k3 = 0 when the running statistics normalised)."""
-    t = dy.dtype.type
     dbeta = channel_sum(dy)
     dgamma = channel_dot(dy, xc) * inv_std
     k1 = gamma * inv_std
     if not batch:
         return dbeta, dgamma, k1, None, None
-    m = t(dy.shape[0] * dy.shape[2])
-    return dbeta, dgamma, k1, k1 * dgamma / m * inv_std, k1 * dbeta / m
+    return (dbeta, dgamma, k1) + bn_grad_coefs(k1, dgamma, dbeta, dy.shape[0] * dy.shape[2], inv_std)
 
 
 def _center_np(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -257,12 +238,10 @@ def _center_np(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
 def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str,
                         slope: float, keep_mask: bool) -> Tuple[np.ndarray, Optional[tuple]]:
     """σ(xc·scale + shift) per channel, (N, C, S), the NumPy passes (split over the batch): returns σ's output
-    and, with ``keep_mask``, the activation's backward cache (``A.relu_forward``'s, ``_leaky_forward``'s)."""
+    and, with ``keep_mask``, the activation's backward cache (``A.relu_forward``'s, ``A.leaky_relu_forward``'s)."""
     y = np.empty_like(xc)
-    t = xc.dtype.type
     sc, sh = _col(scale), _col(shift)
     mask = np.empty(xc.shape, dtype=bool) if keep_mask and activation in ("relu", "leaky") else None
-    leaky_max = activation == "leaky" and 0.0 <= slope <= 1.0
 
     def part(lo, hi):
         yp = np.multiply(xc[lo:hi], sc, out=y[lo:hi])
@@ -271,11 +250,8 @@ def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, ac
             np.greater(yp, 0, out=mask[lo:hi])
         if activation == "relu":
             yp *= (mask[lo:hi] if mask is not None else yp > 0)      # A.relu_forward: z · (z > 0)
-        elif leaky_max:
-            a = yp * t(slope)
-            np.maximum(yp, a, out=yp)                                 # _leaky_forward's numbers
         elif activation == "leaky":
-            yp *= np.where(mask[lo:hi] if mask is not None else yp > 0, t(1), t(slope))
+            A.leaky_relu_into(yp, slope, yp, None if mask is None else mask[lo:hi])
     _per_batch(part, xc)
     if mask is None:
         return y, None
@@ -299,7 +275,7 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
         if activation == "relu":
             y, acache = A.relu_forward(y)
         elif activation == "leaky":
-            y, acache = _leaky_forward(y, negative_slope)
+            y, acache = A.leaky_relu_forward(y, negative_slope)
         return y, ("plain", bcache, activation, acache)
     if _numba.enabled():
         from . import _norm_numba
@@ -328,14 +304,14 @@ def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
         if activation == "relu":
             dout = A.relu_backward(dout, acache)
         elif activation == "leaky":
-            dout = _leaky_backward(dout, acache)
+            dout = A.leaky_relu_backward(dout, acache)
         return batch_norm_backward(dout, bcache, need_dx)
     _, xc, inv_std, gamma, batch, activation, acache, shape = cache
     d3 = channel_view(dout)
     if activation == "relu":
         dy = A.relu_backward(d3, acache)
     elif activation == "leaky":
-        dy = _leaky_backward(d3, acache)
+        dy = A.leaky_relu_backward(d3, acache)
     else:
         dy = d3
     return _bn_backward_np(dy, dy is not d3, xc, inv_std, gamma, batch, shape, need_dx, consume_cache)
@@ -347,16 +323,7 @@ def _bn_backward_np(dy: np.ndarray, own_dy: bool, xc: np.ndarray, inv_std: np.nd
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dy, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta
-    dz = dy if own_dy else np.empty_like(dy)
-    c1 = _col(k1)
-    c2, c3 = (_col(k2), _col(k3)) if batch else (None, None)
-
-    def part(lo, hi):                 # dz = δ·k1 − (z − μ)·k2 − k3, per batch slice
-        d = np.multiply(dy[lo:hi], c1, out=dz[lo:hi])
-        if c2 is not None:
-            d -= np.multiply(xc[lo:hi], c2, out=xc[lo:hi]) if consume_cache else xc[lo:hi] * c2
-            d -= c3
-    _per_batch(part, dz)
+    dz = bn_input_grad(dy, xc, k1, k2, k3, dy if own_dy else None, consume_cache)
     return dz.reshape(shape), dgamma, dbeta
 
 
@@ -427,7 +394,7 @@ def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: boo
     if cache[0] == "numpy":
         _, xc, inv_std, gamma, batch, activation, slope, pos, pcache, shape = cache
         if activation == "leaky":
-            dout = _leaky_backward(dout, (pos, slope))
+            dout = A.leaky_relu_backward(dout, (pos, slope))
         elif activation == "relu":
             dout = A.relu_backward(dout, (pos,))
         dy = channel_view(max_pool2d_backward(dout, pcache))

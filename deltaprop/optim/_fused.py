@@ -21,8 +21,9 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 @jit(parallel=True)
 def _sgd_momentum_kernel(w, g, buf, lr, momentum, one_minus_damp, wd, nesterov, maximize, has_wd, has_damp):
-    """Per element, as SGD._update: g ← −g (maximize); g ← g + λw; b ← γb + (1 − τ)g;
-    d ← g + γb (Nesterov) or b; w ← w − αd."""
+    """Per element, as SGD._update (tests/test_train_fused.py holds the two bit-identical): g ← −g (maximize);
+    g ← g + λw (update-4, mirroring ``sgd.decayed_gradient``); b ← γb + (1 − τ)g (update-2/3);
+    d ← g + γb (Nesterov) or b; w ← w − αd (update-1)."""
     n = w.size
     for i in prange(n):
         gi = -g[i] if maximize else g[i]

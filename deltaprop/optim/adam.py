@@ -7,6 +7,7 @@ import numpy as np
 
 from ..nn.parameter import Parameter
 from .optimizer import Optimizer, ParamsT
+from .sgd import decayed_gradient
 
 
 class Adam(Optimizer):
@@ -51,7 +52,7 @@ class Adam(Optimizer):
             if self._decoupled:
                 w *= 1.0 - lr * wd                      # AdamW: decay the weights, not the gradient
             else:
-                g = g + wd * w                          # Adam: L2 term in the gradient
+                g = decayed_gradient(g, w, wd)          # Adam: the L2 term in the gradient (update-4)
         # m.lerp_(g, 1 − β1), as PyTorch computes it
         a = 1.0 - beta1
         if a < 0.5:

@@ -10,6 +10,12 @@ from ._fused import sgd_momentum_update
 from .optimizer import Optimizer, ParamsT
 
 
+def decayed_gradient(grad: np.ndarray, w: np.ndarray, weight_decay: float) -> np.ndarray:
+    """update-4: ``g + λw``, the gradient of C + (λ/2)·Σw² (PyTorch's ``weight_decay=λ``), a new array in the
+    parameter's dtype. ``_fused._sgd_momentum_kernel`` mirrors it element by element."""
+    return grad + weight_decay * w
+
+
 class SGD(Optimizer):
     """update-1 ``w ← w − α g`` with, in PyTorch's order (§7):
 
@@ -48,7 +54,7 @@ class SGD(Optimizer):
             return
         g = -grad if group["maximize"] else grad
         if wd != 0:
-            g = g + wd * w
+            g = decayed_gradient(g, w, wd)
         if momentum != 0:
             if state.get("momentum_buffer") is None:
                 buf = state["momentum_buffer"] = np.array(g, dtype=w.dtype, copy=True)
