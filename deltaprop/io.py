@@ -32,10 +32,14 @@ import numpy as np
 
 from . import backend
 from .atomic import atomic_writer
+from .checkpoint_schema import Schema, guarded
 from .errors import CheckpointError, StateDictError
+from .nn.parameter import allocation_limit
 
 FORMAT = "deltaprop-checkpoint"
 VERSION = 1
+#: Default cap on the uncompressed bytes a checkpoint's entries may declare (``read_checkpoint(max_bytes=)``).
+MAX_BYTES = 4 * 2 ** 30
 PathLike = Union[str, os.PathLike]
 
 
@@ -119,65 +123,68 @@ def architecture_of(model) -> Optional[Dict[str, Any]]:
     return arch
 
 
-def _resolve_class(name: str, module: Optional[str]):
-    from . import nn
-    from .nn import Module
-    cls = getattr(nn, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Module)) and module and \
-            (module == "deltaprop" or module.startswith("deltaprop.")):
-        try:
-            cls = getattr(importlib.import_module(module), name, None)
-        except ImportError:
-            cls = None
-    if not (isinstance(cls, type) and issubclass(cls, Module)):
-        raise CheckpointError(f"checkpoint names layer class {name!r} (module {module}), which this version of "
-                              f"deltaprop does not have")
-    return cls
-
-
-def _build_sequential(spec: Dict[str, Any]):
+def _build_sequential(spec: Dict[str, Any], schema: Schema, field: str):
     from .nn import Sequential
     layers = OrderedDict()
-    for item in spec.get("layers", []):
+    for i, item in enumerate(spec.get("layers", [])):
+        f = f"{field}.layers[{i}]"
         if item.get("kind") == "sequential":
-            layers[item["name"]] = _build_sequential(item)
+            layers[item["name"]] = _build_sequential(item, schema, f)
             continue
-        cls = _resolve_class(item["class"], item.get("module"))
-        try:
-            layers[item["name"]] = cls(**item.get("config", {}))
-        except TypeError as e:
-            raise CheckpointError(f"cannot rebuild layer {item['name']!r} ({item['class']}) from config "
-                                  f"{item.get('config')}: {e}") from None
+        cls = schema.layer_class(item, f)
+        layers[item["name"]] = guarded(schema.where, f"{f}.config", lambda: cls(**item.get("config", {})))
     return Sequential(layers)
 
 
-def build_from_architecture(arch: Dict[str, Any]):
-    """Rebuild a model (fresh weights) from a JSON description written by ``architecture_of``."""
-    if not isinstance(arch, dict) or "kind" not in arch:
-        raise CheckpointError(f"not an architecture description: {str(arch)[:200]}")
+def build_from_architecture(arch: Dict[str, Any], budget: Optional[int] = None, where: str = "checkpoint"):
+    """Rebuild a model (fresh weights) from a JSON description written by ``architecture_of``.
+
+    The description is validated first (``checkpoint_schema``: known kinds and keys, arguments bound to the
+    constructor's signature); the parameters created may total at most ``budget`` bytes (default: the Darknet
+    memory budget, 4 GiB), checked as each is created, before it is initialised. Every failure is a
+    CheckpointError naming the field."""
+    from .darknet.network import get_memory_budget
+    schema = Schema(where)
+    if arch is None:
+        raise CheckpointError(f"{where}: not an architecture description: None")
+    schema.architecture(arch)
     kind = arch["kind"]
-    if kind == "registry":
-        from . import models
-        if not models.is_registered(arch["model"]):
-            raise CheckpointError(f"checkpoint model {arch['model']!r} is not a registered model "
-                                  f"(available: {', '.join(models.available())})")
-        model = models.build(arch["model"], **arch.get("kwargs", {}))
-    elif kind == "sequential":
-        model = _build_sequential(arch)
-    elif kind == "darknet_cfg":
-        try:
-            from .darknet import load_cfg_text
-        except ImportError as e:
-            raise CheckpointError(f"this checkpoint holds a Darknet cfg model, but deltaprop.darknet.load_cfg_text "
-                                  f"is not available ({e})") from None
-        options = {k: v for k, v in arch.items() if k not in ("kind", "cfg", "dtype")}  # e.g. numerics
-        model = load_cfg_text(arch["cfg"], **options)
-        if model.__dict__.get("_architecture") is None:
-            object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
+    budget = get_memory_budget() if budget is None else int(budget)
+
+    def over(total: int) -> CheckpointError:
+        return schema.error("architecture", f"the model it describes has more than {total:,} bytes of "
+                                            f"parameters, beyond the {budget:,} this file can justify")
+    if kind == "darknet_cfg":
+        model = _build_darknet(arch, budget, schema, over)
+    elif kind not in ("registry", "sequential"):
+        raise schema.error("architecture.kind", f"unknown architecture kind {kind!r}")
     else:
-        raise CheckpointError(f"unknown architecture kind {kind!r}")
+        with allocation_limit(budget, over):
+            if kind == "registry":
+                from . import models
+                model = guarded(where, "architecture.kwargs",
+                                lambda: models.build(arch["model"], **arch.get("kwargs", {})))
+            else:
+                model = _build_sequential(arch, schema, "architecture")
     if arch.get("dtype") in ("float32", "float64"):
         model.to(arch["dtype"])
+    return model
+
+
+def _build_darknet(arch: Dict[str, Any], budget: int, schema: Schema, over):
+    """A ``darknet_cfg`` architecture: planned (nothing allocated) and its parameter count checked against
+    ``budget`` before ``load_cfg_text`` builds it."""
+    from .darknet import load_cfg_text, parse_cfg_text, plan_network
+    where, field = schema.where, "architecture.cfg"
+    plan = guarded(where, field, lambda: plan_network(parse_cfg_text(arch["cfg"], f"{where}:{field}")))
+    itemsize = np.dtype(arch.get("dtype") or backend.get_default_dtype()).itemsize
+    if plan.n_params * itemsize > budget:
+        raise over(plan.n_params * itemsize)
+    with allocation_limit(budget, over):
+        model = guarded(where, field, lambda: load_cfg_text(arch["cfg"], numerics=arch.get("numerics", "darknet"),
+                                                              name=f"{where}:{field}"))
+    if model.__dict__.get("_architecture") is None:
+        object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
     return model
 
 
@@ -265,7 +272,8 @@ def save_model(path: PathLike, model, extra: Optional[Dict[str, Any]] = None) ->
 
 @dataclass
 class Checkpoint:
-    """What a checkpoint file holds, decoded."""
+    """What a checkpoint file holds, decoded. ``model_bytes``: the bytes of the stored model state (what
+    a model rebuilt from the architecture may allocate, doubled for a change of dtype)."""
     path: str
     model_state: "OrderedDict[str, np.ndarray]"
     architecture: Optional[Dict[str, Any]] = None
@@ -277,57 +285,90 @@ class Checkpoint:
     history: List[Dict[str, Any]] = field(default_factory=list)
     extra: Dict[str, Any] = field(default_factory=dict)
     model: Any = None
+    model_bytes: int = 0
+
+    @property
+    def build_budget(self) -> int:
+        """Bytes of parameters a model rebuilt from this file may create: twice the stored state (float32
+        stored, float64 built) and a MiB."""
+        return 2 * self.model_bytes + 2 ** 20
 
 
-def read_checkpoint(path: PathLike) -> Checkpoint:
-    """Read and check a checkpoint file (every member's CRC); a corrupt or truncated file raises CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+def _read_arrays(path: Path, max_bytes: int) -> Dict[str, np.ndarray]:
+    """Every entry of the ``.npz``, CRCs checked; the sizes the zip declares are checked against
+    ``max_bytes`` before anything is decompressed."""
     try:
         with zipfile.ZipFile(path) as zf:
+            declared = sum(info.file_size for info in zf.infolist())
+            if declared > max_bytes:
+                raise CheckpointError(f"{path}: checkpoint entries declare {declared:,} bytes, more than the limit "
+                                      f"of {max_bytes:,} (read_checkpoint(..., max_bytes=) raises it)")
             bad = zf.testzip()
         if bad is not None:
             raise CheckpointError(f"{path}: corrupt checkpoint (bad CRC in member {bad})")
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except CheckpointError:
         raise
     except Exception as e:  # BadZipFile, EOFError, ValueError (pickled/malformed member), OSError...
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {e})") from None
+
+
+def read_checkpoint(path: PathLike, max_bytes: int = MAX_BYTES) -> Checkpoint:
+    """Read and check a checkpoint file: every member's CRC (a corrupt or truncated file raises
+    CheckpointError), then the metadata against its schema (``checkpoint_schema``) before anything is
+    decoded: a crafted file raises CheckpointError naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    arrays = _read_arrays(path, max_bytes)
     if "__meta__" not in arrays:
         raise CheckpointError(f"{path}: not a deltaprop checkpoint (no __meta__ entry)")
-    try:
-        meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint metadata ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a deltaprop checkpoint (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {meta['version']} is newer than this "
-                              f"deltaprop's ({VERSION}); upgrade deltaprop")
+    schema = Schema(str(path))
+    raw = arrays.pop("__meta__")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise schema.error("__meta__", f"expected UTF-8 bytes (uint8, 1-D), got {raw.dtype} {raw.shape}")
+    meta = schema.parse(raw.tobytes())
+    schema.header(meta, FORMAT, VERSION)
+    schema.arrays(arrays)
+    seen: Dict[str, str] = {}
+    for key in ("history", "extra", "optimizer", "scheduler", "rng"):
+        schema.encoded(meta.get(key), key, arrays, seen)
+    architecture = schema.architecture(meta.get("architecture"))
+    decoded = {key: _decode(meta.get(key), arrays) for key in ("optimizer", "scheduler", "rng")}
+    for key in ("scheduler", "rng"):
+        if decoded[key] is not None and not isinstance(decoded[key], dict):
+            raise schema.error(key, f"expected an object or null, got {type(decoded[key]).__name__}")
+    if decoded["rng"] is not None:
+        schema.rng(decoded["rng"], backend.get_rng_state())
+    if decoded["optimizer"] is not None:
+        schema.optimizer(decoded["optimizer"])
+    extra = _decode(meta.get("extra") or {}, arrays)
+    if not isinstance(extra, dict):
+        raise schema.error("extra", f"expected an object, got {type(extra).__name__}")
     state = OrderedDict((k[len("model/"):], v) for k, v in arrays.items() if k.startswith("model/"))
     return Checkpoint(
-        path=str(path), model_state=state, architecture=meta.get("architecture"),
-        optimizer_state=_decode(meta.get("optimizer"), arrays),
-        scheduler_state=_decode(meta.get("scheduler"), arrays),
-        rng_state=_decode(meta.get("rng"), arrays),
-        epoch=int(meta.get("epoch", 0)), step=int(meta.get("step", 0)),
-        history=_decode(meta.get("history") or [], arrays), extra=_decode(meta.get("extra") or {}, arrays))
+        path=str(path), model_state=state, architecture=architecture,
+        optimizer_state=decoded["optimizer"], scheduler_state=decoded["scheduler"], rng_state=decoded["rng"],
+        epoch=meta.get("epoch", 0), step=meta.get("step", 0),
+        history=_decode(meta.get("history") or [], arrays), extra=extra,
+        model_bytes=sum(int(a.nbytes) for a in state.values()))
 
 
 def load_checkpoint(path: PathLike, model=None, optimizer=None, scheduler=None, restore_rng: bool = False,
                     strict: bool = True) -> Checkpoint:
-    """Read ``path`` and load it into ``model`` (rebuilt from the stored architecture when None), and into
-    ``optimizer``/``scheduler`` when given; ``restore_rng`` restores the global generator.
+    """Read ``path`` and load it into ``model`` (rebuilt from the stored architecture when None, with
+    parameters of at most ``Checkpoint.build_budget`` bytes), and into ``optimizer``/``scheduler`` when
+    given; ``restore_rng`` restores the global generator. Each state is validated before it is applied.
 
     A model of another architecture raises CheckpointError naming the first difference."""
     ck = read_checkpoint(path)
+    where = str(path)
     if model is None:
         if ck.architecture is None:
             raise CheckpointError(f"{path}: the checkpoint stores no architecture; build the model yourself and "
                                   f"pass it as load_checkpoint(path, model)")
-        model = build_from_architecture(ck.architecture)
+        model = build_from_architecture(ck.architecture, budget=ck.build_budget, where=where)
     else:
         mine = architecture_of(model)
         if mine is not None and ck.architecture is not None and mine.get("kind") == ck.architecture.get("kind"):
@@ -345,14 +386,14 @@ def load_checkpoint(path: PathLike, model=None, optimizer=None, scheduler=None, 
     if optimizer is not None:
         if ck.optimizer_state is None:
             raise CheckpointError(f"{path}: the checkpoint holds no optimizer state")
-        try:
-            optimizer.load_state_dict(ck.optimizer_state)
-        except (KeyError, ValueError, IndexError, TypeError) as e:
-            raise CheckpointError(f"{path}: optimizer state does not fit the optimizer: {e}") from None
+        Schema(where).like(ck.optimizer_state["param_groups"], optimizer.state_dict()["param_groups"],
+                           "optimizer.param_groups")
+        guarded(where, "optimizer", lambda: optimizer.load_state_dict(ck.optimizer_state))
     if scheduler is not None and ck.scheduler_state is not None:
-        scheduler.load_state_dict(ck.scheduler_state)
+        Schema(where).like(ck.scheduler_state, scheduler.state_dict(), "scheduler")
+        guarded(where, "scheduler", lambda: scheduler.load_state_dict(ck.scheduler_state))
     if restore_rng and ck.rng_state is not None:
-        backend.set_rng_state(ck.rng_state)
+        guarded(where, "rng", lambda: backend.set_rng_state(ck.rng_state))
     return ck
 
 

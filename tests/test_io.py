@@ -112,21 +112,20 @@ def test_pickled_member_is_refused(tmp_path):
 
 
 def test_darknet_hook(tmp_path, monkeypatch):
-    """A model carrying a darknet_cfg architecture is rebuilt by deltaprop.darknet.load_cfg_text."""
-    import types
-    fake = types.ModuleType("deltaprop.darknet")
+    """A model carrying a darknet_cfg architecture is planned, then rebuilt by deltaprop.darknet.load_cfg_text."""
+    from deltaprop import darknet
     seen = {}
+    real = darknet.load_cfg_text
 
-    def load_cfg_text(text):
+    def load_cfg_text(text, **kw):
         seen["text"] = text
-        return nn.Sequential(nn.Linear(2, 2))
-    fake.load_cfg_text = load_cfg_text
-    m = nn.Sequential(nn.Linear(2, 2))
-    object.__setattr__(m, "_architecture", {"kind": "darknet_cfg", "cfg": "[net]\nwidth=2\n"})
+        return real(text, **kw)
+    cfg = "[net]\nwidth=2\nheight=1\nchannels=1\n[connected]\noutput=2\nactivation=linear\n"
+    m = darknet.load_cfg_text(cfg)
     io.save_model(tmp_path / "d.npz", m)
-    monkeypatch.setitem(sys.modules, "deltaprop.darknet", fake)
+    monkeypatch.setattr(darknet, "load_cfg_text", load_cfg_text)
     m2 = io.load_model(tmp_path / "d.npz")
-    assert seen["text"].startswith("[net]")
+    assert seen["text"] == m.cfg_text()
     np.testing.assert_array_equal(m2.state_dict()["0.weight"], m.state_dict()["0.weight"])
 
 

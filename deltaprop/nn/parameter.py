@@ -1,9 +1,34 @@
 """``Parameter``: a weight array with its gradient."""
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import threading
+from typing import Callable, Iterator, Optional
 
 import numpy as np
+
+_limit = threading.local()
+
+
+@contextlib.contextmanager
+def allocation_limit(nbytes: int, error: Callable[[int], Exception]) -> Iterator[None]:
+    """Inside this block, creating Parameters whose arrays total more than ``nbytes`` raises ``error(total)``
+    as soon as one is created, before its layer initialises (fills) it: a model rebuilt from a file's numbers
+    stays within what the file can justify. ``np.empty`` of the array itself only reserves address space."""
+    prev = getattr(_limit, "state", None)
+    _limit.state = [int(nbytes), 0, error]
+    try:
+        yield
+    finally:
+        _limit.state = prev
+
+
+def _charge(nbytes: int) -> None:
+    state = getattr(_limit, "state", None)
+    if state is not None:
+        state[1] += nbytes
+        if state[1] > state[0]:
+            raise state[2](state[1])
 
 
 class Parameter:
@@ -17,6 +42,7 @@ class Parameter:
 
     def __init__(self, data: np.ndarray, requires_grad: bool = True) -> None:
         self.data = np.asarray(data)
+        _charge(self.data.nbytes)
         self.grad: Optional[np.ndarray] = None
         self.requires_grad = bool(requires_grad)
 
