@@ -19,7 +19,6 @@ target: a crash (even ``kill -9``) leaves the old file or the new one, never a h
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import os
 import zipfile
