@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .._env import env_int
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 
@@ -110,7 +110,7 @@ def _classes_of(net) -> int:
 
 
 def run(args) -> int:
-    threads = getattr(args, "threads", None) or os.environ.get("DELTAPROP_BLAS_THREADS") or 1
+    threads = getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 1, minimum=1)
     from ..backend import blas_threads
     with blas_threads(int(threads)):
         return _run(args)
