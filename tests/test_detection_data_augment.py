@@ -82,6 +82,29 @@ def test_hsv_matches_colorsys(rng):
     np.testing.assert_allclose(hsv_to_rgb(hsv), im, atol=1e-6)
 
 
+def _darknet_hsv_to_rgb(h, s, v):
+    """pjreddie/darknet's hsv_to_rgb for one pixel, sector by sector (the reference for the vectorised one)."""
+    if s == 0:
+        return v, v, v
+    h6 = 6 * h
+    index = int(np.floor(h6))
+    f = h6 - index
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    return {0: (v, t, p), 1: (q, v, p), 2: (p, v, t), 3: (p, q, v), 4: (t, p, v)}.get(index, (v, p, q))
+
+
+def test_hsv_to_rgb_is_darknets_sector_code(rng):
+    hsv = rng.random((3, 6, 8)).astype(np.float32)
+    hsv[1] *= 1.6                                      # saturation scaled past 1, as distort_image may
+    hsv[0, 0, :3] = [0.0, 1.0, 0.5]                    # the sector edges, h = 1 included (Darknet's index 6)
+    hsv[1, 1, 0] = 0.0
+    out = hsv_to_rgb(hsv)
+    for y in range(6):
+        for x in range(8):
+            want = _darknet_hsv_to_rgb(*hsv[:, y, x].astype(np.float64))
+            np.testing.assert_allclose(out[:, y, x], want, atol=2e-6)
+
+
 def test_distort_scales_saturation_and_value_and_shifts_hue():
     im = np.array([0.8, 0.4, 0.2], np.float32).reshape(3, 1, 1)
     h, s, v = colorsys.rgb_to_hsv(0.8, 0.4, 0.2)

@@ -76,33 +76,36 @@ def rand_scale(rng: np.random.Generator, s: float) -> float:
 
 
 def rgb_to_hsv(im: np.ndarray) -> np.ndarray:
-    """Darknet's ``rgb_to_hsv`` on (3, H, W): hue in [0, 1), saturation ``Δ/max``, value ``max``."""
+    """Darknet's ``rgb_to_hsv`` on (3, H, W) float32: hue in [0, 1], saturation ``Δ/max``, value ``max``."""
     r, g, b = im[0], im[1], im[2]
     mx = np.maximum(np.maximum(r, g), b)
-    mn = np.minimum(np.minimum(r, g), b)
-    delta = mx - mn
-    safe = np.where(delta > 0, delta, 1).astype(im.dtype)
-    h = np.where(r == mx, (g - b) / safe, np.where(g == mx, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    h = np.where(delta > 0, h, 0)
-    h = np.where(h < 0, h + 6, h) / 6
-    s = np.where(mx > 0, delta / np.where(mx > 0, mx, 1), 0)
+    delta = mx - np.minimum(np.minimum(r, g), b)
+    inv = np.divide(np.float32(1), delta, out=np.zeros_like(delta), where=delta > 0)
+    h = np.where(r == mx, (g - b) * inv, np.where(g == mx, 2 + (b - r) * inv, 4 + (r - g) * inv))
+    h[h < 0] += 6
+    h *= np.float32(1 / 6)
+    s = np.divide(delta, mx, out=np.zeros_like(delta), where=mx > 0)
     return np.stack([h, s, mx]).astype(im.dtype, copy=False)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Darknet's ``hsv_to_rgb`` on (3, H, W) (saturation may exceed 1 after scaling, as in Darknet)."""
+    """Darknet's ``hsv_to_rgb`` on (3, H, W) (saturation may exceed 1 after scaling, as in Darknet). Its six
+    sectors written as one formula per channel: ``c = v − v·s·clip(min(k, 4 − k), 0, 1)``,
+    ``k = (n + 6h) mod 6`` with n = 5, 3, 1 for red, green, blue; at ``h = 1`` Darknet's last sector gives
+    blue ``q = v`` (not the ``p`` of ``h = 0``), kept."""
     h6, s, v = 6 * hsv[0], hsv[1], hsv[2]
-    index = np.floor(h6)
-    f = h6 - index
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    index = index.astype(np.int64)
-    sector = [np.clip(index, 0, 5) == k for k in range(6)]
-    r = np.select(sector, [v, q, p, p, t, v])
-    g = np.select(sector, [t, v, v, q, p, p])
-    b = np.select(sector, [p, p, t, v, v, q])
-    grey = s == 0
-    out = np.stack([np.where(grey, v, r), np.where(grey, v, g), np.where(grey, v, b)])
-    return out.astype(hsv.dtype, copy=False)
+    vs = v * s
+    out = np.empty_like(hsv)
+    for ch, n in enumerate((5, 3, 1)):
+        k = h6 + np.float32(n)
+        k[k >= 6] -= 6
+        m = np.minimum(k, 4 - k)
+        np.clip(m, 0, 1, out=m)
+        out[ch] = v - vs * m
+    top = h6 >= 6
+    if top.any():
+        out[2][top] = v[top]
+    return out
 
 
 def distort_image(im: np.ndarray, hue: float, sat: float, val: float) -> np.ndarray:
@@ -112,10 +115,12 @@ def distort_image(im: np.ndarray, hue: float, sat: float, val: float) -> np.ndar
     hsv = rgb_to_hsv(im)
     hsv[1] *= np.float32(sat)
     hsv[2] *= np.float32(val)
-    h = hsv[0] + np.float32(hue)
-    h = np.where(h > 1, h - 1, h)
-    hsv[0] = np.where(h < 0, h + 1, h)
-    return np.clip(hsv_to_rgb(hsv), 0, 1)
+    h = hsv[0]
+    h += np.float32(hue)
+    h[h > 1] -= 1
+    h[h < 0] += 1
+    out = hsv_to_rgb(hsv)
+    return np.clip(out, 0, 1, out=out)
 
 
 def place_image(im: np.ndarray, nw: int, nh: int, dx: int, dy: int, w: int, h: int) -> np.ndarray:
