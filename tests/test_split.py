@@ -39,7 +39,7 @@ def forced(numpy_path, monkeypatch):
 def _whole(fn):
     """fn() with splitting off: the reference numbers."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("DELTAPROP_SPLIT", "0")
+    mp.setattr(_split, "ENABLED", False)
     try:
         return fn()
     finally:
@@ -71,9 +71,11 @@ def test_ranges_decline(numpy_path, monkeypatch):
     monkeypatch.setattr(blas, "max_threads", lambda: 2)
     assert _split.ranges(8, _split.SPLIT_MIN - 1) is None          # too small
     assert _split.ranges(8, _split.SPLIT_MIN) == [(0, 4), (4, 8)]
-    monkeypatch.setenv("DELTAPROP_SPLIT", "0")
-    assert _split.ranges(8, _split.SPLIT_MIN) is None              # turned off
-    monkeypatch.delenv("DELTAPROP_SPLIT")
+    _split.set_enabled(False)
+    try:
+        assert _split.ranges(8, _split.SPLIT_MIN) is None          # turned off
+    finally:
+        _split.set_enabled(True)
     monkeypatch.setattr(blas, "max_threads", lambda: 1)
     assert _split.ranges(8, _split.SPLIT_MIN) is None              # one thread
     monkeypatch.setattr(blas, "max_threads", lambda: 2)

@@ -20,7 +20,7 @@ import os
 import types
 from typing import Callable, Optional
 
-from .._env import env_int
+from .._env import env_flag, env_int
 
 try:            # the loop of parallel kernels (numba knows it by identity); plain ``range`` without numba
     from numba import prange
@@ -29,6 +29,7 @@ except Exception:  # pragma: no cover - numba absent or broken: kernels are then
 
 _numba = None
 _checked = False
+_wanted: Optional[bool] = None   # set_enabled's choice; None: DELTAPROP_NUMBA decides
 _forked = False
 # elements: below this a parallel kernel runs its serial compilation (DELTAPROP_PARALLEL_MIN overrides it)
 PARALLEL_MIN = env_int("DELTAPROP_PARALLEL_MIN", 1 << 15)
@@ -80,7 +81,8 @@ def numba_module():
     global _numba, _checked
     if not _checked:
         _checked = True
-        if os.environ.get("DELTAPROP_NUMBA", "1") != "0":
+        _numba = None
+        if env_flag("DELTAPROP_NUMBA", True) if _wanted is None else _wanted:
             try:
                 import numba  # noqa: F401
                 _numba = numba
@@ -97,10 +99,10 @@ def enabled() -> bool:
 
 def set_enabled(flag: bool) -> None:
     """Turn the numba kernels on or off at run time (tests compare both paths)."""
-    global _numba, _checked
+    global _numba, _checked, _wanted
+    _wanted = bool(flag)
     if flag:
         _checked = False
-        os.environ["DELTAPROP_NUMBA"] = "1"
         numba_module()
     else:
         _numba, _checked = None, True

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from .. import blas
-from .._env import env_int
+from .._env import env_flag, env_int
 from . import _numba
 
 T = TypeVar("T")
@@ -35,15 +35,21 @@ _lock = threading.Lock()
 _local = threading.local()
 
 
-def _enabled() -> bool:
-    return os.environ.get("DELTAPROP_SPLIT", "1") != "0"
+# DELTAPROP_SPLIT=0 turns splitting off (read once, at import); ``set_enabled`` changes it at run time
+ENABLED = env_flag("DELTAPROP_SPLIT", True)
+
+
+def set_enabled(flag: bool) -> None:
+    """Turn the batch split of the NumPy passes on or off (the numbers are the same either way)."""
+    global ENABLED
+    ENABLED = bool(flag)
 
 
 def ranges(n: int, size: int) -> Optional[List[Tuple[int, int]]]:
     """Batch slices [(lo, hi), ...] for a pass over ``size`` elements of a batch of ``n``; None when the pass
     should run whole: numba enabled, splitting off, small, one thread, inside a slice already, or the
     products' threads could not be released."""
-    if not _enabled() or n < 2 or size < SPLIT_MIN or _numba.enabled() or getattr(_local, "inside", False):
+    if not ENABLED or n < 2 or size < SPLIT_MIN or _numba.enabled() or getattr(_local, "inside", False):
         return None
     parts = min(n, blas.max_threads())
     if parts < 2 or not blas.release_threads():
