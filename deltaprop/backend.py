@@ -1,4 +1,4 @@
-"""Array namespace, default dtype, random numbers and the gradient-recording mode.
+"""Default dtype, random numbers and the gradient-recording mode.
 
 NumPy is the array library. float32 is the default dtype; float64 is available everywhere for
 checks. One global ``numpy.random.Generator`` serves initialisation, shuffling and dropout;
@@ -13,8 +13,6 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .errors import DTypeError, NonFiniteError, ShapeError
-
-xp = np
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
 _rng = np.random.default_rng()
