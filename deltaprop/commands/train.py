@@ -189,12 +189,7 @@ def _check_subdivisions(args) -> None:
 
 
 def _darknet(args) -> int:
-    try:
-        from ..darknet import trainer_cli
-    except ImportError as e:
-        print(f"deltaprop train: --cfg needs deltaprop.darknet.trainer_cli, which this installation does not have "
-              f"({e})", file=sys.stderr)
-        return 2
+    from ..darknet import trainer_cli
     _check_subdivisions(args)
     base = Path(args.out) if args.out else Path("runs") / Path(args.cfg).stem
     args.out = str(_run_directory(base, args.exist_ok))
