@@ -38,10 +38,6 @@ def _axes(x: np.ndarray) -> Tuple[int, ...]:
     return (0,) + tuple(range(2, x.ndim))
 
 
-def _bshape(x: np.ndarray) -> Tuple[int, ...]:
-    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
-
-
 def _view(x: np.ndarray) -> np.ndarray:
     _axes(x)
     return channel_view(x)

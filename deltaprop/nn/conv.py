@@ -190,13 +190,7 @@ class Conv1d(Conv2d):
     def _forward(self, x, w, b):
         if self.untied_bias is not None:
             self._check_untied(x)
-        out, cache = F.conv2d_forward(x[:, :, None, :], w[:, :, None, :],
-                                      b[:, None, :] if b is not None and b.ndim == 2 else b,
-                                      (1,) + self.stride, self._p4, (1,) + self.dilation, self.groups, self.mode)
-        return out[:, :, 0, :], cache
+        return F.conv1d_forward(x, w, b, self.stride, self._p4[2:], self.dilation, self.groups, self.mode)
 
     def _backward(self, dout, cache):
-        dx, dw, db = F.conv2d_backward(dout[:, :, None, :], cache, need_dx=self.needs_input_grad)
-        if db is not None and db.ndim == 3:
-            db = db[:, 0, :]
-        return (None if dx is None else dx[:, :, 0, :]), dw[:, :, 0, :], db
+        return F.conv1d_backward(dout, cache, need_dx=self.needs_input_grad)
