@@ -80,6 +80,54 @@ def region_line(st: Dict[str, float]) -> str:
             f"No Obj: {st['no_obj']:f}, .5R: {st['recall50']:f}, .75R: {st['recall75']:f},  count: {st['count']}")
 
 
+# --- data parallelism (deltaprop.distributed; docs/distributed.md) ------------------------------
+
+def _data_parallel(net, comm, sync_bn: bool, mini_batch: int):
+    """The trainer's DataParallel: every rank starts from rank 0's weights; each needs a row of every mini-batch."""
+    from ..distributed import DataParallel, world
+    dp = DataParallel(net, comm or world(), sync_bn=sync_bn)
+    if dp.active and mini_batch < dp.comm.size:
+        raise ConfigError(f"a mini-batch of {mini_batch} images (batch/subdivisions) cannot be shared by "
+                          f"{dp.comm.size} ranks: use fewer subdivisions or processes")
+    dp.broadcast_state()
+    return dp
+
+
+def _shard(dp, x: np.ndarray, truth):
+    """This rank's rows of a mini-batch."""
+    if not dp.active:
+        return x, truth
+    from ..distributed import shard_bounds
+    lo, hi = shard_bounds(len(x), dp.comm.rank, dp.comm.size)
+    return x[lo:hi], truth[lo:hi]
+
+
+def _send_gradients_after(dp, last: bool) -> None:
+    """Gradients travel during the last sub-batch's backward; the earlier ones only accumulate."""
+    if dp.active:
+        dp.reducer.sync = last
+
+
+def _sum_gradients(dp, total: float) -> float:
+    """Wait for the summed gradients (Darknet's deltas are sums over the images: no scaling); the summed cost."""
+    if not dp.active:
+        return total
+    dp.reducer.finish()
+    return dp.totals(total)[0]
+
+
+def _guarded(method):
+    """Run a trainer method so that a failure on one rank ends every rank with its error."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        from ..distributed import failure_guard
+        with failure_guard(self.dp.comm):
+            return method(self, *args, **kwargs)
+    return run
+
+
 class DarknetTrainer:
     """Trains a ``DarknetNet`` the way Darknet does (see the module docstring).
 
@@ -89,13 +137,15 @@ class DarknetTrainer:
     ``multiscale``: (smallest, largest) square size of Darknet's ``random=1`` rule, multiples of 32
     (default (320, 608), Darknet's); ``False`` turns the rule off even where the cfg has ``random=1``.
     Like Darknet, it turns off the gradient of the network input (``net.needs_input_grad = False``).
+    Under ``mpirun -n N`` (or with ``comm``) each rank runs its shard of every mini-batch and the summed
+    gradients make the one-process update (docs/distributed.md); ``sync_bn`` synchronises batch norm.
     """
 
     def __init__(self, net, numerics: Optional[str] = None, batch: Optional[int] = None,
                  subdivisions: Optional[int] = None, learning_rate: Optional[float] = None,
                  momentum: Optional[float] = None, decay: Optional[float] = None,
                  max_batches: Optional[int] = None, rng: Optional[np.random.Generator] = None,
-                 multiscale=None) -> None:
+                 multiscale=None, comm=None, sync_bn: bool = False) -> None:
         if numerics is not None:
             net.set_numerics(numerics)
         self.net = net
@@ -132,6 +182,7 @@ class DarknetTrainer:
             self.multiscale = (lo, hi)
         self._scale_count = 0
         object.__setattr__(net, "needs_input_grad", False)   # Darknet never computes the input's delta
+        self.dp = _data_parallel(net, comm, sync_bn, self.mini_batch)
 
     @property
     def current_batch(self) -> int:
@@ -149,8 +200,9 @@ class DarknetTrainer:
         total, per_sub, stats = 0.0, [], []
         m = self.mini_batch
         for s in range(self.subdivisions):
-            x, t = X[s * m:(s + 1) * m], truth[s * m:(s + 1) * m]
+            x, t = _shard(self.dp, X[s * m:(s + 1) * m], truth[s * m:(s + 1) * m])
             object.__setattr__(net, "seen", int(net.seen) + m)       # train_network_datum: seen += batch
+            _send_gradients_after(self.dp, s == self.subdivisions - 1)
             net(x)
             net.loss(t)
             net.backward(None)                                         # None: the loss's backward
@@ -158,6 +210,7 @@ class DarknetTrainer:
             per_sub.append(costs)
             stats.append(net.yolo_stats)
             total += sum(costs.values()) / len(costs)                  # calc_network_cost
+        total = _sum_gradients(self.dp, total)                         # over the ranks (Σ, Darknet's deltas)
         loss = total / self.batch                                      # train_network: sum/(n·batch)
         if not math.isfinite(loss):
             raise DivergenceError(f"batch {self.current_batch}: the loss is {loss} (costs {per_sub}); lower the "
@@ -272,9 +325,12 @@ class DarknetTrainer:
                                  f"{self.mini_batch})")
             yield X, ts
 
+    @_guarded
     def _loop(self, data: Iterator, out_dir, base: str, save_every: int, log_every: int, progress: bool,
               log: Callable[[str], None], hook: Optional[Callable[[int, Dict[str, Any]], None]] = None
               ) -> List[Dict[str, Any]]:
+        if not self.dp.is_main:   # only rank 0 prints and writes
+            out_dir, progress, log = None, False, (lambda line: None)
         if self.max_batches <= 0:
             raise ConfigError("max_batches is 0: give the cfg a max_batches (or --epochs), else Darknet "
                               "trains forever")

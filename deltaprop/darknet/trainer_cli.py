@@ -180,7 +180,9 @@ def _run(args) -> int:
                "final_loss": history[-1]["loss"] if history else None,
                "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
                "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights")}
-    atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
+    from ..distributed import is_main_process
+    if is_main_process():   # under mpirun only rank 0 writes
+        atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
           f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
     return 0
