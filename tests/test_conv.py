@@ -1,4 +1,4 @@
-"""Convolution kernels (EQUATIONS.md §3): PyTorch parity, naive-vs-fast over a pairwise covering grid,
+"""Convolution kernels (docs/equations.md §3): PyTorch parity, naive-vs-fast over a pairwise covering grid,
 the seed-001 worked example, convolution vs cross-correlation mode, untied bias, numba vs NumPy."""
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ def test_seed001_worked_example(naive):
         for b in (1, 2):
             expect = d(1, 1) * x(a, b) + d(1, 2) * x(a, b + 1) + d(2, 1) * x(a + 1, b) + d(2, 2) * x(a + 1, b + 1)
             assert dF[a - 1, b - 1] == pytest.approx(expect, rel=1e-12)
-    # ∂E/∂X = full(∂E/∂O ⋆ rot180(F)), as EQUATIONS.md §3 writes it
+    # ∂E/∂X = full(∂E/∂O ⋆ rot180(F)), as docs/equations.md §3 writes it
     expect_dx = {
         (1, 1): d(1, 1) * f(1, 1),
         (1, 2): d(1, 1) * f(1, 2) + d(1, 2) * f(1, 1),

@@ -1,4 +1,4 @@
-"""Core layers (EQUATIONS.md §1, §5) and the Module contract: gradchecks in float64 on random shapes,
+"""Core layers (docs/equations.md §1, §5) and the Module contract: gradchecks in float64 on random shapes,
 PyTorch parity (output, input gradient, every parameter gradient), naive-vs-fast kernels, no caches in
 eval()/no_grad, freezing, state dicts with a real torch model, dtype conversion, summary, get_config, bad input."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Losses (EQUATIONS.md §6): gradchecks in float64, PyTorch parity (values and ∂C/∂pred, f64 and f32),
+"""Losses (docs/equations.md §6): gradchecks in float64, PyTorch parity (values and ∂C/∂pred, f64 and f32),
 naive-vs-fast kernels, upstream gradients for reduction="none", validation errors, the L2 penalty."""
 from __future__ import annotations
 

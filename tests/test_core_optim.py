@@ -1,4 +1,4 @@
-"""Optimizers (EQUATIONS.md §7): 20-step trajectories against torch.optim in float64 (≤1e-10), parameter
+"""Optimizers (docs/equations.md §7): 20-step trajectories against torch.optim in float64 (≤1e-10), parameter
 groups, frozen parameters, float32 kept through forward/backward/step, the state-dict format and its
 validation, gradient clipping against torch.nn.utils."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seeds' worked numbers (EQUATIONS.md §1, §6, §7), each computed by the engine and checked against
+"""The seeds' worked numbers (docs/equations.md §1, §6, §7), each computed by the engine and checked against
 the value in the text, or against an independent plain-Python computation where the seed's figure was lost."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Darknet's batch norm (functional/norm_darknet.py) against a float64 re-derivation from DARKNET.md,
+"""Darknet's batch norm (functional/norm_darknet.py) against a float64 re-derivation from docs/equations.md §10,
 its naive twin, and the exact derivative in inference mode."""
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from deltaprop.gradcheck import numerical_gradient
 
 
 def derive(x, gamma, beta, rm, rv, dy):
-    """DARKNET.md, "Batch normalization in training", written out independently (float64)."""
+    """docs/equations.md §10 (Darknet batch norm), written out independently (float64)."""
     c = x.shape[1]
     xs = np.moveaxis(x, 1, 0).reshape(c, -1)          # (C, m)
     dys = np.moveaxis(dy, 1, 0).reshape(c, -1)

@@ -42,7 +42,7 @@ def step(arrs):
     W2 = Parameter(arrs["params_before/L02_weights"].reshape(10, 128).copy())
     b2 = Parameter(arrs["params_before/L02_biases"].copy())
     out = {}
-    # L00 convolutional 3×3 pad 1 (cross-correlation, Conv forward of EQUATIONS.md §3)
+    # L00 convolutional 3×3 pad 1 (cross-correlation, Conv forward of docs/equations.md §3)
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     z = sum(np.einsum("fc,nchw->nfhw", W0.data[:, :, a, b], xp[:, :, a:a + 8, b:b + 8])
             for a in range(3) for b in range(3)).astype(f32)

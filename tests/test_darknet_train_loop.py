@@ -73,7 +73,7 @@ def test_subdivisions_1_vs_4_same_update():
 
 
 def test_update_rule_and_schedule_by_hand():
-    """Two steps re-derived from DARKNET.md: lr of batch n (burn_in 2, power 4, then steps), decay·B on
+    """Two steps re-derived from Darknet's rules (docs/equations.md §10): lr of batch n (burn_in 2, power 4, then steps), decay·B on
     weights only, momentum on the summed update, lr/B, and the layer's learning_rate scale (0.5)."""
     net = _net(1)
     tr = DarknetTrainer(net)

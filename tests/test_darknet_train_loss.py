@@ -1,4 +1,4 @@
-"""Darknet's loss layers (functional/darknet_loss.py) against DARKNET.md, written out in float64."""
+"""Darknet's loss layers (functional/darknet_loss.py) against docs/equations.md §10, written out in float64."""
 import numpy as np
 import pytest
 

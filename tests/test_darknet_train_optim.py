@@ -1,4 +1,4 @@
-"""DarknetSGD (optim/darknet.py) against a float64 re-derivation of DARKNET.md's update rule;
+"""DarknetSGD (optim/darknet.py) against a float64 re-derivation of Darknet's update rule (docs/equations.md §10);
 decay on weights only; subdivisions 1 vs 4; state dict round trip."""
 import numpy as np
 import pytest

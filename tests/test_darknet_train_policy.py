@@ -1,5 +1,5 @@
 """Darknet's learning-rate policies and burn-in (optim/darknet_policy.py) over 1000 batches, against a
-plain float64 re-derivation from DARKNET.md / get_current_rate."""
+plain float64 re-derivation from docs/equations.md §10 / get_current_rate."""
 import math
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""The differentiable YOLO loss (numerics="standard", EQUATIONS.md §9) on a small two-head network in float64:
+"""The differentiable YOLO loss (numerics="standard", docs/equations.md §9) on a small two-head network in float64:
 with the assignment and ignore masks held fixed, ``deltaprop.gradcheck``'s centred differences of the loss
 ``net.backward()`` differentiates (``net.loss_total``) match every parameter gradient and the input gradient;
 and the gradient at each [yolo] input is exactly Darknet's −delta of the same assignment."""

@@ -1,5 +1,5 @@
 """The ``[yolo]`` layer's training targets and loss (pjreddie f6afaabc ``forward_yolo_layer``,
-``delta_yolo_box``, ``delta_yolo_class``; EQUATIONS.md §9; DARKNET.md "[yolo] layer").
+``delta_yolo_box``, ``delta_yolo_class``; docs/equations.md §9).
 
 ``yolo_assign`` walks the predictions and the truths exactly as Darknet's forward pass does and records,
 for every output entry, whether it has a delta (``mask``), its target and its scale, so that Darknet's
@@ -21,7 +21,7 @@ targets, scales), so its threshold decisions and deltas come out the same.
 
 Two losses of one assignment (``YoloAssignment``), both with the gradient ``−delta`` at the layer's input
 (the raw, pre-logistic values): Darknet's reported cost ``Σ delta²`` (``darknet_yolo_cost``: not the function
-its delta differentiates), and the differentiable loss of EQUATIONS.md §9 (``yolo_standard_loss``):
+its delta differentiates), and the differentiable loss of docs/equations.md §9 (``yolo_standard_loss``):
 x, y: ``scale·BCE(σ(t), t*)``; w, h: ``½·scale·(t − t*)²``; objectness and classes: BCE with logits.
 """
 from __future__ import annotations
@@ -197,7 +197,7 @@ def _bce_logits(z: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.ndarray]:
-    """The differentiable loss of EQUATIONS.md §9 for a FIXED assignment and its exact gradient at the
+    """The differentiable loss of docs/equations.md §9 for a FIXED assignment and its exact gradient at the
     layer's raw input ``raw`` (N, A·(5+K), H, W): Σ over masked entries of x, y ``scale·BCE(σ(t), t*)``,
     w, h ``½·scale·(t − t*)²``, objectness and classes ``BCE(σ(t), t*)``. The gradient is
     ``scale·(σ(t) − t*)`` resp. ``scale·(t − t*)``: Darknet's ``−delta``."""
