@@ -11,7 +11,7 @@ Training stops when ``seen/batch`` reaches ``max_batches``. Checkpoints are Dark
 atomically: ``<base>_<n>.weights`` every ``save_every`` batches and ``<base>_final.weights`` at the end.
 
 Detection (``fit_detection``): batches of (images, one (k, 5) array of ``[class, x, y, w, h]`` per image) from
-a DetectionLoader or any iterable of them; each [yolo] head's statistics are kept per batch
+a DetectionLoader or any iterable of them (cycled; the images are regrouped into batches of ``batch``); each [yolo] head's statistics are kept per batch
 (``StepResult.yolo_stats``) and logged as Darknet's "Region" lines. With ``random=1`` on the last layer,
 Darknet's multi-scale rule: before every 10th batch (the first included) a new square size
 ``(rand() % 10 + 10)·32`` (320..608), 608 once fewer than 200 batches remain; the network is resized
@@ -277,7 +277,7 @@ class DarknetTrainer:
                       log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
         """Train a detector until ``max_batches`` on ``loader``: an iterable of ``(x (n, C, H, W), targets)``
         with one (k, 5) array of ``[class, x, y, w, h]`` per image (``DetectionLoader``, or a list of such
-        batches, cycled). Batches smaller than ``batch`` are gathered into one update. With multi-scale
+        batches, cycled); its images are regrouped into updates of ``batch`` images. With multi-scale
         (``random=1``) the loader must have ``set_size(width, height)``; a batch still at the old size
         (loaded ahead) is dropped, as Darknet drops the batch it had loaded. History records carry each
         head's statistics; Darknet's "Region" lines are logged every ``log_every`` batches."""
@@ -297,33 +297,34 @@ class DarknetTrainer:
                 if not got:
                     raise ShapeError("fit_detection: the loader gave no batches")
         src = cycle()
+        images: List[np.ndarray] = []          # images (and their targets) read but not yet trained on
+        rows: List[np.ndarray] = []
+        stale = 0
         while True:
             dim = self.next_size()
             if dim is not None and (dim, dim) != tuple(self.net.input_shape[1:]):
                 self.net.resize(dim, dim)
                 loader.set_size(dim, dim)
             want = tuple(self.net.input_shape)
-            xs: List[np.ndarray] = []
-            ts: List[np.ndarray] = []
-            stale = 0
-            while sum(len(x) for x in xs) < self.batch:
+            keep = [k for k, im in enumerate(images) if im.shape == want]
+            images, rows = [images[k] for k in keep], [rows[k] for k in keep]
+            while len(images) < self.batch:
                 x, t = next(src)
-                if tuple(x.shape[1:]) != want:
-                    stale += 1
-                    if stale > 16:
-                        raise ShapeError(f"fit_detection: the loader keeps giving images of {x.shape[1:]}, the "
-                                         f"network takes {want}")
-                    continue
                 if len(t) != len(x):
                     raise ShapeError(f"fit_detection: {len(x)} images but {len(t)} target arrays in a batch")
-                xs.append(np.asarray(x, dtype=self.net.dtype))
-                ts.extend(t)
-            X = np.concatenate(xs) if len(xs) > 1 else xs[0]
-            if len(X) != self.batch:
-                raise ShapeError(f"fit_detection: loader batches of {[len(x) for x in xs]} images do not add up to "
-                                 f"the batch of {self.batch} (give the loader batch_size {self.batch} or "
-                                 f"{self.mini_batch})")
-            yield X, ts
+                if tuple(x.shape[1:]) != want:     # built ahead at the old size: dropped, as Darknet does
+                    stale += 1
+                    if stale > 16:
+                        raise ShapeError(f"fit_detection: the loader keeps giving images of {tuple(x.shape[1:])}, "
+                                         f"the network takes {want}")
+                    continue
+                stale = 0
+                images.extend(np.asarray(x, dtype=self.net.dtype))
+                rows.extend(t)
+            X = np.stack(images[:self.batch])
+            T = rows[:self.batch]
+            images, rows = images[self.batch:], rows[self.batch:]
+            yield X, T
 
     @_guarded
     def _loop(self, data: Iterator, out_dir, base: str, save_every: int, log_every: int, progress: bool,

@@ -132,6 +132,15 @@ def _run(args) -> int:
     net = load(args.cfg, args.weights, numerics=numerics)
     if getattr(args, "clear", False):
         object.__setattr__(net, "seen", 0)
+    o = net.net_options
+    batch = getattr(args, "batch_size", None)
+    subdiv = getattr(args, "subdivisions", None)
+    if batch is not None and subdiv is None and batch < o["subdivisions"]:
+        subdiv = 1
+    sub = int(subdiv or o["subdivisions"])
+    if sub < 1 or int(batch or o["batch"]) < sub:
+        raise ConfigError(f"--subdivisions {sub} with a batch of {int(batch or o['batch'])}: subdivisions must be "
+                          f"between 1 and the batch (each of the {sub} passes needs at least one image)")
     (X, y), (Xt, yt), desc, classes = load_data(getattr(args, "data", None), net.input_shape,
                                                 getattr(args, "limit", None), seed)
     n_out = _classes_of(net)
@@ -142,15 +151,6 @@ def _run(args) -> int:
     if vs:
         from ..data import train_val_split
         (X, y), val = train_val_split(X, y, float(vs), seed=seed)
-    o = net.net_options
-    batch = getattr(args, "batch_size", None)
-    subdiv = getattr(args, "subdivisions", None)
-    if batch is not None and subdiv is None and batch < o["subdivisions"]:
-        subdiv = 1
-    sub = int(subdiv or o["subdivisions"])
-    if sub < 1 or int(batch or o["batch"]) < sub:
-        raise ConfigError(f"--subdivisions {sub} with a batch of {int(batch or o['batch'])}: subdivisions must be "
-                          f"between 1 and the batch (each of the {sub} passes needs at least one image)")
     epochs = getattr(args, "epochs", None)
     max_batches = None
     if epochs is not None:

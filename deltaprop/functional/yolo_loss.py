@@ -27,7 +27,7 @@ x, y: ``scale·BCE(σ(t), t*)``; w, h: ``½·scale·(t − t*)²``; objectness a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 

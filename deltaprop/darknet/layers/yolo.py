@@ -93,7 +93,8 @@ class YoloLayer(DarknetLayer):
     def _logistic(self, z: np.ndarray) -> np.ndarray:
         """Darknet numerics: ``1./(1. + exp(-x))`` in double rounded to the dtype, as ``activate_array``."""
         if self.numerics == "darknet" and z.dtype == np.float32:
-            return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
+            with np.errstate(over="ignore"):        # e^{-z} = inf gives 0, as in C
+                return (1.0 / (1.0 + np.exp(-z.astype(np.float64)))).astype(np.float32)
         return sigmoid_forward(z)[0]
 
     def truths(self, targets: Sequence[np.ndarray], n: int) -> List[np.ndarray]:
