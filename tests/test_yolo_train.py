@@ -247,3 +247,31 @@ def test_cli_refuses_more_subdivisions_than_batch(tmp_path):
                               out=str(tmp_path / "run"), seed=0)
     with pytest.raises(ConfigError, match="--subdivisions 4 with a batch of 2"):
         trainer_cli.run(args)
+
+
+def test_cli_sends_detectors_to_the_detector_command(tmp_path):
+    from deltaprop.darknet import trainer_cli
+    cfg = tmp_path / "small.cfg"
+    cfg.write_text(SMALL.format(random=0))
+    args = argparse.Namespace(cfg=str(cfg), weights=None, clear=False, data=None, subdivisions=None,
+                              batch_size=None, out=str(tmp_path / "run"), seed=0)
+    with pytest.raises(ConfigError, match="deltaprop detector train"):
+        trainer_cli.run(args)
+
+
+def test_fit_detection_with_the_detection_loader(tmp_path):
+    """C's DetectionLoader (letterboxed coco128 fixture photos, 64×64, threads) feeds fit_detection."""
+    from deltaprop.data.detection import DetectionDataset, DetectionLoader
+    cfg = SMALL.format(random=0).replace("classes=2", "classes=80").replace("filters=14", "filters=170")
+    deltaprop.manual_seed(2)
+    net = dn.load_cfg_text(cfg, width=64, height=64)
+    ds = DetectionDataset(sorted(fixture_dir("coco128", "images").glob("*.jpg")), 80, 64, 64)
+    loader = DetectionLoader(ds, batch_size=2, seed=0, workers=1)
+    try:
+        tr = DarknetTrainer(net, max_batches=3, learning_rate=0.001, multiscale=False)
+        hist = tr.fit_detection(loader, log_every=1, progress=False, log=lambda s: None)
+    finally:
+        loader.close()
+    assert [r["batch"] for r in hist] == [1, 2, 3] and net.seen == 12
+    assert all(math.isfinite(r["loss"]) for r in hist)
+    assert sum(h["count"] for r in hist for h in r["yolo"]) > 0

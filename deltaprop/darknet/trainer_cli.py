@@ -132,6 +132,10 @@ def _run(args) -> int:
     net = load(args.cfg, args.weights, numerics=numerics)
     if getattr(args, "clear", False):
         object.__setattr__(net, "seen", 0)
+    yolo = [i for i, layer in enumerate(net.layers) if layer.kind == "yolo"]
+    if yolo:
+        raise ConfigError(f"{args.cfg}: layer {yolo[0]} is [yolo]: a detector trains on detection data (a .data "
+                          f"file): deltaprop detector train DATA {args.cfg} (or DarknetTrainer.fit_detection)")
     o = net.net_options
     batch = getattr(args, "batch_size", None)
     subdiv = getattr(args, "subdivisions", None)
