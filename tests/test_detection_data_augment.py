@@ -155,6 +155,10 @@ def test_augment_options_are_checked(bad):
 def test_augment_from_cfg():
     a = Augment.from_cfg({"jitter": ".3", "hue": ".1", "saturation": "1.5", "exposure": "1.5", "flip": "0"})
     assert a == Augment(jitter=0.3, hue=0.1, saturation=1.5, exposure=1.5, flip=False)
+    # Darknet's train_detector takes jitter from the last [yolo] layer (default .2 there)
+    b = Augment.from_cfg({"hue": ".1", "jitter": ".1"}, yolo={"jitter": ".3", "mask": "0,1,2"})
+    assert (b.jitter, b.hue, b.saturation, b.exposure, b.flip) == (0.3, 0.1, 1.0, 1.0, True)
+    assert Augment.from_cfg({}).jitter == 0.2
 
 
 def test_augmented_loader_batches_keep_boxes_on_objects(tmp_path):

@@ -21,7 +21,7 @@ exactly on the moved pixels. Darknet also shuffles the boxes of each image; here
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -50,13 +50,15 @@ class Augment:
                 raise ValueRangeError(f"Augment: {name} must be at least 1 (1 = off), got {getattr(self, name)}")
 
     @classmethod
-    def from_cfg(cls, net: Dict[str, Any]) -> "Augment":
-        """From a Darknet [net] section's options (missing keys take Darknet's defaults: jitter .2 lives in
-        the [yolo] section there, so pass it in ``net`` if you want it)."""
-        def num(key: str, default: float) -> float:
-            return float(net.get(key, default))
-        return cls(jitter=num("jitter", 0.2), hue=num("hue", 0.0), saturation=max(1.0, num("saturation", 1.0)),
-                   exposure=max(1.0, num("exposure", 1.0)), flip=bool(int(num("flip", 1))))
+    def from_cfg(cls, net: Dict[str, Any], yolo: Optional[Dict[str, Any]] = None) -> "Augment":
+        """From a Darknet cfg: ``hue``, ``saturation``, ``exposure`` (and ``flip``) of the [net] section;
+        ``jitter`` of the last [yolo] layer's options ``yolo`` where given, as Darknet's ``train_detector``
+        reads it (``l.jitter``, default .2), else of [net]. Missing keys take Darknet's defaults."""
+        def num(key: str, default: float, section: Dict[str, Any]) -> float:
+            return float(section.get(key, default))
+        jitter = num("jitter", 0.2, yolo) if yolo is not None and "jitter" in yolo else num("jitter", 0.2, net)
+        return cls(jitter=jitter, hue=num("hue", 0.0, net), saturation=max(1.0, num("saturation", 1.0, net)),
+                   exposure=max(1.0, num("exposure", 1.0, net)), flip=bool(int(num("flip", 1, net))))
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
