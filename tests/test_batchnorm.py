@@ -10,6 +10,7 @@ from deltaprop import enable_grad, no_grad
 from deltaprop.errors import DTypeError, NonFiniteError, ShapeError
 from deltaprop.functional import _numba
 from deltaprop.functional import norm as F
+from deltaprop.functional import norm_fused as FF
 from deltaprop.gradcheck import check_module
 
 from conftest import rel_err
@@ -127,8 +128,8 @@ def test_numba_fused_is_bitwise_numpy(act, rng):
                 for flag in (False, True):
                     _numba.set_enabled(flag)
                     r1, r2 = rm.copy(), rv.copy()
-                    y, cache = F.batchnorm_act_forward(x, g, b, r1, r2, training, 0.1, 1e-5, act, 0.1)
-                    res.append((y,) + F.batchnorm_act_backward(d, cache) + (r1, r2))
+                    y, cache = FF.batchnorm_act_forward(x, g, b, r1, r2, training, 0.1, 1e-5, act, 0.1)
+                    res.append((y,) + FF.batchnorm_act_backward(d, cache) + (r1, r2))
                 for a, c in zip(*res):
                     assert a.dtype == dt and np.array_equal(a, c)
     finally:
@@ -151,9 +152,9 @@ def test_fused_module_backward_equals_functional(act, training, rng, numba_mode)
         y = layer(x)
     dx = layer.backward(d)
     g, b = layer.weight.data, layer.bias.data
-    y2, cache = F.batchnorm_act_forward(x, g, b, rm, rv, training, 0.1, 1e-5, act, 0.1)
-    dx2, dg2, db2 = F.batchnorm_act_backward(d, cache)
-    dx3, dg3, db3 = F.batchnorm_act_backward(d, cache)  # the cache is still whole
+    y2, cache = FF.batchnorm_act_forward(x, g, b, rm, rv, training, 0.1, 1e-5, act, 0.1)
+    dx2, dg2, db2 = FF.batchnorm_act_backward(d, cache)
+    dx3, dg3, db3 = FF.batchnorm_act_backward(d, cache)  # the cache is still whole
     assert np.array_equal(y, y2) and np.array_equal(dx, dx2) and np.array_equal(dx2, dx3)
     assert np.array_equal(layer.weight.grad, dg2) and np.array_equal(layer.bias.grad, db2)
     assert np.array_equal(dg2, dg3) and np.array_equal(db2, db3)

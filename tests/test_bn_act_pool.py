@@ -10,7 +10,7 @@ import deltaprop as dp
 import deltaprop.nn as nn
 from deltaprop import enable_grad, io, models
 from deltaprop.functional import _numba
-from deltaprop.functional import norm as F
+from deltaprop.functional import norm_fused as F
 from deltaprop.gradcheck import check_module
 from deltaprop.nn.normalization import BatchNormActPool2d
 
@@ -59,13 +59,15 @@ def test_the_fused_kernels_run_where_they_apply(rng):
     before = _numba.enabled()
     try:
         g, b = np.ones(3, np.float32), np.zeros(3, np.float32)
-        for flag, shape, slope, kind in [(True, (2, 3, 8, 64), 0.1, "fused"), (True, (2, 3, 8, 30), 0.1, "separate"),
-                                         (True, (2, 3, 7, 64), 0.1, "separate"), (False, (2, 3, 8, 64), 0.1, "numpy"),
-                                         (False, (2, 3, 8, 64), -0.5, "separate")]:
+        for flag, shape, slope, kind in [(True, (2, 3, 8, 64), 0.1, F.FusedPoolCache),
+                                         (True, (2, 3, 8, 30), 0.1, F.SeparatePoolCache),
+                                         (True, (2, 3, 7, 64), 0.1, F.SeparatePoolCache),
+                                         (False, (2, 3, 8, 64), 0.1, F.NumpyPoolCache),
+                                         (False, (2, 3, 8, 64), -0.5, F.SeparatePoolCache)]:
             _numba.set_enabled(flag)
             x = rng.standard_normal(shape).astype(np.float32)
             _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", slope)
-            assert cache[0] == kind, (flag, shape, slope)
+            assert type(cache) is kind, (flag, shape, slope)
     finally:
         _numba.set_enabled(before)
 
@@ -81,7 +83,7 @@ def test_numba_switched_off_between_forward_and_backward(rng):
         for off_after_forward in (False, True):
             _numba.set_enabled(True)
             _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", 0.1)
-            assert cache[0] == "fused"
+            assert type(cache) is F.FusedPoolCache
             _numba.set_enabled(not off_after_forward)
             res.append(F.batchnorm_act_maxpool2_backward(d, cache))
         for a, c in zip(*res):

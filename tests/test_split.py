@@ -9,7 +9,7 @@ import pytest
 
 import deltaprop as dp
 from deltaprop import blas, models, nn, optim
-from deltaprop.functional import _numba, _split, im2col as I, norm as N, pool as P
+from deltaprop.functional import _numba, _split, im2col as I, norm_fused as NF, pool as P
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -150,8 +150,8 @@ def test_batchnorm_act_split_is_bit_identical(forced, activation, slope, trainin
     x = (rng.standard_normal((5, 4, 8, 10)) * 2 + 0.5).astype(np.float32)
     gamma = rng.standard_normal(4).astype(np.float32)
     beta = rng.standard_normal(4).astype(np.float32)
-    fwd = N.batchnorm_act_maxpool2_forward if pool else N.batchnorm_act_forward
-    bwd = N.batchnorm_act_maxpool2_backward if pool else N.batchnorm_act_backward
+    fwd = NF.batchnorm_act_maxpool2_forward if pool else NF.batchnorm_act_forward
+    bwd = NF.batchnorm_act_maxpool2_backward if pool else NF.batchnorm_act_backward
 
     def run():
         rm, rv = np.full(4, 0.2, np.float32), np.full(4, 1.3, np.float32)

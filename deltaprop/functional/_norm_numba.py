@@ -1,6 +1,6 @@
-"""Fused batch norm + activation with numba (extra ``deltaprop[fast]``), used by ``norm.batchnorm_act_*``.
+"""Fused batch norm + activation with numba (extra ``deltaprop[fast]``), used by ``norm_fused.batchnorm_act_*``.
 
-The per-channel sums stay the NumPy path's BLAS products (``norm.bn_act_stats``, ``norm.bn_act_grads``);
+The per-channel sums stay the NumPy path's BLAS products (``norm_fused.bn_act_stats``, ``norm_fused.bn_act_grads``);
 numba fuses the elementwise passes around them: forward ``z − μ`` (one pass), then ``y = (z − μ)·(γ·inv_std) + β``
 and ``a = σ(y)`` (one pass, writing a only: the cache keeps z − μ); backward ``δ = dout ⊙ σ'(y)`` with y
 recomputed (one pass) and the input gradient ``δ·k1 − (z − μ)·k2 − k3`` (one pass, in place). Each value goes
@@ -16,7 +16,8 @@ import numpy as np
 from . import _numba
 from ._numba import inline, jit
 from .activation import leaky_relu_backward, relu_backward
-from .norm import _bn_backward_np, bn_act_grads, bn_act_stats, channel_view
+from .norm import channel_view
+from .norm_fused import NumbaCache, _bn_backward_np, bn_act_grads, bn_act_stats
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
@@ -173,12 +174,12 @@ def bn_act_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_m
     scale = gamma * inv_std
     out = np.empty_like(x3)
     _act_map(xc, scale, beta, code, slope, None, out)
-    return out.reshape(x.shape), ("numba", xc, inv_std, gamma, beta, batch, code, slope, x.shape)
+    return out.reshape(x.shape), NumbaCache(xc, inv_std, gamma, beta, batch, code, slope, x.shape)
 
 
-def bn_act_backward(dout: np.ndarray, cache: tuple,
+def bn_act_backward(dout: np.ndarray, cache: NumbaCache,
                     need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
-    _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
+    xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     d3 = channel_view(dout)
     dz = np.empty_like(d3)
     scale = gamma * inv_std
@@ -196,10 +197,10 @@ def bn_act_backward(dout: np.ndarray, cache: tuple,
     return _bn_input_grad(dz, cache, need_dx)
 
 
-def _bn_input_grad(dz: np.ndarray, cache: tuple,
+def _bn_input_grad(dz: np.ndarray, cache: NumbaCache,
                    need_dx: bool) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """(dx, dγ, dβ) from δ = ∂C/∂y (N, C, S), overwritten by dx."""
-    _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
+    xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     if not _numba.enabled():  # numba switched off since the forward: the NumPy path's passes
         return _bn_backward_np(dz, True, xc, inv_std, gamma, batch, shape, need_dx, False)
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dz, xc, inv_std, gamma, batch)
@@ -228,13 +229,13 @@ def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runn
     out = np.empty((n, c, h // 2, w // 2), dtype=dt)
     idx = np.empty(out.shape, dtype=idx_dtype)
     _apply_pool(xc.reshape(x.shape), gamma * inv_std, beta, code, slope, out, idx)
-    return out, ("numba", xc, inv_std, gamma, beta, batch, code, slope, x.shape), idx
+    return out, NumbaCache(xc, inv_std, gamma, beta, batch, code, slope, x.shape), idx
 
 
-def bn_act_pool_backward(dout: np.ndarray, idx: np.ndarray, cache: tuple,
+def bn_act_pool_backward(dout: np.ndarray, idx: np.ndarray, cache: NumbaCache,
                          need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """The backward of ``bn_act_pool_forward`` (numba enabled): the pooled activation gradient in one pass."""
-    _, xc, inv_std, gamma, beta, batch, code, slope, shape = cache
+    xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     dz = np.empty(shape, dtype=xc.dtype)
     _pool_act_grad(np.ascontiguousarray(dout), idx, xc.reshape(shape), gamma * inv_std, beta, code, slope, dz)
     return _bn_input_grad(dz.reshape(xc.shape), cache, need_dx)

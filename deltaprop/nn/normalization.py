@@ -14,6 +14,7 @@ import numpy as np
 from .. import backend
 from ..errors import ShapeError
 from ..functional import norm as F
+from ..functional import norm_fused as FF
 from .module import Module
 from .parameter import Parameter
 
@@ -127,7 +128,7 @@ class BatchNormAct2d(BatchNorm2d):
                  eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype=None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
-        F._check_act(activation)
+        FF._check_act(activation)
         self.activation = activation
         self.negative_slope = float(negative_slope)
 
@@ -150,8 +151,8 @@ class BatchNormAct2d(BatchNorm2d):
         self._accumulate(dg, db)
         return dx
 
-    _forward_kernel = staticmethod(F.batchnorm_act_forward)
-    _backward_kernel = staticmethod(F.batchnorm_act_backward)
+    _forward_kernel = staticmethod(FF.batchnorm_act_forward)
+    _backward_kernel = staticmethod(FF.batchnorm_act_backward)
 
     def extra_repr(self) -> str:
         act = self.activation + (f"({self.negative_slope})" if self.activation == "leaky" else "")
@@ -164,8 +165,8 @@ class BatchNormActPool2d(BatchNormAct2d):
     ``MaxPool2d(2)``. With numba (even H and W, pooled width ≥ 16) one pass normalises, activates and pools,
     and the activated map is never stored; its backward routes each window's delta through σ' in one pass."""
 
-    _forward_kernel = staticmethod(F.batchnorm_act_maxpool2_forward)
-    _backward_kernel = staticmethod(F.batchnorm_act_maxpool2_backward)
+    _forward_kernel = staticmethod(FF.batchnorm_act_maxpool2_forward)
+    _backward_kernel = staticmethod(FF.batchnorm_act_maxpool2_backward)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", pool=max 2×2 stride 2"
