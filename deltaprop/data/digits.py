@@ -186,8 +186,11 @@ def write_digit_scenes(out: PathLike, opts: DigitScenes, train: Tuple[np.ndarray
     if out.is_dir() and any(out.iterdir()) and not force:
         raise DataError(f"{out}: folder exists and is not empty (choose another --out, or --force to replace it)")
     parent = out.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise DataError(f"{out}: cannot create the data set there ({e.strerror or e})") from None
     try:
         for sub in ("images", "labels", "backup"):
             (tmp / sub).mkdir()
