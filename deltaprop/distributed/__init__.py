@@ -9,10 +9,10 @@ from .comm import (Communicator, LocalComm, MPIComm, is_main_process, quiet_unle
                    world, world_size_from_env)
 from .data import shard_batches, shard_bounds
 from .parallel import DataParallel, broadcast_state, failure_guard
-from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer
+from .reducer import GradientReducer, default_bucket_bytes
 from .sync_batchnorm import SyncBatchNorm, SyncDarknetBatchNorm, convert_sync_batchnorm
 
 __all__ = ["Communicator", "LocalComm", "MPIComm", "world", "set_world", "world_size_from_env", "rank_from_env",
            "is_main_process", "quiet_unless_main", "shard_batches",
            "shard_bounds", "DataParallel", "broadcast_state", "failure_guard", "GradientReducer",
-           "DEFAULT_BUCKET_BYTES", "SyncBatchNorm", "SyncDarknetBatchNorm", "convert_sync_batchnorm"]
+           "default_bucket_bytes", "SyncBatchNorm", "SyncDarknetBatchNorm", "convert_sync_batchnorm"]

@@ -16,10 +16,11 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
+from .._env import env_int
 from ..errors import ConfigError
 from .comm import Communicator, LocalComm, world
 from .data import shard_batches
-from .reducer import DEFAULT_BUCKET_BYTES, GradientReducer
+from .reducer import GradientReducer
 from .sync_batchnorm import convert_sync_batchnorm
 
 
@@ -47,15 +48,16 @@ class DataParallel:
 
     ``for x, y, n in dp.batches(loader)`` gives this rank's shard and the global batch size; ``dp.backward(
     model, loss, n_local, n_global)`` runs the backward pass with the bucketed allreduce; ``dp.totals(...)``
-    sums epoch counters over the ranks. ``sync_bn=True`` synchronises the batch-norm statistics.
+    sums epoch counters over the ranks. ``sync_bn=True`` (or ``DELTAPROP_SYNC_BN=1``, for the command
+    line) synchronises the batch-norm statistics.
     """
 
     def __init__(self, model, comm: Optional[Communicator] = None, *, sync_bn: bool = False,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, overlap: bool = True) -> None:
+                 bucket_bytes: Optional[int] = None, overlap: bool = True) -> None:
         self.comm = comm or world()
         self.model = model
         self.step = 0
-        self.sync_bn = bool(sync_bn)
+        self.sync_bn = bool(sync_bn) or env_int("DELTAPROP_SYNC_BN", 0) > 0
         self.reducer: Optional[GradientReducer] = None
         if self.comm.size > 1:
             if sync_bn:

@@ -2,7 +2,9 @@
 
 The trainable parameters are grouped, in backward order (the reverse of registration, which is the order
 a ``Sequential`` or a Darknet network runs its layers backward), into a few flat buckets of at most
-``bucket_bytes`` (one dtype per bucket: float32 for float32 models). Each module that owns parameters has
+``bucket_bytes`` (one dtype per bucket: float32 for float32 models; a parameter larger than the cap gets a
+bucket of its own). By default the cap is a quarter of the gradient, between 64 KiB and 25 MiB (PyTorch's
+bucket): about four buckets for small models, 25 MiB messages for large ones. Each module that owns parameters has
 its ``backward`` wrapped (an instance attribute, the way ``train.diagnose_nonfinite`` patches layers): when it
 returns, that module's parameter gradients are final (update-1: a layer adds δW once per backward). When
 the last parameter of a bucket is final, the bucket is copied into its flat buffer and a non-blocking
@@ -24,7 +26,12 @@ from ..errors import BackwardError
 from ..nn.parameter import Parameter
 from .comm import Communicator
 
-DEFAULT_BUCKET_BYTES = 1 << 20
+MIN_BUCKET_BYTES, MAX_BUCKET_BYTES = 64 << 10, 25 << 20
+
+
+def default_bucket_bytes(total_bytes: int) -> int:
+    """A quarter of the gradient's bytes, clamped to [64 KiB, 25 MiB]."""
+    return int(min(MAX_BUCKET_BYTES, max(MIN_BUCKET_BYTES, total_bytes // 4)))
 
 
 class _Bucket:
@@ -54,16 +61,20 @@ class GradientReducer:
     ``overlap=False`` launches every bucket at ``finish()`` instead (the baseline the benchmark compares with).
     ``sync=False`` (``no_sync()``) lets gradients accumulate over several backward passes without sending
     (Darknet's subdivisions); the pass after it sends the accumulated sums. Per step it records
-    ``stats``: the bucket sizes, the time the buckets were in flight before ``finish()`` and the time
-    ``finish()`` waited (the part of the communication the backward pass did not hide).
+    ``stats``: the bucket sizes, the time the buckets were in flight before ``finish()``, the backward time
+    left after the first bucket left (the overlap window) and the time ``finish()`` waited (the part of the
+    communication the backward pass did not hide).
     """
 
-    def __init__(self, model, comm: Communicator, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+    def __init__(self, model, comm: Communicator, bucket_bytes: Optional[int] = None,
                  overlap: bool = True) -> None:
         self.model, self.comm = model, comm
         self.overlap = bool(overlap)
         self.sync = True
         params = [p for p in model.parameters() if p.requires_grad]
+        if bucket_bytes is None:
+            bucket_bytes = default_bucket_bytes(sum(p.data.nbytes for p in params))
+        self.bucket_cap = int(bucket_bytes)
         self.buckets: List[_Bucket] = []
         self._where: Dict[int, _Bucket] = {}
         cur: List[Parameter] = []
@@ -153,6 +164,7 @@ class GradientReducer:
         t0 = time.perf_counter()
         early = [b for b in self.buckets if b.request is not None]
         in_flight = sum(t0 - b.launched_at for b in early)
+        window = t0 - min(b.launched_at for b in early) if early else 0.0
         for b in self.buckets[self._next:]:
             self._launch(b)
         self.comm.wait([b.request for b in self.buckets], "gradient allreduce")
@@ -161,7 +173,7 @@ class GradientReducer:
             for p, lo, hi in zip(b.params, b.offsets[:-1], b.offsets[1:]):
                 p.grad = b.recv[lo:hi].reshape(p.shape)
         self.stats = {"bucket_bytes": [b.nbytes for b in self.buckets], "launched_early": len(early),
-                      "in_flight_before_finish_s": in_flight, "wait_s": waited}
+                      "in_flight_before_finish_s": in_flight, "overlap_window_s": window, "wait_s": waited}
         self._reset()
 
     def no_sync(self):
