@@ -212,3 +212,28 @@ def test_loader_argument_errors(tmp_path):
         DetectionLoader(ds, 4, drop_last=True)
     with pytest.raises(DataError, match="workers"):
         DetectionLoader(ds, 1, workers=-1)
+
+
+def test_threads_build_the_next_batch_while_the_step_runs(tmp_path, monkeypatch):
+    """With workers, a batch is built during the previous step: next() does not wait for it."""
+    import time
+    ds = DetectionDataset(make_set(tmp_path, n=8), 3, 16, 16)
+    slow = ds.sample
+
+    def sample(*args, **kw):
+        time.sleep(0.05)                               # 0.1 s a batch of 2
+        return slow(*args, **kw)
+    monkeypatch.setattr(ds, "sample", sample)
+    for workers in (2, 0):
+        it = DetectionLoader(ds, 2, workers=workers).batches()
+        next(it)
+        waits = []
+        for _ in range(3):
+            time.sleep(0.3)                            # the "training step"
+            t = time.perf_counter()
+            next(it)
+            waits.append(time.perf_counter() - t)
+        if workers:
+            assert max(waits) < 0.05, waits
+        else:
+            assert min(waits) >= 0.1, waits
