@@ -81,3 +81,23 @@ stride=1
 from=-2
 activation=leaky
 """
+
+
+def read_cost_file(path) -> dict:
+    """A reference step's ``cost.txt``: {layer index: cost, "net_cost": …, "reported_loss": …}."""
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        w = line.split()
+        if w[0] == "layer":
+            out[int(w[1])] = float(w[4])
+        elif w[0] in ("net_cost", "reported_loss"):
+            out[w[0]] = float(w[1])
+    return out
+
+
+def yolo_section(mask, anchors: str, classes: int = 2, **keys) -> str:
+    """A ``[yolo]`` cfg section (all ``num`` anchors given as cfg text), extra keys as ``key=value`` lines."""
+    num = len(anchors.split(",")) // 2
+    lines = [f"mask={','.join(str(m) for m in mask)}", f"anchors={anchors}", f"classes={classes}", f"num={num}"]
+    lines += [f"{k}={v}" for k, v in keys.items()]
+    return "[yolo]\n" + "\n".join(lines) + "\n"

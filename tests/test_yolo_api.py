@@ -7,18 +7,8 @@ import pytest
 
 import deltaprop.darknet as dn
 from conftest import fixture_dir, rel_err
+from darknet_testutil import read_cost_file
 from deltaprop.errors import ShapeError
-
-
-def _costs(path):
-    out = {}
-    for line in path.read_text().splitlines():
-        w = line.split()
-        if w[0] == "layer":
-            out[int(w[1])] = float(w[4])
-        elif w[0] in ("net_cost", "reported_loss"):
-            out[w[0]] = float(w[1])
-    return out
 
 
 def test_layer_grads_are_darknets_deltas_on_a_classifier():
@@ -28,7 +18,7 @@ def test_layer_grads_are_darknets_deltas_on_a_classifier():
     t = np.fromfile(root / "truth.f32", "<f4").reshape(2, 10)
     net.train()
     net(x)
-    costs = _costs(root / "step" / "cost.txt")
+    costs = read_cost_file(root / "step" / "cost.txt")
     assert net.loss(t) == pytest.approx(costs["reported_loss"], rel=1e-6)
     assert net.loss_costs == pytest.approx({3: costs[3], 4: costs[4]}, rel=1e-6)
     assert net.yolo_stats == []

@@ -8,8 +8,10 @@ import pytest
 import deltaprop
 import deltaprop.darknet as dn
 from deltaprop.functional import yolo_loss as yl
+from darknet_testutil import yolo_section
 from deltaprop.gradcheck import numerical_gradient, relative_error
 
+ANCHORS = "2,3, 3,2, 5,6, 7,4"
 TWO_HEADS = """[net]
 batch=2
 width=8
@@ -30,14 +32,7 @@ stride=1
 filters=14
 activation=linear
 
-[yolo]
-mask=2,3
-anchors=2,3, 3,2, 5,6, 7,4
-classes=2
-num=4
-ignore_thresh=.3
-truth_thresh=.6
-
+""" + yolo_section([2, 3], ANCHORS, 2, ignore_thresh=".3", truth_thresh=".6") + """
 [route]
 layers=-3
 
@@ -48,14 +43,7 @@ pad=1
 filters=14
 activation=linear
 
-[yolo]
-mask=0,1
-anchors=2,3, 3,2, 5,6, 7,4
-classes=2
-num=4
-ignore_thresh=.3
-truth_thresh=.6
-"""
+""" + yolo_section([0, 1], ANCHORS, 2, ignore_thresh=".3", truth_thresh=".6")
 
 TARGETS = [np.array([[0, 0.30, 0.40, 0.30, 0.35], [1, 0.70, 0.60, 0.60, 0.80], [1, 0.20, 0.80, 0.25, 0.30]]),
            np.array([[1, 0.55, 0.45, 0.80, 0.70]])]

@@ -8,21 +8,11 @@ import pytest
 
 import deltaprop.darknet as dn
 from conftest import fixture_dir, rel_err
+from darknet_testutil import read_cost_file
 from deltaprop.darknet.trainer import DarknetTrainer
 
 TOL = 1e-5
 STEPS = [("step", "tiny_yolo.cfg", 2), ("step_thresh", "tiny_yolo_thresh.cfg", 3)]
-
-
-def _costs(path):
-    out = {}
-    for line in path.read_text().splitlines():
-        w = line.split()
-        if w[0] == "layer":
-            out[int(w[1])] = float(w[4])
-        elif w[0] in ("net_cost", "reported_loss"):
-            out[w[0]] = float(w[1])
-    return out
 
 
 def darknet_truth_to_targets(truth: np.ndarray):
@@ -88,7 +78,7 @@ def test_one_yolo_step_reproduces_real_darknet(step, cfg, count, tmp_path):
     assert not bad, bad
     assert all(np.asarray(v).dtype == np.float32 for v in out.values())
 
-    costs = _costs(d / "cost.txt")
+    costs = read_cost_file(d / "cost.txt")
     assert res.costs[0][5] == pytest.approx(costs[5], rel=TOL)
     assert res.loss == pytest.approx(costs["reported_loss"], rel=TOL)
     assert res.seen == 2 and res.batch_num == 1

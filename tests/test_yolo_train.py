@@ -10,6 +10,7 @@ import pytest
 import deltaprop
 import deltaprop.darknet as dn
 from conftest import fixture_dir
+from darknet_testutil import yolo_section
 from deltaprop.darknet.trainer import DarknetTrainer, merge_yolo_stats, region_line
 from deltaprop.errors import ConfigError
 
@@ -46,13 +47,7 @@ stride=1
 filters=14
 activation=linear
 
-[yolo]
-mask=2,3
-anchors=4,5, 8,6, 12,14, 20,18
-classes=2
-num=4
-random={random}
-
+{head1}
 [route]
 layers=-4
 
@@ -62,18 +57,20 @@ stride=1
 filters=14
 activation=linear
 
-[yolo]
-mask=0,1
-anchors=4,5, 8,6, 12,14, 20,18
-classes=2
-num=4
-random={random}
-"""
+{head2}"""
+
+
+ANCHORS = "4,5, 8,6, 12,14, 20,18"
+
+
+def small_cfg(random=0, classes=2):
+    return SMALL.format(head1=yolo_section([2, 3], ANCHORS, classes, random=random),
+                        head2=yolo_section([0, 1], ANCHORS, classes, random=random))
 
 
 def small_net(random=0):
     deltaprop.manual_seed(1)
-    return dn.load_cfg_text(SMALL.format(random=random))
+    return dn.load_cfg_text(small_cfg(random))
 
 
 def scene(rng, size=32):
@@ -134,7 +131,7 @@ def test_fit_detection_on_an_in_memory_iterable(tmp_path):
     assert any(line.startswith("Region 6 Avg IOU:") for line in logs)
     names = sorted(p.name for p in tmp_path.glob("*.weights"))
     assert names == ["small_10.weights", "small_20.weights", "small_final.weights"]
-    back = dn.load_cfg_text(SMALL.format(random=0))
+    back = dn.load_cfg_text(small_cfg())
     dn.load_weights(back, tmp_path / "small_final.weights")
     assert back.seen == 120
     for a, b in zip(back.parameters(), net.parameters()):
@@ -143,7 +140,7 @@ def test_fit_detection_on_an_in_memory_iterable(tmp_path):
 
 def test_subdivisions_add_up_to_one_update():
     """batch 4 as 2 × 2 gives the update of batch 4 as 1 × 4 (the BN statistics aside: no BN here)."""
-    cfg = SMALL.format(random=0).replace("batch_normalize=1\n", "")
+    cfg = small_cfg().replace("batch_normalize=1\n", "")
     (x1, t1), (x2, t2) = batches(2)
     X, T = np.concatenate([x1, x2]), t1 + t2
     params = []
@@ -223,7 +220,7 @@ def test_resize_keeps_the_parameters_and_equals_a_net_built_at_that_size():
     ids = [id(p) for p in net.parameters()]
     net.resize(64, 48)
     assert [id(p) for p in net.parameters()] == ids and net.input_shape == (3, 48, 64)
-    fresh = dn.load_cfg_text(SMALL.format(random=0), width=64, height=48)
+    fresh = dn.load_cfg_text(small_cfg(), width=64, height=48)
     for a, b in zip(fresh.parameters(), net.parameters()):
         a.data = b.data.copy()
     for name in ("running_mean", "running_var"):
@@ -252,7 +249,7 @@ def test_cli_refuses_more_subdivisions_than_batch(tmp_path):
 def test_cli_sends_detectors_to_the_detector_command(tmp_path):
     from deltaprop.darknet import trainer_cli
     cfg = tmp_path / "small.cfg"
-    cfg.write_text(SMALL.format(random=0))
+    cfg.write_text(small_cfg())
     args = argparse.Namespace(cfg=str(cfg), weights=None, clear=False, data=None, subdivisions=None,
                               batch_size=None, out=str(tmp_path / "run"), seed=0)
     with pytest.raises(ConfigError, match="deltaprop detector train"):
@@ -262,7 +259,7 @@ def test_cli_sends_detectors_to_the_detector_command(tmp_path):
 def test_fit_detection_with_the_detection_loader(tmp_path):
     """C's DetectionLoader (letterboxed coco128 fixture photos, 64×64, threads) feeds fit_detection."""
     from deltaprop.data.detection import DetectionDataset, DetectionLoader
-    cfg = SMALL.format(random=0).replace("classes=2", "classes=80").replace("filters=14", "filters=170")
+    cfg = small_cfg(classes=80).replace("filters=14", "filters=170")
     deltaprop.manual_seed(2)
     net = dn.load_cfg_text(cfg, width=64, height=64)
     ds = DetectionDataset(sorted(fixture_dir("coco128", "images").glob("*.jpg")), 80, 64, 64)
