@@ -10,6 +10,8 @@ import deltaprop as dp
 from deltaprop import nn
 from deltaprop.errors import BackwardError, DTypeError, LabelError, NonFiniteError, ShapeError
 from deltaprop.functional import loss as F
+from deltaprop.functional import loss_binary as FB
+from deltaprop.functional import loss_margin as FM
 from deltaprop.gradcheck import check_function, check_loss
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
@@ -207,7 +209,7 @@ def test_cross_entropy_naive_vs_fast(kw, reduction, rng):
     y = rng.integers(0, 5, 7)
     val, cache = F.cross_entropy_forward(x, y, reduction=reduction, **kw)
     g = np.ones(7) if reduction == "none" else 1.0
-    d = F.cross_entropy_backward(cache, g)
+    d = F.cross_entropy_backward(g, cache)
     nval, nd = F.cross_entropy_naive(x, y, reduction=reduction, **kw)
     per_n = nd if reduction != "none" else nd
     assert rel_err(val, nval) < 1e-12
@@ -220,13 +222,13 @@ def test_margin_naive_vs_fast(reduction, rng):
     y = rng.integers(0, 5, 8)
     w = rng.uniform(0.5, 2, 5)
     for p in (1, 2):
-        val, cache = F.multi_margin_forward(x, y, p=p, margin=0.9, weight=w, reduction=reduction)
-        d = F.multi_margin_backward(cache, np.ones(8) if reduction == "none" else 1.0)
-        nval, nd = F.multi_margin_naive(x, y, margin=0.9, p=p, weight=w, divide=True, reduction=reduction)
+        val, cache = FM.multi_margin_forward(x, y, p=p, margin=0.9, weight=w, reduction=reduction)
+        d = FM.multi_margin_backward(np.ones(8) if reduction == "none" else 1.0, cache)
+        nval, nd = FM.multi_margin_naive(x, y, margin=0.9, p=p, weight=w, divide=True, reduction=reduction)
         assert rel_err(val, nval) < 1e-12 and rel_err(d, nd) < 1e-12
-    val, cache = F.multiclass_hinge_forward(x, y, margin=1.0, reduction=reduction)
-    d = F.multiclass_hinge_backward(cache, np.ones(8) if reduction == "none" else 1.0)
-    nval, nd = F.multi_margin_naive(x, y, margin=1.0, divide=False, reduction=reduction)
+    val, cache = FM.multiclass_hinge_forward(x, y, margin=1.0, reduction=reduction)
+    d = FM.multiclass_hinge_backward(np.ones(8) if reduction == "none" else 1.0, cache)
+    nval, nd = FM.multi_margin_naive(x, y, margin=1.0, divide=False, reduction=reduction)
     assert rel_err(val, nval) < 1e-12 and rel_err(d, nd) < 1e-12
 
 
@@ -235,18 +237,18 @@ def test_binary_and_probability_naive_vs_fast(reduction, rng):
     x = rng.standard_normal((4, 3))
     t = rng.uniform(0, 1, (4, 3))
     one = np.ones((4, 3)) if reduction == "none" else 1.0
-    val, cache = F.bce_forward(_sigmoid(x), t, reduction=reduction)
-    nval, nd = F.bce_naive(_sigmoid(x), t, reduction=reduction)
-    assert rel_err(val, nval) < 1e-12 and rel_err(F.bce_backward(cache, one), nd) < 1e-10
-    val, cache = F.bce_with_logits_forward(x, t, reduction=reduction)
-    nval, nd = F.bce_naive(x, t, reduction=reduction, logits=True)
-    assert rel_err(val, nval) < 1e-12 and rel_err(F.bce_with_logits_backward(cache, one), nd) < 1e-12
+    val, cache = FB.bce_forward(_sigmoid(x), t, reduction=reduction)
+    nval, nd = FB.bce_naive(_sigmoid(x), t, reduction=reduction)
+    assert rel_err(val, nval) < 1e-12 and rel_err(FB.bce_backward(one, cache), nd) < 1e-10
+    val, cache = FB.bce_with_logits_forward(x, t, reduction=reduction)
+    nval, nd = FB.bce_naive(x, t, reduction=reduction, logits=True)
+    assert rel_err(val, nval) < 1e-12 and rel_err(FB.bce_with_logits_backward(one, cache), nd) < 1e-12
     y = _softmax(x)
     tt = _softmax(rng.standard_normal((4, 3)))
     val, cache = F.prob_cross_entropy_forward(y, tt, reduction=reduction)
     nval, nd = F.prob_cross_entropy_naive(y, tt, reduction=reduction)
     assert rel_err(val, nval) < 1e-12
-    assert rel_err(F.prob_cross_entropy_backward(cache, np.ones(4) if reduction == "none" else 1.0), nd) < 1e-12
+    assert rel_err(F.prob_cross_entropy_backward(np.ones(4) if reduction == "none" else 1.0, cache), nd) < 1e-12
 
 
 # --- equations that tie losses together ------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Loss kernels (docs/equations.md §6). ``x_forward(pred, target, ...) -> (loss, cache)`` and
-``x_backward(cache, grad=1.0) -> ∂C/∂pred``.
+``x_backward(dout, cache) -> ∂C/∂pred``, the signature of every kernel.
 
-``reduction`` is PyTorch's: "mean", "sum" or "none". ``grad`` is the upstream gradient of the
-returned loss: a scalar for "mean"/"sum", an array of the unreduced loss's shape (or a scalar) for
-"none". Gradients keep the prediction's dtype (scalars are Python floats: no float64 promotion).
+Binary cross-entropy is ``loss_binary``, the margin (hinge) losses ``loss_margin``.
+
+``reduction`` is PyTorch's: "mean", "sum" or "none". ``dout`` is the upstream gradient of the returned
+loss (1.0 for the loss itself): a scalar for "mean"/"sum", an array of the unreduced loss's shape (or a
+scalar) for "none". Gradients keep the prediction's dtype (scalars are Python floats: no float64 promotion).
 Inputs are assumed valid here; ``nn.loss`` validates them. Class scores use PyTorch's layouts:
 (C,), (N, C) or (N, C, d1, ...), class axis 1. ``*_naive`` twins are loops written from §6 and
 return ``(loss, grad)`` directly.
@@ -11,15 +13,67 @@ return ``(loss, grad)`` directly.
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
-
-from .activation import sigmoid_forward
 
 Grad = Union[float, np.ndarray]
 LOG_CLAMP = -100.0      # BCELoss clamps its logs at −100, as PyTorch
 PROB_EPS = 1e-12        # PyTorch's BCE backward: (x − y) / max(x(1 − x), 1e-12)
+
+
+# --- the caches: one typed record per kernel (and per path) ---------------------------------
+
+class MSECache(NamedTuple):
+    diff: np.ndarray
+    reduction: str
+
+
+class HalfSquaredErrorCache(NamedTuple):
+    diff: np.ndarray
+    reduction: str
+    n: int
+
+
+class CrossEntropyCache(NamedTuple):
+    """``cross_entropy_forward``'s: softmax p (M, C), the weighted targets (``targets`` "prob": q (M, C);
+    "label": the labels with their validity, weights and smoothing), the mean's divisor."""
+    targets: str
+    p: np.ndarray
+    a: np.ndarray
+    valid: Optional[np.ndarray]
+    wy: Optional[np.ndarray]
+    w: Optional[np.ndarray]
+    eps: float
+    denom: float
+    reduction: str
+    shape: tuple
+
+
+class CrossEntropyFastCache(NamedTuple):
+    """``cross_entropy_fast_forward``'s (the numba pass): softmax p, int64 labels, the mean's divisor."""
+    p: np.ndarray
+    lab: np.ndarray
+    ignore_index: int
+    denom: float
+    reduction: str
+
+
+class NLLCache(NamedTuple):
+    lab: np.ndarray
+    wy: np.ndarray
+    denom: float
+    reduction: str
+    shape: tuple
+    dtype: np.dtype
+
+
+class ProbCrossEntropyCache(NamedTuple):
+    y2: np.ndarray
+    t: np.ndarray
+    m: float
+    reduction: str
+    shape: tuple
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -77,13 +131,13 @@ def _unreduced_shape(pred_shape: tuple) -> tuple:
 def mse_forward(pred: np.ndarray, target: np.ndarray, reduction: str = "mean"):
     """PyTorch's MSELoss: ``(1/n) Σ (x − y)²`` over all n elements ("mean"), or its sum (seed 004's mean form)."""
     diff = pred - target
-    return _reduce(diff * diff, reduction), (diff, reduction)
+    return _reduce(diff * diff, reduction), MSECache(diff, reduction)
 
 
-def mse_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
+def mse_backward(dout: Grad, cache: tuple) -> np.ndarray:
     """∂C/∂x = 2(x − y)/n ("mean"), 2(x − y) ("sum"), 2(x − y)·g ("none")."""
     diff, reduction = cache
-    c = _coef(grad, reduction, diff.size, diff.dtype)
+    c = _coef(dout, reduction, diff.size, diff.dtype)
     return diff * (2.0 * c) if not isinstance(c, np.ndarray) else diff * c * 2.0
 
 
@@ -93,13 +147,13 @@ def half_squared_error_forward(pred: np.ndarray, target: np.ndarray, reduction: 
     diff = pred - target
     per = diff * diff * 0.5
     n = pred.shape[0] if pred.ndim > 1 else 1
-    return _reduce(per, reduction, n), (diff, reduction, n)
+    return _reduce(per, reduction, n), HalfSquaredErrorCache(diff, reduction, n)
 
 
-def half_squared_error_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
+def half_squared_error_backward(dout: Grad, cache: tuple) -> np.ndarray:
     """∂C/∂a_j = a_j − y_j (BP1's ∇_a C), divided by N for "mean"."""
     diff, reduction, n = cache
-    c = _coef(grad, reduction, n, diff.dtype)
+    c = _coef(dout, reduction, n, diff.dtype)
     return diff * c
 
 
@@ -134,7 +188,7 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
         q = t * w if w is not None else t
         per = -np.sum(q * logp, axis=1)
         denom = float(m)
-        cache = ("prob", np.exp(logp), q, None, None, None, eps, denom, reduction, shape)
+        cache = CrossEntropyCache("prob", np.exp(logp), q, None, None, None, eps, denom, reduction, shape)
     else:
         lab = target.reshape(-1).astype(np.intp, copy=False)
         valid = (lab != ignore_index).astype(dt)      # 1.0 / 0.0 in the logits' dtype
@@ -146,7 +200,7 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
             smooth = -(logp @ w) if w is not None else -logp.sum(axis=1)
             per = per + smooth * valid * (eps / c)
         denom = float(np.sum(wy))
-        cache = ("label", np.exp(logp), lab, valid, wy, w, eps, denom, reduction, shape)
+        cache = CrossEntropyCache("label", np.exp(logp), lab, valid, wy, w, eps, denom, reduction, shape)
     per = per.reshape(_unreduced_shape(shape))
     return _reduce(per, reduction, denom), cache
 
@@ -173,21 +227,21 @@ def cross_entropy_fast_forward(logits: np.ndarray, target, ignore_index: int = -
         return None
     denom = float(count)
     value = total / denom if reduction == "mean" else total
-    return value, ("fast", p, lab, ignore_index, denom, reduction)
+    return value, CrossEntropyFastCache(p, lab, ignore_index, denom, reduction)
 
 
-def cross_entropy_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
+def cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
     """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1)."""
-    if cache[0] == "fast":
+    if type(cache) is CrossEntropyFastCache:
         from . import _loss_numba
-        _, p, lab, ignore_index, denom, reduction = cache
-        coef = _coef(grad, reduction, denom, p.dtype)
+        p, lab, ignore_index, denom, reduction = cache
+        coef = _coef(dout, reduction, denom, p.dtype)
         dx = np.empty_like(p)
         _loss_numba._ce_backward(p, lab, ignore_index, p.dtype.type(coef), dx)
         return dx
     kind, p, a, valid, wy, w, eps, denom, reduction, shape = cache
     m, c = p.shape
-    coef = _coef(grad, reduction, denom, p.dtype)
+    coef = _coef(dout, reduction, denom, p.dtype)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
     if kind == "prob":
@@ -248,15 +302,15 @@ def nll_forward(logp: np.ndarray, target: np.ndarray, weight: Optional[np.ndarra
     per = -(x2[np.arange(m), lab] * wy)
     denom = float(np.sum(wy))
     return _reduce(per.reshape(_unreduced_shape(shape)), reduction, denom), \
-        (lab, wy, denom, reduction, shape, x2.dtype)
+        NLLCache(lab, wy, denom, reduction, shape, x2.dtype)
 
 
-def nll_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
+def nll_backward(dout: Grad, cache: tuple) -> np.ndarray:
     """∂C/∂x_{n,k} = −w_{y_n} 1[k = y_n] (/Σ w_{y_n} for "mean")."""
     lab, wy, denom, reduction, shape, dt = cache
     m = lab.size
     c = shape[0] if len(shape) == 1 else shape[1]
-    coef = _coef(grad, reduction, denom, dt)
+    coef = _coef(dout, reduction, denom, dt)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
     dx = np.zeros((m, c), dtype=dt)
@@ -280,13 +334,13 @@ def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: 
     with np.errstate(divide="ignore"):
         logy = np.maximum(np.log(y2), LOG_CLAMP)
     per = -np.sum(t * logy, axis=1)
-    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), (y2, t, float(m), reduction, shape)
+    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), ProbCrossEntropyCache(y2, t, float(m), reduction, shape)
 
 
-def prob_cross_entropy_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
+def prob_cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
     """∂E/∂y_i = −t_i / y_i (y floored at 1e-12)."""
     y2, t, m, reduction, shape = cache
-    coef = _coef(grad, reduction, m, y2.dtype)
+    coef = _coef(dout, reduction, m, y2.dtype)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1, 1)
     return from_rows(-(t / np.maximum(y2, PROB_EPS)) * coef, shape)
@@ -301,156 +355,6 @@ def prob_cross_entropy_naive(prob: np.ndarray, t: np.ndarray, reduction: str = "
         for i in range(c):
             per[s] -= t[s, i] * max(math.log(prob[s, i]) if prob[s, i] > 0 else -math.inf, LOG_CLAMP)
             grad[s, i] = -t[s, i] / max(prob[s, i], PROB_EPS)
-    if reduction == "none":
-        return per, grad
-    if reduction == "sum":
-        return float(per.sum()), grad
-    return float(per.sum()) / n, grad / n
-
-
-# --- binary cross-entropy --------------------------------------------------------------------
-
-def bce_forward(prob: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's BCELoss (§6, ξ(t, y) = −t ln y − (1 − t) ln(1 − y)), each ln clamped at −100;
-    ``weight`` broadcasts against the elements. "mean" averages over all elements."""
-    w = None if weight is None else weight.astype(prob.dtype, copy=False)
-    with np.errstate(divide="ignore"):           # ln 0 = −inf, clamped to −100
-        per = -(target * np.maximum(np.log(prob), LOG_CLAMP) + (1 - target) * np.maximum(np.log1p(-prob), LOG_CLAMP))
-    if w is not None:
-        per = per * w
-    return _reduce(per, reduction), (prob, target, w, reduction)
-
-
-def bce_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
-    """∂ξ/∂y = (y − t) / max(y(1 − y), 1e-12) (PyTorch's floor), times the weight."""
-    prob, target, w, reduction = cache
-    c = _coef(grad, reduction, prob.size, prob.dtype)
-    d = (prob - target) / np.maximum(prob * (1 - prob), PROB_EPS)
-    d *= c
-    return d * w if w is not None else d
-
-
-def bce_with_logits_forward(logits: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None,
-                            pos_weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's BCEWithLogitsLoss: ``−w [p t ln σ(x) + (1 − t) ln(1 − σ(x))]`` computed stably as
-    ``(1 − t) x + (1 + (p − 1) t) softplus(−x)``, softplus(−x) = ln(1 + e^{−|x|}) + max(−x, 0)."""
-    dt = logits.dtype
-    sp = np.log1p(np.exp(-np.abs(logits))) + np.maximum(-logits, 0)
-    pw = None if pos_weight is None else pos_weight.astype(dt, copy=False)
-    lw = 1 + (pw - 1) * target if pw is not None else None
-    per = (1 - target) * logits + (lw * sp if lw is not None else sp)
-    w = None if weight is None else weight.astype(dt, copy=False)
-    if w is not None:
-        per = per * w
-    return _reduce(per, reduction), (logits, target, w, pw, lw, reduction)
-
-
-def bce_with_logits_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
-    """∂/∂x = (1 + (p − 1)t) σ(x) − p t, i.e. §6's σ(x) − t without pos_weight; times the weight."""
-    logits, target, w, pw, lw, reduction = cache
-    c = _coef(grad, reduction, logits.size, logits.dtype)
-    s, _ = sigmoid_forward(logits)
-    d = (lw * s - pw * target) if pw is not None else (s - target)
-    d = d * c
-    return d * w if w is not None else d
-
-
-def bce_naive(prob: np.ndarray, target: np.ndarray, reduction: str = "mean", logits: bool = False):
-    """Loops over the elements: ξ = −t ln y − (1 − t) ln(1 − y); ∂ξ/∂y = (y − t)/(y(1 − y)),
-    or with ``logits=True`` y = σ(x) and ∂ξ/∂x = y − t."""
-    flat_x, flat_t = prob.reshape(-1), target.reshape(-1)
-    per = np.zeros(flat_x.size)
-    grad = np.zeros(flat_x.size)
-    for i in range(flat_x.size):
-        x, t = float(flat_x[i]), float(flat_t[i])
-        y = 1 / (1 + math.exp(-x)) if logits else x
-        per[i] = -t * math.log(y) - (1 - t) * math.log(1 - y)
-        grad[i] = (y - t) if logits else (y - t) / (y * (1 - y))
-    per, grad = per.reshape(prob.shape), grad.reshape(prob.shape)
-    if reduction == "none":
-        return per, grad
-    if reduction == "sum":
-        return float(per.sum()), grad
-    return float(per.sum()) / per.size, grad / per.size
-
-
-# --- multiclass hinge ------------------------------------------------------------------------
-
-def _margin_forward(scores, labels, margin, p, weight, scale, reduction):
-    x2 = class_rows(scores)
-    m, c = x2.shape
-    lab = labels.reshape(-1).astype(np.intp, copy=False)
-    rows = np.arange(m)
-    z = x2 - x2[rows, lab][:, None] + margin       # z_j = s_j − s_y + Δ
-    z[rows, lab] = 0                               # j ≠ y only
-    zp = np.maximum(z, 0)
-    h = zp * zp if p == 2 else zp
-    per = h.sum(axis=1)
-    wy = None
-    if weight is not None:
-        wy = weight.astype(x2.dtype, copy=False)[lab]
-        per = per * wy
-    if scale != 1.0:
-        per = per * scale
-    cache = (zp, lab, wy, p, scale, reduction, scores.shape)
-    return _reduce(per.reshape(_unreduced_shape(scores.shape)), reduction, float(m)), cache
-
-
-def _margin_backward(cache, grad):
-    zp, lab, wy, p, scale, reduction, shape = cache
-    m = zp.shape[0]
-    coef = _coef(grad, reduction, float(m), zp.dtype)
-    if isinstance(coef, np.ndarray):
-        coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
-    # ∂/∂s_j = p z_j^{p−1} 1[z_j > 0] for j ≠ y; ∂/∂s_y = −Σ_{j≠y} of those.
-    d = zp * 2.0 if p == 2 else (zp > 0).astype(zp.dtype)
-    rowc = coef * scale if wy is None else wy * (coef * scale)
-    d *= rowc[:, None] if isinstance(rowc, np.ndarray) else rowc
-    d[np.arange(m), lab] = -d.sum(axis=1)
-    return from_rows(d, shape)
-
-
-def multi_margin_forward(scores: np.ndarray, labels: np.ndarray, p: int = 1, margin: float = 1.0,
-                         weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's MultiMarginLoss: ``l_n = w_{y} Σ_{j≠y} max(0, Δ − s_y + s_j)^p / C`` (the hinge DIVIDED by C)."""
-    c = scores.shape[0] if scores.ndim == 1 else scores.shape[1]
-    return _margin_forward(scores, labels, float(margin), int(p), weight, 1.0 / c, reduction)
-
-
-def multi_margin_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
-    return _margin_backward(cache, grad)
-
-
-def multiclass_hinge_forward(scores: np.ndarray, labels: np.ndarray, margin: float = 1.0, reduction: str = "mean"):
-    """Seed 004's multiclass SVM loss (§6): ``L_i = Σ_{j≠y_i} max(0, s_j − s_{y_i} + Δ)``, NOT divided by C;
-    "mean" is ``(1/N) Σ_i L_i``."""
-    return _margin_forward(scores, labels, float(margin), 1, None, 1.0, reduction)
-
-
-def multiclass_hinge_backward(cache: tuple, grad: Grad = 1.0) -> np.ndarray:
-    """∂L_i/∂s_j = 1[s_j − s_{y_i} + Δ > 0] (j ≠ y_i), ∂L_i/∂s_{y_i} = −Σ_{j≠y_i} 1[…]."""
-    return _margin_backward(cache, grad)
-
-
-def multi_margin_naive(scores: np.ndarray, labels: np.ndarray, margin: float = 1.0, p: int = 1,
-                       weight: Optional[np.ndarray] = None, divide: bool = True, reduction: str = "mean"):
-    """Loops over samples and classes, straight from §6 (``divide`` by C: PyTorch's; not: seed 004's)."""
-    n, c = scores.shape
-    per = np.zeros(n)
-    grad = np.zeros_like(scores)
-    for s in range(n):
-        y = int(labels[s])
-        wy = 1.0 if weight is None else float(weight[y])
-        k = wy / c if divide else wy
-        for j in range(c):
-            if j == y:
-                continue
-            z = scores[s, j] - scores[s, y] + margin
-            if z > 0:
-                per[s] += k * z ** p
-                g = k * p * z ** (p - 1)
-                grad[s, j] += g
-                grad[s, y] -= g
     if reduction == "none":
         return per, grad
     if reduction == "sum":

@@ -16,6 +16,8 @@ import numpy as np
 from .. import backend
 from ..errors import BackwardError, DTypeError, LabelError, NonFiniteError, ShapeError, ValueRangeError
 from ..functional import loss as F
+from ..functional import loss_binary as FB
+from ..functional import loss_margin as FM
 from .module import Module
 from .parameter import Parameter
 
@@ -118,7 +120,7 @@ class _Loss(Module):
         """∂C/∂pred (the prediction's dtype). ``grad``: upstream gradient of the loss value (default 1;
         for reduction "none" an array of the loss's shape, default ones = the gradient of its sum)."""
         cache, out_shape = self._take()
-        return self._backward(cache, self._upstream(grad, out_shape))
+        return self._backward(self._upstream(grad, out_shape), cache)
 
     def _upstream(self, grad, out_shape: tuple):
         who = type(self).__name__
@@ -139,7 +141,7 @@ class _Loss(Module):
     def _forward(self, pred, target):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _backward(self, cache, grad):  # pragma: no cover - abstract
+    def _backward(self, dout, cache):  # pragma: no cover - abstract
         raise NotImplementedError
 
     def get_config(self) -> Dict[str, Any]:
@@ -161,8 +163,8 @@ class MSELoss(_Loss):
     def _forward(self, pred, target):
         return F.mse_forward(pred, _check_float_target(target, pred, "MSELoss"), self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.mse_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return F.mse_backward(dout, cache)
 
 
 class HalfSquaredError(_Loss):
@@ -179,8 +181,8 @@ class HalfSquaredError(_Loss):
         return F.half_squared_error_forward(pred, _check_float_target(target, pred, "HalfSquaredError"),
                                             self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.half_squared_error_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return F.half_squared_error_backward(dout, cache)
 
 
 # --- classification on scores ----------------------------------------------------------------
@@ -245,8 +247,8 @@ class CrossEntropyLoss(_WeightedClassLoss):
             t = check_labels(t, pred.shape, c, "CrossEntropyLoss", self.ignore_index)
         return F.cross_entropy_forward(pred, t, w, self.ignore_index, self.reduction, self.label_smoothing)
 
-    def _backward(self, cache, grad):
-        return F.cross_entropy_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return F.cross_entropy_backward(dout, cache)
 
 
 class NLLLoss(_WeightedClassLoss):
@@ -262,8 +264,8 @@ class NLLLoss(_WeightedClassLoss):
         t = check_labels(target, pred.shape, c, "NLLLoss", self.ignore_index)
         return F.nll_forward(pred, t, w, self.ignore_index, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.nll_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return F.nll_backward(dout, cache)
 
 
 class ProbabilityCrossEntropyLoss(_Loss):
@@ -289,8 +291,8 @@ class ProbabilityCrossEntropyLoss(_Loss):
             t = check_labels(t, pred.shape, c, who)
         return F.prob_cross_entropy_forward(pred, t, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.prob_cross_entropy_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return F.prob_cross_entropy_backward(dout, cache)
 
 
 class BCELoss(_Loss):
@@ -306,10 +308,10 @@ class BCELoss(_Loss):
         _check_unit_range(pred, "probabilities (the prediction)", "BCELoss")
         _check_unit_range(t, "targets", "BCELoss")
         _check_broadcast(self.weight, pred.shape, "BCELoss weight")
-        return F.bce_forward(pred, t, self.weight, self.reduction)
+        return FB.bce_forward(pred, t, self.weight, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.bce_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return FB.bce_backward(dout, cache)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -327,10 +329,10 @@ class BCEWithLogitsLoss(_Loss):
         _check_unit_range(t, "targets", "BCEWithLogitsLoss")
         _check_broadcast(self.weight, pred.shape, "BCEWithLogitsLoss weight")
         _check_broadcast(self.pos_weight, pred.shape, "BCEWithLogitsLoss pos_weight")
-        return F.bce_with_logits_forward(pred, t, self.weight, self.pos_weight, self.reduction)
+        return FB.bce_with_logits_forward(pred, t, self.weight, self.pos_weight, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.bce_with_logits_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return FB.bce_with_logits_backward(dout, cache)
 
 
 def _check_broadcast(w: Optional[np.ndarray], shape: tuple, what: str) -> None:
@@ -361,10 +363,10 @@ class MultiMarginLoss(_WeightedClassLoss):
         c = _class_count(pred, "MultiMarginLoss")
         w = self._checked_weight(c)
         t = check_labels(target, pred.shape, c, "MultiMarginLoss")
-        return F.multi_margin_forward(pred, t, self.p, self.margin, w, self.reduction)
+        return FM.multi_margin_forward(pred, t, self.p, self.margin, w, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.multi_margin_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return FM.multi_margin_backward(dout, cache)
 
 
 class MulticlassHingeLoss(_Loss):
@@ -380,10 +382,10 @@ class MulticlassHingeLoss(_Loss):
             raise ShapeError(f"MulticlassHingeLoss: scores must be (C,) or (N, C), got shape {pred.shape}")
         c = _class_count(pred, "MulticlassHingeLoss")
         t = check_labels(target, pred.shape, c, "MulticlassHingeLoss")
-        return F.multiclass_hinge_forward(pred, t, self.margin, self.reduction)
+        return FM.multiclass_hinge_forward(pred, t, self.margin, self.reduction)
 
-    def _backward(self, cache, grad):
-        return F.multiclass_hinge_backward(cache, grad)
+    def _backward(self, dout, cache):
+        return FM.multiclass_hinge_backward(dout, cache)
 
 
 # --- regularisation --------------------------------------------------------------------------
