@@ -35,11 +35,12 @@ pytestmark = pytest.mark.skipif(bool(_mpi_missing()), reason=_mpi_missing() or "
 
 def mpirun(scenario: str, out: Path, n: int = 2, timeout: float = 150, env=None) -> subprocess.CompletedProcess:
     """``mpirun -n n python distributed_worker.py scenario out``; one BLAS thread per rank (tiny models)."""
-    e = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+    e = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
              OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=str(HERE.parent),
              **(env or {}))
     cmd = ["mpirun", "-n", str(n), "--oversubscribe"]
-    for k in ("DELTAPROP_DIST_TIMEOUT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONPATH"):
+    for k in ("DELTAPROP_DIST_TIMEOUT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+              "NUMBA_NUM_THREADS", "PYTHONPATH"):
         cmd += ["-x", k]
     out.mkdir(parents=True, exist_ok=True)
     return subprocess.run(cmd + [sys.executable, str(HERE / "distributed_worker.py"), scenario, str(out)], env=e,
