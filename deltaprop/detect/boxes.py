@@ -61,16 +61,12 @@ def yolo_decode(output: np.ndarray, anchors: Sequence[Tuple[float, float]], clas
         raise ShapeError(f"yolo_decode: expected ({a}·({classes}+5), h, w) = ({a * (classes + 5)}, h, w), "
                          f"got {output.shape}")
     _, lh, lw = output.shape
-    v = output.reshape(a, classes + 5, lh, lw).transpose(2, 3, 0, 1)          # (lh, lw, A, 5+K): Darknet order
-    v = v.reshape(lh * lw * a, classes + 5).astype(np.float64)
-    cell = np.arange(lh * lw * a) // a
-    col, row = cell % lw, cell // lw
-    anc = np.asarray(anchors, dtype=np.float64)[np.arange(lh * lw * a) % a]
+    planes = output.reshape(a, classes + 5, lh, lw).astype(np.float64)
+    boxes = yolo_grid_boxes(planes, anchors, net_w, net_h).transpose(1, 2, 0, 3).reshape(-1, 4)
+    v = planes.transpose(2, 3, 0, 1).reshape(lh * lw * a, classes + 5)      # Darknet order: cell, then anchor
     obj = v[:, 4]
     keep = obj > thresh
-    v, col, row, anc, obj = v[keep], col[keep], row[keep], anc[keep], obj[keep]
-    boxes = np.stack([(col + v[:, 0]) / lw, (row + v[:, 1]) / lh,
-                      np.exp(v[:, 2]) * anc[:, 0] / net_w, np.exp(v[:, 3]) * anc[:, 1] / net_h], axis=1)
+    v, obj, boxes = v[keep], obj[keep], boxes[keep]
     probs = obj[:, None] * v[:, 5:]
     probs = np.where(probs > thresh, probs, 0.0)
     return Detections(boxes, obj, probs)
