@@ -10,6 +10,8 @@ import deltaprop.nn as nn
 from deltaprop.errors import NonFiniteError, ShapeError
 from deltaprop.functional import _numba
 from deltaprop.functional import pool as P
+from deltaprop.functional import pool_geometry as PG
+from deltaprop.functional import pool_naive as PN
 from deltaprop.gradcheck import check_module
 
 from conftest import rel_err
@@ -29,20 +31,20 @@ AVG_GRID = [  # kernel, stride, padding, ceil_mode, count_include_pad
 def test_max_naive_vs_fast(args, rng, numba_mode):
     x = rng.standard_normal((2, 3, 7, 6))
     y, cache = P.max_pool2d_forward(x, *args)
-    yn, cn = P.max_pool2d_forward_naive(x, *args)
+    yn, cn = PN.max_pool2d_forward_naive(x, *args)
     d = rng.standard_normal(y.shape)
     assert y.shape == yn.shape and np.array_equal(y, yn)
-    assert rel_err(P.max_pool2d_backward(d, cache), P.max_pool2d_backward_naive(d, cn)) < 1e-14
+    assert rel_err(P.max_pool2d_backward(d, cache), PN.max_pool2d_backward_naive(d, cn)) < 1e-14
 
 
 @pytest.mark.parametrize("args", AVG_GRID)
 def test_avg_naive_vs_fast(args, rng, numba_mode):
     x = rng.standard_normal((2, 2, 7, 6))
     y, cache = P.avg_pool2d_forward(x, *args)
-    yn, cn = P.avg_pool2d_forward_naive(x, *args)
+    yn, cn = PN.avg_pool2d_forward_naive(x, *args)
     d = rng.standard_normal(y.shape)
     assert y.shape == yn.shape and rel_err(y, yn) < 1e-14
-    assert rel_err(P.avg_pool2d_backward(d, cache), P.avg_pool2d_backward_naive(d, cn)) < 1e-14
+    assert rel_err(P.avg_pool2d_backward(d, cache), PN.avg_pool2d_backward_naive(d, cn)) < 1e-14
 
 
 @pytest.mark.parametrize("p", [1, 2, 3, 1.5, np.inf])
@@ -51,20 +53,20 @@ def test_lp_naive_vs_fast(p, geom, rng, numba_mode):
     x = rng.standard_normal((2, 2, 6, 5))  # signed: the sign-kept definition of §4
     k, s, pad, ceil = geom
     y, cache = P.lp_pool2d_forward(x, p, k, s, pad, ceil)
-    yn, cn = P.lp_pool2d_forward_naive(x, p, k, s, pad, ceil)
+    yn, cn = PN.lp_pool2d_forward_naive(x, p, k, s, pad, ceil)
     d = rng.standard_normal(y.shape)
     assert rel_err(y, yn) < 1e-13
-    assert rel_err(P.lp_pool2d_backward(d, cache), P.lp_pool2d_backward_naive(d, cn)) < 1e-12
+    assert rel_err(P.lp_pool2d_backward(d, cache), PN.lp_pool2d_backward_naive(d, cn)) < 1e-12
 
 
 @pytest.mark.parametrize("out", [1, (2, 3), (3, 4), (7, 6)])
 def test_adaptive_naive_vs_fast(out, rng):
     x = rng.standard_normal((2, 3, 7, 6))
     y, cache = P.adaptive_avg_pool2d_forward(x, out)
-    yn, cn = P.adaptive_avg_pool2d_forward_naive(x, out)
+    yn, cn = PN.adaptive_avg_pool2d_forward_naive(x, out)
     d = rng.standard_normal(y.shape)
     assert rel_err(y, yn) < 1e-14
-    assert rel_err(P.adaptive_avg_pool2d_backward(d, cache), P.adaptive_avg_pool2d_backward_naive(d, cn)) < 1e-14
+    assert rel_err(P.adaptive_avg_pool2d_backward(d, cache), PN.adaptive_avg_pool2d_backward_naive(d, cn)) < 1e-14
 
 
 # --- gradcheck (float64, < 1e-6) on a covering sample ------------------------------------------------
@@ -130,7 +132,7 @@ def test_ties_match_torch(torch_ref, rng):
 # --- Darknet geometry ----------------------------------------------------------------------------------
 
 def test_darknet_yolov3_tiny_layer11_keeps_13x13(torch_ref):
-    pad = P.darknet_maxpool_padding(13, 13, 2, 1, 1)
+    pad = PG.darknet_maxpool_padding(13, 13, 2, 1, 1)
     assert pad == (0, 1, 0, 1)
     x = np.random.default_rng(0).standard_normal((1, 4, 13, 13))
     assert nn.MaxPool2d(2, 1, padding=pad)(x).shape == (1, 4, 13, 13)
@@ -140,7 +142,7 @@ def test_darknet_yolov3_tiny_layer11_keeps_13x13(torch_ref):
 
 def test_darknet_outside_cells_are_minus_infinity():
     x = -np.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # all negative: a 0 pad would win, −∞ must not
-    layer = nn.MaxPool2d(2, 1, padding=P.darknet_maxpool_padding(3, 3, 2, 1, 1))
+    layer = nn.MaxPool2d(2, 1, padding=PG.darknet_maxpool_padding(3, 3, 2, 1, 1))
     y = layer(x)
     assert np.array_equal(y, x)  # each window's max is its top-left cell (hand-computed)
     d = np.arange(9.0).reshape(1, 1, 3, 3) + 1
@@ -149,7 +151,7 @@ def test_darknet_outside_cells_are_minus_infinity():
 
 def test_darknet_windows_start_at_minus_half_padding():
     # size 3, stride 2, padding 2 (Darknet's default size − 1) on 5×5: windows start at −1, 1, 3
-    pad = P.darknet_maxpool_padding(5, 5, 3, 2, 2)
+    pad = PG.darknet_maxpool_padding(5, 5, 3, 2, 2)
     assert pad == (1, 1, 1, 1)
     x = -np.arange(25.0).reshape(1, 1, 5, 5)
     y, cache = P.max_pool2d_forward(x, 3, 2, pad)
@@ -161,7 +163,7 @@ def test_darknet_windows_start_at_minus_half_padding():
         hit[r, c] = 1
     assert np.array_equal(dx[0, 0], hit)
     # asymmetric case: size 2, stride 2, padding 1 on 5×5: out ⌊(5+1−2)/2⌋+1 = 3, windows at 0, 2, 4
-    assert P.darknet_maxpool_padding(5, 5, 2, 2, 1) == (0, 1, 0, 1)
+    assert PG.darknet_maxpool_padding(5, 5, 2, 2, 1) == (0, 1, 0, 1)
     assert P.max_pool2d_forward(x, 2, 2, (0, 1, 0, 1))[0].shape == (1, 1, 3, 3)
 
 
@@ -169,8 +171,8 @@ def test_darknet_output_size_formula():
     for n, size, stride, padding in itertools.product([5, 8, 13], [1, 2, 3], [1, 2], [0, 1, 2]):
         if n + padding < size or padding - padding // 2 >= size:
             continue  # too small, or a last window lying wholly outside (Darknet would output −FLT_MAX)
-        pad = P.darknet_maxpool_padding(n, n, size, stride, padding)
-        g = P.pool_geometry((1, 1, n, n), size, stride, pad)
+        pad = PG.darknet_maxpool_padding(n, n, size, stride, padding)
+        g = PG.pool_geometry((1, 1, n, n), size, stride, pad)
         assert g.ho == (n + padding - size) // stride + 1
         assert pad[0] == padding // 2
 
@@ -218,7 +220,7 @@ def test_numba_max_2x2_every_window_pattern_matches_numpy():
             for flag in (False, True):
                 _numba.set_enabled(flag)
                 y, cache = P.max_pool2d_forward(x, 2)
-                res.append((y, cache[1], P.max_pool2d_backward(d, cache)))
+                res.append((y, cache.idx, P.max_pool2d_backward(d, cache)))
             (y0, i0, dx0), (y1, i1, dx1) = res
             assert np.array_equal(y0, y1, equal_nan=True) and np.array_equal(i0, i1) and np.array_equal(dx0, dx1)
             first = np.array([int(np.argmax(w)) if not np.isnan(w).any() else None for w in vals[pats]], object)

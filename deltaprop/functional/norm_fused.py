@@ -20,7 +20,8 @@ from . import _numba
 from . import activation as A
 from .norm import (BNCache, _check_m, _col, _per_batch, batch_norm_backward, batch_norm_forward, bn_grad_coefs,
                    bn_input_grad, channel_dot, channel_sum, channel_view, update_running_stats)
-from .pool import PoolGeometry, max_pool2d_backward, max_pool2d_forward, pool_geometry
+from .pool import MaxPoolCache, max_pool2d_backward, max_pool2d_forward
+from .pool_geometry import PoolGeometry, pool_geometry
 
 ACTIVATIONS = ("linear", "relu", "leaky")
 _Grads = Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]  # (dx, dγ, dβ)
@@ -285,7 +286,7 @@ def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: boo
             from . import _norm_numba
             return _norm_numba.bn_act_pool_backward(dout, idx, bcache, need_dx)
         # numba switched off since the forward: the NumPy pooling backward on the same indices
-        return batchnorm_act_backward(max_pool2d_backward(dout, ("max", idx, g, bcache.shape)), bcache, need_dx)
+        return batchnorm_act_backward(max_pool2d_backward(dout, MaxPoolCache(idx, g, bcache.shape)), bcache, need_dx)
     if type(cache) is NumpyPoolCache:
         xc, inv_std, gamma, batch, activation, slope, pos, pcache, shape = cache
         if activation == "leaky":

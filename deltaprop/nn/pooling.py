@@ -1,7 +1,8 @@
 """Pooling layers (docs/equations.md §4): thin wrappers around ``functional.pool``; no parameters.
 
 Inputs (N, C, H, W) or unbatched (C, H, W). ``padding`` may be an int, a pair or a 4-tuple
-(top, bottom, left, right); Darknet's ``[maxpool]`` geometry comes from ``functional.pool.darknet_maxpool_padding``.
+(top, bottom, left, right); Darknet's ``[maxpool]`` geometry comes from
+``functional.pool_geometry.darknet_maxpool_padding``.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 import numpy as np
 
 from ..functional import pool as F
+from ..functional.pool_geometry import pool_padding
 from .module import Module
 
 IntOr2 = Union[int, Sequence[int]]
@@ -56,7 +58,7 @@ class MaxPool2d(_Pool2d):
         self.padding = _norm(padding)
         self.dilation = _norm(dilation)
         self.ceil_mode = bool(ceil_mode)
-        F.pool_padding(self.padding)  # validate now, not at the first forward
+        pool_padding(self.padding)  # validate now, not at the first forward
 
     def _kernel(self, x):
         return F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
@@ -80,7 +82,7 @@ class AvgPool2d(_Pool2d):
         self.padding = _norm(padding)
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
-        F.pool_padding(self.padding)
+        pool_padding(self.padding)
 
     def _kernel(self, x):
         return F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,

@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from ...functional.pool import darknet_maxpool_padding, max_pool2d_backward, max_pool2d_forward
+from ...functional.pool import max_pool2d_backward, max_pool2d_forward
+from ...functional.pool_geometry import darknet_maxpool_padding
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits
 
