@@ -127,6 +127,8 @@ def test_fit_detection_on_an_in_memory_iterable(tmp_path):
     assert [r["batch"] for r in hist] == [5, 10, 15, 20, 25, 30]
     assert all(len(r["yolo"]) == 2 and r["yolo"][0]["layer"] == 3 and r["size"] == 32 for r in hist)
     assert hist[-1]["loss"] < hist[0]["loss"]
+    # burn_in=3, then policy steps: ×0.1 from batch 20 (the classifier's schedule, DarknetLR)
+    assert [r["lr"] for r in hist] == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001, 0.001], rel=1e-6)
     assert any(line.startswith("Region 3 Avg IOU:") for line in logs)
     assert any(line.startswith("Region 6 Avg IOU:") for line in logs)
     names = sorted(p.name for p in tmp_path.glob("*.weights"))
@@ -153,6 +155,7 @@ def test_subdivisions_add_up_to_one_update():
     for a, b in zip(*params):
         assert np.allclose(a, b, rtol=1e-5, atol=1e-7)
     assert stats[0]["count"] + stats[1]["count"] > 0
+    assert res.lr == pytest.approx(0.01 * (1 / 3) ** 4, rel=1e-6) and res.batch_num == 1    # burn_in=3
 
 
 def test_merge_stats_weights_by_count():
