@@ -128,3 +128,25 @@ def test_check_images_without_orphan_search(tmp_path):
     _, expected, images = _bad_set(tmp_path)
     found = [str(p) for p in check_images(images, 3, orphans=False)]
     assert found == expected[:-1]
+
+
+def test_any_text_gives_rows_or_problems_never_an_exception():
+    """Fuzz: whatever a label file holds, each non-blank line is either a good row or one named problem."""
+    from hypothesis import given, settings, strategies as st
+    token = st.one_of(st.integers(-5, 12).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                      st.text(max_size=4))
+    line = st.lists(token, max_size=7).map(" ".join)
+
+    @settings(max_examples=50, deadline=None, database=None)
+    @given(st.lists(line, max_size=6))
+    def check(lines):
+        text = "\n".join(lines)
+        rows, problems = parse_labels(text, 10, "f.txt")
+        nonblank = [n for n, s in enumerate(text.splitlines(), 1) if s.split()]
+        assert len(rows) + len(problems) == len(nonblank)
+        assert [p.line for p in problems] == sorted(p.line for p in problems)
+        assert all(str(p).startswith(f"f.txt:{p.line}: ") for p in problems)
+        if len(rows):
+            assert np.all((rows[:, 0] >= 0) & (rows[:, 0] < 10) & (rows[:, 3:] > 0) & (rows[:, 3:] <= 1))
+            assert np.all((rows[:, 1:3] >= 0) & (rows[:, 1:3] <= 1))
+    check()
