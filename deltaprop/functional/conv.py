@@ -21,7 +21,7 @@ the ``*_naive`` pair are the loops a student would write from the equations, use
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -34,6 +34,16 @@ Pad = Union[int, Sequence[int]]
 MODES = ("cross_correlation", "convolution")
 THIN_FILTERS = 16            # fewer filters: per-sample products in the forward pass and in Conv-3
 PER_SAMPLE_POSITIONS = 256   # at least this many output positions: per-sample products in the forward pass
+
+
+class ConvCache(NamedTuple):
+    """``conv2d_forward``'s: the im2col matrix (C·kh·kw, N·Ho·Wo), the weights as a
+    (G, F/G, C/G·kh·kw) matrix, the geometry, the mode and the bias kind ("tied", "untied" or "none")."""
+    cols: np.ndarray
+    w2: np.ndarray
+    geometry: ConvGeometry
+    mode: str
+    bias: str
 
 
 def _check_mode(mode: str) -> None:
@@ -95,7 +105,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
         matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
         if kind != "none":
             out += b[:, None, None] if kind == "tied" else b
-        return out, (cols, w2, g, mode, kind)
+        return out, ConvCache(cols, w2, g, mode, kind)
     if G == 1:
         z = matmul(w2[0], cols)                                   # (F, N·Ho·Wo)
     else:
@@ -109,7 +119,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
         else:
             np.add(zt[lo:hi], bias, out=out[lo:hi])
     _split.map_batch(part, g.n, out.size)
-    return out, (cols, w2, g, mode, kind)
+    return out, ConvCache(cols, w2, g, mode, kind)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True

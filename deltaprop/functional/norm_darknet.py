@@ -17,7 +17,7 @@ affine map's exact derivative. Channels are axis 1; statistics reduce over every
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import numpy as np
 
@@ -30,6 +30,19 @@ EPS_BACKWARD = 1e-5
 #: rolling statistics: ``r ← ROLL_KEEP·r + ROLL_NEW·batch``.
 ROLL_KEEP = 0.99
 ROLL_NEW = 0.01
+
+
+class DarknetBNCache(NamedTuple):
+    """``batchnorm_darknet_forward``'s: ẑ and z − μ (N, C, S), the variance and the forward's divisor
+    √σ² + 1e-6, the scales γ, whether batch statistics normalised, the input's shape, the mean."""
+    x_norm: np.ndarray
+    xc: np.ndarray
+    var: np.ndarray
+    denom: np.ndarray
+    scale: np.ndarray
+    training: bool
+    shape: tuple
+    mean: np.ndarray
 
 
 def _axes(x: np.ndarray) -> Tuple[int, ...]:
@@ -95,7 +108,7 @@ def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray
     x_norm = xc / denom[:, None]
     y = x_norm * scale.astype(x.dtype, copy=False)[:, None]
     y += bias.astype(x.dtype, copy=False)[:, None]
-    cache = (x_norm, xc, var, denom, scale, bool(training), x.shape, mean)
+    cache = DarknetBNCache(x_norm, xc, var, denom, scale, bool(training), x.shape, mean)
     return y.reshape(x.shape), cache, (new_rm, new_rv)
 
 
