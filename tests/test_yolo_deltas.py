@@ -266,6 +266,10 @@ def test_bad_class_and_bad_targets_are_errors():
     net(feed(raw_input(4, 3)))
     with pytest.raises(LabelError, match="class 3 is outside 0..2"):
         net.loss([np.array([[3, 0.5, 0.5, 0.1, 0.1]]), np.zeros((0, 5))])
+    with pytest.raises(LabelError, match="size be positive"):
+        net.loss([np.array([[1, 0.5, 0.5, 0.0, 0.1]]), np.zeros((0, 5))])
+    with pytest.raises(LabelError, match=r"image 1: box 0.*centre must lie in \[0, 1\]"):
+        net.loss([np.zeros((0, 5)), np.array([[1, 1.5, 0.5, 0.1, 0.1]])])
     with pytest.raises(ShapeError, match="2 images"):
         net.loss([np.zeros((0, 5))])
     with pytest.raises(ShapeError, match=r"\(k, 5\)"):

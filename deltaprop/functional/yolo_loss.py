@@ -55,7 +55,7 @@ def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = 
     """One image's targets (k, 5) ``[class, x, y, w, h]`` as Darknet's truth list ``[x, y, w, h, class]``:
     the first ``max_boxes`` rows, the list ending at the first box with x = 0 (Darknet's end mark).
     Returns (truths, whether rows beyond ``max_boxes`` were dropped). LabelError for a class outside
-    0..classes−1 or a malformed array."""
+    0..classes−1, a centre outside [0, 1] or a size ≤ 0; ShapeError for a malformed array."""
     rows = np.asarray(rows)
     if rows.size == 0:
         return np.zeros((0, 5), dtype=np.float64), False
@@ -72,6 +72,12 @@ def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = 
     end = np.nonzero(rows[:, 1] == 0)[0]
     if end.size:
         rows = rows[:end[0]]
+    xy, wh = rows[:, 1:3], rows[:, 3:5]
+    bad = ~(((xy >= 0) & (xy <= 1)).all(axis=1) & (wh > 0).all(axis=1) & np.isfinite(wh).all(axis=1))
+    if bad.any():
+        k = int(np.nonzero(bad)[0][0])
+        raise LabelError(f"{where}box {k}: [x, y, w, h] = {rows[k, 1:].tolist()}: the centre must lie in [0, 1] "
+                         f"and the size be positive")
     return np.concatenate([rows[:, 1:5], rows[:, :1]], axis=1), dropped
 
 
