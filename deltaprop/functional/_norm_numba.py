@@ -1,6 +1,6 @@
 """Fused batch norm + activation with numba (extra ``deltaprop[fast]``), used by ``norm_fused.batchnorm_act_*``.
 
-The per-channel sums stay the NumPy path's BLAS products (``norm_fused.bn_act_stats``, ``norm_fused.bn_act_grads``);
+The per-channel sums stay the NumPy path's BLAS products (``norm.bn_statistics``, ``norm_fused.bn_act_grads``);
 numba fuses the elementwise passes around them: forward ``z − μ`` (one pass), then ``y = (z − μ)·(γ·inv_std) + β``
 and ``a = σ(y)`` (one pass, writing a only: the cache keeps z − μ); backward ``δ = dout ⊙ σ'(y)`` with y
 recomputed (one pass) and the input gradient ``δ·k1 − (z − μ)·k2 − k3`` (one pass, in place). Each value goes
@@ -16,8 +16,8 @@ import numpy as np
 from . import _numba
 from ._numba import inline, jit
 from .activation import leaky_relu_backward, relu_backward
-from .norm import channel_view
-from .norm_fused import NumbaCache, _bn_backward_np, bn_act_grads, bn_act_stats
+from .norm import bn_statistics, channel_view
+from .norm_fused import NumbaCache, _bn_backward_np, bn_act_grads
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
@@ -166,7 +166,7 @@ def bn_act_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_m
                    negative_slope: float) -> Tuple[np.ndarray, tuple]:
     x3 = channel_view(x)
     dt = x3.dtype
-    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_nb)
+    xc, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, _center_nb)
     code = _CODES[activation]
     slope = dt.type(negative_slope)
     gamma = gamma.astype(dt, copy=False)
@@ -220,7 +220,7 @@ def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runn
     (even H and W) in one pass over z − μ."""
     x3 = channel_view(x)
     dt = x3.dtype
-    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_nb)
+    xc, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, _center_nb)
     gamma = gamma.astype(dt, copy=False)
     beta = beta.astype(dt, copy=False)
     code = _CODES[activation]

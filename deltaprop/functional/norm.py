@@ -134,6 +134,40 @@ def _check_m(x3: np.ndarray, shape) -> int:
     return m
 
 
+def _center(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    xc = np.empty_like(x3)
+    mc = _col(mean)
+    _per_batch(lambda lo, hi: np.subtract(x3[lo:hi], mc, out=xc[lo:hi]), x3)
+    return xc
+
+
+def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
+                  training: bool, momentum: float, eps: float,
+                  center: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
+                  shape: Optional[tuple] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """The forward statistics of §8 for an (N, C, S) view, the one home every batch norm path calls:
+    ``(z − μ, inv_std, whether the batch statistics were used)``, with μ = Σz/m, biased σ² = Σ(z − μ)²/m and
+    inv_std = 1/√(σ² + ε) (batch), or the running statistics (evaluation). The running statistics (if any)
+    move in place when training. ``center(x3, mean)`` returns x3 − μ per channel (default: NumPy, split over
+    the batch; ``_norm_numba`` passes its loop: the same subtraction). ``shape`` is the input's, for errors."""
+    t = x3.dtype.type
+    center = _center if center is None else center
+    if training or running_mean is None:
+        m = _check_m(x3, x3.shape if shape is None else shape)
+        mean = channel_sum(x3) / t(m)
+        xc = center(x3, mean)
+        var = channel_dot(xc, xc) / t(m)
+        if training and running_mean is not None:
+            update_running_stats(running_mean, running_var, mean, var, m, momentum)
+        batch = True
+    else:
+        xc = center(x3, running_mean.astype(x3.dtype, copy=False))
+        var = running_var.astype(x3.dtype, copy=False)
+        batch = False
+    inv_std = (1.0 / np.sqrt(var + t(eps))).astype(x3.dtype, copy=False)
+    return xc, inv_std, batch
+
+
 # --- batch norm ------------------------------------------------------------------------------------
 
 def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
@@ -146,22 +180,8 @@ def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optiona
     as PyTorch's ``F.batch_norm``. ``training=False``: the running statistics normalise.
     """
     x3 = channel_view(x)
-    t = x3.dtype.type
     c = x3.shape[1]
-    if training or running_mean is None:
-        m = _check_m(x3, x.shape)
-        mean = channel_sum(x3) / t(m)
-        xhat = x3 - _col(mean)
-        var = channel_dot(xhat, xhat) / t(m)
-        if training and running_mean is not None:
-            update_running_stats(running_mean, running_var, mean, var, m, momentum)
-        batch = True
-    else:
-        mean = running_mean.astype(x3.dtype, copy=False)
-        var = running_var.astype(x3.dtype, copy=False)
-        xhat = x3 - _col(mean)
-        batch = False
-    inv_std = (1.0 / np.sqrt(var + t(eps))).astype(x3.dtype, copy=False)
+    xhat, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, shape=x.shape)
     xhat *= _col(inv_std)
     if gamma is None:
         g = np.ones(c, dtype=x3.dtype)

@@ -12,14 +12,14 @@ made by ``_norm_numba``), and for the pooled kernel ``FusedPoolCache``, ``NumpyP
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from . import _numba
 from . import activation as A
-from .norm import (BNCache, _check_m, _col, _per_batch, batch_norm_backward, batch_norm_forward, bn_grad_coefs,
-                   bn_input_grad, channel_dot, channel_sum, channel_view, update_running_stats)
+from .norm import (BNCache, _col, _per_batch, batch_norm_backward, batch_norm_forward, bn_grad_coefs, bn_input_grad,
+                   bn_statistics, channel_dot, channel_sum, channel_view)
 from .pool import MaxPoolCache, max_pool2d_backward, max_pool2d_forward
 from .pool_geometry import PoolGeometry, pool_geometry
 
@@ -90,29 +90,6 @@ def _check_act(activation: str) -> str:
     return activation
 
 
-def bn_act_stats(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
-                 training: bool, momentum: float, eps: float,
-                 center: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Tuple[np.ndarray, np.ndarray, bool]:
-    """(z − μ, inv_std, batch statistics used) for the fused kernels; ``center(x3, mean)`` returns x3 − μ per
-    channel (NumPy broadcasting or numba's loop: the same subtraction). The running statistics (if any)
-    move in place when training."""
-    t = x3.dtype.type
-    if training or running_mean is None:
-        m = _check_m(x3, x3.shape)
-        mean = channel_sum(x3) / t(m)
-        xc = center(x3, mean)
-        var = channel_dot(xc, xc) / t(m)
-        if training and running_mean is not None:
-            update_running_stats(running_mean, running_var, mean, var, m, momentum)
-        batch = True
-    else:
-        xc = center(x3, running_mean.astype(x3.dtype, copy=False))
-        var = running_var.astype(x3.dtype, copy=False)
-        batch = False
-    inv_std = (1.0 / np.sqrt(var + t(eps))).astype(x3.dtype, copy=False)
-    return xc, inv_std, batch
-
-
 def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.ndarray,
                  batch: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
     """(dβ, dγ, k1, k2, k3) of the fused backward from δ = ∂C/∂y (N, C, S) and the cached z − μ:
@@ -125,13 +102,6 @@ def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.
     if not batch:
         return dbeta, dgamma, k1, None, None
     return (dbeta, dgamma, k1) + bn_grad_coefs(k1, dgamma, dbeta, dy.shape[0] * dy.shape[2], inv_std)
-
-
-def _center_np(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    xc = np.empty_like(x3)
-    mc = _col(mean)
-    _per_batch(lambda lo, hi: np.subtract(x3[lo:hi], mc, out=xc[lo:hi]), x3)
-    return xc
 
 
 def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str,
@@ -181,7 +151,7 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
         return _norm_numba.bn_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
                                           activation, negative_slope)
     x3 = channel_view(x)
-    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
+    xc, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps)
     gamma = gamma.astype(x3.dtype, copy=False)
     y, acache = _scale_shift_act_np(xc, gamma * inv_std, beta.astype(x3.dtype, copy=False), activation,
                                     negative_slope, keep_mask=True)
@@ -267,7 +237,7 @@ def _bn_act_pool_np_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     pooled output's sign: the cache keeps p > 0 (a quarter of the size) instead of the activation's mask, and
     the backward applies σ' to the pooled deltas before scattering them (the other cells get 0 either way)."""
     x3 = channel_view(x)
-    xc, inv_std, batch = bn_act_stats(x3, running_mean, running_var, training, momentum, eps, _center_np)
+    xc, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps)
     gamma = gamma.astype(x3.dtype, copy=False)
     a, _ = _scale_shift_act_np(xc, gamma * inv_std, beta.astype(x3.dtype, copy=False), activation, slope,
                                keep_mask=False)   # no mask: σ' comes from the pooled output's sign
