@@ -81,12 +81,15 @@ class _BatchNorm(Module):
     def _params(self):
         return (self.weight.data, self.bias.data) if self.affine else (None, None)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def _begin_forward(self, x: np.ndarray) -> tuple:
+        """Check the input; (use the batch statistics?, running mean, running var, momentum, γ, β)."""
         self._check_input(x)
         if self.training and x.size // x.shape[1] < 2:
             raise ShapeError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-        use_batch, rm, rv, momentum = self._stats_args()
-        g, b = self._params()
+        return self._stats_args() + self._params()
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        use_batch, rm, rv, momentum, g, b = self._begin_forward(x)
         y, cache = F.batch_norm_forward(x, g, b, rm, rv,
                                         training=use_batch, momentum=momentum, eps=self.eps)
         self._save(cache)
@@ -133,11 +136,7 @@ class BatchNormAct2d(BatchNorm2d):
         self.negative_slope = float(negative_slope)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        self._check_input(x)
-        if self.training and x.size // x.shape[1] < 2:
-            raise ShapeError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-        use_batch, rm, rv, momentum = self._stats_args()
-        g, b = self._params()
+        use_batch, rm, rv, momentum, g, b = self._begin_forward(x)
         if g is None:
             g = np.ones(self.num_features, dtype=x.dtype)
             b = np.zeros(self.num_features, dtype=x.dtype)
