@@ -137,11 +137,7 @@ def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence
             an = list(mask).index(best_n)
             ii = min(max(int(box[0] * f(lw)), 0), lw - 1)              # Darknet: (int)(truth.x * l.w)
             jj = min(max(int(box[1] * f(lh)), 0), lh - 1)
-            pred = yolo_grid_boxes(vb[an:an + 1, :4, jj:jj + 1, ii:ii + 1], [anchors[best_n]], net_w, net_h)
-            p = pred[0, 0, 0].copy()
-            p[0] = (f(ii) + vb[an, 0, jj, ii]) / f(lw)                  # the cell's own column and row
-            p[1] = (f(jj) + vb[an, 1, jj, ii]) / f(lh)
-            iou_t = float(box_iou(p, box[:4], dtype=dt))
+            iou_t = float(box_iou(pred[an, jj, ii], box[:4], dtype=dt))  # get_yolo_box of that cell
             _set_box(T, S, M, b, an, jj, ii, box, anchors[best_n], lw, lh, net_w, net_h)
             sums["obj"] += float(vb[an, 4, jj, ii])
             T[b, an, 4, jj, ii], S[b, an, 4, jj, ii], M[b, an, 4, jj, ii] = 1, 1, True
