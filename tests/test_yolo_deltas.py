@@ -51,7 +51,7 @@ def feed(raw: np.ndarray) -> np.ndarray:
 
 def reference_deltas(out, truths, mask, net_w, net_h, ignore, truth_thresh, max_boxes=90):
     """Darknet's forward_yolo_layer, one loop at a time, in Python floats. ``out`` (N, A(5+K), H, W) with
-    the logistic applied; ``truths`` per image, rows [class, x, y, w, h]. Returns (delta, count)."""
+    the logistic applied; ``truths`` per image, rows [class, x, y, w, h]. Returns (delta, statistics)."""
     n_img, _, lh, lw = out.shape
     a = len(mask)
     o = out.reshape(n_img, a, K + 5, lh, lw)
@@ -82,7 +82,7 @@ def reference_deltas(out, truths, mask, net_w, net_h, ignore, truth_thresh, max_
         for k in range(K):
             d[b, n, 5 + k, j, i] = (1.0 if k == c else 0.0) - o[b, n, 5 + k, j, i]
 
-    count = 0
+    count, s_iou, s_cat, s_obj, s_any, r50, r75 = 0, 0.0, 0.0, 0.0, 0.0, 0, 0
     for b in range(n_img):
         tl = [list(map(float, r)) for r in truths[b]][:max_boxes]
         for j in range(lh):
@@ -94,6 +94,7 @@ def reference_deltas(out, truths, mask, net_w, net_h, ignore, truth_thresh, max_
                         v = iou(p, row[1:])
                         if v > best:
                             best, best_t = v, t
+                    s_any += o[b, n, 4, j, i]
                     d[b, n, 4, j, i] = -o[b, n, 4, j, i]
                     if best > ignore:
                         d[b, n, 4, j, i] = 0
@@ -108,11 +109,21 @@ def reference_deltas(out, truths, mask, net_w, net_h, ignore, truth_thresh, max_
             if best_n not in mask:
                 continue
             n = mask.index(best_n)
+            v = iou(pred_box(b, n, j, i, ANCHORS[best_n]), row[1:])
             set_box(b, n, j, i, row, ANCHORS[best_n])
+            s_obj += o[b, n, 4, j, i]
             d[b, n, 4, j, i] = 1 - o[b, n, 4, j, i]
+            s_cat += o[b, n, 5 + int(row[0]), j, i]
             set_class(b, n, j, i, int(row[0]))
             count += 1
-    return d.reshape(out.shape), count
+            s_iou += v
+            r50 += v > 0.5
+            r75 += v > 0.75
+    nan = float("nan")
+    per = lambda v: v / count if count else nan
+    stats = {"count": count, "avg_iou": per(s_iou), "class": per(s_cat), "obj": per(s_obj),
+             "recall50": per(r50), "recall75": per(r75), "no_obj": s_any / (n_img * a * lh * lw)}
+    return d.reshape(out.shape), stats
 
 
 def logit(p):
@@ -139,9 +150,10 @@ def run(net, raw, targets):
 def check(net, raw, targets, mask, ignore=0.5, truth_thresh=1.0, max_boxes=90):
     delta, stats = run(net, raw, targets)
     out = net.layer_outputs[1]
-    ref, count = reference_deltas(out, targets, mask, NET, NET, ignore, truth_thresh, max_boxes)
+    ref, ref_stats = reference_deltas(out, targets, mask, NET, NET, ignore, truth_thresh, max_boxes)
     assert np.abs(delta - ref).max() < 1e-12
-    assert stats["count"] == count
+    for k, v in ref_stats.items():
+        assert stats[k] == pytest.approx(v, rel=1e-12, nan_ok=True), k
     return delta.reshape(raw.shape), out.reshape(raw.shape), stats
 
 
