@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
+
+from ._env import env_flag
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -27,7 +28,7 @@ def tune() -> bool:
     global applied
     if applied:
         return True
-    if os.environ.get("DELTAPROP_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+    if not env_flag("DELTAPROP_MALLOC", True) or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
