@@ -156,3 +156,21 @@ def test_launcher_environment(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
     assert world_size_from_env() == 2 and rank_from_env() == 1
+
+
+class _TwoRankShape(LocalComm):
+    """Claims two ranks (collectives stay the identity): enough to build what DataParallel builds."""
+    size = 2
+
+
+@pytest.mark.parametrize("arg,env,synced", [(False, None, False), (True, None, True), (False, "1", True)])
+def test_sync_bn_by_argument_or_environment(monkeypatch, arg, env, synced):
+    from deltaprop.distributed import DataParallel
+    if env is None:
+        monkeypatch.delenv("DELTAPROP_SYNC_BN", raising=False)
+    else:
+        monkeypatch.setenv("DELTAPROP_SYNC_BN", env)
+    model = nn.Sequential(nn.Linear(3, 4, dtype="float64"), nn.BatchNorm1d(4, dtype="float64"))
+    par = DataParallel(model, _TwoRankShape(), sync_bn=arg)
+    assert isinstance(model[1], SyncBatchNorm) is synced
+    assert par.reducer is not None

@@ -60,7 +60,7 @@ class DataParallel:
         self.sync_bn = bool(sync_bn) or env_int("DELTAPROP_SYNC_BN", 0) > 0
         self.reducer: Optional[GradientReducer] = None
         if self.comm.size > 1:
-            if sync_bn:
+            if self.sync_bn:
                 convert_sync_batchnorm(model, self.comm)
             self.reducer = GradientReducer(model, self.comm, bucket_bytes=bucket_bytes, overlap=overlap)
 
