@@ -275,3 +275,13 @@ def test_fit_detection_with_the_detection_loader(tmp_path):
     assert [r["batch"] for r in hist] == [1, 2, 3] and net.seen == 12
     assert all(math.isfinite(r["loss"]) for r in hist)
     assert sum(h["count"] for r in hist for h in r["yolo"]) > 0
+
+
+def test_layer_grads_kept_only_when_asked():
+    x, t = batches(1, per=4)[0]
+    net = small_net()
+    DarknetTrainer(net).train_step(x, t)
+    assert net.layer_grads == [] and net.keep_layer_grads            # the trainer's default: no copies
+    net = small_net()
+    DarknetTrainer(net, keep_layer_grads=True).train_step(x, t)
+    assert len(net.layer_grads) == 7 and net.layer_grads[2].shape == net.layer_outputs[2].shape

@@ -226,6 +226,7 @@ class DarknetNet(Graph):
         object.__setattr__(self, "_last_input", None)
         object.__setattr__(self, "_pending_loss", None)
         object.__setattr__(self, "layer_grads", [])
+        object.__setattr__(self, "keep_layer_grads", True)     # backward() copies ∂/∂(every layer's output)
         object.__setattr__(self, "yolo_stats", [])
         object.__setattr__(self, "loss_costs", {})
         for spec in plan.specs:
@@ -276,10 +277,13 @@ class DarknetNet(Graph):
                                                 if self.layers[i].kind == "yolo"])
         return nl.reported
 
-    def backward(self, dout=None, keep_grads: bool = True) -> Optional[np.ndarray]:  # type: ignore[override]
+    def backward(self, dout=None, keep_grads: Optional[bool] = None) -> Optional[np.ndarray]:  # type: ignore[override]
         """Without ``dout``: back-propagate the last ``loss`` (parameter gradients ADDED into ``.grad``) and,
-        with ``keep_grads``, set ``layer_grads``. With ``dout``: the graph's backward from the outputs.
-        Returns ∂/∂input (None when the input gradient is off)."""
+        with ``keep_grads`` (default: the ``keep_layer_grads`` attribute, True), set ``layer_grads`` (a copy
+        of every layer's output gradient: as much memory again as the activations). With ``dout``: the
+        graph's backward from the outputs. Returns ∂/∂input (None when the input gradient is off)."""
+        if keep_grads is None:
+            keep_grads = bool(self.keep_layer_grads)
         if dout is not None:
             keep: Optional[List[Optional[np.ndarray]]] = [None] * len(self) if keep_grads else None
             g = self.graph_backward(dout, keep=keep)

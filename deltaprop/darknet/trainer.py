@@ -136,6 +136,8 @@ class DarknetTrainer:
     ``batch``, ``subdivisions``, ``learning_rate``, ``momentum``, ``decay``, ``max_batches``.
     ``multiscale``: (smallest, largest) square size of Darknet's ``random=1`` rule, multiples of 32
     (default (320, 608), Darknet's); ``False`` turns the rule off even where the cfg has ``random=1``.
+    ``keep_layer_grads``: keep ``net.layer_grads`` of each step's last pass (a copy of every layer's output
+    gradient; off by default: it costs as much memory again as the activations).
     Like Darknet, it turns off the gradient of the network input (``net.needs_input_grad = False``).
     Under ``mpirun -n N`` (or with ``comm``) each rank runs its shard of every mini-batch and the summed
     gradients make the one-process update (docs/distributed.md); ``sync_bn`` synchronises batch norm.
@@ -145,7 +147,7 @@ class DarknetTrainer:
                  subdivisions: Optional[int] = None, learning_rate: Optional[float] = None,
                  momentum: Optional[float] = None, decay: Optional[float] = None,
                  max_batches: Optional[int] = None, rng: Optional[np.random.Generator] = None,
-                 multiscale=None, comm=None, sync_bn: bool = False) -> None:
+                 multiscale=None, comm=None, sync_bn: bool = False, keep_layer_grads: bool = False) -> None:
         if numerics is not None:
             net.set_numerics(numerics)
         self.net = net
@@ -181,6 +183,7 @@ class DarknetTrainer:
                                   f"got ({lo}, {hi})")
             self.multiscale = (lo, hi)
         self._scale_count = 0
+        self.keep_layer_grads = bool(keep_layer_grads)
         object.__setattr__(net, "needs_input_grad", False)   # Darknet never computes the input's delta
         self.dp = _data_parallel(net, comm, sync_bn, self.mini_batch)
 
@@ -199,17 +202,22 @@ class DarknetTrainer:
         net.train()
         total, per_sub, stats = 0.0, [], []
         m = self.mini_batch
-        for s in range(self.subdivisions):
-            x, t = _shard(self.dp, X[s * m:(s + 1) * m], truth[s * m:(s + 1) * m])
-            object.__setattr__(net, "seen", int(net.seen) + m)       # train_network_datum: seen += batch
-            _send_gradients_after(self.dp, s == self.subdivisions - 1)
-            net(x)
-            net.loss(t)
-            net.backward(None)                                         # None: the loss's backward
-            costs = net.loss_costs
-            per_sub.append(costs)
-            stats.append(net.yolo_stats)
-            total += sum(costs.values()) / len(costs)                  # calc_network_cost
+        keep = net.keep_layer_grads
+        object.__setattr__(net, "keep_layer_grads", self.keep_layer_grads)
+        try:
+            for s in range(self.subdivisions):
+                x, t = _shard(self.dp, X[s * m:(s + 1) * m], truth[s * m:(s + 1) * m])
+                object.__setattr__(net, "seen", int(net.seen) + m)   # train_network_datum: seen += batch
+                _send_gradients_after(self.dp, s == self.subdivisions - 1)
+                net(x)
+                net.loss(t)
+                net.backward(None)                                     # None: the loss's backward
+                costs = net.loss_costs
+                per_sub.append(costs)
+                stats.append(net.yolo_stats)
+                total += sum(costs.values()) / len(costs)              # calc_network_cost
+        finally:
+            object.__setattr__(net, "keep_layer_grads", keep)
         total = _sum_gradients(self.dp, total)                         # over the ranks (Σ, Darknet's deltas)
         loss = total / self.batch                                      # train_network: sum/(n·batch)
         if not math.isfinite(loss):
@@ -295,7 +303,8 @@ class DarknetTrainer:
                     got = True
                     yield item
                 if not got:
-                    raise ShapeError("fit_detection: the loader gave no batches")
+                    raise ShapeError("fit_detection: the loader gave no (more) batches (a generator is read "
+                                     "once: give a list or a DetectionLoader)")
         src = cycle()
         images: List[np.ndarray] = []          # images (and their targets) read but not yet trained on
         rows: List[np.ndarray] = []
