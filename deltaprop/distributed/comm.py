@@ -3,9 +3,10 @@
 ``LocalComm`` is the one-process communicator (needs nothing, every collective is the identity).
 ``MPIComm`` runs over mpi4py (Open MPI, MPICH, Slurm's ``srun``): broadcast from rank 0, allreduce (blocking
 or non-blocking ``Iallreduce``), barrier. Every wait is bounded: a collective that has not completed after
-``timeout`` seconds ends the whole job and names the rank that has not answered: on entering each wait a
-rank sends the number of collectives it has reached (and its training step) to rank 0, and rank 0 to every
-rank, so the rank behind the others is known. ``world()`` picks the communicator of this process: MPI when
+``timeout`` seconds ends the whole job and names the rank that has not answered: a rank still waiting after
+half a second sends the number of collectives it has reached (and its training step) to rank 0, and rank 0
+to every rank, on a communicator of their own; when the time is up, a rank that never said it reached this
+collective is the one behind. Collectives that complete at once send nothing. ``world()`` picks the communicator of this process: MPI when
 it was launched by ``mpirun``/``mpiexec``/``srun`` with more than one process, else ``LocalComm``.
 """
 from __future__ import annotations
@@ -175,14 +176,17 @@ class MPIComm(Communicator):
             return
         MPI = self.MPI
         self.seq += 1
-        self._heartbeat()
         if MPI.Request.Testall(reqs):
             return
         start = time.monotonic()
         deadline = start + self.timeout
+        beat_at = start + min(0.5, self.timeout / 4)
         pause = 2e-5
         while not MPI.Request.Testall(reqs):
             now = time.monotonic()
+            if beat_at and now > beat_at:
+                self._heartbeat()               # "I have reached collective #seq"
+                beat_at = 0.0
             if now > deadline:
                 self._not_answered(what, now - start)
                 deadline = now + min(self.timeout, 10.0)   # rank 0's report is on its way: a last grace
@@ -231,10 +235,9 @@ class MPIComm(Communicator):
         self._drain()
         behind = sorted(r for r, (seq, _) in self.last_seen.items() if seq < self.seq)
         if behind:
-            names = " and ".join(f"rank {r} (last heard at step {self.last_seen[r][1]})" if self.last_seen[r][0] >= 0
-                                 else f"rank {r} (never heard from)" for r in behind)
-            self.abort(f"{names} has not answered for {waited:.0f} s: this rank waits in {what} at step "
-                       f"{self.step}; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
+            names = " and ".join(f"rank {r}" for r in behind)
+            self.abort(f"{names} has not answered for {waited:.0f} s: it has not reached the {what} this rank "
+                       f"waits in at step {self.step}; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
         if self.rank == 0 or getattr(self, "_graced", False):
             self.abort(f"the {what} at step {self.step} did not complete within {waited:.0f} s although every "
                        f"rank reached it; ending the job (DELTAPROP_DIST_TIMEOUT={self.timeout:g} s)")
