@@ -122,3 +122,17 @@ def test_standard_loss_terms_by_hand():
     want = 1.5 * bce(sig(0.4), 0.3) + 0.5 * 1.5 * (0.1 + 0.2) ** 2 + bce(sig(-0.5), 1.0) + bce(sig(2.0), 0.0)
     assert cost == pytest.approx(want, rel=1e-12)
     assert g.ravel() == pytest.approx([1.5 * (sig(0.4) - 0.3), 0, 1.5 * 0.3, 0, sig(-0.5) - 1, sig(2.0), 0])
+
+
+def test_standard_output_gradient_times_the_logistic_jacobian_is_the_input_gradient(net):
+    """layer_grads of a [yolo] layer is ∂loss/∂(its output): through σ' it gives ∂loss/∂(its input)."""
+    x = np.random.default_rng(3).standard_normal((2, 3, 8, 8))
+    net(x)
+    net.loss(TARGETS)
+    net.backward()
+    for i in (2, 5):
+        y = net.layers[i].split(net.layer_outputs[i])
+        g_out = net.layers[i].split(net.layer_grads[i]).copy()
+        g_out[:, :, [0, 1]] *= y[:, :, [0, 1]] * (1 - y[:, :, [0, 1]])
+        g_out[:, :, 4:] *= y[:, :, 4:] * (1 - y[:, :, 4:])
+        assert np.abs(g_out.reshape(net.layer_grads[i - 1].shape) - net.layer_grads[i - 1]).max() < 1e-10
