@@ -366,7 +366,12 @@ class DarknetTrainer:
                 n = res.batch_num
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}")
+                    extra = {}
+                    cnt = sum(st["count"] for st in res.yolo_stats)
+                    if cnt:   # the heads together: IoU and recall of the truths trained this batch
+                        extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in res.yolo_stats if st['count']) / cnt:.3f}"
+                        extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in res.yolo_stats if st['count']) / cnt:.2f}"
+                    bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}", **extra)
                 rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
                                        "lr": res.lr}
                 logged = n % log_every == 0 or n == self.max_batches
