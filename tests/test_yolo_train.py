@@ -94,8 +94,9 @@ def batches(n_batches=3, per=2, seed=0):
 
 
 def test_yolov3_tiny_loss_falls_on_a_coco128_photo():
-    """The heaviest here (5 s idle, 20 s with the machine loaded): the shipped yolov3-tiny.cfg, Darknet's random weights, at 128×128 (grids 4 and 8),
-    20 Darknet-exact steps on one letterboxed coco128 photo with its three labels."""
+    """The heaviest here (5 s idle, 20 s with the machine loaded): the shipped yolov3-tiny.cfg, Darknet's random
+    weights, at 128×128 (grids 4 and 8), 20 Darknet-exact steps on one letterboxed coco128 photo with its three
+    labels."""
     from deltaprop.data.detection import DetectionDataset
     img = fixture_dir("coco128", "images", "000000002592.jpg")
     deltaprop.manual_seed(0)

@@ -11,8 +11,8 @@ Training stops when ``seen/batch`` reaches ``max_batches``. Checkpoints are Dark
 atomically: ``<base>_<n>.weights`` every ``save_every`` batches and ``<base>_final.weights`` at the end.
 
 Detection (``fit_detection``): batches of (images, one (k, 5) array of ``[class, x, y, w, h]`` per image) from
-a DetectionLoader or any iterable of them (cycled; the images are regrouped into batches of ``batch``); each [yolo] head's statistics are kept per batch
-(``StepResult.yolo_stats``) and logged as Darknet's "Region" lines. With ``random=1`` on the last layer,
+a DetectionLoader or any iterable of them (cycled; the images regrouped into batches of ``batch``); each [yolo]
+head's statistics are kept per batch (``StepResult.yolo_stats``) and logged as Darknet's "Region" lines. With ``random=1`` on the last layer,
 Darknet's multi-scale rule: before every 10th batch (the first included) a new square size
 ``(rand() % 10 + 10)·32`` (320..608), 608 once fewer than 200 batches remain; the network is resized
 (``DarknetNet.resize``) and the loader asked for that size (``set_size``).
@@ -367,10 +367,11 @@ class DarknetTrainer:
                 if bar is not None:
                     bar.update(1)
                     extra = {}
-                    cnt = sum(st["count"] for st in res.yolo_stats)
+                    heads = [st for st in res.yolo_stats if st["count"]]
+                    cnt = sum(st["count"] for st in heads)
                     if cnt:   # the heads together: IoU and recall of the truths trained this batch
-                        extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in res.yolo_stats if st['count']) / cnt:.3f}"
-                        extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in res.yolo_stats if st['count']) / cnt:.2f}"
+                        extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in heads) / cnt:.3f}"
+                        extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in heads) / cnt:.2f}"
                     bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}", **extra)
                 rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
                                        "lr": res.lr}
