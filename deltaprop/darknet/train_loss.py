@@ -10,9 +10,8 @@ layer back, then one backward pass runs through the rest of the network. Two num
   ``Σ error`` (unscaled), logistic BCE, yolo ``Σ delta²``.
 - ``"standard"``: true gradients of one objective, the sum over loss layers of: softmax ``−Σ t log p``,
   cost ``scale·½Σ(t − p)²`` (sse/masked), ``scale·Σ|t − p|`` (L1), ``scale·½·error`` (smooth), logistic
-  BCE,
-  yolo the differentiable loss of docs/equations.md §9 (assignment and ignore masks fixed per step); gradients
-  from later layers go through each layer's own backward. Costs are these terms (gradcheckable).
+  BCE, yolo the differentiable loss of docs/equations.md §9 (assignment and ignore masks fixed per step);
+  gradients from later layers go through each layer's own backward. Costs are these terms (gradcheckable).
 
 Darknet's reported loss of one forward pass: ``Σ costs / count / batch`` (``calc_network_cost``,
 ``train_network``). All gradients are the engine's sign (``−delta``) and SUMMED over the images (the
