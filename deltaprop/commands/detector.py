@@ -192,6 +192,8 @@ def run_valid(args) -> int:
 
 def run_train(args) -> int:
     from ..detect.train import DetectorTraining, TrainOptions
+    from ..distributed import is_main_process, quiet_unless_main
+    quiet_unless_main()   # under mpirun -n N rank 0 prints (docs/distributed.md)
     data, net, names = _setup(args)
     if args.clear:
         object.__setattr__(net, "seen", 0)
@@ -199,7 +201,7 @@ def run_train(args) -> int:
     opts = TrainOptions(max_batches=args.max_batches, batch=args.batch, subdivisions=args.subdivisions,
                         learning_rate=args.lr, save_every=args.save_every, log_every=args.log_every,
                         map_every=0, map_images=args.map_images, workers=args.workers, seed=args.seed,
-                        progress=not args.no_progress, skip_bad_labels=args.skip_bad_labels)
+                        progress=not args.no_progress and is_main_process(), skip_bad_labels=args.skip_bad_labels)
     run = DetectorTraining(net, data, backup, _cfg_base(args.cfg), opts, names)
     if args.map or args.map_every:
         _valid_images(data)

@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..distributed import guarded, main_rank_only
 from ..errors import CheckpointError, ConfigError, DataError, DivergenceError
 
 HISTORY = "history.jsonl"
@@ -140,6 +141,7 @@ class DetectorTraining:
                 "seen": int(self.net.seen), "batch": self.trainer.current_batch,
                 "rng": json.dumps(self.trainer.rng.bit_generator.state)}
 
+    @main_rank_only                                  # under mpirun rank 0 writes (docs/distributed.md)
     def save(self, name: str) -> Path:
         """``<backup>/<base>_<name>.weights`` and its ``.state.npz``, each written atomically."""
         from ..darknet.weights import save_weights
@@ -174,11 +176,13 @@ class DetectorTraining:
         return True
 
     # --- the loop -----------------------------------------------------------------------------------
+    @main_rank_only
     def _record(self, rec: Dict[str, Any]) -> None:
         self.history.append(rec)
         with open(self.out / HISTORY, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
 
+    @main_rank_only
     def _trim_history(self, upto: int) -> None:
         """Keep the records of batches ≤ ``upto`` (a resumed run rewrites what came after its checkpoint)."""
         p = self.out / HISTORY
@@ -241,6 +245,7 @@ class DetectorTraining:
             raise DivergenceError(f"batch {n}: NaN/inf after the update in {where}; lower learning_rate")
         return res
 
+    @guarded                                         # a failing rank ends every rank
     def fit(self) -> List[Dict[str, Any]]:
         """Train until ``max_batches``; returns the history records."""
         o = self.opts
@@ -306,6 +311,7 @@ class DetectorTraining:
             self.chart()
         return self.history
 
+    @main_rank_only
     def chart(self) -> Optional[Path]:
         """``chart.png`` from the history (skipped, with a note, without matplotlib)."""
         from .draw import plot_training_curve
