@@ -1,10 +1,12 @@
 """Data-parallel training over MPI (deltaprop.distributed) on this machine, with PyTorch's DistributedDataParallel
 (gloo) measured in the same run, and what the measured numbers mean for a cluster.
 
+Every process runs one thread (``OMP/MKL/OPENBLAS/NUMBA_NUM_THREADS=1``: two ranks on two cores).
 For 1 and 2 processes (``mpirun -n 2``) at the same global batch, each run reports: samples/s, the step time,
 the measured bucket sizes, the gradient allreduce time per step (the buckets allreduced blocking, with no
 compute, right after the timed loop), the time ``finish()`` still waited per step (the part backward did not
-hide) and the hidden fraction ``1 − wait/allreduce``; also the backward time left after the first bucket was
+hide; the ranks pass a barrier before each backward so that this is the network's time, not a forward slowed
+by other jobs) and the hidden fraction ``1 − wait/allreduce``; also the backward time left after the first bucket was
 launched (the overlap window). Implementations and process counts are interleaved over ``--rounds`` rounds
 (the order rotates each round); medians are reported.
 
@@ -68,7 +70,9 @@ def worker_deltaprop(args) -> dict:
             out = model(xb)
             loss(out, yb)
             opt.zero_grad()
-            t0 = time.perf_counter()
+            if par.active:
+                comm.barrier()      # both ranks start backward together: finish() then waits for the network,
+            t0 = time.perf_counter()  # not for a rank the other jobs on this machine slowed down in forward
             par.backward(model, loss.backward(), len(xb), n)
             t_bwd.append(time.perf_counter() - t0)
             if par.reducer is not None:
@@ -80,6 +84,9 @@ def worker_deltaprop(args) -> dict:
                 return True
         return False
 
+    while not epoch(WARMUP_STEPS):         # compiles the kernels
+        pass
+    steps = 0
     t0 = time.perf_counter()
     while not epoch(WARMUP_STEPS):
         pass
@@ -149,6 +156,7 @@ def worker_torch(args) -> dict:
             opt.step()
             steps += 1
         return steps
+    run(WARMUP_STEPS)
     t0 = time.perf_counter()
     run(WARMUP_STEPS)
 
@@ -211,14 +219,15 @@ def below_90(rows: list) -> dict:
 # --- the driver --------------------------------------------------------------------------------------
 
 def _launch(impl: str, procs: int, args) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=str(ROOT),
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     cmd = [sys.executable, __file__, "--worker", impl, "--model", args.model, "--batch", str(args.batch),
            "--seconds", str(args.seconds)]
     if procs > 1:
         cmd = ["mpirun", "-n", str(procs), "--oversubscribe", "--bind-to", "none"] + \
-              sum((["-x", k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONPATH",
+              sum((["-x", k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
+                                       "PYTHONPATH",
                                        "MASTER_ADDR", "MASTER_PORT")), []) + cmd
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
