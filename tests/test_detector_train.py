@@ -1,0 +1,138 @@
+"""``deltaprop detector``: the shipped digit detector trains on a handful of tiny digit scenes (the loss
+falls), ``map``/``test``/``valid`` run on what it wrote, a resumed run ends bit-identical to an uninterrupted
+one, a NaN stops training naming the layer, user mistakes end in one line.
+
+The scenes are drawn with ``deltaprop.data.digits`` from made-up 28×28 "digits" (a bar whose place gives the
+class), so no MNIST is needed. The training test is the heaviest here (~10 s on an idle 2-core machine)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deltaprop import backend, darknet
+from deltaprop.cli import main
+from deltaprop.errors import DivergenceError
+
+pytest.importorskip("PIL", reason="the digit scenes are images (Pillow, the images extra)")
+
+CFG = Path(darknet.__file__).resolve().parent.parent / "cfg" / "digits-tiny.cfg"
+
+
+def fake_digits(n):
+    x = np.zeros((n, 28, 28), np.uint8)
+    y = np.arange(n) % 10
+    for i, k in enumerate(y):
+        x[i, 4:24, 4 + k:8 + k] = 255
+        x[i, 4 + 2 * k:8 + 2 * k, 4:24] = 200
+    return x, y
+
+
+def small_cfg(tmp: Path, size: int) -> Path:
+    """digits-tiny at ``size``×``size`` without burn-in (a few dozen steps must show the loss falling)."""
+    text = CFG.read_text()
+    text = re.sub(r"burn_in=\d+", "burn_in=0", text)
+    text = text.replace("width=128", f"width={size}").replace("height=128", f"height={size}")
+    p = tmp / f"digits-tiny-{size}.cfg"
+    p.write_text(text)
+    return p
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    from deltaprop.data.digits import DigitScenes, write_digit_scenes
+    root = tmp_path_factory.mktemp("digits") / "set"
+    data = write_digit_scenes(root, DigitScenes(train=8, test=4, size=64, digit_min=14, digit_max=30,
+                                                max_digits=2), fake_digits(40), fake_digits(20), workers=1)
+    return data
+
+
+def _training(net, data, out, **kw):
+    from deltaprop.data.detection import read_data_file
+    from deltaprop.detect.train import DetectorTraining, TrainOptions
+    opts = TrainOptions(**dict(dict(log_every=1, save_every=0, workers=1, progress=False, chart=False), **kw))
+    return DetectorTraining(net, read_data_file(data), out, "digits-tiny", opts, log=lambda s: None)
+
+
+def test_digit_detector_loss_falls_and_map_runs(scenes, tmp_path, capsys):
+    cfg = small_cfg(tmp_path, 64)
+    run = _training(darknet.load(cfg), scenes, tmp_path / "backup", max_batches=20, batch=4, learning_rate=0.01)
+    hist = run.fit()
+    losses = [r["loss"] for r in hist if "loss" in r]
+    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert np.mean(losses[-6:]) < 0.5 * np.mean(losses[:6])
+    final = tmp_path / "backup" / "digits-tiny_final.weights"
+    assert final.is_file() and (tmp_path / "backup" / "digits-tiny_last.weights").is_file()
+    assert [json.loads(line)["batch"] for line in (tmp_path / "backup" / "history.jsonl").read_text().splitlines()] \
+        == list(range(1, 21))
+
+    out = tmp_path / "map.json"
+    assert main(["detector", "map", str(scenes), str(cfg), str(final), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mAP@0.50" in text and "4 images" in text
+    res = json.loads(out.read_text())
+    assert 0.0 <= res["map50"] <= 1.0 and sum(res["gt"]) > 0
+
+    img = sorted((scenes.parent / "images").glob("test_*"))[0]
+    assert main(["detector", "test", str(scenes), str(cfg), str(final), str(img), "--out", str(tmp_path / "pred"),
+                 "--thresh", "0.1", "--scale", "2"]) == 0
+    from PIL import Image
+    assert Image.open(tmp_path / "pred" / (img.stem + "_pred.png")).size == (128, 128)
+
+    vj = tmp_path / "dets.json"
+    assert main(["detector", "valid", str(scenes), str(cfg), str(final), "--out", str(vj)]) == 0
+    dets = json.loads(vj.read_text())
+    assert isinstance(dets, list)
+    for d in dets[:20]:
+        assert set(d) == {"image_id", "category_id", "bbox", "score"} and 0 <= d["category_id"] < 10
+        assert d["bbox"][0] >= 0 and d["bbox"][2] >= 0 and d["score"] > 0.005
+
+
+def test_resume_is_exact(scenes, tmp_path):
+    """4 batches in one go, or 2 + a new process-like run from digits-tiny_2.weights: the same bytes."""
+    cfg = small_cfg(tmp_path, 32)
+    kw = dict(max_batches=4, batch=2, learning_rate=0.005)
+    backend.manual_seed(5)
+    _training(darknet.load(cfg), scenes, tmp_path / "a", save_every=2, **kw).fit()
+    backend.manual_seed(5)
+    _training(darknet.load(cfg), scenes, tmp_path / "b", save_every=2, **dict(kw, max_batches=2)).fit()
+    assert (tmp_path / "a" / "digits-tiny_2.weights").read_bytes() == \
+        (tmp_path / "b" / "digits-tiny_last.weights").read_bytes()
+    mid = tmp_path / "b" / "digits-tiny_last.weights"
+    net = darknet.load(cfg, mid)
+    assert net.seen == 4
+    run = _training(net, scenes, tmp_path / "b", save_every=2, **kw)
+    assert run.resume(mid)
+    run.fit()
+    a = (tmp_path / "a" / "digits-tiny_final.weights").read_bytes()
+    b = (tmp_path / "b" / "digits-tiny_final.weights").read_bytes()
+    assert a == b
+    hist = [json.loads(line)["batch"] for line in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert hist == [1, 2, 3, 4]
+
+
+def test_nan_names_batch_and_layer(scenes, tmp_path):
+    cfg = small_cfg(tmp_path, 32)
+    net = darknet.load(cfg)
+    run = _training(net, scenes, tmp_path / "c", max_batches=3, batch=2)
+    conv = net.layers[4]
+    conv.weight.data[0, 0, 0, 0] = np.nan
+    with pytest.raises(DivergenceError, match=r"batch 1: .*layer 4 \[convolutional\]"):
+        run.fit()
+
+
+def test_user_mistakes_are_one_line(scenes, tmp_path, capsys):
+    cfg = small_cfg(tmp_path, 32)
+    assert main(["detector", "map", str(tmp_path / "nope.data"), str(cfg), str(tmp_path / "w.weights")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err and "Traceback" not in err
+    bad = tmp_path / "three.data"
+    bad.write_text("classes = 3\ntrain = " + str(scenes.parent / "train.txt") + "\n")
+    assert main(["detector", "train", str(bad), str(cfg), "--max-batches", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "classes=10" in err and "classes = 3" in err and err.count("\n") == 1
+    assert main(["detector", "map", str(scenes), str(cfg), str(tmp_path / "missing.weights")]) == 1
+    assert "missing.weights" in capsys.readouterr().err
