@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from collections import OrderedDict
@@ -15,14 +16,34 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from .. import backend
-from ..errors import BackwardError, DTypeError, StateDictError
+from ..errors import BackwardError, DTypeError, ShapeError, StateDictError
 from .parameter import Parameter
 
 _call_depth = threading.local()
 
 
+def _checked_backward(backward):
+    """``backward`` that first compares δ with the shape of the cached forward's output (ShapeError naming both,
+    before the cache is consumed), instead of failing inside a product and losing the cache."""
+    @functools.wraps(backward)
+    def wrapper(self, *args, **kwargs):
+        shape = self.__dict__.get("_out_shape")
+        if shape is not None and args and isinstance(args[0], np.ndarray) and args[0].shape != shape:
+            raise ShapeError(f"{type(self).__name__}.backward: gradient of shape {args[0].shape} does not fit the "
+                             f"forward pass: δ = ∂C/∂output expected {shape}")
+        return backward(self, *args, **kwargs)
+    wrapper._shape_checked = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class Module:
     """Base class of layers and networks (PyTorch's names: parameters, state_dict, train/eval, ...)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        bw = cls.__dict__.get("backward")
+        if bw is not None and callable(bw) and not getattr(bw, "_shape_checked", False):
+            cls.backward = _checked_backward(bw)
 
     def __init__(self) -> None:
         object.__setattr__(self, "_parameters", OrderedDict())
@@ -68,9 +89,13 @@ class Module:
             backend.check_array(x, f"input of {type(self).__name__}", finite=True)
         _call_depth.d = depth + 1
         try:
-            return self.forward(x, *args, **kwargs)
+            out = self.forward(x, *args, **kwargs)
         finally:
             _call_depth.d = depth
+        # the shape δ must have in backward (checked there); None when nothing was cached for a backward
+        object.__setattr__(self, "_out_shape",
+                           out.shape if isinstance(out, np.ndarray) and self.keeps_cache else None)
+        return out
 
     def forward(self, x):  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
