@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ._options import int_range, positive_float
+
 # name -> list of (label, factory() -> module, input shape or callable(rng) -> input[, target maker]).
 # Other engineers: add your layer here when its default constructor cannot run on the trial shapes.
 LayerCase = Tuple[str, Callable[[], Any], Any]
@@ -269,8 +271,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "analytic gradients (input and every parameter; ∂C/∂pred for losses) with centred differences. "
                     "Prints a table of relative errors ‖a − n‖/(‖a‖ + ‖n‖); exits with 1 if any check fails.")
     p.add_argument("--only", nargs="+", metavar="NAME", help="check only these classes (e.g. Linear Conv2d)")
-    p.add_argument("--tol", type=float, default=1e-6, help="pass threshold of the relative error (default 1e-6)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    p.add_argument("--tol", type=positive_float, default=1e-6,
+                   help="pass threshold of the relative error, > 0 (default 1e-6)")
+    p.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0,
+                   help="seed of the random inputs, 0..2^32-1 (default 0)")
     return p
 
 
