@@ -59,6 +59,7 @@ def _training(net, data, out, **kw):
 
 def test_digit_detector_loss_falls_and_map_runs(scenes, tmp_path, capsys):
     cfg = small_cfg(tmp_path, 64)
+    backend.manual_seed(0)
     run = _training(darknet.load(cfg), scenes, tmp_path / "backup", max_batches=20, batch=4, learning_rate=0.01)
     hist = run.fit()
     losses = [r["loss"] for r in hist if "loss" in r]
