@@ -181,9 +181,13 @@ class MPIComm(Communicator):
         start = time.monotonic()
         deadline = start + self.timeout
         beat_at = start + min(0.5, self.timeout / 4)
-        pause = 2e-5
+        spin_until = start + 2e-3               # poll freely for 2 ms (a step's allreduce ends within it),
+        pause = 5e-5                            # then sleep between polls, up to 1 ms
         while not MPI.Request.Testall(reqs):
             now = time.monotonic()
+            if now < spin_until:
+                time.sleep(0)
+                continue
             if beat_at and now > beat_at:
                 self._heartbeat()               # "I have reached collective #seq"
                 beat_at = 0.0
