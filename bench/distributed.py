@@ -226,8 +226,8 @@ def _launch(impl: str, procs: int, args) -> dict:
            "--seconds", str(args.seconds)]
     if procs > 1:
         cmd = ["mpirun", "-n", str(procs), "--oversubscribe", "--bind-to", "none"] + \
-              sum((["-x", k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                       "PYTHONPATH",
+              sum((["-x", k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                       "NUMBA_NUM_THREADS", "PYTHONPATH",
                                        "MASTER_ADDR", "MASTER_PORT")), []) + cmd
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]

@@ -14,5 +14,6 @@ from .sync_batchnorm import SyncBatchNorm, SyncDarknetBatchNorm, convert_sync_ba
 
 __all__ = ["Communicator", "LocalComm", "MPIComm", "world", "set_world", "world_size_from_env", "rank_from_env",
            "is_main_process", "quiet_unless_main", "shard_batches",
-           "shard_bounds", "DataParallel", "broadcast_state", "failure_guard", "guarded", "main_rank_only", "GradientReducer",
+           "shard_bounds", "DataParallel", "broadcast_state", "failure_guard", "guarded", "main_rank_only",
+           "GradientReducer",
            "default_bucket_bytes", "SyncBatchNorm", "SyncDarknetBatchNorm", "convert_sync_batchnorm"]

@@ -6,8 +6,9 @@ or non-blocking ``Iallreduce``), barrier. Every wait is bounded: a collective th
 ``timeout`` seconds ends the whole job and names the rank that has not answered: a rank still waiting after
 half a second sends the number of collectives it has reached (and its training step) to rank 0, and rank 0
 to every rank, on a communicator of their own; when the time is up, a rank that never said it reached this
-collective is the one behind. Collectives that complete at once send nothing. ``world()`` picks the communicator of this process: MPI when
-it was launched by ``mpirun``/``mpiexec``/``srun`` with more than one process, else ``LocalComm``.
+collective is the one behind. Collectives that complete at once send nothing. ``world()`` picks the
+communicator of this process: MPI when it was launched by ``mpirun``/``mpiexec``/``srun`` with more than one
+process, else ``LocalComm``.
 """
 from __future__ import annotations
 
