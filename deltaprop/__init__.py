@@ -2,11 +2,21 @@
 equations (every docstring cites a label of docs/equations.md)."""
 from . import backend, blas, errors, functional, gradcheck, nn
 from . import optim
-from . import _malloc  # noqa: F401  (keeps freed memory for reuse; DELTAPROP_MALLOC=0 turns it off)
 from .backend import enable_grad, get_default_dtype, is_grad_enabled, manual_seed, no_grad, set_default_dtype
 from .errors import DeltapropError
 
 __version__ = "0.1.0"
 
+
+def tune() -> dict:
+    """Make the process-wide settings the engine runs fastest with, now rather than on first use (the CLI calls
+    it): glibc keeps freed memory for reuse (``_malloc``), the library of the products is chosen
+    (``DELTAPROP_BLAS``; ``auto`` is measured once per machine, ``calibrate``) and the threads are set up for it
+    (``threads``). ``import deltaprop`` changes none of these. Returns what was chosen (``blas.info()``)."""
+    from . import _malloc
+    _malloc.tune()
+    blas.ensure()
+    return dict(blas.info(), malloc_tuned=_malloc.applied)
+
 __all__ = ["backend", "errors", "functional", "gradcheck", "nn", "optim", "enable_grad", "get_default_dtype",
-           "is_grad_enabled", "manual_seed", "no_grad", "set_default_dtype", "DeltapropError", "__version__"]
+           "is_grad_enabled", "manual_seed", "no_grad", "set_default_dtype", "DeltapropError", "tune", "__version__"]

@@ -6,6 +6,8 @@ outputs, batch-norm buffers). With glibc's defaults the large ones are handed ba
 5,800–7,300 per conv-BN step, which cost 30–55% of the step time (measured, bench/cnn.py shapes).
 Raising the mmap and trim thresholds keeps them in the heap, as deep-learning frameworks' caching
 allocators do; the peak RSS does not change (freed blocks are reused, not added to).
+
+Applied on first use (``deltaprop.blas.ensure``: the first product) or by ``deltaprop.tune()``, never at import.
 """
 from __future__ import annotations
 
@@ -40,6 +42,3 @@ def tune() -> bool:
         return False
     applied = bool(ok)
     return applied
-
-
-tune()

@@ -4,13 +4,20 @@ the layers use, run by Intel oneMKL when it serves this CPU better than NumPy's 
 NumPy's PyPI wheels call OpenBLAS. On Intel CPUs, oneMKL (PyPI package ``mkl``, installed by the ``fast`` extra
 on x86-64; PyTorch's CPU build links the same library) runs the products of the dense and convolutional layers
 faster: on this project's 2-core Xeon the MLP's forward product 784→256 at batch 64 took 142 µs against 222 µs
-(``bench/README.md`` has the measured table). On AMD CPUs OpenBLAS is the faster one, so it stays.
+(``bench/README.md`` has the measured table). Which one is faster depends on the CPU, the libraries' versions and
+the core count, so ``auto`` measures it.
 
-Choice of library (``DELTAPROP_BLAS``, or ``set_backend`` at run time):
+Choice of library (``DELTAPROP_BLAS``, or ``set_backend`` at run time), made on first use (the first product),
+never at import:
 
-- ``auto`` (default): MKL when ``libmkl_rt`` loads and the CPU is an Intel one, else NumPy;
+- ``auto`` (default): the faster of the two on this machine, measured once by ``deltaprop.calibrate`` (the
+  engine's products with the numba kernels in between, well under a second) and cached per machine; NumPy's
+  own BLAS when MKL is not installed;
 - ``mkl``: MKL wherever it loads (an error names the problem when it does not);
 - ``numpy``: always ``np.matmul``.
+
+The threads of the products are set up with the library (``deltaprop.threads``): MKL on GNU OpenMP shares one
+pool with the numba kernels; NumPy's BLAS keeps its own and numba's threads sleep between kernels.
 
 MKL is called through ``ctypes`` (``cblas_?gemm``, ``cblas_?gemm_batch_strided``, ``cblas_?gemv``) on the arrays'
 own memory: row-major operands, or transposed views of them, are passed with the transpose flag and leading
@@ -46,6 +53,9 @@ _PLANS_MAX = 512
 _use_mkl = False
 _via_numba = False
 _backend = "numpy"
+_ready = False                  # a library was chosen (first use, ``ensure``, or ``set_backend``)
+_ensuring = False
+_choice: Dict[str, object] = {}  # how the library was chosen (``deltaprop.calibrate``'s record for ``auto``)
 CTYPES_MIN_MACS = 1 << 18       # OpenBLAS's own one-thread limit (65536 × GEMM_MULTITHREAD_THRESHOLD 4)
 _load_error: Optional[str] = None
 _threading: Optional[str] = None  # MKL's threading layer once chosen: "gnu", "intel", or MKL_THREADING_LAYER's value
@@ -139,17 +149,19 @@ def _choose_threading(lib) -> None:
       (``release_threads``), so the NumPy passes can use the cores while MKL is idle; Intel OpenMP's threads
       spin for 200 ms after each product and take a core from any other thread.
 
-    Must come before MKL's first call. ``MKL_THREADING_LAYER``, when set, is left to MKL; when ``libgomp``
-    does not load, MKL keeps its default (Intel OpenMP)."""
+    Must come before MKL's first call; ``deltaprop.threads`` has loaded ``libgomp`` by then.
+    ``MKL_THREADING_LAYER``, when set, is left to MKL; when ``libgomp`` did not load, or numba's kernels run on
+    another layer, MKL keeps its default (Intel OpenMP)."""
     global _threading, _pause
     if "MKL_THREADING_LAYER" in os.environ:
         _threading = os.environ["MKL_THREADING_LAYER"].lower()
         return
+    from . import threads
     from .functional import _numba
     _threading = "intel"
     if not hasattr(lib, "MKL_Set_Threading_Layer"):
         return
-    gomp = _load_gomp()
+    gomp = threads.gomp()
     if gomp is None or not (_numba.omp_available() or _numba.numba_module() is None):
         return
     lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
@@ -160,18 +172,6 @@ def _choose_threading(lib) -> None:
         if _pause is not None:
             _pause.argtypes = [ctypes.c_int]
             _pause.restype = ctypes.c_int
-
-
-def _load_gomp():
-    """``libgomp`` loaded with its symbols global (MKL's GNU threading layer links against it), or None."""
-    for name in ("libgomp.so.1", ctypes.util.find_library("gomp")):
-        if not name:
-            continue
-        try:
-            return ctypes.CDLL(name, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        except OSError:
-            continue
-    return None
 
 
 def release_threads() -> bool:
@@ -245,37 +245,79 @@ def _small_for_ctypes(macs: int) -> bool:
 
 def set_backend(name: str = "auto") -> str:
     """Choose the library for ``matmul``: "auto", "mkl" or "numpy"; returns the one in use ("mkl"/"numpy").
+    ``auto`` takes the calibrated choice (``deltaprop.calibrate``: cached per machine, measured on a miss).
     With numba (and ``DELTAPROP_NUMBA`` not 0) MKL is called through compiled wrappers; without it through
     ctypes, whose ~10 µs per call only pays off on products of at least ``CTYPES_MIN_MACS`` multiply-adds
-    (smaller ones stay with NumPy, whose BLAS runs them on one thread)."""
-    global _use_mkl, _via_numba, _backend, _load_error
+    (smaller ones stay with NumPy, whose BLAS runs them on one thread). The threads are set up for the library
+    chosen first in the process (``deltaprop.threads``); a later switch keeps them."""
+    global _ready, _choice
     name = str(name).lower()
     if name not in ("auto", "mkl", "numpy"):
         raise BlasError(f"DELTAPROP_BLAS / set_backend: expected 'auto', 'mkl' or 'numpy', got {name!r}")
+    _ready = True
+    if name == "auto":
+        from . import calibrate
+        _choice = calibrate.choose()
+        name = str(_choice["choice"])
+    else:
+        _choice = {"choice": name, "reason": "set by DELTAPROP_BLAS or set_backend"}
+    return use(name)
+
+
+def use(name: str) -> str:
+    """Put ``name`` ("mkl" or "numpy") in use for ``matmul``, starting the threads for it if none run yet
+    (``set_backend`` without the calibration; ``deltaprop.calibrate`` times each library through it)."""
+    global _use_mkl, _via_numba, _backend, _load_error
+    from . import threads
+    from .functional import _numba
     _use_mkl = False
     _plans.clear()
-    if name != "numpy":
+    if name == "mkl":
+        if threads.started() is None:
+            threads.start("shared")
         _load_error = _load()
-        if name == "mkl" and _load_error:
+        if _load_error:
             raise BlasError(f"MKL requested but unusable: {_load_error}")
-        _use_mkl = _load_error is None and (name == "mkl" or _cpu_vendor() == "intel")
-    from .functional import _numba
+        _use_mkl = True
+    elif _numba.numba_module() is not None and threads.started() is None:
+        threads.start("passive")
     _via_numba = _use_mkl and _numba.numba_module() is not None
     _backend = "mkl" if _use_mkl else "numpy"
     return _backend
 
 
+def ensure() -> str:
+    """Choose the library (``DELTAPROP_BLAS``, default ``auto``) and set up the threads, once per process: on the
+    first product, the first parallel kernel, or ``deltaprop.tune()``. Also keeps freed memory for reuse
+    (``deltaprop._malloc``). Returns the library in use."""
+    global _ensuring
+    if _ready or _ensuring:
+        return _backend
+    _ensuring = True
+    try:
+        from . import _malloc
+        _malloc.tune()
+        set_backend(os.environ.get("DELTAPROP_BLAS", "auto"))
+    finally:
+        _ensuring = False
+    return _backend
+
+
 def backend() -> str:
-    """The library ``matmul`` uses now: "mkl" or "numpy"."""
+    """The library ``matmul`` uses: "mkl" or "numpy" (chosen now if not yet)."""
+    ensure()
     return _backend
 
 
 def info() -> Dict[str, object]:
-    """What is in use and why (for bench result lines and ``deltaprop --version``-style reports)."""
+    """What is in use and why (for ``deltaprop info`` and bench result lines); chooses the library if not yet."""
+    from . import threads
+    ensure()
     return {"backend": _backend, "calls": ("numba" if _via_numba else "ctypes") if _use_mkl else "numpy",
             "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
             "mkl_error": _load_error, "mkl_threading": _threading,
-            "setting": os.environ.get("DELTAPROP_BLAS", "auto")}
+            "setting": os.environ.get("DELTAPROP_BLAS", "auto"), "choice": dict(_choice),
+            "threads": threads.describe()}
 
 
 # --- operand layouts -------------------------------------------------------------------------------
@@ -307,7 +349,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np
     other's batch); run by MKL when it is the backend in use and the operands are float32/float64 of one
     dtype with row-major or transposed layouts. The result is a new C-contiguous array, or ``out``."""
     if not _use_mkl:
-        return np.matmul(a, b, out=out)
+        if _ready or _ensuring or ensure() != "mkl":
+            return np.matmul(a, b, out=out)
     if out is None:
         plan = _plans.get(_plan_key(a, b))
         if plan is not None and a.flags.aligned and b.flags.aligned:
@@ -417,5 +460,3 @@ def _gemm_batch(t: str, a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray],
                          b if b.ndim == 3 else b[None], lb[1], sb, out, nb)
     return out
 
-
-set_backend(os.environ.get("DELTAPROP_BLAS", "auto"))

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 REQUIRE_TORCH = os.environ.get("DELTAPROP_REQUIRE_TORCH") == "1"
+# DELTAPROP_BLAS=auto without the per-machine measurement: no test depends on which library this machine prefers
+# (tests/test_blas.py runs both; tests/test_calibrate.py switches the measurement back on).
+os.environ.setdefault("DELTAPROP_CALIBRATE", "0")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = ROOT / "tests" / "fixtures"

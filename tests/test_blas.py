@@ -107,9 +107,13 @@ def test_info_reports_the_choice():
     assert info["cpu_vendor"] in ("intel", "amd", "other")
 
 
-def test_auto_prefers_numpy_off_intel(monkeypatch, restore_backend):
-    monkeypatch.setattr(blas, "_cpu_vendor", lambda: "amd")
+def test_auto_takes_the_calibrated_choice(monkeypatch, restore_backend, tmp_path):
+    from deltaprop import calibrate
+    monkeypatch.setenv("DELTAPROP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("DELTAPROP_CALIBRATE", "1")
+    monkeypatch.setattr(calibrate, "measure", lambda: {"numpy": 1.0, "mkl": 2.0})
     assert blas.set_backend("auto") == "numpy"
+    assert blas.info()["choice"]["choice"] == "numpy" and "measured" in blas.info()["choice"]["reason"]
 
 
 def test_mkl_request_without_the_library_names_the_problem(monkeypatch, restore_backend):

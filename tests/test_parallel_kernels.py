@@ -1,5 +1,6 @@
 """The parallel numba kernels (``jit(parallel=True)``): same numbers as the NumPy path on both routes, the
-serial build for small arrays and forked children, one OpenMP pool shared with MKL, and fork safety."""
+serial build for small arrays and forked children, the user's threading choices kept, and fork safety (the pools
+themselves: tests/test_threads.py)."""
 import os
 import subprocess
 import sys
@@ -94,14 +95,6 @@ def test_parallel_kernels_choose_their_build_by_size_and_fork(monkeypatch):
     assert kernel.compiled(10 ** 9) is small and _numba.in_forked_child()
 
 
-def test_mkl_shares_numbas_openmp_pool():
-    """With numba's GNU OpenMP layer and MKL loaded (and MKL_THREADING_LAYER unset), MKL runs on GNU OpenMP."""
-    info = blas.info()
-    if not info["mkl_loaded"] or not _numba.omp_available() or "MKL_THREADING_LAYER" in os.environ:
-        pytest.skip("needs MKL, numba's OpenMP layer and no MKL_THREADING_LAYER")
-    assert info["mkl_threading"] == "gnu"
-
-
 def test_user_threading_choices_are_kept(tmp_path):
     code = textwrap.dedent("""
         import deltaprop.blas as b, deltaprop.functional._numba as n
@@ -109,7 +102,8 @@ def test_user_threading_choices_are_kept(tmp_path):
         import numba
         print(b.info()["mkl_threading"], numba.config.THREADING_LAYER_PRIORITY)
     """)
-    env = dict(os.environ, MKL_THREADING_LAYER="SEQUENTIAL", NUMBA_THREADING_LAYER_PRIORITY="workqueue omp tbb")
+    env = dict(os.environ, DELTAPROP_BLAS="mkl", MKL_THREADING_LAYER="SEQUENTIAL",
+               NUMBA_THREADING_LAYER_PRIORITY="workqueue omp tbb")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     layer, priority = out.stdout.split(" ", 1)

@@ -2,12 +2,11 @@
 when numba is importable and ``DELTAPROP_NUMBA`` is not "0"; otherwise callers use their NumPy path,
 which gives the same numbers.
 
-Parallel kernels (``jit(parallel=True)``, loops over ``numba.prange``) run on numba's OpenMP threading layer,
-which is GNU OpenMP (``libgomp``). ``deltaprop.blas`` then runs MKL on the same libgomp (MKL's GNU threading
-layer): the matrix products and the parallel kernels share one pool of threads, which stay hot between them.
-With two pools (MKL's Intel OpenMP and numba's), each pool's idle threads spin on the cores the other needs,
-and the parallel kernels measured no faster than serial ones. ``NUMBA_THREADING_LAYER`` or
-``NUMBA_THREADING_LAYER_PRIORITY``, when set, are left as they are.
+Parallel kernels (``jit(parallel=True)``, loops over ``prange``) run on numba's threading layer, set up by
+``deltaprop.threads`` before the first one runs: GNU OpenMP shared with MKL's products, or with a wait policy
+that lets the threads sleep between kernels when NumPy's BLAS runs the products on its own threads
+(docs/core.md, "One pool of threads"). Nothing here imports numba at import time: ``prange`` and the
+``inline`` helpers are bound to numba's when the first kernel compiles.
 
 Each parallel kernel also has a serial compilation of the same code, used for small arrays (below
 ``PARALLEL_MIN``, where starting the threads costs more than it saves) and in a process forked after
@@ -22,18 +21,18 @@ from typing import Callable, Optional
 
 from .._env import env_flag, env_int
 
-try:            # the loop of parallel kernels (numba knows it by identity); plain ``range`` without numba
-    from numba import prange
-except Exception:  # pragma: no cover - numba absent or broken: kernels are then never compiled
-    prange = range
+# The loop of parallel kernels: ``range`` here; a kernel module's ``prange`` is rebound to numba's (which numba
+# knows by identity) just before its first kernel compiles, so ``import deltaprop`` does not import numba.
+prange = range
 
 _numba = None
 _checked = False
 _wanted: Optional[bool] = None   # set_enabled's choice; None: DELTAPROP_NUMBA decides
 _forked = False
+_serial_only = False              # numba has no usable threading layer: parallel kernels run their serial build
+_pending_inline = []              # ``inline`` helpers declared before numba was imported
 # elements: below this a parallel kernel runs its serial compilation (DELTAPROP_PARALLEL_MIN overrides it)
 PARALLEL_MIN = env_int("DELTAPROP_PARALLEL_MIN", 1 << 15)
-_OMP_FIRST = ["omp", "tbb", "workqueue"]
 
 
 def _after_fork_in_child() -> None:
@@ -51,29 +50,26 @@ def in_forked_child() -> bool:
     return _forked
 
 
-def _prefer_omp(numba) -> None:
-    """Put numba's OpenMP layer first, unless the user chose a threading layer."""
-    if "NUMBA_THREADING_LAYER" in os.environ or "NUMBA_THREADING_LAYER_PRIORITY" in os.environ:
-        return
-    try:
-        numba.config.THREADING_LAYER_PRIORITY = list(_OMP_FIRST)
-    except AttributeError:  # pragma: no cover - numba older than 0.55
-        pass
+def disable_parallel() -> None:
+    """Run every parallel kernel's serial build (numba found no threading layer it can use)."""
+    global _serial_only
+    _serial_only = True
 
 
 def omp_available() -> bool:
-    """Whether numba's parallel kernels will run on GNU OpenMP (``libgomp``), the pool MKL can share."""
-    nb = numba_module()
-    if nb is None:
-        return False
-    layer = os.environ.get("NUMBA_THREADING_LAYER", "")
-    if layer and layer not in ("omp", "default", "safe", "forksafe"):
-        return False
+    """Whether numba's parallel kernels run on GNU OpenMP (``libgomp``), the pool MKL can share; known once
+    ``deltaprop.threads`` started the pools (False before)."""
+    from .. import threads
+    return numba_module() is not None and str(threads.describe().get("numba_layer")) == "omp" \
+        and _omp_vendor() == "GNU"
+
+
+def _omp_vendor() -> str:
     try:
         from numba.np.ufunc import omppool
     except ImportError:
-        return False
-    return getattr(omppool, "openmp_vendor", "") == "GNU"
+        return ""
+    return getattr(omppool, "openmp_vendor", "")
 
 
 def numba_module():
@@ -86,10 +82,16 @@ def numba_module():
             try:
                 import numba  # noqa: F401
                 _numba = numba
-                _prefer_omp(numba)
+                _register_inline()
             except ImportError:
                 _numba = None
     return _numba
+
+
+def _register_inline() -> None:
+    from numba.extending import register_jitable
+    while _pending_inline:
+        register_jitable(_pending_inline.pop())
 
 
 def enabled() -> bool:
@@ -124,11 +126,11 @@ def inline(fn: Callable) -> Callable:
 
     Call it only from kernels of its own module: numba's on-disk cache checks the kernel's source file, so a
     change to a helper in another module would leave the cached kernels that inline it stale."""
-    try:
+    if _numba is not None:
         from numba.extending import register_jitable
-    except ImportError:
-        return fn
-    return register_jitable(fn)
+        return register_jitable(fn)
+    _pending_inline.append(fn)     # registered when numba is imported (``numba_module``)
+    return fn
 
 
 def jit(fn: Callable = None, **options) -> Callable:
@@ -147,9 +149,17 @@ def jit(fn: Callable = None, **options) -> Callable:
             nb = numba_module()
             if nb is None:
                 return None
-            par = parallel and not _forked and (n is None or n >= PARALLEL_MIN)
+            par = parallel and not _forked and not _serial_only and (n is None or n >= PARALLEL_MIN)
             c = state.get(par)
             if c is None:
+                if par:
+                    from .. import blas, threads
+                    blas.ensure()          # the pools are set up before numba starts its threads
+                    threads.start_kernels()
+                    if _serial_only:
+                        return compiled(n)
+                if f.__globals__.get("prange") is range:
+                    f.__globals__["prange"] = nb.prange
                 # numba's on-disk cache keys by qualified name, not by flags: the serial build of a
                 # parallel kernel is compiled from a renamed copy so the two never load each other's code
                 src = _renamed(f, "__serial") if parallel and not par else f
