@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import List, Optional
 
@@ -13,7 +14,7 @@ from .errors import DeltapropError
 # optional packages -> the pyproject extra that installs them (named when one is missing)
 EXTRA_OF = {"matplotlib": "plot", "PIL": "images", "numba": "fast", "threadpoolctl": "fast", "mpi4py": "mpi"}
 COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors",
-            "detector"]
+            "detector", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +45,8 @@ def _error_line(command: str, e: BaseException) -> str:
         where = e.filename if e.filename is not None else ""
         where2 = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
         reason = e.strerror or str(e)
+        if isinstance(e, FileExistsError) and where and os.path.isfile(where):
+            reason = "a file is in the way: it exists and is not a directory"
         return f"deltaprop {command}: error: {where}{where2}: {reason}" if where else \
             f"deltaprop {command}: error: {reason}"
     if isinstance(e, ImportError):
@@ -73,6 +76,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
+        from . import tune
+        tune()          # malloc tuning, the BLAS library and the threads, before the command (docs/core.md)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if debug:

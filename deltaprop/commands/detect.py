@@ -83,7 +83,14 @@ def run(args) -> int:
     with quiet:
         for path in args.images:
             img = load_image(path, channels=net.input_shape[0])
-            boxes = detect_image(net, img, args.thresh, args.nms, names)
+            try:
+                boxes = detect_image(net, img, args.thresh, args.nms, names)
+            except OverflowError:   # a box of infinite size cannot become pixel corners
+                from ..errors import ValueRangeError
+                raise ValueRangeError(f"{path}: the network's box sizes overflow to infinity: "
+                                      + ("random weights give such outputs; use trained --weights"
+                                         if args.random_weights else
+                                         f"are {args.weights} really the weights of {args.cfg}?")) from None
             print(f"{path}: {len(boxes)} box(es)")
             for b in boxes:
                 print(f"  {b}")
