@@ -73,3 +73,12 @@ def test_memory_bytes_in_python_integers():
 
 def test_mib_is_exact_for_any_size():
     assert mib(3 * 2 ** 19) == "1.5" and mib(2 ** 2000) == f"{2 ** 1980:,}.0"
+
+
+@pytest.mark.parametrize("layer", ["[maxpool]\nsize=100000\nstride=2\n",
+                                   "[convolutional]\nfilters=1\nsize=1\nstride=100000\npadding=50000\n"])
+def test_padding_counted_in_the_budget(layer):
+    """Found by the campaign: a window of 100000 on a 12×7 input plans a 6×4 output, but its forward pass
+    pads the input to 100010×100006 (112 GiB). The padded copy is the layer's workspace in the plan."""
+    text = "[net]\nwidth=7\nheight=12\nchannels=3\n" + layer
+    raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text), match="memory budget")

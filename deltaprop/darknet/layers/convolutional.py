@@ -51,7 +51,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     table = (f"conv  {filters:5d} {size:2d} x{size:2d} /{stride:2d}  {w:4d} x{h:4d} x{c:4d}   ->  "
              f"{ow:4d} x{oh:4d} x{filters:4d}  {flops / 1e9:5.3f} BFLOPs")
     return LayerSpec(ctx.index, "convolutional", sec, (ctx.prev_index,), (c, h, w), (filters, oh, ow), attrs,
-                     n_params, flops, c * size * size * oh * ow, table)
+                     n_params, flops, max(c * size * size * oh * ow, c * (h + 2 * padding) * (w + 2 * padding)),
+                     table)  # workspace: the columns, or the padded copy of the input when that is larger
 
 
 class ConvolutionalLayer(DarknetLayer):

@@ -32,7 +32,7 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     attrs = dict(common_attrs(sec), size=size, stride=stride, padding=padding, pads=pads)
     table = f"max          {size} x {size} / {stride}  {w:4d} x{h:4d} x{c:4d}   ->  {ow:4d} x{oh:4d} x{c:4d}"
     return LayerSpec(ctx.index, "maxpool", sec, (ctx.prev_index,), (c, h, w), (c, oh, ow), attrs,
-                     0, 0.0, 0, table)
+                     0, 0.0, c * (h + padding) * (w + padding), table)  # workspace: the padded copy
 
 
 class MaxpoolLayer(DarknetLayer):
