@@ -11,6 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENV_MODES = ("as-is", "unset", "haswell")
+BLAS_CHOICES = ("mkl", "numpy")        # DELTAPROP_BLAS of the deltaprop workers: the matrix {MKL, OpenBLAS}
+# issue 17's targets, deltaprop (numba on) / PyTorch, on either library
+ISSUE17_TARGETS = {"mlp": 1.2, "lenet-train": 0.8, "convbn-train": 0.8, "lenet-infer": 0.8}
 
 
 def blas_info() -> list:
@@ -21,6 +24,33 @@ def blas_info() -> list:
         return [{"error": "threadpoolctl not installed"}]
     return [{k: d.get(k) for k in ("user_api", "internal_api", "prefix", "version", "architecture",
                                    "num_threads", "threading_layer")} for d in threadpool_info()]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else the platform's string)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_record(dp=None) -> dict:
+    """What a result line was measured on: CPU model, the BLAS of the products, the threading layer and the wait
+    policy (deltaprop's own record when ``dp`` is the imported package; the OpenMP variables otherwise)."""
+    rec = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else os.cpu_count(), "omp_env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                                           "OMP_NUM_THREADS")}}
+    if dp is not None:
+        info = dp.blas.info()
+        t = info.get("threads", {})
+        rec.update({"blas": info["backend"], "blas_setting": info["setting"], "mkl_threading": info["mkl_threading"],
+                    "threading_layer": t.get("numba_layer", "none (numba off)"), "thread_design": t.get("design"),
+                    "wait_policy": t.get("wait_policy")})
+    return rec
 
 
 def openblas_env() -> dict:
@@ -59,10 +89,20 @@ def rotated(items, r: int) -> list:
 
 
 def add_run_options(ap, seconds: float, warmup: float, envs) -> None:
-    """The options every benchmark has: interleaved rounds, seconds measured and warmed up per run, and the
-    OPENBLAS environments to run under."""
+    """The options every benchmark has: interleaved rounds, seconds measured and warmed up per run, the
+    OPENBLAS environments to run under, the libraries of deltaprop's products, and ``--quick``."""
+    ap.add_argument("--blas", nargs="+", default=list(BLAS_CHOICES), choices=list(BLAS_CHOICES),
+                    help="DELTAPROP_BLAS of the deltaprop runs (default: mkl numpy, the matrix with numba on/off)")
+    ap.add_argument("--quick", action="store_true",
+                    help="2 rounds, 1 s per run, one environment (unset): a check that everything runs, ~2-4 min")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--seconds", type=float, default=seconds, help=f"measured seconds per run (default {seconds})")
     ap.add_argument("--warmup", type=float, default=warmup, help=f"warm-up seconds per run (default {warmup})")
     ap.add_argument("--envs", nargs="+", default=list(envs), choices=list(ENV_MODES),
                     help=f"OPENBLAS environments (default {' '.join(envs)})")
+
+
+def apply_quick(args) -> None:
+    """``--quick``: fewer, shorter rounds under one environment."""
+    if args.quick:
+        args.rounds, args.seconds, args.warmup, args.envs = 2, 1.0, min(args.warmup, 0.4), ["unset"]

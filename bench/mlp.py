@@ -10,7 +10,12 @@ runs under each environment of ``--envs``:
 - ``haswell``: ``OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (the guard some machines set: AVX2 kernel).
 
     python3 bench/mlp.py                     # all, writes bench/results/mlp.jsonl
-    python3 bench/mlp.py --rounds 7 --batches 64 256 --envs as-is unset
+    python3 bench/mlp.py --quick             # 2 short rounds, batch 64: a check that it runs (~2 min)
+    python3 bench/mlp.py --rounds 7 --batches 64 256 --envs as-is unset --blas numpy
+
+deltaprop runs on each library of ``--blas`` (``DELTAPROP_BLAS=mkl`` and ``numpy``: the matrix {MKL, OpenBLAS})
+with numba on and off; every result line records the CPU model, the BLAS, the threading layer and the wait
+policy (``host``), and each summary line is per (environment, batch, library), with issue 17's target.
 
 Output: one JSON line per measurement, then one summary line per (env, batch) with the medians and
 ``ratio = deltaprop / torch``; all written to ``--out`` (JSON lines) and printed. A third worker,
@@ -32,12 +37,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, rotated,  # noqa: E402
-                     run_header)
+from _common import (ISSUE17_TARGETS, ROOT, add_run_options, apply_quick, blas_info,  # noqa: E402
+                     env_for as _env_for, host_record, openblas_env, rotated, run_header)
 
 SIZES = (784, 256, 128, 10)
 WINDOW_S = 0.25
 IMPLS = ["deltaprop", "torch", "gemm-only", "gemm+update"]
+NONUMBA = "deltaprop-nonumba"        # deltaprop with DELTAPROP_NUMBA=0 (the NumPy path): run label, not a worker
 
 
 def _data(n: int = 8192, seed: int = 0):
@@ -100,6 +106,7 @@ def worker_deltaprop(batch: int, warmup_s: float, measure_s: float) -> dict:
         opt.step()
     r = _time_loop(step, nb, batch, warmup_s, measure_s)
     r["deltaprop_blas"] = dp.blas.info()
+    r["host"] = host_record(dp)
     return r
 
 
@@ -151,6 +158,7 @@ def worker_gemm(batch: int, warmup_s: float, measure_s: float, update: bool = Fa
                 sgd(p, grad, buf)
     r = _time_loop(step, nb, batch, warmup_s, measure_s)
     r["deltaprop_blas"] = dp.blas.info()
+    r["host"] = host_record(dp)
     return r
 
 
@@ -176,6 +184,7 @@ def worker_torch(batch: int, warmup_s: float, measure_s: float) -> dict:
     r = _time_loop(step, nb, batch, warmup_s, measure_s)
     r["torch_version"] = torch.__version__
     r["torch_threads"] = torch.get_num_threads()
+    r["host"] = dict(host_record(), blas="torch's MKL", threading_layer="torch's OpenMP")
     return r
 
 
@@ -191,10 +200,23 @@ def run_worker(args) -> None:
     print(json.dumps(res), flush=True)
 
 
-def measure(impl: str, batch: int, mode: str, args) -> dict:
+def runs_of_round(args, r: int) -> list:
+    """(label, worker, DELTAPROP_BLAS, numba) of one round: per library deltaprop with numba on and off and the
+    two product workers, and PyTorch; the order rotates round by round."""
+    runs = [("torch", "torch", None, True)]
+    for b in args.blas:
+        runs += [("deltaprop", "deltaprop", b, True), (NONUMBA, "deltaprop", b, False),
+                 ("gemm-only", "gemm-only", b, True), ("gemm+update", "gemm+update", b, True)]
+    return rotated(runs, r)
+
+
+def measure(impl: str, batch: int, mode: str, args, blas=None, numba: bool = True) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, "--batch", str(batch),
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     env = _env_for(mode)
+    if blas:
+        env["DELTAPROP_BLAS"] = blas
+    env["DELTAPROP_NUMBA"] = "1" if numba else "0"
     if args.threads:
         for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[k] = str(args.threads)
@@ -211,7 +233,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--batches", type=int, nargs="+", default=[64, 256], help="batch sizes (default 64 256)")
-    add_run_options(ap, seconds=2.0, warmup=0.5, envs=("as-is", "unset", "haswell"))
+    add_run_options(ap, seconds=2.0, warmup=0.5, envs=("unset",))
     ap.add_argument("--threads", type=int, default=None,
                     help="BLAS/torch threads (default: the libraries' default, all cores)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mlp.jsonl"), help="JSON-lines output")
@@ -219,6 +241,9 @@ def main() -> None:
     if args.worker:
         run_worker(args)
         return
+    apply_quick(args)
+    if args.quick:
+        args.batches = [64]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [run_header("mlp", "training samples/s, MLP 784-256-128-10 ReLU, CE, SGD momentum, float32", args,
@@ -226,65 +251,71 @@ def main() -> None:
     results = []
     for mode in args.envs:
         for r in range(args.rounds):
-            order = rotated(IMPLS, r)
             for batch in args.batches:
-                for impl in order:
-                    res = measure(impl, batch, mode, args)
-                    res["round"] = r
+                for label, impl, blas, numba in runs_of_round(args, r):
+                    res = measure(impl, batch, mode, args, blas, numba)
+                    res.update({"round": r, "impl": label, "blas_setting": blas, "numba": numba})
                     results.append(res)
                     lines.append(res)
                     print(json.dumps(res), flush=True)
     summaries = []
     for mode in args.envs:
         for batch in args.batches:
-            med = {}
-            kernels = {}
-            for impl in IMPLS:
-                vals = [x["samples_per_s"] for x in results
-                        if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl]
-                med[impl] = statistics.median(vals)
-                kernels[impl] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}"
-                                        for x in results if x["env_mode"] == mode and x["impl"] == impl
-                                        for b in x["blas"]})
-            cpu = {impl: statistics.median([x["samples_per_cpu_s"] for x in results if x["env_mode"] == mode
-                                            and x["batch"] == batch and x["impl"] == impl]) for impl in med}
-            best = {impl: statistics.median([x["best_window_samples_per_s"] for x in results
-                                             if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl])
-                    for impl in med}
-            paired = []   # deltaprop / torch within a round (measured back to back: same machine state)
-            for r in range(args.rounds):
-                d = {x["impl"]: x["samples_per_s"] for x in results
-                     if x["env_mode"] == mode and x["batch"] == batch and x["round"] == r}
-                if "deltaprop" in d and "torch" in d:
-                    paired.append(d["deltaprop"] / d["torch"])
-            s = {"summary": True, "env_mode": mode, "batch": batch, "threads": args.threads or "default",
-                 "paired_ratio_median": round(statistics.median(paired), 3) if paired else None,
-                 "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
-                 "ratio": round(med["deltaprop"] / med["torch"], 3),
-                 "ratio_per_cpu_s": round(cpu["deltaprop"] / cpu["torch"], 3),
-                 "deltaprop_best_window_median": round(best["deltaprop"]),
-                 "torch_best_window_median": round(best["torch"]),
-                 "ratio_best_window": round(best["deltaprop"] / best["torch"], 3), "blas_kernels": kernels,
-                 "gemm_only_median": round(med["gemm-only"]),
-                 "ceiling_ratio": round(med["gemm-only"] / med["torch"], 3),
-                 "gemm_update_median": round(med["gemm+update"]),
-                 "floor_ratio": round(med["gemm+update"] / med["torch"], 3),
-                 "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None)}
-            summaries.append(s)
-            lines.append(s)
+            for lib in args.blas:
+                summaries.append(_summary(results, mode, batch, lib, args))
+                lines.append(summaries[-1])
     with open(out, "w") as f:
         for x in lines:
             f.write(json.dumps(x) + "\n")
     print("\nsummary (training samples/s, medians):")
     for s in summaries:
-        print(f"  {s['env_mode']:>7}  batch {s['batch']:>4}: deltaprop {s['deltaprop_median']:>9,}  "
-              f"torch {s['torch_median']:>9,}  ratio {s['ratio']:.2f}x  (paired {s['paired_ratio_median']:.2f}x; best windows "
+        print(f"  {s['env_mode']:>7}  batch {s['batch']:>4}  {s['blas']:>5}: deltaprop {s['deltaprop_median']:>9,} "
+              f"(numba off {s['deltaprop_numba_off_median']:,})  torch {s['torch_median']:>9,}  "
+              f"ratio {s['ratio']:.2f}x (numba off {s['ratio_numba_off']:.2f}x; target {s['target']}x: "
+              f"{'met' if s['meets_target'] else 'NOT met'})  (paired {s['paired_ratio_median']:.2f}x; best windows "
               f"{s['deltaprop_best_window_median']:,} / {s['torch_best_window_median']:,} = "
               f"{s['ratio_best_window']:.2f}x; per CPU-s {s['ratio_per_cpu_s']:.2f}x; "
               f"products alone {s['gemm_only_median']:,} = ceiling {s['ceiling_ratio']:.2f}x; "
               f"products + SGD update {s['gemm_update_median']:,} = {s['floor_ratio']:.2f}x; "
-              f"{', '.join(s['blas_kernels']['deltaprop'])})")
+              f"{s['host'].get('threading_layer')}, {s['host'].get('wait_policy')})")
     print(f"written to {out}")
+
+
+def _summary(results, mode: str, batch: int, lib: str, args) -> dict:
+    """Medians and ratios of one (environment, batch, library): deltaprop (numba on and off) against PyTorch."""
+    def rows(impl):
+        return [x for x in results if x["env_mode"] == mode and x["batch"] == batch and x["impl"] == impl
+                and (impl == "torch" or x["blas_setting"] == lib)]
+    impls = IMPLS + [NONUMBA]
+    med = {impl: statistics.median([x["samples_per_s"] for x in rows(impl)]) for impl in impls}
+    kernels = {impl: sorted({f"{b.get('internal_api')}:{b.get('architecture')}" for x in rows(impl)
+                             for b in x["blas"]}) for impl in impls}
+    cpu = {impl: statistics.median([x["samples_per_cpu_s"] for x in rows(impl)]) for impl in impls}
+    best = {impl: statistics.median([x["best_window_samples_per_s"] for x in rows(impl)]) for impl in impls}
+    paired = []   # deltaprop / torch within a round (measured back to back: same machine state)
+    for r in range(args.rounds):
+        d = {x["impl"]: x["samples_per_s"] for x in rows("deltaprop") + rows("torch") if x["round"] == r}
+        if "deltaprop" in d and "torch" in d:
+            paired.append(d["deltaprop"] / d["torch"])
+    ratio = med["deltaprop"] / med["torch"]
+    return {"summary": True, "env_mode": mode, "batch": batch, "blas": lib, "threads": args.threads or "default",
+            "paired_ratio_median": round(statistics.median(paired), 3) if paired else None,
+            "deltaprop_median": round(med["deltaprop"]), "torch_median": round(med["torch"]),
+            "ratio": round(med["deltaprop"] / med["torch"], 3),
+            "ratio_per_cpu_s": round(cpu["deltaprop"] / cpu["torch"], 3),
+            "deltaprop_best_window_median": round(best["deltaprop"]),
+            "torch_best_window_median": round(best["torch"]),
+            "ratio_best_window": round(best["deltaprop"] / best["torch"], 3), "blas_kernels": kernels,
+            "gemm_only_median": round(med["gemm-only"]),
+            "ceiling_ratio": round(med["gemm-only"] / med["torch"], 3),
+            "gemm_update_median": round(med["gemm+update"]),
+            "floor_ratio": round(med["gemm+update"] / med["torch"], 3),
+            "openblas_env": next((x["openblas_env"] for x in results if x["env_mode"] == mode), None),
+            "deltaprop_numba_off_median": round(med[NONUMBA]),
+            "ratio_numba_off": round(med[NONUMBA] / med["torch"], 3),
+            "target": ISSUE17_TARGETS["mlp"], "meets_target": ratio >= ISSUE17_TARGETS["mlp"],
+            "host": rows("deltaprop")[0]["host"], "host_numba_off": rows(NONUMBA)[0]["host"],
+         "torch_host": rows("torch")[0]["host"]}
 
 
 if __name__ == "__main__":
