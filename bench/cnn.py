@@ -26,8 +26,14 @@ The machine is shared: before each run the script waits (``--wait-idle`` seconds
 than 0.15 cores of such contention are left out of the medians when 3 clean runs of each implementation
 remain (the summary says which). A busy second core slows 2-thread BLAS (ours and PyTorch's) several-fold.
 
-    python3 bench/cnn.py                       # as-is + unset, 5 rounds, writes bench/results/cnn.jsonl
-    python3 bench/cnn.py --rounds 7 --envs unset haswell --cases lenet-train
+    python3 bench/cnn.py                       # unset, 5 rounds, both libraries, writes bench/results/cnn.jsonl
+    python3 bench/cnn.py --quick               # 2 short rounds: a check that everything runs (~3 min)
+    python3 bench/cnn.py --rounds 7 --envs unset haswell --cases lenet-train --blas numpy
+
+The deltaprop runs (NumPy path = numba off, numba path = numba on) are made with each library of ``--blas``
+(``DELTAPROP_BLAS=mkl`` and ``numpy``: the matrix {MKL, OpenBLAS} × {numba on, off}); every result line records
+the CPU model, the BLAS, the threading layer and the wait policy (``host``); the summaries are per (environment,
+library, case) and carry issue 17's targets for the numba path (``target_issue17``, ``meets_issue17``).
 """
 from __future__ import annotations
 
@@ -42,8 +48,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, rotated,  # noqa: E402
-                     run_header)
+from _common import (ISSUE17_TARGETS, ROOT, add_run_options, apply_quick, blas_info,  # noqa: E402
+                     env_for as _env_for, host_record, openblas_env, rotated, run_header)
 
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
@@ -113,7 +119,7 @@ def worker_deltaprop(case: str, warmup_s: float, measure_s: float) -> dict:
                 model(X[i * batch:(i + 1) * batch])
     rss0 = _rss_mb()
     res.update(_time_loop(step, nb, batch, warmup_s, measure_s))
-    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1)})
+    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1), "host": host_record(dp)})
     return res
 
 
@@ -153,7 +159,8 @@ def worker_torch(case: str, warmup_s: float, measure_s: float) -> dict:
     rss0 = _rss_mb()
     res = _time_loop(step, nb, batch, warmup_s, measure_s)
     res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1),
-                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()})
+                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+                "host": dict(host_record(), blas="torch's MKL", threading_layer="torch's OpenMP")})
     return res
 
 
@@ -203,9 +210,11 @@ def run_worker(args) -> None:
     print(json.dumps(res), flush=True)
 
 
-def env_for(mode: str, impl: str) -> dict:
+def env_for(mode: str, impl: str, blas=None) -> dict:
     env = _env_for(mode)
     env["DELTAPROP_NUMBA"] = "1" if impl == "numba" else "0"
+    if blas:
+        env["DELTAPROP_BLAS"] = blas
     return env
 
 
@@ -233,14 +242,14 @@ def wait_idle(max_wait_s: float, min_idle: float = 0.85) -> float:
             return idle
 
 
-def measure(impl: str, case: str, mode: str, args) -> dict:
+def measure(impl: str, case: str, mode: str, args, blas=None) -> dict:
     """One worker subprocess. Records how much CPU other processes used meanwhile (``others_cores``:
     machine busy time minus the worker's own CPU time, per second of wall time), since the machine is shared."""
     idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else float("nan")
     cmd = [sys.executable, __file__, "--worker", impl, "--case", case,
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
     j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    p = subprocess.run(cmd, env=env_for(mode, impl), capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, env=env_for(mode, impl, blas), capture_output=True, text=True, timeout=600)
     j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"{impl} {case} worker failed:\n{p.stderr[-3000:]}")
@@ -254,50 +263,54 @@ def measure(impl: str, case: str, mode: str, args) -> dict:
     return res
 
 
-def summarize(results, envs, cases) -> list:
+def summarize(results, envs, cases, libs=(None,)) -> list:
     out = []
-    for mode in envs:
-        for case in cases:
-            rows = [x for x in results if x["env_mode"] == mode and x.get("case") == case]
-            if not rows:
-                continue
-            # Runs during which other processes used more than CLEAN_OTHERS cores are left out of the
-            # medians when at least 3 clean runs of every implementation remain.
-            clean = [x for x in rows if x.get("others_cores", 0.0) <= CLEAN_OTHERS]
-            if all(sum(1 for x in clean if x["impl"] == i) >= 3 for i in IMPLS):
-                rows_used, basis = clean, "clean runs"
-            else:
-                rows_used, basis = rows, "all runs (too few clean ones)"
-            all_rows, rows = rows, rows_used
-            med = {i: statistics.median([x["samples_per_s"] for x in rows if x["impl"] == i]) for i in IMPLS}
-            s = {"summary": True, "env_mode": mode, "case": case,
-                 "median_samples_per_s": {i: round(v, 1) for i, v in med.items()},
-                 "rounds": len([x for x in all_rows if x["impl"] == "torch"]), "medians_over": basis,
-                 "runs_used": {i: sum(1 for x in rows if x["impl"] == i) for i in IMPLS}}
-            for impl in ("numpy", "numba"):
-                r = med[impl] / med["torch"]
-                s[f"ratio_{impl}"] = round(r, 3)
-                # the same ratio taken within each round (runs minutes apart see different machine speeds)
-                paired = [a["samples_per_s"] / b["samples_per_s"] for a in rows for b in rows
-                          if a["impl"] == impl and b["impl"] == "torch" and a["round"] == b["round"]]
-                if paired:
-                    s[f"paired_ratio_{impl}"] = round(statistics.median(paired), 3)
-                tgt = TARGETS.get((impl, case))
-                if tgt is not None:
-                    s[f"target_{impl}"] = tgt
-                    s[f"meets_{impl}"] = r >= tgt
-            if CASES[case][2]:
-                peak = {i: statistics.median([x["peak_rss_mb"] for x in rows if x["impl"] == i]) for i in IMPLS}
-                grow = {i: statistics.median([x["peak_rss_mb"] - x["rss_before_mb"] for x in rows
-                                              if x["impl"] == i]) for i in IMPLS}
-                s["peak_rss_mb"] = {i: round(v, 1) for i, v in peak.items()}
-                s["step_rss_growth_mb"] = {i: round(v, 1) for i, v in grow.items()}
-                s["memory_ratio"] = {i: round(peak[i] / peak["torch"], 3) for i in ("numpy", "numba")}
-                s["meets_memory"] = all(v <= MEMORY_TARGET for v in s["memory_ratio"].values())
-            s["blas_kernels"] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}:{b.get('num_threads')}"
-                                        for x in rows for b in x["blas"] if b.get("user_api") == "blas"})
-            s["openblas_env"] = rows[0]["openblas_env"]
-            out.append(s)
+    for mode, lib, case in [(m, b, c) for m in envs for b in libs for c in cases]:
+        rows = [x for x in results if x["env_mode"] == mode and x.get("case") == case
+                and (x["impl"] == "torch" or x.get("blas_setting") == lib)]
+        if not rows:
+            continue
+        # Runs during which other processes used more than CLEAN_OTHERS cores are left out of the
+        # medians when at least 3 clean runs of every implementation remain.
+        clean = [x for x in rows if x.get("others_cores", 0.0) <= CLEAN_OTHERS]
+        if all(sum(1 for x in clean if x["impl"] == i) >= 3 for i in IMPLS):
+            rows_used, basis = clean, "clean runs"
+        else:
+            rows_used, basis = rows, "all runs (too few clean ones)"
+        all_rows, rows = rows, rows_used
+        med = {i: statistics.median([x["samples_per_s"] for x in rows if x["impl"] == i]) for i in IMPLS}
+        s = {"summary": True, "env_mode": mode, "blas": lib, "case": case,
+             "median_samples_per_s": {i: round(v, 1) for i, v in med.items()},
+             "rounds": len([x for x in all_rows if x["impl"] == "torch"]), "medians_over": basis,
+             "runs_used": {i: sum(1 for x in rows if x["impl"] == i) for i in IMPLS}}
+        for impl in ("numpy", "numba"):
+            r = med[impl] / med["torch"]
+            s[f"ratio_{impl}"] = round(r, 3)
+            # the same ratio taken within each round (runs minutes apart see different machine speeds)
+            paired = [a["samples_per_s"] / b["samples_per_s"] for a in rows for b in rows
+                      if a["impl"] == impl and b["impl"] == "torch" and a["round"] == b["round"]]
+            if paired:
+                s[f"paired_ratio_{impl}"] = round(statistics.median(paired), 3)
+            tgt = TARGETS.get((impl, case))
+            if tgt is not None:
+                s[f"target_{impl}"] = tgt
+                s[f"meets_{impl}"] = r >= tgt
+            if impl == "numba":
+                s["target_issue17"] = ISSUE17_TARGETS[case]
+                s["meets_issue17"] = r >= ISSUE17_TARGETS[case]
+        if CASES[case][2]:
+            peak = {i: statistics.median([x["peak_rss_mb"] for x in rows if x["impl"] == i]) for i in IMPLS}
+            grow = {i: statistics.median([x["peak_rss_mb"] - x["rss_before_mb"] for x in rows
+                                          if x["impl"] == i]) for i in IMPLS}
+            s["peak_rss_mb"] = {i: round(v, 1) for i, v in peak.items()}
+            s["step_rss_growth_mb"] = {i: round(v, 1) for i, v in grow.items()}
+            s["memory_ratio"] = {i: round(peak[i] / peak["torch"], 3) for i in ("numpy", "numba")}
+            s["meets_memory"] = all(v <= MEMORY_TARGET for v in s["memory_ratio"].values())
+        s["blas_kernels"] = sorted({f"{b.get('internal_api')}:{b.get('architecture')}:{b.get('num_threads')}"
+                                    for x in rows for b in x["blas"] if b.get("user_api") == "blas"})
+        s["openblas_env"] = rows[0]["openblas_env"]
+        s["host"] = {i: next((x["host"] for x in rows if x["impl"] == i and "host" in x), None) for i in IMPLS}
+        out.append(s)
     return out
 
 
@@ -306,7 +319,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=list(IMPLS) + ["naive"], help=argparse.SUPPRESS)
     ap.add_argument("--case", choices=list(CASES), default="lenet-train", help=argparse.SUPPRESS)
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases (default all)")
-    add_run_options(ap, seconds=1.0, warmup=0.4, envs=("as-is", "unset"))
+    add_run_options(ap, seconds=1.0, warmup=0.4, envs=("unset",))
     ap.add_argument("--no-naive", action="store_true", help="skip the naive-kernel timing")
     ap.add_argument("--wait-idle", type=float, default=20.0,
                     help="before each run wait up to this many seconds for the machine to be 85%% idle (0: never)")
@@ -315,6 +328,9 @@ def main() -> None:
     if args.worker:
         run_worker(args)
         return
+    apply_quick(args)
+    if args.quick:
+        args.wait_idle = min(args.wait_idle, 3.0)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [run_header("cnn", "samples/s: LeNet train b64, conv-BN-leaky 3x64x64 train b16, LeNet infer b64; "
@@ -324,11 +340,13 @@ def main() -> None:
     t_start = time.perf_counter()
     for r in range(args.rounds):                            # environments interleaved too: the VM drifts
         for mode in args.envs:
-            order = rotated(IMPLS, r)          # rotate who goes first
+            runs = [("torch", None)] + [(i, b) for b in args.blas for i in IMPLS if i != "torch"]
+            order = rotated(runs, r)           # rotate who goes first
             for case in args.cases:
-                for impl in order:
-                    res = measure(impl, case, mode, args)
+                for impl, blas in order:
+                    res = measure(impl, case, mode, args, blas)
                     res["round"] = r
+                    res["blas_setting"] = blas
                     results.append(res)
                     lines.append(res)
                     print(json.dumps(res), flush=True)
@@ -340,23 +358,25 @@ def main() -> None:
         naive = json.loads(p.stdout.strip().splitlines()[-1])
         lines.append(naive)
         print(json.dumps(naive), flush=True)
-    summaries = summarize(results, args.envs, args.cases)
+    summaries = summarize(results, args.envs, args.cases, args.blas)
     for s in summaries:
         print(json.dumps(s), flush=True)
     lines += summaries
     with open(out, "a") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
-    print(f"\n{'env':7s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}"
+    print(f"\n{'env':7s} {'blas':5s} {'case':13s} {'numpy/s':>9s} {'numba/s':>9s} {'torch/s':>9s} {'np/t':>6s} {'nb/t':>6s}"
           f" {'paired':>11s}  {'mem np/nb/t MB':15s} runs used (np/nb/t)")
     for s in summaries:
         m = s["median_samples_per_s"]
         mem = "/".join(f"{s['peak_rss_mb'][i]:.0f}" for i in IMPLS) if "peak_rss_mb" in s else "-"
         used = "/".join(str(s["runs_used"][i]) for i in IMPLS)
-        print(f"{s['env_mode']:7s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
+        print(f"{s['env_mode']:7s} {s['blas']:5s} {s['case']:13s} {m['numpy']:9.0f} {m['numba']:9.0f} {m['torch']:9.0f} "
               f"{s['ratio_numpy']:6.2f} {s['ratio_numba']:6.2f} "
               f"{s['paired_ratio_numpy']:5.2f}/{s['paired_ratio_numba']:.2f}"
-              f"  {mem:15s} {used} {s['medians_over']}")
+              f"  {mem:15s} {used} {s['medians_over']}; issue 17 target {s['target_issue17']}: "
+              f"{'met' if s['meets_issue17'] else 'NOT met'}; {(s['host']['numba'] or {}).get('threading_layer')}, "
+              f"{(s['host']['numba'] or {}).get('wait_policy')}")
     if not args.no_naive:
         print(f"naive kernels: fast {naive['fast_ms']:.3f} ms vs naive {naive['naive_ms']:.1f} ms "
               f"({naive['speedup']:.0f}x)")
