@@ -8,6 +8,8 @@ import platform
 import time
 from pathlib import Path
 
+from deltaprop.calibrate import cpu_model  # one reader of /proc/cpuinfo for the engine and the benches
+
 ROOT = Path(__file__).resolve().parents[1]
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENV_MODES = ("as-is", "unset", "haswell")
@@ -26,16 +28,6 @@ def blas_info() -> list:
                                    "num_threads", "threading_layer")} for d in threadpool_info()]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo, else the platform's string)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def host_record(dp=None) -> dict:
