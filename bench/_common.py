@@ -6,11 +6,14 @@ import json
 import os
 import platform
 import time
+import sys
 from pathlib import Path
 
-from deltaprop.calibrate import cpu_model  # one reader of /proc/cpuinfo for the engine and the benches
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:          # the benches run from a clone without an install, too
+    sys.path.insert(0, str(ROOT))
+
+from deltaprop.calibrate import cpu_model  # noqa: E402  one reader of /proc/cpuinfo for the engine and the benches
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENV_MODES = ("as-is", "unset", "haswell")
 BLAS_CHOICES = ("mkl", "numpy")        # DELTAPROP_BLAS of the deltaprop workers: the matrix {MKL, OpenBLAS}
