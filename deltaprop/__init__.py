@@ -18,5 +18,6 @@ def tune() -> dict:
     blas.ensure()
     return dict(blas.info(), malloc_tuned=_malloc.applied)
 
+
 __all__ = ["backend", "errors", "functional", "gradcheck", "nn", "optim", "enable_grad", "get_default_dtype",
            "is_grad_enabled", "manual_seed", "no_grad", "set_default_dtype", "DeltapropError", "tune", "__version__"]

@@ -36,11 +36,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ._env import env_choice
 from .errors import DeltapropError
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _INT_MAX = 2 ** 31 - 1          # MKL's LP64 interface: 32-bit sizes
 _FLOATS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
+BACKENDS = ("auto", "mkl", "numpy")   # the values of DELTAPROP_BLAS and set_backend
 
 _lib = None                     # the loaded libmkl_rt (or None)
 _funcs: Dict[str, object] = {}  # "sgemm" -> ctypes function, ...
@@ -243,6 +245,12 @@ def _small_for_ctypes(macs: int) -> bool:
     return not _via_numba and macs < CTYPES_MIN_MACS
 
 
+def setting() -> str:
+    """``DELTAPROP_BLAS``: "auto" (default), "mkl" or "numpy"; a ``ConfigError`` naming the variable and the
+    allowed values for anything else."""
+    return env_choice("DELTAPROP_BLAS", "auto", BACKENDS)
+
+
 def set_backend(name: str = "auto") -> str:
     """Choose the library for ``matmul``: "auto", "mkl" or "numpy"; returns the one in use ("mkl"/"numpy").
     ``auto`` takes the calibrated choice (``deltaprop.calibrate``: cached per machine, measured on a miss).
@@ -252,8 +260,8 @@ def set_backend(name: str = "auto") -> str:
     chosen first in the process (``deltaprop.threads``); a later switch keeps them."""
     global _ready, _choice
     name = str(name).lower()
-    if name not in ("auto", "mkl", "numpy"):
-        raise BlasError(f"DELTAPROP_BLAS / set_backend: expected 'auto', 'mkl' or 'numpy', got {name!r}")
+    if name not in BACKENDS:
+        raise BlasError(f"set_backend: expected 'auto', 'mkl' or 'numpy', got {name!r}")
     _ready = True
     if name == "auto":
         from . import calibrate
@@ -297,7 +305,7 @@ def ensure() -> str:
     try:
         from . import _malloc
         _malloc.tune()
-        set_backend(os.environ.get("DELTAPROP_BLAS", "auto"))
+        set_backend(setting())
     finally:
         _ensuring = False
     return _backend
@@ -316,7 +324,7 @@ def info() -> Dict[str, object]:
     return {"backend": _backend, "calls": ("numba" if _via_numba else "ctypes") if _use_mkl else "numpy",
             "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
             "mkl_error": _load_error, "mkl_threading": _threading,
-            "setting": os.environ.get("DELTAPROP_BLAS", "auto"), "choice": dict(_choice),
+            "setting": setting(), "choice": dict(_choice),
             "threads": threads.describe()}
 
 

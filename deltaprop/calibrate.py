@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._env import env_flag
+from ._env import env_flag, env_path, user_cache_dir
 from .atomic import atomic_writer
 
 SCHEMA = 1
@@ -38,11 +38,7 @@ SHAPES: List[Tuple[int, int, int]] = [(64, 784, 256), (256, 64, 784), (64, 256, 
 
 def cache_path() -> Path:
     """Where the choice is kept: ``$DELTAPROP_CACHE_DIR`` or ``$XDG_CACHE_HOME/deltaprop`` (``~/.cache/deltaprop``)."""
-    folder = os.environ.get("DELTAPROP_CACHE_DIR")
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = os.path.join(base, "deltaprop")
-    return Path(folder) / "blas.json"
+    return (env_path("DELTAPROP_CACHE_DIR") or user_cache_dir()) / "blas.json"
 
 
 def cpu_model() -> str:

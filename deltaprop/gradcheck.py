@@ -5,7 +5,8 @@
 so ``dout = R`` drives its backward. Coordinates whose one-sided slopes disagree (a kink of ReLU, a
 max-pool tie or an |x| in Lp pooling is within h) are skipped and counted, never allowed to fail a
 correct gradient; but a tensor of which NOTHING could be compared (every coordinate, or every direction, a
-kink) fails the check, with its name in ``unchecked``: an error of 0 over no coordinates proves nothing. The random state is restored before every forward pass, so dropout is repeatable.
+kink) fails the check, with its name in ``unchecked``: an error of 0 over no coordinates proves nothing.
+The random state is restored before every forward pass, so dropout is repeatable.
 For big tensors, ``directional=True`` compares directional derivatives along random unit vectors.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ import pytest
 
 from deltaprop import blas
 
-from conftest import rel_err
+from conftest import need_mkl, rel_err
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def backend(request, monkeypatch, restore_backend):
     try:
         blas.set_backend(request.param.split("-")[0])
     except blas.BlasError as exc:
-        pytest.skip(f"MKL not usable here: {exc}")
+        need_mkl(exc)
     if request.param == "mkl-ctypes":
         monkeypatch.setattr(blas, "_via_numba", False)
         monkeypatch.setattr(blas, "CTYPES_MIN_MACS", 0)
@@ -128,7 +128,7 @@ def test_small_products_stay_with_numpy_without_numba(monkeypatch, rng, restore_
     try:
         blas.set_backend("mkl")
     except blas.BlasError as exc:
-        pytest.skip(f"MKL not usable here: {exc}")
+        need_mkl(exc)
     monkeypatch.setattr(blas, "_via_numba", False)
     called = []
     monkeypatch.setitem(blas._funcs, "sgemm", lambda *args: called.append(args))

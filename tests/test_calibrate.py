@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import need_mkl
 from deltaprop import blas, calibrate
 
 
@@ -85,7 +86,7 @@ def test_bypass_and_absent_mkl_measure_nothing(cache, monkeypatch):
 def test_the_real_measurement_is_short():
     """Both libraries through the engine's products and kernels (MKL is part of the fast extra)."""
     if not blas._candidates():
-        pytest.skip("MKL not installed (the fast extra installs it)")
+        need_mkl("libmkl_rt not found")
     was = blas.backend()
     try:
         seconds = calibrate.measure(rounds=2, budget_s=0.05)

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from conftest import require_numba
+from conftest import need_mkl, require_numba
 
 # Times MLP 784-256-128-10 training steps (batch 64, SGD momentum: the fused update of the 784×256 weight runs
 # on the parallel build) and prints the median step time; at most ~1 s of steps after a 0.3 s warm-up.
@@ -75,7 +75,7 @@ def test_mkl_shares_the_kernels_pool():
     require_numba()
     from deltaprop import blas
     if not blas._candidates():
-        pytest.skip("MKL not installed (the fast extra installs it)")
+        need_mkl("libmkl_rt not found")
     code = "import json, deltaprop as dp; print(json.dumps(dp.tune()))"
     e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_THREADING_LAYER")}
     e.update(DELTAPROP_BLAS="mkl", DELTAPROP_NUMBA="1")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 from urllib.request import urlopen  # module attribute: tests replace it, there is no internet there
 
 import numpy as np
 
+from .._env import env_path, user_cache_dir
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_idx
@@ -46,8 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deltaprop`` or ``~/.cache/deltaprop``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "deltaprop"
+    return user_cache_dir()
 
 
 def _file_in(directory: Path, stem: str) -> Optional[Path]:
@@ -71,8 +70,9 @@ def candidate_dirs(root=None) -> List[Path]:
     dirs: List[Path] = []
     if root is not None:
         dirs.append(Path(root).expanduser())
-    if os.environ.get(ENV_VAR):
-        dirs.append(Path(os.environ[ENV_VAR]).expanduser())
+    from_env = env_path(ENV_VAR)
+    if from_env is not None:
+        dirs.append(from_env)
     dirs.append(REPO_ROOT.parent / "shared" / "data")
     dirs.append(Path.cwd().parent / "shared" / "data")
     dirs.append(cache_dir())

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .._env import env_int
+from .._env import env_flag
 from ..errors import ConfigError
 from .comm import Communicator, LocalComm, world
 from .data import shard_batches
@@ -57,7 +57,7 @@ class DataParallel:
         self.comm = comm or world()
         self.model = model
         self.step = 0
-        self.sync_bn = bool(sync_bn) or env_int("DELTAPROP_SYNC_BN", 0) > 0
+        self.sync_bn = bool(sync_bn) or env_flag("DELTAPROP_SYNC_BN", False)
         self.reducer: Optional[GradientReducer] = None
         if self.comm.size > 1:
             if self.sync_bn:

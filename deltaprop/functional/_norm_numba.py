@@ -13,11 +13,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from . import _numba
 from ._numba import inline, jit
-from .activation import leaky_relu_backward, relu_backward
 from .norm import bn_statistics, channel_view
-from .norm_fused import NumbaCache, _bn_backward_np, bn_act_grads
+from .norm_fused import NumbaCache, bn_act_grads
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
@@ -182,18 +180,7 @@ def bn_act_backward(dout: np.ndarray, cache: NumbaCache,
     xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     d3 = channel_view(dout)
     dz = np.empty_like(d3)
-    scale = gamma * inv_std
-    if _numba.enabled():
-        _act_map(xc, scale, beta, code, slope, d3, dz)
-    else:  # numba switched off since the forward: the same operations in NumPy
-        y = xc * scale[:, None]
-        y += beta[:, None]
-        if code == 0:
-            dz[...] = d3
-        elif code == 1:
-            dz[...] = relu_backward(d3, (y > 0,))
-        else:
-            dz[...] = leaky_relu_backward(d3, (y > 0, slope))
+    _act_map(xc, gamma * inv_std, beta, code, slope, d3, dz)
     return _bn_input_grad(dz, cache, need_dx)
 
 
@@ -201,8 +188,6 @@ def _bn_input_grad(dz: np.ndarray, cache: NumbaCache,
                    need_dx: bool) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """(dx, dγ, dβ) from δ = ∂C/∂y (N, C, S), overwritten by dx."""
     xc, inv_std, gamma, beta, batch, code, slope, shape = cache
-    if not _numba.enabled():  # numba switched off since the forward: the NumPy path's passes
-        return _bn_backward_np(dz, True, xc, inv_std, gamma, batch, shape, need_dx, False)
     dbeta, dgamma, k1, k2, k3 = bn_act_grads(dz, xc, inv_std, gamma, batch)
     if not need_dx:
         return None, dgamma, dbeta

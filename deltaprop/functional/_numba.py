@@ -26,6 +26,7 @@ from .._env import env_flag, env_int
 prange = range
 
 _numba = None
+_imported = None                  # the numba module once imported, kept when ``set_enabled(False)`` comes later
 _checked = False
 _wanted: Optional[bool] = None   # set_enabled's choice; None: DELTAPROP_NUMBA decides
 _forked = False
@@ -74,14 +75,14 @@ def _omp_vendor() -> str:
 
 def numba_module():
     """The numba module, or None when it is absent or disabled (DELTAPROP_NUMBA=0)."""
-    global _numba, _checked
+    global _numba, _checked, _imported
     if not _checked:
         _checked = True
         _numba = None
         if env_flag("DELTAPROP_NUMBA", True) if _wanted is None else _wanted:
             try:
                 import numba  # noqa: F401
-                _numba = numba
+                _numba = _imported = numba
                 _register_inline()
             except ImportError:
                 _numba = None
@@ -139,6 +140,10 @@ def jit(fn: Callable = None, **options) -> Callable:
     The wrapper's ``.compiled()`` returns the compiled function, or None without numba. With
     ``parallel=True``, ``.compiled(n)`` returns the parallel compilation for ``n >= PARALLEL_MIN`` elements
     and the serial one (the same code, ``prange`` as ``range``) for smaller ``n`` or in a forked child.
+
+    Calling the wrapper runs the kernel. A backward follows the path its forward chose: called after
+    ``set_enabled(False)`` in a process where numba was imported (a cache a numba forward made), it runs
+    the serial compilation rather than failing; it raises only where numba was never imported.
     """
     parallel = bool(options.pop("parallel", False))
 
@@ -158,18 +163,24 @@ def jit(fn: Callable = None, **options) -> Callable:
                     threads.start_kernels()
                     if _serial_only:
                         return compiled(n)
-                if f.__globals__.get("prange") is range:
-                    f.__globals__["prange"] = nb.prange
-                # numba's on-disk cache keys by qualified name, not by flags: the serial build of a
-                # parallel kernel is compiled from a renamed copy so the two never load each other's code
-                src = _renamed(f, "__serial") if parallel and not par else f
-                c = state[par] = nb.njit(cache=True, parallel=par, **options)(src)
+                c = build(nb, par)
+            return c
+
+        def build(nb, par: bool) -> Callable:
+            if f.__globals__.get("prange") is range:
+                f.__globals__["prange"] = nb.prange
+            # numba's on-disk cache keys by qualified name, not by flags: the serial build of a
+            # parallel kernel is compiled from a renamed copy so the two never load each other's code
+            src = _renamed(f, "__serial") if parallel and not par else f
+            c = state[par] = nb.njit(cache=True, parallel=par, **options)(src)
             return c
 
         def call(*args):
             c = compiled()
             if c is None:
-                raise RuntimeError(f"{f.__name__}: numba is not available; use the NumPy path")
+                if _imported is None:
+                    raise RuntimeError(f"{f.__name__}: numba is not available; use the NumPy path")
+                c = state.get(False) or build(_imported, False)   # switched off since the forward
             return c(*args)
         call.compiled = compiled
         call.parallel = parallel

@@ -2,22 +2,32 @@
 ``z = x Wᵀ + b`` for a batch ``x`` of shape (N, in)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from ..blas import matmul
 
+Grads = Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]
 
-def linear_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, tuple]:
-    """z = x Wᵀ + b (the batch form of ``z^l = W^l a^{l-1} + b^l``). x (N, in), w (out, in), b (out,)."""
+
+class LinearCache(NamedTuple):
+    """``linear_forward``'s (and ``linear_forward_naive``'s): the input x (N, in), the weights W (out, in),
+    whether the layer has a bias."""
+    x: np.ndarray
+    w: np.ndarray
+    has_bias: bool
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, LinearCache]:
+    """z = x Wᵀ + b (FC forward, the batch form of ``z^l = W^l a^{l-1} + b^l``). x (N, in), w (out, in), b (out,)."""
     z = matmul(x, w.T)
     if b is not None:
         z += b
-    return z, (x, w, b is not None)
+    return z, LinearCache(x, w, b is not None)
 
 
-def linear_backward(dz: np.ndarray, cache: tuple, need_dx: bool = True):
+def linear_backward(dz: np.ndarray, cache: LinearCache, need_dx: bool = True) -> Grads:
     """Returns (dx, dw, db).
 
     FC-1 (without σ', which the activation layer applies): dx = δ W.
@@ -31,7 +41,7 @@ def linear_backward(dz: np.ndarray, cache: tuple, need_dx: bool = True):
     return dx, dw, db
 
 
-def linear_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, tuple]:
+def linear_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, LinearCache]:
     """Reference loop for FC forward: z_j = Σ_k W_jk a_k + b_j, sample by sample."""
     n, _ = x.shape
     out_f, in_f = w.shape
@@ -42,11 +52,12 @@ def linear_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) 
             for k in range(in_f):
                 acc += w[j, k] * x[s, k]
             z[s, j] = acc + (b[j] if b is not None else 0.0)
-    return z, (x, w, b is not None)
+    return z, LinearCache(x, w, b is not None)
 
 
-def linear_backward_naive(dz: np.ndarray, cache: tuple, need_dx: bool = True):
-    """Reference loops for FC-1 (δ^{l-1}_k = Σ_j W_jk δ_j), FC-2 (∂C/∂b_j = Σ_x δ_j) and FC-3 (∂C/∂W_jk = Σ_x a_k δ_j)."""
+def linear_backward_naive(dz: np.ndarray, cache: LinearCache, need_dx: bool = True) -> Grads:
+    """Reference loops for FC-1 (δ^{l-1}_k = Σ_j W_jk δ_j), FC-2 (∂C/∂b_j = Σ_x δ_j) and
+    FC-3 (∂C/∂W_jk = Σ_x a_k δ_j)."""
     x, w, has_b = cache
     n, in_f = x.shape
     out_f = w.shape[0]

@@ -334,7 +334,8 @@ def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: 
     with np.errstate(divide="ignore"):
         logy = np.maximum(np.log(y2), LOG_CLAMP)
     per = -np.sum(t * logy, axis=1)
-    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), ProbCrossEntropyCache(y2, t, float(m), reduction, shape)
+    cache = ProbCrossEntropyCache(y2, t, float(m), reduction, shape)
+    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), cache
 
 
 def prob_cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:

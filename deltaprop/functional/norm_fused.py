@@ -12,7 +12,7 @@ made by ``_norm_numba``), and for the pooled kernel ``FusedPoolCache``, ``NumpyP
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -25,13 +25,14 @@ from .pool_geometry import PoolGeometry, pool_geometry
 
 ACTIVATIONS = ("linear", "relu", "leaky")
 _Grads = Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]  # (dx, dγ, dβ)
+ActCache = Union[A.ReluCache, A.LeakyReluCache]               # the activation's backward cache (None: linear)
 
 
 class PlainCache(NamedTuple):
     """No γ: ``batch_norm_forward``'s cache, then the activation's."""
     bn: BNCache
     activation: str
-    act: Optional[tuple]
+    act: Optional[ActCache]
 
 
 class NumpyCache(NamedTuple):
@@ -41,7 +42,7 @@ class NumpyCache(NamedTuple):
     gamma: np.ndarray
     batch: bool
     activation: str
-    act: Optional[tuple]
+    act: Optional[ActCache]
     shape: tuple
 
 
@@ -56,6 +57,9 @@ class NumbaCache(NamedTuple):
     code: int
     slope: np.floating
     shape: tuple
+
+
+BNActCache = Union[PlainCache, NumpyCache, NumbaCache]     # ``batchnorm_act_forward``'s, by path
 
 
 class FusedPoolCache(NamedTuple):
@@ -74,14 +78,14 @@ class NumpyPoolCache(NamedTuple):
     activation: str
     slope: float
     pos: Optional[np.ndarray]
-    pool: tuple
+    pool: MaxPoolCache
     shape: tuple
 
 
 class SeparatePoolCache(NamedTuple):
     """``batchnorm_act_forward``'s cache, then ``max_pool2d_forward``'s."""
-    bn: tuple
-    pool: tuple
+    bn: BNActCache
+    pool: MaxPoolCache
 
 
 def _check_act(activation: str) -> str:
@@ -105,7 +109,7 @@ def bn_act_grads(dy: np.ndarray, xc: np.ndarray, inv_std: np.ndarray, gamma: np.
 
 
 def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str,
-                        slope: float, keep_mask: bool) -> Tuple[np.ndarray, Optional[tuple]]:
+                        slope: float, keep_mask: bool) -> Tuple[np.ndarray, Optional[ActCache]]:
     """σ(xc·scale + shift) per channel, (N, C, S), the NumPy passes (split over the batch): returns σ's output
     and, with ``keep_mask``, the activation's backward cache (``A.relu_forward``'s, ``A.leaky_relu_forward``'s)."""
     y = np.empty_like(xc)
@@ -124,7 +128,7 @@ def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, ac
     _per_batch(part, xc)
     if mask is None:
         return y, None
-    return y, ((mask,) if activation == "relu" else (mask, slope))
+    return y, (A.ReluCache(mask) if activation == "relu" else A.LeakyReluCache(mask, slope))
 
 
 def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
@@ -251,18 +255,14 @@ def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: boo
     """Returns (dx, dγ, dβ): the pooling backward (each window's delta to its arg-max, §4), then
     ``batchnorm_act_backward``."""
     if type(cache) is FusedPoolCache:
-        bcache, idx, g = cache
-        if _numba.enabled():
-            from . import _norm_numba
-            return _norm_numba.bn_act_pool_backward(dout, idx, bcache, need_dx)
-        # numba switched off since the forward: the NumPy pooling backward on the same indices
-        return batchnorm_act_backward(max_pool2d_backward(dout, MaxPoolCache(idx, g, bcache.shape)), bcache, need_dx)
+        from . import _norm_numba
+        return _norm_numba.bn_act_pool_backward(dout, cache.idx, cache.bn, need_dx)
     if type(cache) is NumpyPoolCache:
         xc, inv_std, gamma, batch, activation, slope, pos, pcache, shape = cache
         if activation == "leaky":
-            dout = A.leaky_relu_backward(dout, (pos, slope))
+            dout = A.leaky_relu_backward(dout, A.LeakyReluCache(pos, slope))
         elif activation == "relu":
-            dout = A.relu_backward(dout, (pos,))
+            dout = A.relu_backward(dout, A.ReluCache(pos))
         dy = channel_view(max_pool2d_backward(dout, pcache))
         return _bn_backward_np(dy, True, xc, inv_std, gamma, batch, shape, need_dx, consume_cache)
     bcache, pcache = cache

@@ -1,0 +1,92 @@
+"""Caches: every functional kernel leaves a typed record (a NamedTuple, or a dataclass), and a backward follows
+the path its forward chose: a cache the numba kernels made is differentiated by them, even when numba is
+switched off between the forward and the backward (issue 18)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import require_numba
+from deltaprop.functional import _numba, activation as A, conv as C, dense as D, loss as L, loss_binary as LB
+from deltaprop.functional import loss_margin as LM, norm as N, norm_fused as NF, pool as P, shape as S
+
+
+def _typed(cache) -> bool:
+    return (isinstance(cache, tuple) and type(cache) is not tuple and hasattr(cache, "_fields")) \
+        or dataclasses.is_dataclass(cache)
+
+
+def _forwards(rng):
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    m = rng.standard_normal((4, 5))
+    lab = np.array([0, 2, 1, 4])
+    return {
+        "linear": lambda: D.linear_forward(m, rng.standard_normal((3, 5)), np.zeros(3)),
+        "linear_naive": lambda: D.linear_forward_naive(m, rng.standard_normal((3, 5)), None),
+        "sigmoid": lambda: A.sigmoid_forward(m),
+        "relu": lambda: A.relu_forward(m),
+        "leaky": lambda: A.leaky_relu_forward(m, 0.1),
+        "tanh": lambda: A.tanh_forward(m),
+        "softmax": lambda: A.softmax_forward(m),
+        "log_softmax": lambda: A.log_softmax_forward(m),
+        "flatten": lambda: S.flatten_forward(x),
+        "dropout": lambda: S.dropout_forward(x, 0.5, rng),
+        "upsample": lambda: S.upsample_nearest_forward(x, 2),
+        "upsample_naive": lambda: S.upsample_nearest_forward_naive(x[:1, :1], 2),
+        "conv2d": lambda: C.conv2d_forward(x, w, np.zeros(4), padding=1),
+        "max_pool": lambda: P.max_pool2d_forward(x, 2),
+        "avg_pool": lambda: P.avg_pool2d_forward(x, 2),
+        "batch_norm": lambda: N.batch_norm_forward(x, np.ones(3), np.zeros(3))[:2],
+        "bn_act": lambda: NF.batchnorm_act_forward(x, np.ones(3), np.zeros(3), activation="relu"),
+        "bn_act_pool": lambda: NF.batchnorm_act_maxpool2_forward(x, np.ones(3), np.zeros(3)),
+        "mse": lambda: L.mse_forward(m, m * 0.5),
+        "cross_entropy": lambda: L.cross_entropy_forward(m, lab),
+        "nll": lambda: L.nll_forward(A.log_softmax_forward(m)[0], lab),
+        "bce_with_logits": lambda: LB.bce_with_logits_forward(m, (m > 0).astype(m.dtype)),
+        "multi_margin": lambda: LM.multi_margin_forward(m, lab),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_forwards(np.random.default_rng(0))))
+def test_every_kernel_leaves_a_typed_cache(name, rng, numba_mode):
+    out, cache = _forwards(rng)[name]()
+    assert _typed(cache), f"{name}: cache is a plain {type(cache).__name__}"
+    if hasattr(cache, "act") and cache.act is not None:           # a fused kernel's activation cache too
+        assert _typed(cache.act)
+
+
+def _bn_act_run(x, gamma, beta, pool: bool, switch_off: bool):
+    fwd = NF.batchnorm_act_maxpool2_forward if pool else NF.batchnorm_act_forward
+    bwd = NF.batchnorm_act_maxpool2_backward if pool else NF.batchnorm_act_backward
+    rm, rv = np.zeros(x.shape[1], x.dtype), np.ones(x.shape[1], x.dtype)
+    _numba.set_enabled(True)
+    y, cache = fwd(x, gamma, beta, rm, rv, True, 0.1, 1e-5, "leaky", 0.1)
+    if switch_off:
+        _numba.set_enabled(False)
+    d = np.linspace(-1, 1, y.size).reshape(y.shape).astype(x.dtype)
+    return cache, bwd(d, cache)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_numba_cache_is_differentiated_by_numba_when_switched_off_in_between(pool, monkeypatch, rng):
+    require_numba()
+    x = rng.standard_normal((2, 3, 6, 40)).astype(np.float32)       # pooled width 20: the fused pooled kernel
+    gamma, beta = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    before = _numba.enabled()
+    try:
+        cache, want = _bn_act_run(x, gamma, beta, pool, switch_off=False)
+        assert type(cache) is (NF.FusedPoolCache if pool else NF.NumbaCache)
+
+        def numpy_path(*args, **kwargs):
+            raise AssertionError("the NumPy backward ran on a numba cache")
+        monkeypatch.setattr(NF, "_bn_backward_np", numpy_path)
+        monkeypatch.setattr(P, "max_pool2d_backward", numpy_path)
+        monkeypatch.setattr(NF, "max_pool2d_backward", numpy_path)
+        _, got = _bn_act_run(x, gamma, beta, pool, switch_off=True)
+    finally:
+        _numba.set_enabled(before)
+    for a, b in zip(got, want):
+        assert np.array_equal(a, b)
