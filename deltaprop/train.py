@@ -35,18 +35,22 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``fit``: the run stopped at a batch boundary; ``checkpoint`` is the resumable file written
     then (None without an ``out_dir``)."""
 
-    def __init__(self, checkpoint: Optional[Path], epoch: int, batch: int) -> None:
-        super().__init__(f"interrupted in epoch {epoch} after batch {batch}")
+    def __init__(self, checkpoint: Optional[Path], epoch: Optional[int], batch: int) -> None:
+        super().__init__(f"interrupted in epoch {epoch} after batch {batch}" if epoch is not None else
+                         f"interrupted after batch {batch}")
         self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
 
 
-class _StopRequest:
+class StopRequest:
     """While active (main thread only), the first SIGINT sets ``requested`` instead of raising, so the loop can
-    stop at the next batch boundary with a consistent state; a second SIGINT raises at once as usual."""
+    stop at the next batch boundary with a consistent state; a second SIGINT raises at once as usual.
+    ``active()`` nests: a caller may activate it before a loop that activates it again (no SIGINT is lost
+    in between)."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._depth = 0
 
     def _handler(self, signum, frame) -> None:
         if self.requested:
@@ -56,14 +60,20 @@ class _StopRequest:
 
     @contextlib.contextmanager
     def active(self):
-        if threading.current_thread() is not threading.main_thread():
-            yield self
+        if threading.current_thread() is not threading.main_thread() or self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
             return
         self._previous = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, self._handler)
+        self._depth += 1
         try:
             yield self
         finally:
+            self._depth -= 1
             signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
 Data = Union[DataLoader, Tuple[np.ndarray, np.ndarray]]
 
@@ -293,7 +303,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
         monitor: Optional[str] = None, mode: Optional[str] = None, min_delta: float = 0.0,
         restore_best: bool = False, progress: bool = True, extra: Optional[Dict[str, Any]] = None,
         log: Optional[Callable[[str], None]] = print, eval_batch_size: int = 1000, comm=None,
-        sync_bn: bool = False) -> History:
+        sync_bn: bool = False, stop: Optional[StopRequest] = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return the history (one dict per epoch).
 
     - ``train``/``val``: ``DataLoader``s or ``(X, y)`` pairs (then batched by ``batch_size``, training data
@@ -306,7 +316,8 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
     - ``resume``: a checkpoint path to continue from (weights, optimizer, scheduler, RNG, counters, history).
     - Ctrl-C (SIGINT, in the main thread) stops at the next batch boundary: with ``out_dir`` the state is
       written to ``last.npz`` (mid-epoch: with the batch position and the epoch's running sums, so resuming
-      continues bit-identically) and ``TrainingInterrupted`` (a KeyboardInterrupt) names that file.
+      continues bit-identically) and ``TrainingInterrupted`` (a KeyboardInterrupt) names that file. ``stop``:
+      a ``StopRequest`` the caller activated earlier (so no SIGINT between its activation and the loop is lost).
     - A NaN in an input batch raises NonFiniteError naming the batch; a non-finite loss raises
       DivergenceError naming the step and the first layer whose output or gradient went non-finite.
     - Under ``mpirun -n N`` (or with ``comm``, a ``deltaprop.distributed`` communicator) each rank trains on
@@ -365,7 +376,7 @@ def fit(model, loss, optimizer, train: Data, val: Optional[Data] = None, epochs:
 
     tqdm = _tqdm() if progress else None
     model.train()
-    stop = _StopRequest()
+    stop = stop if stop is not None else StopRequest()
     with stop.active():
         for epoch in range(start_epoch, epochs):
             train_loader.set_epoch(epoch)
@@ -501,4 +512,4 @@ def _tqdm():
     return tqdm
 
 
-__all__ = ["fit", "evaluate", "diagnose_nonfinite", "TrainingInterrupted"]
+__all__ = ["fit", "evaluate", "diagnose_nonfinite", "TrainingInterrupted", "StopRequest"]

@@ -231,7 +231,7 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_bit_identically(tmp_pa
 def test_ctrl_c_to_a_real_process_prints_the_resume_command(tmp_path, data):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-m", "deltaprop", "train", "--model", "mlp", "--data", data,
-                          "--epochs", "200", "--batch-size", "8", "--out", str(tmp_path / "r")],
+                          "--epochs", "200", "--batch-size", "8", "--lr", "0.005", "--out", str(tmp_path / "r")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         header = p.stdout.readline()                             # printed just before the first batch

@@ -47,28 +47,28 @@ _KIND_WORDS = {"npz": "a deltaprop .npz file", "weights": "a Darknet .weights fi
                "png": "a PNG image", "jpeg": "a JPEG image", "directory": "a directory"}
 
 
+def _require_kind(path: PathLike, want: str, wanted: str, error: type, prefix: str, hints: dict) -> None:
+    """``error`` naming what ``path`` is (prefixed with ``prefix``) when its first bytes are not of kind
+    ``want`` (``wanted``: its name in the message); ``hints`` adds advice for a kind (how to convert it).
+    The one home of both file-kind checks."""
+    kind = file_kind(path)
+    if kind == want or kind == "unknown":
+        return   # an unrecognised file is left to the reader, whose message names what is wrong in it
+    if kind == "missing":
+        raise error(f"{prefix}: no such file")
+    raise error(f"{prefix}: this is {_KIND_WORDS[kind]}, not {wanted}{hints.get(kind, '')}")
+
+
 def require_npz(path: PathLike) -> None:
     """CheckpointError naming what ``path`` is when it is not a deltaprop .npz model or checkpoint."""
-    kind = file_kind(path)
-    if kind == "missing":
-        raise CheckpointError(f"{path}: no such file")
-    if kind == "weights":
-        raise CheckpointError(f"{path}: this is a Darknet .weights file, not a deltaprop .npz model; convert it "
-                              f"first: deltaprop convert --cfg CFG {path} MODEL.npz")
-    if kind in _KIND_WORDS and kind != "npz":
-        raise CheckpointError(f"{path}: this is {_KIND_WORDS[kind]}, not a deltaprop .npz model")
+    _require_kind(path, "npz", "a deltaprop .npz model", CheckpointError, str(path),
+                  {"weights": f"; convert it first: deltaprop convert --cfg CFG {path} MODEL.npz"})
 
 
 def require_weights(path: PathLike, option: str = "--weights") -> None:
     """WeightsError naming what ``path`` is when it is not a Darknet .weights file."""
-    kind = file_kind(path)
-    if kind == "missing":
-        raise WeightsError(f"{option} {path}: no such file")
-    if kind == "npz":
-        raise WeightsError(f"{option} {path}: this is a deltaprop .npz file, not Darknet .weights; write "
-                           f".weights from it with: deltaprop convert {path} OUT.weights")
-    if kind in _KIND_WORDS and kind != "weights":
-        raise WeightsError(f"{option} {path}: this is {_KIND_WORDS[kind]}, not Darknet .weights")
+    _require_kind(path, "weights", "Darknet .weights", WeightsError, f"{option} {path}",
+                  {"npz": f"; write .weights from it with: deltaprop convert {path} OUT.weights"})
 
 
 def _lock_owner(directory: Path) -> Optional[int]:

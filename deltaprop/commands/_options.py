@@ -14,48 +14,28 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def int_range(lo: Optional[int] = None, hi: Optional[int] = None) -> Callable[[str], int]:
-    """An argparse type: an integer in [lo, hi] (either end open when None)."""
+def _bounded(kind: type, lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool
+             ) -> Callable[[str], float]:
+    """An argparse type: a ``kind`` (int or float) value in the interval [lo, hi] (``lo_open``/``hi_open``:
+    that end excluded; None: unbounded); floats must be finite. The one home of both range checks."""
+    noun = "an integer" if kind is int else "a finite number"
+    fmt = str if kind is int else _fmt
     if lo is not None and hi is not None:
-        allowed = f"an integer from {lo} to {hi}"
+        allowed = (f"an integer from {lo} to {hi}" if kind is int else
+                   f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}")
     elif lo is not None:
-        allowed = f"an integer ≥ {lo}"
+        allowed = f"{noun} {'>' if lo_open else '≥'} {fmt(lo)}"
     elif hi is not None:
-        allowed = f"an integer ≤ {hi}"
+        allowed = f"{noun} {'<' if hi_open else '≤'} {fmt(hi)}"
     else:
-        allowed = "an integer"
+        allowed = noun
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            v = int(text, 10)
+            v = int(text, 10) if kind is int else float(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
-        return v
-    parse.__name__ = "int"
-    parse.allowed = allowed  # type: ignore[attr-defined]
-    return parse
-
-
-def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
-                hi_open: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite number in the interval [lo, hi] (``lo_open``/``hi_open``: (lo, or , hi))."""
-    if lo is not None and hi is not None:
-        allowed = f"a number in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
-    elif lo is not None:
-        allowed = f"a finite number {'>' if lo_open else '≥'} {_fmt(lo)}"
-    elif hi is not None:
-        allowed = f"a finite number {'<' if hi_open else '≤'} {_fmt(hi)}"
-    else:
-        allowed = "a finite number"
-
-    def parse(text: str) -> float:
-        try:
-            v = float(text)
-        except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        bad = not math.isfinite(v)
+        bad = kind is float and not math.isfinite(v)
         if lo is not None:
             bad = bad or (v <= lo if lo_open else v < lo)
         if hi is not None:
@@ -63,9 +43,20 @@ def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open:
         if bad:
             raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
         return v
-    parse.__name__ = "float"
+    parse.__name__ = kind.__name__
     parse.allowed = allowed  # type: ignore[attr-defined]
     return parse
+
+
+def int_range(lo: Optional[int] = None, hi: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (either end open when None)."""
+    return _bounded(int, lo, hi, False, False)  # type: ignore[return-value]
+
+
+def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+                hi_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in the interval [lo, hi] (``lo_open``/``hi_open``: (lo, or , hi))."""
+    return _bounded(float, lo, hi, lo_open, hi_open)
 
 
 positive_int = int_range(1)

@@ -112,14 +112,21 @@ def _given(args, key: str) -> bool:
     return v is not None and v is not False
 
 
-def check_combinations(args) -> None:
-    """Refuse options that the chosen kind of run would ignore (ConfigError naming the option)."""
-    if args.cfg:
+def check_combinations(args, resuming_cfg: bool = False) -> None:
+    """Refuse options that the chosen kind of run would ignore (ConfigError naming the option);
+    ``resuming_cfg``: ``--resume`` of a Darknet cfg run's checkpoint (its settings are stored in it)."""
+    if args.cfg and args.resume:
+        raise ConfigError("--resume is not used with --cfg: a cfg run's checkpoint holds its cfg; continue it "
+                          "with: deltaprop train --resume OUT/last.npz")
+    if args.cfg or resuming_cfg:
         for key, flag in NOT_WITH_CFG.items():
-            if _given(args, key):
+            if key != "resume" and _given(args, key):
                 raise ConfigError(f"{flag} is not used with --cfg: a Darknet cfg run takes its model, optimizer "
-                                  f"and learning-rate policy from the cfg's [net] section (and resumes from "
-                                  f"--weights, not --resume)")
+                                  f"and learning-rate policy from the cfg's [net] section")
+        for key in ("weights", "clear"):
+            if resuming_cfg and _given(args, key):
+                raise ConfigError(f"--{key} is not used with --resume: the checkpoint holds the weights and the "
+                                  f"image count")
     else:
         for key, flag in CFG_ONLY.items():
             if _given(args, key):
@@ -197,6 +204,30 @@ def _darknet(args) -> int:
         return int(trainer_cli.run(args) or 0)
 
 
+def _darknet_resume(args, ck) -> int:
+    """Continue a cfg run from the ``last.npz`` its Ctrl-C wrote, in that checkpoint's directory."""
+    from ..darknet import trainer_cli
+    out = Path(args.resume).parent
+    if args.out and Path(args.out).resolve() != out.resolve():
+        raise ConfigError(f"--out {args.out}: a resumed cfg run continues in its checkpoint's directory {out} "
+                          f"(its history.jsonl and .weights are there)")
+    args.out = str(out)
+    with _locked(out):
+        return int(trainer_cli.run(args, resume=ck) or 0)
+
+
+def _read_resume(path: str):
+    """The checkpoint ``--resume`` names, checked to be a training checkpoint (not a model file)."""
+    from .. import io
+    from ._files import require_npz
+    require_npz(path)
+    ck = io.read_checkpoint(path)
+    if "fit" not in ck.extra and "darknet_fit" not in ck.extra:
+        raise ConfigError(f"--resume {path}: a model file, not a training checkpoint (resume from the run's "
+                          f"last.npz)")
+    return ck
+
+
 def _run_directory(base: Path, exist_ok: bool) -> Path:
     from ..distributed import is_main_process
     from ._files import run_directory
@@ -236,13 +267,17 @@ class _locked:
 def run(args) -> int:
     from ..distributed import quiet_unless_main
     quiet_unless_main()   # under mpirun -n N: rank 0 prints
-    check_combinations(args)
+    ck = _read_resume(args.resume) if args.resume and not args.cfg else None
+    resuming_cfg = ck is not None and "darknet_fit" in ck.extra
+    check_combinations(args, resuming_cfg)
+    if resuming_cfg:
+        return _darknet_resume(args, ck)
     if args.cfg:
         return _darknet(args)
     from .._env import env_int
     from ..backend import blas_threads
     with blas_threads(getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 0)):
-        return _run(args)
+        return _run(args, ck)
 
 
 def _check_split(n: int, val_split: float, limit) -> None:
@@ -272,22 +307,14 @@ def _preflight(model, X, name: str) -> None:
         model.train(was)
 
 
-def _run(args) -> int:
+def _run(args, ck=None) -> int:
     import deltaprop as dp
     from .. import io, models, nn
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
     from ..distributed import is_main_process
-    from ..train import TrainingInterrupted, evaluate, fit
-    from ._files import require_npz
+    from ..train import StopRequest, TrainingInterrupted, evaluate, fit
 
-    stored: Dict[str, Any] = {}
-    if args.resume:
-        require_npz(args.resume)
-        ck = io.read_checkpoint(args.resume)
-        if "fit" not in ck.extra:
-            raise ConfigError(f"--resume {args.resume}: a model file, not a training checkpoint (resume from "
-                              f"the run's last.npz)")
-        stored = dict(ck.extra.get("cli", {}))
+    stored: Dict[str, Any] = dict(ck.extra.get("cli", {})) if ck is not None else {}
     s = _settings(args, stored)
     if args.resume and args.epochs is not None and args.epochs <= ck.epoch:
         raise ConfigError(f"--epochs {args.epochs}: the resumed run has done {ck.epoch} epoch(s) already; "
@@ -311,7 +338,7 @@ def _run(args) -> int:
         (X, y), val = train_val_split(X, y, s["val_split"], seed=s["seed"])
     dp.manual_seed(s["seed"])
     if args.resume:
-        model = io.build_from_architecture(ck.architecture)
+        model = io.build_from_architecture(ck.architecture, budget=ck.build_budget, where=str(args.resume))
     else:
         model = models.build_for_input(s["model"], X.shape[1:], num_classes=10)
     _preflight(model, X, s["model"])
@@ -324,15 +351,17 @@ def _run(args) -> int:
     optimizer = make_optimizer(s["optimizer"], model.parameters(), s["lr"], s["momentum"], s["weight_decay"])
     scheduler, interval = make_scheduler(s["schedule"], optimizer, s["epochs"], len(train_loader))
     progress = args.progress or (not args.no_progress and sys.stderr.isatty())
-    print(f"model {s['model']}: {model.num_parameters():,} parameters; {len(X):,} training samples"
-          + (f", {len(val[0]):,} validation" if val else "") + f", {len(Xt):,} test; "
-          f"{s['optimizer']} lr {s['lr']:g}, {s['schedule']} schedule, batch {s['batch_size']}, "
-          f"{s['epochs']} epochs -> {out}", flush=True)
-    with _locked(out):
+    stop = StopRequest()
+    with _locked(out), stop.active():     # from the header on, a Ctrl-C stops at a batch boundary
+        print(f"model {s['model']}: {model.num_parameters():,} parameters; {len(X):,} training samples"
+              + (f", {len(val[0]):,} validation" if val else "") + f", {len(Xt):,} test; "
+              f"{s['optimizer']} lr {s['lr']:g}, {s['schedule']} schedule, batch {s['batch_size']}, "
+              f"{s['epochs']} epochs -> {out}", flush=True)
         try:
             history = fit(model, nn.CrossEntropyLoss(), optimizer, train_loader, val, epochs=s["epochs"],
                           scheduler=scheduler, scheduler_interval=interval, out_dir=out, resume=args.resume,
-                          patience=s["patience"], progress=progress, extra={"preprocess": spec, "cli": s})
+                          patience=s["patience"], progress=progress, extra={"preprocess": spec, "cli": s},
+                          stop=stop)
         except TrainingInterrupted as e:
             if e.checkpoint is not None:
                 print(f"interrupted in epoch {e.epoch}: the state is saved in {e.checkpoint}; continue with:\n"

@@ -265,9 +265,12 @@ class DarknetTrainer:
     def fit(self, X: np.ndarray, labels: np.ndarray, classes: int, *, out_dir=None, base: str = "model",
             save_every: int = 1000, log_every: int = 10, eval_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
             eval_every: Optional[int] = None, seed: int = 0, progress: bool = True,
-            log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+            log: Callable[[str], None] = print, stop=None) -> List[Dict[str, Any]]:
         """Train a classifier on (X, labels) until ``max_batches``. Writes ``history.jsonl`` (every
-        ``log_every`` batches) and ``.weights`` checkpoints into ``out_dir``; returns the history records."""
+        ``log_every`` batches) and ``.weights`` checkpoints into ``out_dir``; returns the history records.
+        Ctrl-C (SIGINT in the main thread; ``stop``: a ``deltaprop.train.StopRequest`` the caller activated
+        earlier) stops at the next batch boundary with ``TrainingInterrupted``: the trainer's state (the
+        net, ``seen``, the optimizer, ``avg_loss``) is then consistent, ready to be saved and resumed."""
         it = self.batches(len(X), seed)
 
         def data():
@@ -278,22 +281,24 @@ class DarknetTrainer:
             if eval_data is not None and eval_every and n % eval_every == 0:
                 rec["eval_loss"], rec["eval_acc"] = evaluate(self.net, *eval_data)
                 log(f"batch {n}: loss {rec['loss']:.4f} avg {rec['avg_loss']:.4f} | eval acc {rec['eval_acc']:.4f}")
-        return self._loop(data(), out_dir, base, save_every, log_every, progress, log, evaluate_hook)
+        return self._loop(data(), out_dir, base, save_every, log_every, progress, log, evaluate_hook, stop)
 
     def fit_detection(self, loader: Iterable, *, out_dir=None, base: str = "model", save_every: int = 1000,
                       log_every: int = 10, progress: bool = True,
-                      log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+                      log: Callable[[str], None] = print, stop=None) -> List[Dict[str, Any]]:
         """Train a detector until ``max_batches`` on ``loader``: an iterable of ``(x (n, C, H, W), targets)``
         with one (k, 5) array of ``[class, x, y, w, h]`` per image (``DetectionLoader``, or a list of such
         batches, cycled); its images are regrouped into updates of ``batch`` images. With multi-scale
         (``random=1``) the loader must have ``set_size(width, height)``; a batch still at the old size
         (loaded ahead) is dropped, as Darknet drops the batch it had loaded. History records carry each
-        head's statistics; Darknet's "Region" lines are logged every ``log_every`` batches."""
+        head's statistics; Darknet's "Region" lines are logged every ``log_every`` batches. Ctrl-C: as
+        ``fit``."""
         if self.multiscale is not None and not hasattr(loader, "set_size"):
             raise ConfigError(f"layer {len(self.net.layers) - 1} [yolo] has random=1 (multi-scale training): the "
                               f"data must offer set_size(width, height), as DetectionLoader does; or train "
                               f"with multiscale=False")
-        return self._loop(self._detection_batches(loader), out_dir, base, save_every, log_every, progress, log)
+        return self._loop(self._detection_batches(loader), out_dir, base, save_every, log_every, progress, log,
+                          None, stop)
 
     def _detection_batches(self, loader: Iterable) -> Iterator[Tuple[np.ndarray, List[np.ndarray]]]:
         def cycle():
@@ -337,8 +342,10 @@ class DarknetTrainer:
 
     @_guarded
     def _loop(self, data: Iterator, out_dir, base: str, save_every: int, log_every: int, progress: bool,
-              log: Callable[[str], None], hook: Optional[Callable[[int, Dict[str, Any]], None]] = None
-              ) -> List[Dict[str, Any]]:
+              log: Callable[[str], None], hook: Optional[Callable[[int, Dict[str, Any]], None]] = None,
+              stop=None) -> List[Dict[str, Any]]:
+        from ..train import StopRequest, TrainingInterrupted
+        stop = stop if stop is not None else StopRequest()
         if not self.dp.is_main:   # only rank 0 prints and writes
             out_dir, progress, log = None, False, (lambda line: None)
         if self.max_batches <= 0:
@@ -360,45 +367,48 @@ class DarknetTrainer:
         t0 = time.perf_counter()
         last_t, last_n = t0, start_batch
         try:
-            while self.current_batch < self.max_batches:
-                X, T = next(data)
-                res = self.train_step(X, T)
-                n = res.batch_num
-                if bar is not None:
-                    bar.update(1)
-                    extra = {}
-                    heads = [st for st in res.yolo_stats if st["count"]]
-                    cnt = sum(st["count"] for st in heads)
-                    if cnt:   # the heads together: IoU and recall of the truths trained this batch
-                        extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in heads) / cnt:.3f}"
-                        extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in heads) / cnt:.2f}"
-                    bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}", **extra)
-                rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
-                                       "lr": res.lr}
-                logged = n % log_every == 0 or n == self.max_batches
-                if logged:
-                    now = time.perf_counter()
-                    rec["images_per_s"] = round((n - last_n) * self.batch / max(now - last_t, 1e-9), 1)
-                    rec["elapsed_s"] = round(now - t0, 2)
-                    if res.yolo_stats:
-                        rec["size"] = int(X.shape[-1])
-                        rec["yolo"] = [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-                                        for k, v in st.items()} for st in res.yolo_stats]
-                    last_t, last_n = now, n
-                if hook is not None:
-                    hook(n, rec)
-                if logged or "eval_acc" in rec:
-                    history.append(rec)
-                    if hist_path is not None:
-                        with open(hist_path, "a") as f:
-                            f.write(json.dumps(rec) + "\n")
-                    if bar is None and logged:
-                        for st in res.yolo_stats:
-                            log(region_line(st))
-                        log(f"{n}: {res.loss:.6f}, {self.avg_loss:.6f} avg, {res.lr:.6g} rate, "
-                            f"{rec.get('elapsed_s', 0.0):.1f} s, {res.seen} images")
-                if out is not None and save_every and n % save_every == 0 and n < self.max_batches:
-                    save_weights(self.net, out / f"{base}_{n}.weights")
+            with stop.active():
+                while self.current_batch < self.max_batches:
+                    if stop.requested:      # at a batch boundary: the state is consistent
+                        raise TrainingInterrupted(None, None, self.current_batch)
+                    X, T = next(data)
+                    res = self.train_step(X, T)
+                    n = res.batch_num
+                    if bar is not None:
+                        bar.update(1)
+                        extra = {}
+                        heads = [st for st in res.yolo_stats if st["count"]]
+                        cnt = sum(st["count"] for st in heads)
+                        if cnt:   # the heads together: IoU and recall of the truths trained this batch
+                            extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in heads) / cnt:.3f}"
+                            extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in heads) / cnt:.2f}"
+                        bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}", **extra)
+                    rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
+                                           "lr": res.lr}
+                    logged = n % log_every == 0 or n == self.max_batches
+                    if logged:
+                        now = time.perf_counter()
+                        rec["images_per_s"] = round((n - last_n) * self.batch / max(now - last_t, 1e-9), 1)
+                        rec["elapsed_s"] = round(now - t0, 2)
+                        if res.yolo_stats:
+                            rec["size"] = int(X.shape[-1])
+                            rec["yolo"] = [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
+                                            for k, v in st.items()} for st in res.yolo_stats]
+                        last_t, last_n = now, n
+                    if hook is not None:
+                        hook(n, rec)
+                    if logged or "eval_acc" in rec:
+                        history.append(rec)
+                        if hist_path is not None:
+                            with open(hist_path, "a") as f:
+                                f.write(json.dumps(rec) + "\n")
+                        if bar is None and logged:
+                            for st in res.yolo_stats:
+                                log(region_line(st))
+                            log(f"{n}: {res.loss:.6f}, {self.avg_loss:.6f} avg, {res.lr:.6g} rate, "
+                                f"{rec.get('elapsed_s', 0.0):.1f} s, {res.seen} images")
+                    if out is not None and save_every and n % save_every == 0 and n < self.max_batches:
+                        save_weights(self.net, out / f"{base}_{n}.weights")
         finally:
             if bar is not None:
                 bar.close()

@@ -5,8 +5,14 @@ MNIST, found as ``deltaprop.data.load_mnist`` finds it; a directory with the MNI
 with one sub-folder per class, optionally split into ``train/`` and ``test/``), ``lr`` (the cfg's
 learning_rate), ``batch_size`` (the cfg's batch), ``momentum``, ``weight_decay`` (Darknet's decay), ``epochs``
 (max_batches = the current batch + ⌈epochs·N/batch⌉; else the cfg's max_batches), ``seed``, ``out``,
-``val_split``, ``limit``, ``no_progress``; and, when the parser has them, ``numerics`` (darknet|standard),
-``save_every`` (batches between ``.weights`` checkpoints, default 1000), ``subdivisions``, ``threads``.
+``val_split``, ``limit``, ``progress``/``no_progress`` (a bar only on a terminal unless ``progress``); and, when
+the parser has them, ``numerics`` (darknet|standard), ``save_every`` (batches between ``.weights`` checkpoints,
+default 1000), ``subdivisions``, ``threads``.
+
+Ctrl-C stops at the next batch boundary and writes ``OUT/last.npz``: the net, ``seen``, the optimizer's momentum,
+the running loss average, the random state and these settings; ``deltaprop train --resume OUT/last.npz`` then
+ends exactly where the uninterrupted run would have (the same final ``.weights``, byte for byte). On resume only
+``data`` (where the same images are) may be given anew; other settings that differ are refused.
 
 BLAS threads: training runs with ONE BLAS thread unless ``threads`` or ``$DELTAPROP_BLAS_THREADS`` says
 otherwise (needs threadpoolctl; without it nothing is changed). Measured on the 2-core machine shared with
@@ -20,7 +26,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -109,29 +115,60 @@ def _classes_of(net) -> int:
     raise ConfigError("the cfg has no output layer")
 
 
-def run(args) -> int:
+# the options a cfg run stores in its Ctrl-C checkpoint (extra["darknet_fit"]["settings"]) and resumes with
+SETTINGS = ("cfg", "data", "lr", "batch_size", "subdivisions", "momentum", "weight_decay", "epochs", "seed",
+            "val_split", "limit", "numerics", "save_every")
+RESUME_APPLIES = ("data",)
+
+
+def apply_resume_settings(args, stored: Dict[str, Any]) -> None:
+    """Set ``args`` to a resumed cfg run's settings; an option given with another value is refused
+    (ConfigError naming it), except ``RESUME_APPLIES``."""
+    for k in SETTINGS:
+        given = getattr(args, k, None)
+        if given is None:
+            setattr(args, k, stored.get(k))
+        elif k not in RESUME_APPLIES and given != stored.get(k):
+            flag = "--" + k.replace("_", "-")
+            raise ConfigError(f"{flag} {given}: the resumed cfg run used {flag} {stored.get(k)}; with --resume "
+                              f"only --data can change (start a new run for other settings)")
+
+
+def run(args, resume=None) -> int:
+    """Train (or, with ``resume``, a ``deltaprop.io.Checkpoint`` holding ``darknet_fit``, continue) a cfg run."""
+    if resume is not None:
+        apply_resume_settings(args, resume.extra["darknet_fit"]["settings"])
     threads = getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 1, minimum=1)
     from ..backend import blas_threads
     with blas_threads(int(threads)):
-        return _run(args)
+        return _run(args, resume)
 
 
-def _run(args) -> int:
+def _resumed_net(args, resume):
+    """The net of a Ctrl-C checkpoint (its weights, ``seen`` and the random state restored)."""
+    from .. import io
+    net = io.load_checkpoint(args.resume, restore_rng=True).model
+    object.__setattr__(net, "seen", int(resume.extra["darknet_fit"]["seen"]))
+    return net
+
+
+def _run(args, resume=None) -> int:
     import deltaprop as dp
     from . import load
+    from .. import io
+    from ..train import StopRequest, TrainingInterrupted
     from .trainer import DarknetTrainer, evaluate
 
-    if getattr(args, "resume", None):
-        print("deltaprop train: --resume reads .npz checkpoints; a Darknet run resumes from its .weights: "
-              "--cfg FILE.cfg --weights runs/NAME/NAME_<batch>.weights", file=sys.stderr)
-        return 2
     numerics = getattr(args, "numerics", None) or "darknet"
     seed = 0 if getattr(args, "seed", None) is None else int(args.seed)
     t_start = time.perf_counter()
     dp.manual_seed(seed)
-    net = load(args.cfg, args.weights, numerics=numerics)
-    if getattr(args, "clear", False):
-        object.__setattr__(net, "seen", 0)
+    if resume is not None:
+        net = _resumed_net(args, resume)
+    else:
+        net = load(args.cfg, args.weights, numerics=numerics)
+        if getattr(args, "clear", False):
+            object.__setattr__(net, "seen", 0)
     yolo = [i for i, layer in enumerate(net.layers) if layer.kind == "yolo"]
     if yolo:
         raise ConfigError(f"{args.cfg}: layer {yolo[0]} is [yolo]: a detector trains on detection data (a .data "
@@ -157,17 +194,52 @@ def _run(args) -> int:
         (X, y), val = train_val_split(X, y, float(vs), seed=seed)
     epochs = getattr(args, "epochs", None)
     max_batches = None
-    if epochs is not None:
+    if resume is not None:
+        max_batches = int(resume.extra["darknet_fit"]["max_batches"])   # the interrupted run's end
+    elif epochs is not None:
         full = (int(batch or o["batch"]) // sub) * sub          # the trainer's batch: mini-batch × subdivisions
         max_batches = int(net.seen) // full + math.ceil(float(epochs) * len(X) / full)
     trainer = DarknetTrainer(net, batch=batch, subdivisions=subdiv, learning_rate=getattr(args, "lr", None),
                              momentum=getattr(args, "momentum", None), decay=getattr(args, "weight_decay", None),
                              max_batches=max_batches)
+    if resume is not None:
+        io.load_checkpoint(args.resume, model=net, optimizer=trainer.optimizer)    # the momentum buffers
+        trainer.avg_loss = resume.extra["darknet_fit"]["avg_loss"]
     base = Path(args.cfg).stem
     out = Path(args.out) if getattr(args, "out", None) else Path("runs") / base
     save_every = int(getattr(args, "save_every", None) or 1000)
     eval_every = max(1, trainer.max_batches // 10) if val is not None else None
+    settings = {k: getattr(args, k, None) for k in SETTINGS}
+    settings["cfg"] = str(settings["cfg"])
+    progress = bool(getattr(args, "progress", False)) or (not getattr(args, "no_progress", False)
+                                                          and sys.stderr.isatty())
+    stop = StopRequest()
+    with stop.active():     # from the header on, a Ctrl-C is never lost: it stops at a batch boundary
+        _header(args, net, numerics, desc, X, Xt, trainer, base, out, resume)
+        try:
+            history = trainer.fit(X, y, classes, out_dir=out, base=base, save_every=save_every, eval_data=val,
+                                  eval_every=eval_every, seed=seed, progress=progress, stop=stop)
+        except TrainingInterrupted as e:
+            raise _interrupted(e, trainer, out, settings) from None
+    test_loss, test_acc = evaluate(net, Xt, yt)
+    wall = time.perf_counter() - t_start
+    summary = {"cfg": str(args.cfg), "numerics": numerics, "batches": trainer.current_batch, "seen": int(net.seen),
+               "final_loss": history[-1]["loss"] if history else None,
+               "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
+               "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights"),
+               "settings": settings, "resumed_from": str(args.resume) if resume is not None else None}
+    from ..distributed import is_main_process
+    if is_main_process():   # under mpirun only rank 0 writes
+        atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
+    print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
+          f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
+    return 0
+
+
+def _header(args, net, numerics: str, desc: str, X, Xt, trainer, base: str, out: Path, resume) -> None:
     lr = trainer.policy
+    if resume is not None:
+        print(f"resumed from {args.resume} at batch {trainer.current_batch} (seen {net.seen})", flush=True)
     print(f"{base}: {len(net.layers)} layers, {net.num_parameters():,} parameters, "
           f"{net.plan.bflops * 1e3:.2f} MFLOPs/image, numerics {numerics}; {desc}: {len(X):,} training, "
           f"{len(Xt):,} test images; batch {trainer.batch} ({trainer.subdivisions} × {trainer.mini_batch}), "
@@ -176,17 +248,20 @@ def _run(args) -> int:
           + f", momentum {trainer.optimizer.param_groups[0]['momentum']:g}, "
           f"decay {trainer.optimizer.defaults['decay']:g}; batches {trainer.current_batch} -> "
           f"{trainer.max_batches} (seen {net.seen}) -> {out}", flush=True)
-    history = trainer.fit(X, y, classes, out_dir=out, base=base, save_every=save_every, eval_data=val,
-                          eval_every=eval_every, seed=seed, progress=not getattr(args, "no_progress", False))
-    test_loss, test_acc = evaluate(net, Xt, yt)
-    wall = time.perf_counter() - t_start
-    summary = {"cfg": str(args.cfg), "numerics": numerics, "batches": trainer.current_batch, "seen": int(net.seen),
-               "final_loss": history[-1]["loss"] if history else None,
-               "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
-               "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights")}
+
+
+def _interrupted(e, trainer, out: Path, settings: Dict[str, Any]):
+    """Write ``out/last.npz`` (the state at the batch boundary where Ctrl-C stopped the run), print the
+    command that resumes it, and return the TrainingInterrupted that names it."""
+    from .. import io
     from ..distributed import is_main_process
-    if is_main_process():   # under mpirun only rank 0 writes
-        atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
-    print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
-          f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
-    return 0
+    from ..train import TrainingInterrupted
+    path = out / "last.npz"
+    if is_main_process():
+        state = {"settings": settings, "seen": int(trainer.net.seen), "max_batches": int(trainer.max_batches),
+                 "avg_loss": trainer.avg_loss}
+        io.save_checkpoint(path, trainer.net, trainer.optimizer, step=trainer.current_batch,
+                           extra={"darknet_fit": state})
+        print(f"interrupted at batch {trainer.current_batch} of {trainer.max_batches}: the state is saved in "
+              f"{path}; continue with:\n  deltaprop train --resume {path}", file=sys.stderr, flush=True)
+    return TrainingInterrupted(path, None, e.batch)
