@@ -54,7 +54,7 @@ class Schema:
         try:
             meta = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError, or an integer of too many digits
-            raise CheckpointError(f"{self.where}: corrupt checkpoint metadata ({e})") from None
+            raise self.error("__meta__", f"corrupt checkpoint metadata ({e})") from None
         except RecursionError:
             raise self.error("__meta__", f"nested deeper than {MAX_DEPTH} levels") from None
         if not isinstance(meta, dict):

@@ -30,6 +30,59 @@ def seeded_weights(net, seed: int = 0) -> None:
             layer.set_darknet_array(name, v.astype(np.float32))
 
 
+#: A small classifier holding every kind of weights a .weights file has, in Darknet's order: a conv with batch
+#: norm, a conv with biases, a connected layer with biases, a connected layer with batch norm (input 4×4×2).
+CLS_CFG = """[net]
+width=4
+height=4
+channels=2
+
+[convolutional]
+batch_normalize=1
+filters=3
+size=3
+pad=1
+activation=leaky
+
+[convolutional]
+filters=2
+size=1
+activation=linear
+
+[maxpool]
+size=2
+stride=2
+
+[connected]
+output=5
+activation=relu
+
+[connected]
+batch_normalize=1
+output=4
+activation=linear
+
+[softmax]
+"""
+#: .weights header versions (major, minor, revision): ``seen`` as int64 (0.2 and later) or int32, connected
+#: weights transposed (major or minor ≥ 1000).
+WEIGHTS_VERSIONS = [(0, 1, 0), (0, 2, 0), (1, 0, 0), (0, 1001, 3), (2000, 0, 0)]
+
+
+def small_net(seed: int = 0, cfg: str = CLS_CFG):
+    """``cfg`` (the small classifier by default) built with ``seeded_weights(seed)``."""
+    net = darknet.load_cfg_text(cfg)
+    seeded_weights(net, seed)
+    return net
+
+
+def weights_bytes(version=(0, 2, 0), seed: int = 0, seen: int = 77, cfg: str = CLS_CFG) -> bytes:
+    """The .weights file of ``small_net(seed, cfg)`` after ``seen`` images, with the header ``version``."""
+    net = small_net(seed, cfg)
+    net.seen = seen
+    return darknet.weights_to_bytes(net, version=version)
+
+
 TINY_GRAPH_CFG = """[net]
 width=6
 height=6

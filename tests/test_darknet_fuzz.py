@@ -12,6 +12,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
+from darknet_testutil import CLS_CFG, WEIGHTS_VERSIONS, weights_bytes  # noqa: E402
 from deltaprop import darknet  # noqa: E402
 from deltaprop.darknet.cfg import SECTION_KEYS  # noqa: E402
 from deltaprop.errors import ConfigError, DeltapropError, WeightsError  # noqa: E402
@@ -120,46 +121,17 @@ def test_fuzz_raw_cfg_text(text):
     _check_built(net)
 
 
-WEIGHTS_CFG = """[net]
-width=4
-height=4
-channels=2
-[convolutional]
-batch_normalize=1
-filters=3
-size=3
-pad=1
-activation=leaky
-[maxpool]
-[connected]
-output=3
-batch_normalize=1
-[connected]
-output=2
-"""
-
-
 def _net():
-    return darknet.load_cfg_text(WEIGHTS_CFG)
+    return darknet.load_cfg_text(CLS_CFG)
 
 
-def _valid(version=(0, 2, 0)):
-    net = _net()
-    rs = np.random.default_rng(0)
-    for layer in net.layers:
-        for name, count in layer.weight_layout():
-            layer.set_darknet_array(name, rs.standard_normal(count).astype(np.float32))
-    net.seen = 77
-    return darknet.weights_to_bytes(net, version=version)
-
-
-HEADERS = [(0, 1, 0), (0, 2, 0), (1, 0, 0), (0, 1001, 3), (2000, 0, 0), (-1, 5, 0)]
+HEADERS = WEIGHTS_VERSIONS + [(-1, 5, 0)]
 
 
 @FUZZ
 @given(st.sampled_from(HEADERS), st.binary(max_size=400), st.integers(0, 3))
 def test_fuzz_weights_bytes(version, body, mode):
-    valid = _valid(version)
+    valid = weights_bytes(version)
     if mode == 0:
         data = body                                           # anything at all
     elif mode == 1:
@@ -184,7 +156,7 @@ def test_fuzz_weights_bytes(version, body, mode):
 @given(st.integers(0, 6), st.binary(max_size=64))
 def test_fuzz_weights_upto(upto, tail):
     full = _net()
-    darknet.load_weights_bytes(full, _valid())
+    darknet.load_weights_bytes(full, weights_bytes())
     part = darknet.weights_to_bytes(full, upto=upto)
     net = _net()
     darknet.load_weights_bytes(net, part, upto=upto)

@@ -8,55 +8,9 @@ import struct
 import numpy as np
 import pytest
 
-from darknet_testutil import CFG_DIR, REFERENCE, seeded_weights
+from darknet_testutil import CFG_DIR, CLS_CFG, REFERENCE, seeded_weights, small_net
 from deltaprop import darknet
 from deltaprop.errors import ConfigError, WeightsError
-
-CLS_CFG = """[net]
-width=4
-height=4
-channels=2
-
-[convolutional]
-batch_normalize=1
-filters=3
-size=3
-pad=1
-activation=leaky
-
-[convolutional]
-filters=2
-size=1
-activation=linear
-
-[maxpool]
-size=2
-stride=2
-
-[connected]
-output=5
-activation=relu
-
-[connected]
-batch_normalize=1
-output=4
-activation=linear
-
-[softmax]
-"""
-
-
-def small_net(seed=0):
-    net = darknet.load_cfg_text(CLS_CFG)
-    seeded_weights(net, seed)
-    return net
-
-
-def header(major, minor, rev, seen):
-    head = struct.pack("<iii", major, minor, rev)
-    return head + (struct.pack("<Q", seen) if major * 10 + minor >= 2 and major < 1000 and minor < 1000
-                   else struct.pack("<i", seen))
-
 
 def test_layer_order_and_header_by_hand():
     net = small_net()

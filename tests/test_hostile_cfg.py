@@ -2,13 +2,16 @@
 failure is a ConfigError naming the file, line and key."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from deltaprop import darknet
 from deltaprop.darknet.network import MAX_ELEMENTS, mib
 from deltaprop.errors import ConfigError
+from deltaprop.functional import pool as P, pool_naive as PN
+from deltaprop.functional.pool_geometry import darknet_maxpool_padding, pool_geometry
 
-from hostile_testutil import raises_cheaply
+from hostile_testutil import cheaply, raises_cheaply
 
 YOLO = "[net]\nwidth=1\nheight=1\nchannels=6\n[yolo]\nclasses=1\nnum={num}\nmask=0\nanchors=1,1\n"
 
@@ -82,3 +85,55 @@ def test_padding_counted_in_the_budget(layer):
     pads the input to 100010×100006 (112 GiB). The padded copy is the layer's workspace in the plan."""
     text = "[net]\nwidth=7\nheight=12\nchannels=3\n" + layer
     raises_cheaply(ConfigError, lambda: darknet.load_cfg_text(text), match="memory budget")
+
+
+def test_window_far_larger_than_its_input_is_cheap():
+    """Found by the campaign (tests/fuzz/corpus/cfg/49304-*, 1.14 s): ``[maxpool] stride=255`` means size 255
+    and padding 254, so each window on this 14×12 input has 65,025 cells, at most 14×12 of them in the input;
+    the forward pass looped over all 65,025 kernel offsets. Offsets that read padding only are skipped. The
+    one window covers the whole input: its output is each channel's maximum, its delta goes there."""
+    text = "[net]\nwidth=12\nheight=14\nchannels=3\n[cost]\ntype=sse\n[maxpool]\nstride=255\n"
+    x = np.random.default_rng(0).standard_normal((2, 3, 14, 12)).astype(np.float32)
+    with cheaply("loading it and a forward and backward pass"):
+        net = darknet.load_cfg_text(text)
+        y = net.predict(x)
+        net.train()
+        net(x)
+        dx = net.backward(np.ones((2, 3, 1, 1), np.float32))
+    assert net.layers[1].size == 255 and net.layers[1].padding == 254
+    assert np.array_equal(y.reshape(2, 3), x.max(axis=(2, 3)))
+    flat = x.reshape(6, -1)
+    expect = np.zeros_like(flat)
+    expect[np.arange(6), flat.argmax(axis=1)] = 1
+    assert np.array_equal(dx.reshape(6, -1), expect)
+
+
+# (h, w, size, stride, padding) of Darknet maxpools whose windows hang far off the input: padding-only
+# kernel offsets before the first live one (index 0 dead), after the last, and between overlapping windows
+FAR_WINDOWS = [(2, 9, 5, 1, 4), (3, 2, 7, 7, 6), (5, 4, 7, 2, 6), (4, 4, 9, 3, 8), (14, 12, 25, 25, 24)]
+
+
+@pytest.mark.parametrize("h,w,size,stride,padding", FAR_WINDOWS)
+def test_live_offsets_are_those_reading_the_input(h, w, size, stride, padding):
+    g = pool_geometry((1, 1, h, w), size, stride, darknet_maxpool_padding(h, w, size, stride, padding))
+    reads_input = [(a, b, k) for a, b, k in g.offsets
+                   if any(0 <= i * g.sh - g.pt + a < h and 0 <= j * g.sw - g.pl + b < w
+                          for i in range(g.ho) for j in range(g.wo))]
+    assert g.live_offsets == reads_input and len(reads_input) < len(g.offsets)
+
+
+@pytest.mark.parametrize("h,w,size,stride,padding", FAR_WINDOWS)
+def test_far_windows_match_the_naive_loops(h, w, size, stride, padding):
+    """Max and average pooling, forward and backward, on windows with padding-only offsets: the same numbers
+    as the loops straight from the equations (pool_naive), which visit every cell."""
+    pads = darknet_maxpool_padding(h, w, size, stride, padding)
+    x = np.random.default_rng(h * w + size).standard_normal((2, 2, h, w))
+    y, cache = P.max_pool2d_forward(x, size, stride, pads)
+    yn, cn = PN.max_pool2d_forward_naive(x, size, stride, pads)
+    d = np.random.default_rng(1).standard_normal(y.shape)
+    assert np.array_equal(y, yn)
+    np.testing.assert_allclose(P.max_pool2d_backward(d, cache), PN.max_pool2d_backward_naive(d, cn), rtol=1e-12)
+    a, ca = P.avg_pool2d_forward(x, size, stride, pads)
+    an, can = PN.avg_pool2d_forward_naive(x, size, stride, pads)
+    np.testing.assert_allclose(a, an, rtol=1e-12)
+    np.testing.assert_allclose(P.avg_pool2d_backward(d, ca), PN.avg_pool2d_backward_naive(d, can), rtol=1e-12)

@@ -121,6 +121,25 @@ def test_crafted_field(tmp_path, name, path, value, field):
     assert f"'{field}" in str(err) and str(p) in str(err), str(err)
 
 
+def test_missing_architecture_model(tmp_path):
+    """The key absent, not null (a KeyError once)."""
+    p = edited(tmp_path, lambda meta, arrays: meta["architecture"].pop("model") and None)
+    err = raises_cheaply(CheckpointError, lambda: io.load_checkpoint(p))
+    assert "'architecture.model" in str(err) and str(p) in str(err), str(err)
+
+
+@pytest.mark.parametrize("field", ["step", "epoch"])
+def test_integer_of_5000_digits_in_the_text(tmp_path, field):
+    """Beyond Python's 4300-digit limit for int(str): ``json.loads`` itself raises ValueError on it."""
+    p, *_ = good(tmp_path)
+    meta, arrays = read_npz(p)
+    text = json.dumps(meta)
+    raw = text.replace(f'"{field}": {meta[field]}', f'"{field}": ' + "1" * 5000, 1)
+    assert raw != text
+    write_npz(p, None, arrays, raw_meta=raw.encode())
+    raises_cheaply(CheckpointError, lambda: io.read_checkpoint(p), match="__meta__|" + field)
+
+
 def test_metadata_a_list(tmp_path):
     p = edited(tmp_path, lambda meta, arrays: [meta])
     raises_cheaply(CheckpointError, lambda: io.read_checkpoint(p), match="__meta__")

@@ -122,6 +122,27 @@ class PoolGeometry(NamedTuple):
         """(a, b, index) for each kernel offset, in row-major window order (the tie rule's order)."""
         return [(a, b, a * self.kw + b) for a in range(self.kh) for b in range(self.kw)]
 
+    @property
+    def live_offsets(self):
+        """The ``offsets`` that read an input cell in some window, in the same order; the others read
+        padding only (−∞ or 0 in every window), so the kernels skip them and a window far larger than its
+        input costs what it reads: Darknet's ``[maxpool] stride=255`` on 14×12 has 65,025 offsets, 168 live."""
+        rows = _live_taps(self.kh, self.sh, self.dh, self.pt, self.h, self.ho)
+        cols = _live_taps(self.kw, self.sw, self.dw, self.pl, self.w, self.wo)
+        return [(a, b, a * self.kw + b) for a in rows for b in cols]
+
+
+def _live_taps(k: int, s: int, d: int, lo: int, n: int, out: int) -> list:
+    """Along one axis, the kernel taps a whose cells a·d − lo + s·i (i = 0 … out − 1) include an input cell
+    (0 ≤ · < n): the first i with a non-negative cell must exist and its cell be inside the input."""
+    taps = []
+    for a in range(k):
+        r = a * d - lo
+        i = 0 if r >= 0 else (-r + s - 1) // s
+        if i < out and r + s * i < n:
+            taps.append(a)
+    return taps
+
 
 def pool_geometry(shape: Tuple[int, ...], kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                   padding: Padding = 0, dilation: IntOr2 = 1, ceil_mode: bool = False,
@@ -184,7 +205,7 @@ def window_view(xp: np.ndarray, g: PoolGeometry, a: int, b: int) -> np.ndarray:
 
 def window_sum(xp: np.ndarray, g: PoolGeometry) -> np.ndarray:
     """Σ over each window of the padded input, added in row-major window order."""
-    views = [window_view(xp, g, a, b) for a, b, _ in g.offsets]
+    views = [window_view(xp, g, a, b) for a, b, _ in g.live_offsets]  # the others add zeros only
     s = views[0].copy()
     for v in views[1:]:
         s += v
@@ -196,7 +217,7 @@ def scatter_sum(d: np.ndarray, g: PoolGeometry, shape: Tuple[int, ...]) -> np.nd
     n, c = shape[:2]
     alloc = np.empty if g.tiles else np.zeros
     dxp = alloc((n, c, g.hp, g.wp), dtype=d.dtype)
-    for a, b, _ in g.offsets:
+    for a, b, _ in g.live_offsets:  # the others reach padding only, which unpad drops
         view = window_view(dxp, g, a, b)
         if g.disjoint:
             view[...] = d

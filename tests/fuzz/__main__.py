@@ -29,6 +29,8 @@ import traceback  # noqa: E402
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+# the targets import the tests' shared helpers (darknet_testutil) as the test modules do, from tests/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from .targets import TARGETS, run_one  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -141,8 +143,13 @@ def campaign(name: str, inputs: int, deadline: float, args) -> dict:
             _save(args.corpus, name, current, data, f"worker ended with status {status} on this input")
             done, i = done + 1, current + 1
         elif i < stop and time.time() < deadline:
-            i = stop  # the worker stopped early without a report: do not loop on it
-    bad = {k: v for k, v in counts.items() if k in ("CRASH", "TIMEOUT") or k.startswith("BUG:")}
+            # the worker stopped early between inputs (the generator itself failed: its traceback is on
+            # stderr): counted, so that a campaign cut short cannot pass for a clean one, and not looped on
+            counts["WORKER_EXIT"] += 1
+            print(f"{name}: worker ended with status {status} after input {i - 1}; skipping to {stop}",
+                  file=sys.stderr, flush=True)
+            i = stop
+    bad = {k: v for k, v in counts.items() if k in ("CRASH", "TIMEOUT", "WORKER_EXIT") or k.startswith("BUG:")}
     return {"target": name, "inputs": done, "outcomes": dict(sorted(counts.items())), "findings": sum(bad.values()),
             "slowest_s": round(slowest, 4), "max_worker_rss_growth_mib": round(rss_kib / 1024, 1),
             "caps": {"seconds": args.seconds, "megabytes": args.megabytes}, "seed": args.seed}

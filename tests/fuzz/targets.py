@@ -9,6 +9,7 @@ campaign (``python3 -m tests.fuzz``).
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import io as _io
 import json
@@ -22,6 +23,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
+from darknet_testutil import CLS_CFG, WEIGHTS_VERSIONS, weights_bytes
 from deltaprop import backend
 from deltaprop.errors import DeltapropError
 
@@ -214,39 +216,13 @@ class CfgTarget:
 
 # --- .weights -------------------------------------------------------------------------------------
 
-WEIGHTS_CFG = """[net]
-width=4
-height=4
-channels=2
-[convolutional]
-batch_normalize=1
-filters=3
-size=3
-pad=1
-activation=leaky
-[maxpool]
-[connected]
-output=3
-batch_normalize=1
-[connected]
-output=2
-"""
-WEIGHTS_VERSIONS = [(0, 1, 0), (0, 2, 0), (1, 0, 0), (0, 1001, 3), (2000, 0, 0)]
-
-
 class WeightsTarget:
-    """Load ``.weights`` bytes into a small network; what loads writes back byte for byte."""
+    """Load ``.weights`` bytes into a small classifier (``darknet_testutil.CLS_CFG``: conv with batch norm,
+    conv, connected, connected with batch norm); what loads writes back byte for byte."""
     name = "weights"
 
     def __init__(self) -> None:
-        from deltaprop import darknet
-        self.net = darknet.load_cfg_text(WEIGHTS_CFG)
-        rs = np.random.default_rng(0)
-        for layer in self.net.layers:
-            for name, count in layer.weight_layout():
-                layer.set_darknet_array(name, rs.standard_normal(count).astype(np.float32))
-        self.net.seen = 77
-        self.valid = [darknet.weights_to_bytes(self.net, version=v) for v in WEIGHTS_VERSIONS]
+        self.valid = [weights_bytes(v) for v in WEIGHTS_VERSIONS]
 
     def generate(self, rnd: random.Random) -> bytes:
         data = bytearray(rnd.choice(self.valid))
@@ -272,7 +248,7 @@ class WeightsTarget:
 
     def run(self, data: bytes) -> str:
         from deltaprop import darknet
-        net = darknet.load_cfg_text(WEIGHTS_CFG)
+        net = darknet.load_cfg_text(CLS_CFG)
         darknet.load_weights_bytes(net, data)
         assert darknet.weights_to_bytes(net) == data, "a full load does not write back the same bytes"
         return "ok"
@@ -342,6 +318,13 @@ HOSTILE_JSON: List[Any] = [None, True, False, 0, 1, -1, 2, 2 ** 31, 2 ** 64, 10 
                            {"__items__": 7}, {"kind": "registry", "model": "mlp"}, {"kind": "sequential"},
                            {"kind": "darknet_cfg", "cfg": "[net]\nwidth=100000\nheight=100000\nchannels=3\n"
                                                           "[convolutional]\nfilters=64\n"}]
+
+
+def _hostile_json(rnd: random.Random, *extra: Any) -> Any:
+    """A copy of one of ``HOSTILE_JSON`` (or ``extra``): never the shared object itself, which a later edit of
+    the same input could change (or put inside itself: a circular reference ``json.dumps`` refuses), making
+    inputs depend on what was generated before them."""
+    return copy.deepcopy(rnd.choice(HOSTILE_JSON + list(extra)))
 
 
 def _deep(depth: int) -> Any:
@@ -416,12 +399,12 @@ class CheckpointTarget:
             op = rnd.randrange(10)
             paths = _paths(meta)
             if op <= 3 and paths:  # replace a value anywhere
-                self._set(meta, rnd.choice(paths), rnd.choice(HOSTILE_JSON + [_deep(rnd.choice([5, 40, 200]))]))
+                self._set(meta, rnd.choice(paths), _hostile_json(rnd, _deep(rnd.choice([5, 40, 200]))))
             elif op == 4 and paths:  # delete a key or an entry
                 self._delete(meta, rnd.choice(paths))
             elif op == 5:  # an unknown key somewhere
                 tgt = rnd.choice([p for p in paths if isinstance(self._get(meta, p), dict)] or [()])
-                self._get(meta, tgt)["bogus_" + str(rnd.randrange(3))] = rnd.choice(HOSTILE_JSON)
+                self._get(meta, tgt)["bogus_" + str(rnd.randrange(3))] = _hostile_json(rnd)
             elif op == 6 and arrays:  # an array of another dtype or shape
                 k = rnd.choice(sorted(arrays))
                 a = arrays[k]
@@ -443,7 +426,7 @@ class CheckpointTarget:
                                        "[" * 5000 + "]" * 5000, text[:rnd.randrange(len(text))], "[]", "null",
                                        text.replace('"epoch": 2', '"epoch": Infinity'), "\udcff"])
             else:  # version, format
-                meta[rnd.choice(["version", "format", "epoch", "step"])] = rnd.choice(HOSTILE_JSON)
+                meta[rnd.choice(["version", "format", "epoch", "step"])] = _hostile_json(rnd)
         buf = _io.BytesIO()
         raw = (raw_meta if raw_meta is not None else json.dumps(meta)).encode("utf-8", "surrogatepass")
         np.savez(buf, __meta__=np.frombuffer(raw, np.uint8), **arrays)
