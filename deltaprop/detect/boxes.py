@@ -6,6 +6,13 @@ Boxes are (x, y, w, h): centre and size, relative to the image (0..1) unless con
 ``bx = (i + x)/lw``, ``by = (j + y)/lh``, ``bw = e^w·anchor_w/net_w``, ``bh = e^h·anchor_h/net_h``
 (docs/equations.md §9), kept when objectness > thresh; class scores are objectness × class probability,
 zeroed at or below thresh.
+
+The exponent of ``e^w``, ``e^h`` is capped at ``MAX_LOG_SIZE`` (30): an untrained network's raw w, h can be
+in the hundreds, where ``e^w`` overflows to infinity (NumPy warnings, then ``inf·0 = NaN`` sizes and IoUs).
+A box e^30 ≈ 10^13 anchors wide has an IoU of at most (image width)/(its width), below 10^-9 with any box
+inside the image even for a 1-pixel anchor on a 4096-pixel input, and Darknet's infinite one has IoU 0 (or
+NaN, which no comparison passes): every decision against a threshold above 10^-9 (ignore/truth thresholds,
+NMS) is unchanged. Below the cap the sizes are bit for bit Darknet's.
 """
 from __future__ import annotations
 
@@ -15,6 +22,9 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
+
+#: The largest exponent of a box size ``e^t·anchor`` (see the module docstring); larger raw t are capped.
+MAX_LOG_SIZE = 30.0
 
 
 @dataclass
@@ -108,7 +118,8 @@ def yolo_grid_boxes(raw: np.ndarray, anchors: Sequence[Tuple[float, float]], net
     """Every prediction's box (x, y, w, h) relative to the network input, in the dtype of ``raw``
     (Darknet's ``get_yolo_box``; docs/equations.md §9): ``raw`` is one image's [yolo] output viewed as
     (A, 5+K, lh, lw) with x, y already through the logistic; ``anchors`` the layer's masked (w, h) pairs.
-    Returns (A, lh, lw, 4). As in Darknet, x and y are float sums, w and h ``exp`` in double rounded."""
+    Returns (A, lh, lw, 4). As in Darknet, x and y are float sums, w and h ``exp`` in double rounded,
+    the exponent capped at ``MAX_LOG_SIZE`` (NaN stays NaN)."""
     a, _, lh, lw = raw.shape
     dt = raw.dtype
     col = np.arange(lw, dtype=dt)[None, None, :]
@@ -117,8 +128,8 @@ def yolo_grid_boxes(raw: np.ndarray, anchors: Sequence[Tuple[float, float]], net
     out = np.empty((a, lh, lw, 4), dtype=dt)
     out[..., 0] = (col + raw[:, 0]) / dt.type(lw)
     out[..., 1] = (row + raw[:, 1]) / dt.type(lh)
-    out[..., 2] = np.exp(raw[:, 2].astype(np.float64)) * anc[..., 0] / net_w
-    out[..., 3] = np.exp(raw[:, 3].astype(np.float64)) * anc[..., 1] / net_h
+    out[..., 2] = np.exp(np.minimum(raw[:, 2].astype(np.float64), MAX_LOG_SIZE)) * anc[..., 0] / net_w
+    out[..., 3] = np.exp(np.minimum(raw[:, 3].astype(np.float64), MAX_LOG_SIZE)) * anc[..., 1] / net_h
     return out
 
 

@@ -118,7 +118,7 @@ class DetectorTraining:
         opts_net = dict(net.net_options)
         for key, opt in net.plan.net_section.options.items():       # keys parse_net_options leaves out (flip)
             opts_net.setdefault(key, opt.value)
-        self.augment = Augment.from_cfg(opts_net)
+        self.augment = Augment.from_cfg(opts_net, {"jitter": yolos[-1].jitter})   # Darknet: the last layer's
         _, h, w = net.input_shape
         self.base_size = (w, h)
         self.random = any(bool(layer.random) for layer in yolos)
