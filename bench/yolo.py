@@ -19,12 +19,18 @@ compute the same function; Darknet's own numerics cost the same.
 
 Every measurement is its own subprocess; implementations are interleaved and their order rotates every round;
 medians over ``--rounds`` and ratios ``deltaprop / torch`` (of the medians, and ``paired_ratio``: the median
-of the per-round ratios). PyTorch uses 2 threads (``torch.set_num_threads(2)``). ``peak_rss_mb`` is the
-worker's ``ru_maxrss`` (interpreter and libraries included, as bench/cnn.py). ``--profile`` adds a per-layer
-forward/backward time table of deltaprop's training step at 416 (the NumPy path and numba).
+of the per-round ratios). The deltaprop runs are made with each library of ``--blas`` (``DELTAPROP_BLAS``: mkl,
+numpy = NumPy's OpenBLAS), so one run gives the matrix {MKL, OpenBLAS} × {NumPy path, numba}; PyTorch uses its
+own MKL/oneDNN on 2 threads (``torch.set_num_threads(2)``). Every result line carries its host record (CPU
+model, BLAS, threading layer, wait policy; ``_common.host_record``) and ``others_cores``, the CPU other processes
+used during the run (the machine is shared). ``peak_rss_mb`` is the worker's ``ru_maxrss`` (interpreter and
+libraries included, as bench/cnn.py); ``step_rss_growth_mb`` what the timed loop added to it. ``--profile`` adds
+a per-layer forward/backward time table of deltaprop's training step and eval forward at 416 (NumPy path and
+numba, each library).
 
-    python3 bench/yolo.py                              # 3 rounds, all cases, writes bench/results/yolo.jsonl
-    python3 bench/yolo.py --rounds 1 --cases infer-416-b1 train-416 --profile
+    python3 bench/yolo.py --rounds 3                   # all cases, both libraries, ~25 min
+    python3 bench/yolo.py --quick                      # 2 short rounds: a check that everything runs
+    python3 bench/yolo.py --rounds 1 --cases infer-416-b1 train-416 --blas numpy --profile
 """
 from __future__ import annotations
 
@@ -40,12 +46,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, add_run_options, blas_info, env_for as _env_for, openblas_env, rotated, run_header  # noqa: E402
+from _common import (ROOT, add_run_options, apply_quick, blas_info, env_for as _env_for, host_record,  # noqa: E402
+                     openblas_env, rotated, run_header)
+from cnn import _cpu_jiffies  # noqa: E402  the same contention record as bench/cnn.py
 
 # case -> (input size, batch, training)
 CASES = {"train-416": (416, 8, True), "train-320": (320, 8, True), "infer-416-b1": (416, 1, False),
          "infer-416-b8": (416, 8, False), "infer-320-b1": (320, 1, False), "infer-320-b8": (320, 8, False)}
 IMPLS = ("numpy", "numba", "torch")
+QUICK_CASES = ("train-416", "infer-416-b1", "infer-416-b8")   # --quick: the 416 cases only
 TARGETS = {"numpy": 0.7, "numba": 1.0}          # minimum deltaprop/torch throughput ratios (issue 14)
 MEMORY_TARGET = 1.0                            # maximum peak-memory ratio
 CLASSES = 80
@@ -126,7 +135,8 @@ def worker_deltaprop(case: str, weights: str, warmup_s: float, measure_s: float)
                 net(X[k * batch:(k + 1) * batch])
     rss0 = _rss_mb()
     res.update(_time_loop(step, batch, warmup_s, measure_s))
-    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1)})
+    import deltaprop as dp
+    res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1), "host": host_record(dp)})
     if train:
         res["deltaprop_loss_ms"] = round(_loss_ms(net, X[:batch]), 1)
     return res
@@ -146,42 +156,57 @@ def _loss_ms(net, x) -> float:
 
 
 def profile_deltaprop(weights: str, size: int = 416, batch: int = 8, reps: int = 2) -> dict:
-    """Per-layer forward and backward milliseconds of the training step (the median of ``reps`` steps)."""
+    """Per-layer milliseconds (the median of ``reps`` runs after one warm-up): forward and backward of the
+    training step at batch ``batch``, and the eval-mode forward at batch 1."""
+    from deltaprop import no_grad
     net = _dp_net(weights, size)
     object.__setattr__(net, "needs_input_grad", False)
     X = _images(size, batch, n=1)
     douts = _douts(size, batch)
-    times = {i: {"fwd": [], "bwd": []} for i in range(len(net.layers))}
-    wrapped = []
+    times = {(i, k): [] for i in range(len(net.layers)) for k in ("fwd", "bwd", "infer")}
+    phase = ["fwd"]
     for i, layer in enumerate(net.layers):
         f, b = layer.forward, layer.backward
 
         def fwd(*a, _f=f, _i=i, **k):
             t0 = time.perf_counter()
             out = _f(*a, **k)
-            times[_i]["fwd"].append(time.perf_counter() - t0)
+            times[(_i, phase[0])].append(time.perf_counter() - t0)
             return out
 
         def bwd(*a, _b=b, _i=i, **k):
             t0 = time.perf_counter()
             out = _b(*a, **k)
-            times[_i]["bwd"].append(time.perf_counter() - t0)
+            times[(_i, "bwd")].append(time.perf_counter() - t0)
             return out
         object.__setattr__(layer, "forward", fwd)
         object.__setattr__(layer, "backward", bwd)
-        wrapped.append(layer)
     net.train()
+    step_ms = []
     for _ in range(reps + 1):
+        t0 = time.perf_counter()
         net(X)
         net.backward(douts, keep_grads=False)
-    rows = []
-    for i, layer in enumerate(net.layers):
-        fw = statistics.median(times[i]["fwd"][1:]) * 1e3 if len(times[i]["fwd"]) > 1 else 0.0
-        bw = statistics.median(times[i]["bwd"][1:]) * 1e3 if len(times[i]["bwd"]) > 1 else 0.0
-        rows.append({"layer": i, "kind": layer.kind, "fwd_ms": round(fw, 1), "bwd_ms": round(bw, 1)})
+        step_ms.append((time.perf_counter() - t0) * 1e3)
+    net.eval()
+    phase[0] = "infer"
+    infer_ms = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        with no_grad():
+            net(X[:1])
+        infer_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def med(v):
+        return round(statistics.median(v[1:]) * 1e3, 2) if len(v) > 1 else 0.0
+    rows = [{"layer": i, "kind": layer.kind, "fwd_ms": med(times[(i, "fwd")]), "bwd_ms": med(times[(i, "bwd")]),
+             "infer_b1_ms": med(times[(i, "infer")])} for i, layer in enumerate(net.layers)]
     return {"profile": True, "size": size, "batch": batch, "layers": rows,
+            "train_step_ms": round(statistics.median(step_ms[1:]), 1),
+            "infer_b1_ms": round(statistics.median(infer_ms[1:]), 1),
             "total_fwd_ms": round(sum(r["fwd_ms"] for r in rows), 1),
-            "total_bwd_ms": round(sum(r["bwd_ms"] for r in rows), 1)}
+            "total_bwd_ms": round(sum(r["bwd_ms"] for r in rows), 1),
+            "total_infer_b1_ms": round(sum(r["infer_b1_ms"] for r in rows), 1)}
 
 
 # --- PyTorch --------------------------------------------------------------------------------------
@@ -292,7 +317,8 @@ def worker_torch(case: str, weights: str, warmup_s: float, measure_s: float) -> 
     rss0 = _rss_mb()
     res = _time_loop(step, batch, warmup_s, measure_s)
     res.update({"rss_before_mb": round(rss0, 1), "peak_rss_mb": round(_rss_mb(), 1),
-                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()})
+                "torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+                "host": dict(host_record(), blas="torch's MKL/oneDNN", threading_layer="torch's OpenMP")})
     return res
 
 
@@ -318,19 +344,30 @@ def check_equal(weights: str, size: int = 416, batch: int = 2) -> dict:
 
 # --- driver ---------------------------------------------------------------------------------------
 
-def env_for(mode: str, impl: str) -> dict:
+def env_for(mode: str, impl: str, blas=None) -> dict:
     env = _env_for(mode)
     env["DELTAPROP_NUMBA"] = "1" if impl == "numba" else "0"
+    if blas:
+        env["DELTAPROP_BLAS"] = blas
     return env
 
 
-def _sub(args, extra, impl="numpy", mode="as-is") -> dict:
+def _sub(args, extra, impl="numpy", mode="as-is", blas=None) -> dict:
+    """One worker subprocess; records ``others_cores`` (machine busy time minus the worker's own CPU time, per
+    second of wall time: what other processes took meanwhile)."""
     cmd = [sys.executable, __file__, "--weights", args.weights, "--seconds", str(args.seconds),
            "--warmup", str(args.warmup)] + extra
-    p = subprocess.run(cmd, env=env_for(mode, impl), capture_output=True, text=True, timeout=1800)
+    j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    p = subprocess.run(cmd, env=env_for(mode, impl, blas), capture_output=True, text=True, timeout=1800)
+    j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(extra)} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"{' '.join(extra)} ({impl}, blas {blas}) failed:\n{p.stderr[-3000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    if j0 is not None and j1 is not None:
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
+    return res
 
 
 def make_weights(path: str) -> None:
@@ -351,31 +388,39 @@ def make_weights(path: str) -> None:
     save_weights(net, path)
 
 
-def summarize(results, cases) -> list:
+def summarize(results, cases, libs) -> list:
+    """One summary per (library of deltaprop's products, case): medians, ratios to PyTorch, targets, memory."""
     out = []
-    for case in cases:
-        rows = [r for r in results if r["case"] == case]
+    for lib, case in [(b, c) for b in libs for c in cases]:
+        rows = [r for r in results if r["case"] == case and (r["impl"] == "torch" or r.get("blas_setting") == lib)]
         if not rows:
             continue
         med = {i: statistics.median([r["images_per_s"] for r in rows if r["impl"] == i]) for i in IMPLS
                if any(r["impl"] == i for r in rows)}
-        s = {"summary": True, "case": case, "median_images_per_s": {i: round(v, 2) for i, v in med.items()},
-             "rounds": sum(1 for r in rows if r["impl"] == "torch")}
+        s = {"summary": True, "blas": lib, "case": case,
+             "median_images_per_s": {i: round(v, 2) for i, v in med.items()},
+             "rounds": sum(1 for r in rows if r["impl"] == "torch"),
+             "median_others_cores": round(statistics.median([r.get("others_cores", 0.0) for r in rows]), 3)}
         for impl in ("numpy", "numba"):
             if impl in med and "torch" in med:
                 s[f"ratio_{impl}"] = round(med[impl] / med["torch"], 3)
                 paired = [a["images_per_s"] / b["images_per_s"] for a in rows for b in rows
                           if a["impl"] == impl and b["impl"] == "torch" and a["round"] == b["round"]]
                 s[f"paired_ratio_{impl}"] = round(statistics.median(paired), 3) if paired else None
+                s[f"target_{impl}"] = TARGETS[impl]
                 s[f"meets_{impl}"] = s[f"ratio_{impl}"] >= TARGETS[impl]
         peak = {i: statistics.median([r["peak_rss_mb"] for r in rows if r["impl"] == i]) for i in med}
+        grow = {i: statistics.median([r["peak_rss_mb"] - r["rss_before_mb"] for r in rows if r["impl"] == i])
+                for i in med}
         s["peak_rss_mb"] = {i: round(v, 1) for i, v in peak.items()}
+        s["step_rss_growth_mb"] = {i: round(v, 1) for i, v in grow.items()}
         if "torch" in peak:
             s["memory_ratio"] = {i: round(peak[i] / peak["torch"], 3) for i in peak if i != "torch"}
             s["meets_memory"] = all(v <= MEMORY_TARGET for v in s["memory_ratio"].values())
         loss = [r["deltaprop_loss_ms"] for r in rows if "deltaprop_loss_ms" in r]
         if loss:
             s["deltaprop_loss_ms"] = round(statistics.median(loss), 1)
+        s["host"] = {i: next((r["host"] for r in rows if r["impl"] == i and "host" in r), None) for i in med}
         out.append(s)
     return out
 
@@ -407,41 +452,64 @@ def main() -> None:
             res["case"] = args.case
         print(json.dumps(res), flush=True)
         return
+    apply_quick(args)
+    if args.quick:
+        args.cases = [c for c in args.cases if c in QUICK_CASES] or args.cases
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    mode = args.envs[0]
     lines = [run_header("yolo", "images/s: yolov3-tiny train b8 (forward, backward from a fixed head gradient, "
-                        "SGD) and inference b1/b8 at 416 and 320; float32; deltaprop NumPy path / numba / torch "
-                        "(2 threads)", args, load_avg=os.getloadavg())]
+                        "SGD) and inference b1/b8 at 416 and 320; float32; deltaprop NumPy path / numba (each "
+                        "library of --blas) / torch (2 threads)", args, load_avg=os.getloadavg(),
+                        blas_settings=args.blas, env_mode=mode)]
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         args.weights = str(Path(tmp) / "yolov3-tiny-random.weights")
         make_weights(args.weights)
-        for impl in ("numpy", "numba"):
-            chk = dict(_sub(args, ["--worker", "check"], impl), impl=impl)
-            print(json.dumps(chk), flush=True)
-            lines.append(chk)
-            if not chk["equal"]:
-                raise SystemExit(f"deltaprop ({impl}) and the torch model disagree: {chk['max_abs_diff']}")
+        for blas in args.blas:
+            for impl in ("numpy", "numba"):
+                chk = dict(_sub(args, ["--worker", "check"], impl, mode, blas), impl=impl, blas_setting=blas)
+                print(json.dumps({k: v for k, v in chk.items() if k != "blas"}), flush=True)
+                lines.append(chk)
+                if not chk["equal"]:
+                    raise SystemExit(f"deltaprop ({impl}, {blas}) and the torch model disagree: {chk['max_abs_diff']}")
+        runs = [("torch", None)] + [(i, b) for b in args.blas for i in IMPLS if i != "torch" and i in args.impls]
+        runs = [r for r in runs if r[0] in args.impls]
         results = []
         for r in range(args.rounds):
             for case in args.cases:
-                for impl in rotated([i for i in IMPLS if i in args.impls], r):
+                for impl, blas in rotated(runs, r):
                     res = _sub(args, ["--worker", "torch" if impl == "torch" else "numpy", "--case", case], impl,
-                               args.envs[0])
-                    res.update({"impl": impl, "round": r, "env_mode": args.envs[0]})
-                    print(json.dumps({k: v for k, v in res.items() if k != "blas"}), flush=True)
+                               mode, blas)
+                    res.update({"impl": impl, "round": r, "env_mode": mode, "blas_setting": blas})
+                    print(json.dumps({k: v for k, v in res.items() if k not in ("blas", "host")}), flush=True)
                     results.append(res)
                     lines.append(res)
-        for s in summarize(results, args.cases):
+        summaries = summarize(results, args.cases, args.blas)
+        for s in summaries:
             print(json.dumps(s), flush=True)
-            lines.append(s)
+        lines += summaries
         if args.profile:
-            for impl in ("numpy", "numba"):
-                prof = dict(_sub(args, ["--worker", "profile"], impl), impl=impl)
-                print(json.dumps({k: v for k, v in prof.items() if k != "blas"}), flush=True)
-                lines.append(prof)
+            for blas in args.blas:
+                for impl in ("numpy", "numba"):
+                    prof = dict(_sub(args, ["--worker", "profile"], impl, mode, blas), impl=impl, blas_setting=blas)
+                    print(json.dumps({k: v for k, v in prof.items() if k != "blas"}), flush=True)
+                    lines.append(prof)
     with open(out, "a", encoding="utf-8") as f:
         for line in lines:
             f.write(json.dumps(line) + "\n")
+    print(f"\n{'blas':5s} {'case':13s} {'numpy/s':>8s} {'numba/s':>8s} {'torch/s':>8s} {'np/t':>6s} {'nb/t':>6s} "
+          f"{'paired':>11s}  peak RSS np/nb/t MB (ratio np/nb)  others")
+    for s in summaries:
+        m = s["median_images_per_s"]
+        mem = "/".join(f"{s['peak_rss_mb'].get(i, float('nan')):.0f}" for i in IMPLS)
+        mr = s.get("memory_ratio", {})
+        print(f"{s['blas']:5s} {s['case']:13s} {m.get('numpy', float('nan')):8.2f} {m.get('numba', float('nan')):8.2f} "
+              f"{m.get('torch', float('nan')):8.2f} {s.get('ratio_numpy', float('nan')):6.2f} "
+              f"{s.get('ratio_numba', float('nan')):6.2f} {s.get('paired_ratio_numpy') or float('nan'):5.2f}/"
+              f"{s.get('paired_ratio_numba') or float('nan'):.2f}  {mem} ({mr.get('numpy', float('nan')):.2f}/"
+              f"{mr.get('numba', float('nan')):.2f})  {s['median_others_cores']:.2f}")
+    print(f"total {time.perf_counter() - t_start:.0f} s; results appended to {out}")
 
 
 if __name__ == "__main__":

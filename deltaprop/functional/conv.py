@@ -34,16 +34,19 @@ Pad = Union[int, Sequence[int]]
 MODES = ("cross_correlation", "convolution")
 THIN_FILTERS = 16            # fewer filters: per-sample products in the forward pass and in Conv-3
 PER_SAMPLE_POSITIONS = 256   # at least this many output positions: per-sample products in the forward pass
+COLS_CHUNK_BYTES = 32 << 20  # keep_cols=False: the forward builds the columns of this many bytes of samples at a time
 
 
 class ConvCache(NamedTuple):
-    """``conv2d_forward``'s: the im2col matrix (C·kh·kw, N·Ho·Wo), the weights as a
-    (G, F/G, C/G·kh·kw) matrix, the geometry, the mode and the bias kind ("tied", "untied" or "none")."""
-    cols: np.ndarray
+    """``conv2d_forward``'s: the im2col matrix (C·kh·kw, N·Ho·Wo), or None when the input ``x`` is kept instead
+    (``keep_cols=False``: the backward copies the columns again), the weights as a (G, F/G, C/G·kh·kw) matrix, the
+    geometry, the mode and the bias kind ("tied", "untied" or "none")."""
+    cols: Optional[np.ndarray]
     w2: np.ndarray
     geometry: ConvGeometry
     mode: str
     bias: str
+    x: Optional[np.ndarray] = None
 
 
 def _check_mode(mode: str) -> None:
@@ -77,6 +80,11 @@ def _per_sample_forward(g: ConvGeometry) -> bool:
     return g.groups == 1 and (_thin(g) or g.ho * g.wo >= PER_SAMPLE_POSITIONS)
 
 
+def _chunk_samples(g: ConvGeometry, itemsize: int) -> int:
+    """Samples whose columns fit in ``COLS_CHUNK_BYTES`` (at least one)."""
+    return max(1, min(g.n, COLS_CHUNK_BYTES // max(1, g.taps * g.ho * g.wo * itemsize)))
+
+
 def _per_sample(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The column matrix as N stacked (C·kh·kw, Ho·Wo) matrices (a strided view, no copy)."""
     return cols.reshape(g.taps, g.n, g.ho * g.wo).transpose(1, 0, 2)
@@ -86,26 +94,39 @@ def _per_sample(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
                    padding: Pad = (0, 0), dilation=(1, 1), groups: int = 1,
-                   mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+                   mode: str = "cross_correlation", keep_cols: bool = True) -> Tuple[np.ndarray, tuple]:
     """z = w ⋆ x + b (§3 forward) as one matrix product ``W (F, C·kh·kw) @ cols (C·kh·kw, N·Ho·Wo)``.
 
     ``padding``: int, (rows, cols) or (top, bottom, left, right). ``b``: None, (F,), or (F, Ho, Wo) untied.
+    ``keep_cols=False`` keeps a reference to ``x`` in the cache instead of the column matrix (C·kh·kw times
+    larger than x for stride 1), and the backward builds the columns again: for callers that keep x alive
+    anyway and do not change it before the backward (a cfg network's graph keeps every layer's output).
     Returns (out (N, F, Ho, Wo), cache).
     """
     _check_mode(mode)
     g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     kind = _bias_kind(b, g)
     G = g.groups
-    cols = im2col(x, g)                                           # (C·kh·kw, N·Ho·Wo)
     w2 = np.ascontiguousarray(_oriented(w, mode)).reshape(G, g.f // G, -1)
     out = np.empty((g.n, g.f, g.ho, g.wo), dtype=np.result_type(x, w))
+    step = _chunk_samples(g, x.dtype.itemsize) if not keep_cols and _per_sample_forward(g) else g.n
+    if step < g.n:
+        # the columns are not kept: build them a few samples at a time into one reused block of memory
+        for lo in range(0, g.n, step):
+            hi = min(g.n, lo + step)
+            gc = g._replace(n=hi - lo)
+            matmul(w2[0], _per_sample(im2col(x[lo:hi], gc), gc), out=out[lo:hi].reshape(hi - lo, g.f, -1))
+        if kind != "none":
+            out += b[:, None, None] if kind == "tied" else b
+        return out, _cache(None, w2, g, mode, kind, x, keep_cols)
+    cols = im2col(x, g)                                           # (C·kh·kw, N·Ho·Wo)
     if _per_sample_forward(g):
         # One product per sample writes NCHW directly (with F < 16 a single (F, N·Ho·Wo) product ran at a
         # third of the speed; on large maps it saves the transposing copy).
         matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
         if kind != "none":
             out += b[:, None, None] if kind == "tied" else b
-        return out, ConvCache(cols, w2, g, mode, kind)
+        return out, _cache(cols, w2, g, mode, kind, x, keep_cols)
     if G == 1:
         z = matmul(w2[0], cols)                                   # (F, N·Ho·Wo)
     else:
@@ -119,7 +140,12 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
         else:
             np.add(zt[lo:hi], bias, out=out[lo:hi])
     _split.map_batch(part, g.n, out.size)
-    return out, ConvCache(cols, w2, g, mode, kind)
+    return out, _cache(cols, w2, g, mode, kind, x, keep_cols)
+
+
+def _cache(cols: np.ndarray, w2: np.ndarray, g: ConvGeometry, mode: str, kind: str, x: np.ndarray,
+           keep_cols: bool) -> ConvCache:
+    return ConvCache(cols, w2, g, mode, kind) if keep_cols else ConvCache(None, w2, g, mode, kind, x)
 
 
 def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
@@ -131,13 +157,15 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     Conv-1: δ^{l−1} = Σ_f full(δ ⋆ rot180(W)) as ``col2im(Wᵀ @ δ)`` (σ' is the activation layer's job);
     in convolution mode the stored kernel is used unturned, since the forward already turned it.
     """
-    cols, w2, g, mode, kind = cache
+    cols, w2, g, mode, kind, x = cache
     if dout.shape != (g.n, g.f, g.ho, g.wo):
         raise ShapeError(f"conv2d backward: got a gradient of shape {dout.shape}, expected {(g.n, g.f, g.ho, g.wo)} "
                          f"(the forward output's shape)")
     G, fg = g.groups, g.f // g.groups
     dt = dout.dtype
     ones_n = np.ones(g.n, dtype=dt)
+    if cols is None:
+        cols = im2col(x, g)
     if _thin(g):
         # per sample, as in the forward: dW = Σ_n δ_n (F, Ho·Wo) @ cols_nᵀ (Ho·Wo, C·kh·kw)
         dn = np.ascontiguousarray(dout).reshape(g.n, g.f, -1)
@@ -148,6 +176,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
             s = (ones_n @ dn.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)   # Σ_n δ
             db = s if kind == "untied" else s.reshape(g.f, -1) @ np.ones(g.ho * g.wo, dtype=dt)
         dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
+        del cols, per                       # the columns are not needed for Conv-1: lower the peak
         return (_input_grad(dout, None, w2, g) if need_dx else None), dw, db
     d = _filters_first(dout).reshape(g.f, g.positions)                               # δ as (F, N·Ho·Wo)
     if kind == "tied":
@@ -163,6 +192,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
         dw2 = dw2.transpose(0, 2, 1)                                      # (G, F/G, Cg·kh·kw)
     dw = _oriented(dw2.reshape(g.f, g.c // G, g.kh, g.kw), mode)
     dw = np.ascontiguousarray(dw)
+    del cols
     return (_input_grad(dout, d, w2, g) if need_dx else None), dw, db
 
 

@@ -46,15 +46,21 @@ class DarknetBatchNorm(Module):
             self._save(("darknet", cache))
             return y
         # standard: the kernels of functional.norm (running statistics updated in place in training)
-        rm, rv = self.running_mean, self.running_var
-        if self.training and (rm.dtype != x.dtype or not rm.flags.writeable):
-            rm, rv = rm.astype(x.dtype), rv.astype(x.dtype)
-            object.__setattr__(self, "running_mean", rm)
-            object.__setattr__(self, "running_var", rv)
+        rm, rv = self.running_stats(x.dtype)
         y, cache = norm.batch_norm_forward(x, self.weight.data, self.bias.data, rm, rv, training=self.training,
                                            momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS)
         self._save(("standard", cache))
         return y
+
+    def running_stats(self, dtype) -> Tuple[np.ndarray, np.ndarray]:
+        """The running mean and variance, first made writable arrays of ``dtype`` in training (the standard
+        kernels update them in place)."""
+        rm, rv = self.running_mean, self.running_var
+        if self.training and (rm.dtype != dtype or not rm.flags.writeable):
+            rm, rv = rm.astype(dtype), rv.astype(dtype)
+            object.__setattr__(self, "running_mean", rm)
+            object.__setattr__(self, "running_var", rv)
+        return rm, rv
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         kind, cache = self._take()

@@ -10,12 +10,17 @@ import numpy as np
 
 from ... import backend
 from ...functional.conv import conv2d_backward, conv2d_forward
+from ...functional.conv_bn import TAIL_ACTIVATIONS, affine_act_, bn_scale_shift
+from ...functional.norm_fused import batchnorm_act_backward, batchnorm_act_forward
 from ...nn.parameter import Parameter
 from ..activations import ACTIVATIONS, DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits, require_unsupported_zero
-from .batchnorm import (accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
+from .batchnorm import (STANDARD_EPS, STANDARD_MOMENTUM, accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
                         normalize_activate, weights_target)
+
+
+LEAKY_SLOPE = 0.1   # Darknet's leaky (activations.c)
 
 
 def activation_key(sec: Section, default: str) -> str:
@@ -61,6 +66,8 @@ class ConvolutionalLayer(DarknetLayer):
     running statistics. Darknet's initialisation: weights √(2/(k²·C/groups))·N(0, 1), biases 0."""
 
     kind = "convolutional"
+    #: keep the im2col columns for the backward (else the input, kept by the graph anyway, and build them again)
+    keep_columns = False
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         dt = np.dtype(dtype or backend.get_default_dtype())
@@ -80,14 +87,52 @@ class ConvolutionalLayer(DarknetLayer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
         self._check_dtype(x, self.weight.data.dtype)
+        if not self.training and not self.keeps_cache and self.activation in TAIL_ACTIVATIONS:
+            return self._infer(x)
         z, cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                  stride=self.stride, padding=self.padding, groups=self.groups)
-        self._save(cache)
+                                  stride=self.stride, padding=self.padding, groups=self.groups,
+                                  keep_cols=self.keep_columns)
+        if self._fused_tail():
+            bn = self.bn
+            rm, rv = bn.running_stats(z.dtype)
+            y, bcache = batchnorm_act_forward(z, bn.weight.data, bn.bias.data, rm, rv, training=self.training,
+                                              momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS,
+                                              activation=self.activation, negative_slope=LEAKY_SLOPE)
+            self._save((cache, bcache))
+            return y
+        self._save((cache, None))
         return normalize_activate(self, z)
 
+    def _fused_tail(self) -> bool:
+        """Batch norm in the standard numerics followed by linear, ReLU or leaky: one fused kernel
+        (``functional.norm_fused``: z − μ kept instead of ẑ and the activated copy, fewer passes)."""
+        return self.bn is not None and self.bn.numerics == "standard" and self.activation in TAIL_ACTIVATIONS
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Evaluation without a cache: the convolution, then batch norm (its running statistics folded into a
+        scale and shift per channel, ``functional.conv_bn``) and the activation in one in-place pass."""
+        w = self.weight.data
+        if self.bn is None:
+            z, _ = conv2d_forward(x, w, self.bias.data, stride=self.stride, padding=self.padding, groups=self.groups,
+                                  keep_cols=False)
+            return z if self.activation == "linear" else affine_act_(
+                z, np.ones(self.filters, w.dtype), np.zeros(self.filters, w.dtype), self.activation, LEAKY_SLOPE)
+        bn = self.bn
+        darknet = bn.numerics == "darknet"
+        scale, shift = bn_scale_shift(bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var,
+                                      1e-6 if darknet else STANDARD_EPS, eps_outside_root=darknet, dtype=w.dtype)
+        z, _ = conv2d_forward(x, w, None, stride=self.stride, padding=self.padding, groups=self.groups,
+                              keep_cols=False)
+        return affine_act_(z, scale, shift, self.activation, LEAKY_SLOPE)
+
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        cache = self._take()
-        dz = activation_bn_backward(self, dout)
+        cache, bcache = self._take()
+        if bcache is not None:
+            dz, dgamma, dbeta = batchnorm_act_backward(dout, bcache, consume_cache=True)
+            self.bn.weight.accumulate(dgamma)
+            self.bn.bias.accumulate(dbeta)
+        else:
+            dz = activation_bn_backward(self, dout)
         dx, dw, db = conv2d_backward(dz, cache, need_dx=self.needs_input_grad)
         accumulate_weight_bias(self, dw, db)
         return dx
