@@ -85,7 +85,7 @@ FIELD_EDITS = [
     ("step 5000 digits", ["step"], 10 ** 4000, "step"),
     ("unknown model kwarg", ["architecture", "kwargs", "bogus"], 1, "architecture.kwargs"),
     ("missing model", ["architecture", "model"], None, "architecture.model"),
-    ("numerics 3", ["architecture", "kind"], 3, "architecture.kind"),
+    ("kind a number", ["architecture", "kind"], 3, "architecture.kind"),
     ("extra arch key", ["architecture", "extra_key"], 1, "architecture.extra_key"),
     ("architecture true", ["architecture"], True, "architecture"),
     ("unknown top-level key", ["surprise"], 1, "surprise"),
