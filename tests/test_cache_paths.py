@@ -10,7 +10,8 @@ import pytest
 
 from conftest import require_numba
 from deltaprop.functional import _numba, activation as A, conv as C, dense as D, loss as L, loss_binary as LB
-from deltaprop.functional import loss_margin as LM, norm as N, norm_fused as NF, pool as P, shape as S
+from deltaprop.functional import loss_margin as LM, norm as N, norm_darknet as ND, norm_fused as NF, pool as P
+from deltaprop.functional import shape as S
 
 
 def _typed(cache) -> bool:
@@ -40,6 +41,10 @@ def _forwards(rng):
         "max_pool": lambda: P.max_pool2d_forward(x, 2),
         "avg_pool": lambda: P.avg_pool2d_forward(x, 2),
         "batch_norm": lambda: N.batch_norm_forward(x, np.ones(3), np.zeros(3))[:2],
+        "batch_norm_naive": lambda: N.batch_norm_forward_naive(x[:1, :, :2], np.ones(3), np.zeros(3))[:2],
+        "darknet_bn": lambda: ND.batchnorm_darknet_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))[:2],
+        "darknet_bn_naive": lambda: ND.batchnorm_darknet_forward_naive(x[:1, :, :2], np.ones(3), np.zeros(3),
+                                                                       np.zeros(3), np.ones(3))[:2],
         "bn_act": lambda: NF.batchnorm_act_forward(x, np.ones(3), np.zeros(3), activation="relu"),
         "bn_act_pool": lambda: NF.batchnorm_act_maxpool2_forward(x, np.ones(3), np.zeros(3)),
         "mse": lambda: L.mse_forward(m, m * 0.5),

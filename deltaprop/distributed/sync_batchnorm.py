@@ -18,7 +18,7 @@ from ..darknet.layers.batchnorm import STANDARD_EPS, STANDARD_MOMENTUM, DarknetB
 from ..errors import ConfigError, ShapeError
 from ..functional.norm import (bn_grad_coefs, bn_input_grad, channel_dot, channel_sum, channel_view,
                                update_running_stats)
-from ..functional.norm_darknet import EPS_BACKWARD, EPS_FORWARD, darknet_rolling_update
+from ..functional.norm_darknet import EPS_FORWARD, darknet_bn_deltas, darknet_bn_input_grad, darknet_rolling_update
 from ..nn.normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
 from .comm import Communicator, world
 
@@ -157,19 +157,13 @@ class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
     def _darknet_backward(self, dout: np.ndarray, cache):
         """``batchnorm_darknet_backward`` with Σδ and Σδ·(z − μ) summed over the ranks, m = M."""
         x_norm, xc, var, m, shape = cache
-        t = dout.dtype.type
         dy3 = channel_view(dout)
         c = dy3.shape[1]
         g = self.weight.data.astype(dout.dtype)
         dbias, dscale = channel_sum(dy3), channel_dot(dy3, x_norm)
         sums = _global_sum(self._comm(), dbias, channel_dot(dy3, xc)).astype(dout.dtype)
-        s = np.sqrt(var + t(EPS_BACKWARD))
-        mean_delta = -(g * sums[:c]) / s
-        variance_delta = t(-0.5) * (g * sums[c:]) / (s * s * s)
-        dx = dy3 * (g / s)[:, None]
-        dx += xc * (t(2) * variance_delta / m)[:, None]
-        dx += (mean_delta / m)[:, None]
-        return dx.reshape(shape), dscale, dbias
+        mean_delta, variance_delta = darknet_bn_deltas(g * sums[:c], g * sums[c:], var)
+        return darknet_bn_input_grad(dy3, xc, g, var, mean_delta, variance_delta, m).reshape(shape), dscale, dbias
 
 
 def convert_sync_batchnorm(model, comm: Optional[Communicator] = None):

@@ -33,6 +33,18 @@ class BNCache(NamedTuple):
     shape: tuple
 
 
+class BNNaiveCache(NamedTuple):
+    """``batch_norm_forward_naive``'s: the input as (N, C, S), the per-channel μ and σ² (float64), γ (or None),
+    whether the batch statistics normalised, ε and the input's shape."""
+    x3: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    gamma: Optional[np.ndarray]
+    eps: float
+    batch: bool
+    shape: tuple
+
+
 # --- per-channel helpers ---------------------------------------------------------------------------
 
 def channel_view(x: np.ndarray) -> np.ndarray:
@@ -173,7 +185,7 @@ def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_va
 def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
                        running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                        training: bool = True, momentum: float = 0.1,
-                       eps: float = 1e-5) -> Tuple[np.ndarray, tuple]:
+                       eps: float = 1e-5) -> Tuple[np.ndarray, BNCache]:
     """y = γ·(z − μ)/√(σ² + ε) + β per channel (§8). x (N, C, ...), gamma/beta (C,) or None (no affine).
 
     ``training=True``: batch statistics; ``running_mean``/``running_var`` (if given) are updated IN PLACE,
@@ -193,7 +205,7 @@ def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optiona
     return y.reshape(x.shape), BNCache(xhat, inv_std, g, batch, gamma is not None, x.shape)
 
 
-def batch_norm_backward(dy: np.ndarray, cache: tuple, need_dx: bool = True) -> Tuple[Optional[np.ndarray], ...]:
+def batch_norm_backward(dy: np.ndarray, cache: BNCache, need_dx: bool = True) -> Tuple[Optional[np.ndarray], ...]:
     """Returns (dx, dγ, dβ). BN 2.5: ∂C/∂β = Σ ∂C/∂y. BN 2.6: ∂C/∂γ = Σ ∂C/∂y·ẑ. ∂C/∂ẑ = γ·∂C/∂y, then
     BN 2.1–2.3 in the compact form of ``bn_input_grad`` (training), or ∂C/∂z = γ·inv_std·∂C/∂y when the
     running statistics normalised (they are constants). BN 2.4 (the layer below) is unchanged."""
@@ -213,7 +225,8 @@ def batch_norm_backward(dy: np.ndarray, cache: tuple, need_dx: bool = True) -> T
 
 def batch_norm_forward_naive(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
                              running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
-                             training: bool = True, momentum: float = 0.1, eps: float = 1e-5):
+                             training: bool = True, momentum: float = 0.1,
+                             eps: float = 1e-5) -> Tuple[np.ndarray, BNNaiveCache, tuple]:
     """Reference BN forward, channel by channel and value by value: μ = (1/m)Σz_i, σ² = (1/m)Σ(z_i − μ)²,
     ẑ_i = (z_i − μ)/√(σ² + ε), y_i = γẑ_i + β; the running statistics are returned as new arrays."""
     x3 = x.reshape(x.shape[0], x.shape[1], -1)
@@ -240,11 +253,11 @@ def batch_norm_forward_naive(x: np.ndarray, gamma: Optional[np.ndarray], beta: O
             for k in range(s):
                 zhat = (x3[b, ch, k] - mu) / np.sqrt(var + eps)
                 y[b, ch, k] = gm * zhat + bt
-    cache = (x3, mus, vars_, gamma, eps, training or running_mean is None, x.shape)
+    cache = BNNaiveCache(x3, mus, vars_, gamma, eps, training or running_mean is None, x.shape)
     return y.reshape(x.shape), cache, (new_rm, new_rv)
 
 
-def batch_norm_backward_naive(dy: np.ndarray, cache: tuple):
+def batch_norm_backward_naive(dy: np.ndarray, cache: BNNaiveCache):
     """Reference BN backward, literally BN 2.1, 2.2, 2.3, 2.5, 2.6 per channel. Returns (dx, dγ, dβ)."""
     x3, mus, vars_, gamma, eps, batch, shape = cache
     d3 = dy.reshape(x3.shape)

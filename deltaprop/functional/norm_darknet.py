@@ -45,6 +45,18 @@ class DarknetBNCache(NamedTuple):
     mean: np.ndarray
 
 
+class DarknetBNNaiveCache(NamedTuple):
+    """``batchnorm_darknet_forward_naive``'s: the input as (N, C, S), ẑ, μ and σ² (float64), the scales, whether
+    batch statistics normalised, the input's shape."""
+    x3: np.ndarray
+    x_norm: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    scale: np.ndarray
+    training: bool
+    shape: tuple
+
+
 def _axes(x: np.ndarray) -> Tuple[int, ...]:
     if x.ndim < 2:
         raise ValueError(f"Darknet batch norm needs (N, C) or (N, C, H, W) input, got shape {x.shape}")
@@ -87,7 +99,7 @@ def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.nd
 
 def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                               rolling_mean: np.ndarray, rolling_var: np.ndarray,
-                              training: bool = True) -> Tuple[np.ndarray, tuple, Tuple[np.ndarray, np.ndarray]]:
+                              training: bool = True) -> Tuple[np.ndarray, DarknetBNCache, Tuple[np.ndarray, np.ndarray]]:
     """Darknet BN forward: ``y = γ·(z − μ)/(√σ² + 1e-6) + β``.
 
     Training: batch μ and unbiased σ²; returns ``(y, cache, (new_rolling_mean, new_rolling_var))``.
@@ -112,39 +124,53 @@ def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray
     return y.reshape(x.shape), cache, (new_rm, new_rv)
 
 
-def bn_cache_arrays(cache: tuple) -> dict:
+def bn_cache_arrays(cache: DarknetBNCache) -> dict:
     """Darknet's BN buffers from a forward cache: ``x_norm`` (input-shaped), ``mean``, ``variance`` (the
     batch statistics in training, the rolling ones in inference), for comparisons with Darknet's dumps."""
-    x_norm, xc, var, denom, scale, training, shape, mean = cache
-    return {"x_norm": x_norm.reshape(shape), "mean": mean, "variance": var}
+    return {"x_norm": cache.x_norm.reshape(cache.shape), "mean": cache.mean, "variance": cache.var}
 
 
-def batchnorm_darknet_backward(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def darknet_bn_deltas(sum_dxhat: np.ndarray, sum_dxhat_xc: np.ndarray,
+                      var: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Darknet's BN 2.2 and BN 2.1 (§10, "Darknet batch norm"), the one home every Darknet path calls: from the
+    per-channel sums Σ dẑ and Σ dẑ·(z − μ) and the batch variance, with s = √(σ² + 1e-5),
+    ``mean_delta_cpu``: dμ = −Σ dẑ / s (no variance term) and ``variance_delta_cpu``: dσ² = −½ Σ dẑ·(z − μ)·s⁻³.
+    Returns (dμ, dσ²) in the gradient sign."""
+    t = var.dtype.type
+    s = np.sqrt(var + t(EPS_BACKWARD))
+    return -sum_dxhat / s, t(-0.5) * sum_dxhat_xc / (s * s * s)
+
+
+def darknet_bn_input_grad(dy3: np.ndarray, xc: np.ndarray, g: np.ndarray, var: np.ndarray,
+                          mean_delta: np.ndarray, variance_delta: np.ndarray, m) -> np.ndarray:
+    """Darknet's BN 2.3, ``normalize_delta_cpu`` (§10), (N, C, S) arrays: ``dz = γ·dy/s + dσ²·2(z − μ)/m + dμ/m``
+    with s = √(σ² + 1e-5) and m the count of values per channel (not m − 1)."""
+    t = dy3.dtype.type
+    s = np.sqrt(var + t(EPS_BACKWARD))
+    dx = dy3 * (g / s)[:, None]
+    dx += xc * (t(2) * variance_delta / m)[:, None]
+    dx += (mean_delta / m)[:, None]
+    return dx
+
+
+def batchnorm_darknet_backward(dy: np.ndarray, cache: DarknetBNCache) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Darknet BN backward, in the gradient sign. Returns ``(dx, dscale, dbias)``.
 
     ``backward_bias``: dβ = Σ dy (BN 2.5). ``backward_scale_cpu``: dγ = Σ dy·ẑ (BN 2.6).
-    ``scale_bias``: dẑ = γ·dy. Then with s = √(σ² + 1e-5) and m = N·H·W:
-    ``mean_delta_cpu``: dμ = −Σ dẑ / s; ``variance_delta_cpu``: dσ² = −½ Σ dẑ·(z − μ)·s⁻³;
-    ``normalize_delta_cpu``: dz = dẑ/s + dσ²·2(z − μ)/m + dμ/m.
+    ``scale_bias``: dẑ = γ·dy. Then ``darknet_bn_deltas`` (dμ, dσ²) and ``darknet_bn_input_grad`` (dz).
     In inference mode: dz = γ·dy/(√r_σ² + 1e-6), the exact derivative of the affine map.
     (Σ dẑ and Σ dẑ·(z − μ) are computed as γ·Σ dy and γ·Σ dy·(z − μ): the same sums, γ being per channel.)
     """
     x_norm, xc, var, denom, scale, training, shape, _ = cache
-    t = dy.dtype.type
     dy3 = _view(dy)
     g = scale.astype(dy.dtype, copy=False)
     dbias = channel_sum(dy3)
     dscale = channel_dot(dy3, x_norm)
     if not training:
         return (dy3 * (g / denom)[:, None]).reshape(shape), dscale, dbias
-    m = t(dy3.shape[0] * dy3.shape[2])
-    s = np.sqrt(var + t(EPS_BACKWARD))
-    mean_delta = -(g * dbias) / s
-    variance_delta = t(-0.5) * (g * channel_dot(dy3, xc)) / (s * s * s)
-    dx = dy3 * (g / s)[:, None]
-    dx += xc * (t(2) * variance_delta / m)[:, None]
-    dx += (mean_delta / m)[:, None]
-    return dx.reshape(shape), dscale, dbias
+    m = dy.dtype.type(dy3.shape[0] * dy3.shape[2])
+    mean_delta, variance_delta = darknet_bn_deltas(g * dbias, g * channel_dot(dy3, xc), var)
+    return darknet_bn_input_grad(dy3, xc, g, var, mean_delta, variance_delta, m).reshape(shape), dscale, dbias
 
 
 # --- naive twins: Darknet's C loops, transcribed ------------------------------------------------
@@ -180,12 +206,12 @@ def batchnorm_darknet_forward_naive(x: np.ndarray, scale: np.ndarray, bias: np.n
             for k in range(spatial):
                 x_norm[b, f, k] = (x4[b, f, k] - mean[f]) / (np.sqrt(var[f]) + 1e-6)
                 y[b, f, k] = x_norm[b, f, k] * scale[f] + bias[f]
-    cache = (x4, x_norm, mean, var, scale, training, x.shape)
+    cache = DarknetBNNaiveCache(x4, x_norm, mean, var, scale, training, x.shape)
     dt = x.dtype
     return y.reshape(x.shape).astype(dt), cache, (new_rm.astype(dt), new_rv.astype(dt))
 
 
-def batchnorm_darknet_backward_naive(dy: np.ndarray, cache: tuple):
+def batchnorm_darknet_backward_naive(dy: np.ndarray, cache: DarknetBNNaiveCache):
     """Loops as ``backward_bias``, ``backward_scale_cpu``, ``scale_bias``, ``mean_delta_cpu``,
     ``variance_delta_cpu``, ``normalize_delta_cpu`` (gradient sign). Returns (dx, dscale, dbias)."""
     x4, x_norm, mean, var, scale, training, shape = cache
@@ -230,11 +256,9 @@ def batchnorm_darknet_backward_naive(dy: np.ndarray, cache: tuple):
     return dx.reshape(shape).astype(dt), dscale.astype(dt), dbias.astype(dt)
 
 
-def darknet_bn_intermediates(dy: np.ndarray, cache: tuple) -> Tuple[np.ndarray, np.ndarray]:
+def darknet_bn_intermediates(dy: np.ndarray, cache: DarknetBNCache) -> Tuple[np.ndarray, np.ndarray]:
     """Darknet's ``mean_delta`` and ``variance_delta`` buffers (training cache), in the GRADIENT sign
-    (Darknet's own buffers are their negatives). For comparisons with the real program's dumps."""
-    x_norm, xc, var, denom, scale, training, shape, _ = cache
-    t = dy.dtype.type
-    dxn = _view(dy) * scale.astype(dy.dtype, copy=False)[:, None]
-    s = np.sqrt(var + t(EPS_BACKWARD))
-    return -channel_sum(dxn) / s, t(-0.5) * channel_dot(dxn, xc) / (s * s * s)
+    (Darknet's own buffers are their negatives), by ``darknet_bn_deltas`` from the sums of dẑ = γ·dy as
+    Darknet forms them. For comparisons with the real program's dumps."""
+    dxn = _view(dy) * cache.scale.astype(dy.dtype, copy=False)[:, None]
+    return darknet_bn_deltas(channel_sum(dxn), channel_dot(dxn, cache.xc), cache.var)
