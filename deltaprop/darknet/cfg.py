@@ -13,7 +13,7 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 from ..errors import ConfigError
 
@@ -130,22 +130,20 @@ class Section:
         return default if v is None else v
 
     def get_int_list(self, key: str, default: Optional[List[int]] = None) -> Optional[List[int]]:
-        v = self.raw(key)
-        if v is None:
-            return default
-        out = [_to_int(t) for t in v.split(",")]
-        if not v or any(t is None for t in out):
-            raise self.error(key, f"expected a comma-separated list of integers, got {v!r}")
-        return out  # type: ignore[return-value]
+        return self._list(key, default, _to_int, "integers")
 
     def get_float_list(self, key: str, default: Optional[List[float]] = None) -> Optional[List[float]]:
+        return self._list(key, default, _to_float, "numbers")
+
+    def _list(self, key: str, default: Optional[list], parse: Callable[[str], Any], what: str) -> Optional[list]:
+        """``key``'s comma-separated value, each item read by ``parse`` (None when it is not one of ``what``)."""
         v = self.raw(key)
         if v is None:
             return default
-        out = [_to_float(t) for t in v.split(",")]
+        out = [parse(t) for t in v.split(",")]
         if not v or any(t is None for t in out):
-            raise self.error(key, f"expected a comma-separated list of numbers, got {v!r}")
-        return out  # type: ignore[return-value]
+            raise self.error(key, f"expected a comma-separated list of {what}, got {v!r}")
+        return out
 
     def values(self) -> "OrderedDict[str, str]":
         """The options as ``key -> value`` strings, in file order."""
