@@ -49,6 +49,11 @@ def _forwards(rng):
         "bn_act_pool": lambda: NF.batchnorm_act_maxpool2_forward(x, np.ones(3), np.zeros(3)),
         "mse": lambda: L.mse_forward(m, m * 0.5),
         "cross_entropy": lambda: L.cross_entropy_forward(m, lab),
+        "cross_entropy_prob": lambda: L.cross_entropy_forward(m, A.softmax_forward(m)[0]),
+        "half_squared_error": lambda: L.half_squared_error_forward(m, m * 0.5),
+        "prob_cross_entropy": lambda: L.prob_cross_entropy_forward(A.softmax_forward(m)[0], lab),
+        "bce": lambda: LB.bce_forward(A.sigmoid_forward(m)[0], (m > 0).astype(m.dtype)),
+        "multiclass_hinge": lambda: LM.multiclass_hinge_forward(m, lab),
         "nll": lambda: L.nll_forward(A.log_softmax_forward(m)[0], lab),
         "bce_with_logits": lambda: LB.bce_with_logits_forward(m, (m > 0).astype(m.dtype)),
         "multi_margin": lambda: LM.multi_margin_forward(m, lab),
@@ -95,3 +100,13 @@ def test_a_numba_cache_is_differentiated_by_numba_when_switched_off_in_between(p
         _numba.set_enabled(before)
     for a, b in zip(got, want):
         assert np.array_equal(a, b)
+
+
+def test_each_cross_entropy_path_leaves_its_own_type(rng):
+    """Labels, class probabilities and the numba pass: three paths, three cache types (no string tag)."""
+    m = rng.standard_normal((4, 5))
+    lab = np.array([0, 2, 1, 4])
+    kinds = {type(L.cross_entropy_forward(m, lab)[1]), type(L.cross_entropy_forward(m, A.softmax_forward(m)[0])[1])}
+    assert kinds == {L.CrossEntropyLabelCache, L.CrossEntropyProbCache}
+    if _numba.enabled():
+        assert type(L.cross_entropy_fast_forward(m, lab)[1]) is L.CrossEntropyFastCache

@@ -1,5 +1,7 @@
 """Pure kernels: ``op_forward(...) -> (out, cache)`` and ``op_backward(dout, cache) -> (dx, dparams...)``.
-Each fast kernel has a naive twin written straight from its equation; the tests check one against the other."""
+Every cache is a typed record, one type per path (docs/architecture.md#functional). The kernels whose fast form
+reorganises the arithmetic have a naive twin written straight from their equation (the README lists which); the
+tests check one against the other."""
 from . import activation, dense
 from . import conv, im2col, shape
 from . import loss

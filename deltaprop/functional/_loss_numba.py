@@ -21,7 +21,9 @@ OK, BAD_LABEL, NON_FINITE = 0, 1, 2
 def _ce_forward(x, lab, ignore, p):
     """p ← softmax of each row of x; returns (status, Σ_n −ln p_{n,y_n} over non-ignored rows, their count).
 
-    §6, softmax classifier: L_n = −s_{y_n} + ln Σ_k e^{s_k}, with s = x − max(x) for stability.
+    §6, softmax classifier: L_n = −s_{y_n} + ln Σ_k e^{s_k}, with s = x − max(x) for stability. Mirrors
+    ``loss.cross_entropy_forward`` for labels without weights or smoothing (tests/test_loss_fused.py holds
+    the two equal).
     """
     m, c = x.shape
     total = 0.0
@@ -53,7 +55,8 @@ def _ce_forward(x, lab, ignore, p):
 
 @jit
 def _ce_backward(p, lab, ignore, coef, dx):
-    """dx = coef · (p − onehot(y)) (§6: ∂C/∂s = y − t), zero rows for ignored labels."""
+    """dx = coef · (p − onehot(y)) (§6: ∂C/∂s = y − t), zero rows for ignored labels. Mirrors the label path
+    of ``loss.cross_entropy_backward`` (tests/test_loss_fused.py holds the two equal)."""
     m, c = p.shape
     zero = p.dtype.type(0)
     for i in range(m):

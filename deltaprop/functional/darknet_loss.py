@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
+from .loss import softmax_ce_input_grad
 
 #: ``SECRET_NUM`` of ``cost_layer.c``: truths equal to it are masked out by ``type=masked``.
 SECRET_NUM = -1234.0
@@ -121,14 +122,14 @@ def darknet_reported_loss(costs: Sequence[float], batch: int) -> float:
 
 def softmax_ce_grad(p: np.ndarray, t: np.ndarray, groups: int = 1, spatial: bool = False,
                     temperature: float = 1.0) -> np.ndarray:
-    """Standard numerics: ∂(−Σ t log p)/∂x = (p·Σ_group t − t)/T at the logits x of ``p = softmax(x/T)``,
+    """Standard numerics: ∂(−Σ t log p)/∂x = (p·Σ_group t − t)/T (``loss.softmax_ce_input_grad``) at the logits x of ``p = softmax(x/T)``,
     the groups as ``[softmax]`` forms them (``groups`` slices, or the channels at each pixel)."""
     n = p.shape[0]
     if spatial:
         pg, tg, ax = p.reshape(n, p.shape[1], -1), t.reshape(n, p.shape[1], -1), 1
     else:
         pg, tg, ax = p.reshape(n, groups, -1), t.reshape(n, groups, -1), 2
-    g = pg * tg.sum(axis=ax, keepdims=True) - tg
+    g = softmax_ce_input_grad(pg, tg, ax)
     if temperature != 1.0:
         g = g / p.dtype.type(temperature)
     return g.reshape(p.shape)

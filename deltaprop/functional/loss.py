@@ -35,16 +35,26 @@ class HalfSquaredErrorCache(NamedTuple):
     n: int
 
 
-class CrossEntropyCache(NamedTuple):
-    """``cross_entropy_forward``'s: softmax p (M, C), the weighted targets (``targets`` "prob": q (M, C);
-    "label": the labels with their validity, weights and smoothing), the mean's divisor."""
-    targets: str
+class CrossEntropyLabelCache(NamedTuple):
+    """``cross_entropy_forward``'s with integer labels: softmax p (M, C), the labels (0 where ignored), their
+    validity (1/0), the per-row weights w_y (or the validity), the class weights (or None), the smoothing ε,
+    the mean's divisor, the reduction and the logits' shape."""
     p: np.ndarray
-    a: np.ndarray
-    valid: Optional[np.ndarray]
-    wy: Optional[np.ndarray]
+    lab: np.ndarray
+    valid: np.ndarray
+    wy: np.ndarray
     w: Optional[np.ndarray]
     eps: float
+    denom: float
+    reduction: str
+    shape: tuple
+
+
+class CrossEntropyProbCache(NamedTuple):
+    """``cross_entropy_forward``'s with class probabilities: softmax p (M, C), the weighted (smoothed) targets
+    q (M, C), the mean's divisor, the reduction and the logits' shape."""
+    p: np.ndarray
+    q: np.ndarray
     denom: float
     reduction: str
     shape: tuple
@@ -188,7 +198,7 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
         q = t * w if w is not None else t
         per = -np.sum(q * logp, axis=1)
         denom = float(m)
-        cache = CrossEntropyCache("prob", np.exp(logp), q, None, None, None, eps, denom, reduction, shape)
+        cache = CrossEntropyProbCache(np.exp(logp), q, denom, reduction, shape)
     else:
         lab = target.reshape(-1).astype(np.intp, copy=False)
         valid = (lab != ignore_index).astype(dt)      # 1.0 / 0.0 in the logits' dtype
@@ -200,7 +210,7 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
             smooth = -(logp @ w) if w is not None else -logp.sum(axis=1)
             per = per + smooth * valid * (eps / c)
         denom = float(np.sum(wy))
-        cache = CrossEntropyCache("label", np.exp(logp), lab, valid, wy, w, eps, denom, reduction, shape)
+        cache = CrossEntropyLabelCache(np.exp(logp), lab, valid, wy, w, eps, denom, reduction, shape)
     per = per.reshape(_unreduced_shape(shape))
     return _reduce(per, reduction, denom), cache
 
@@ -230,8 +240,21 @@ def cross_entropy_fast_forward(logits: np.ndarray, target, ignore_index: int = -
     return value, CrossEntropyFastCache(p, lab, ignore_index, denom, reduction)
 
 
-def cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1)."""
+def softmax_ce_input_grad(p: np.ndarray, q: np.ndarray, axis: int = 1) -> np.ndarray:
+    """§6, softmax + cross-entropy fused: ∂E/∂x = y·Σ_i t_i − t at the logits x of y = softmax(x), along
+    ``axis`` (the classes), for dense targets q: the one home of the dense form (``cross_entropy_backward``'s
+    probabilities, the Darknet ``[softmax]`` layer's standard numerics)."""
+    return p * q.sum(axis=axis, keepdims=True) - q
+
+
+CrossEntropyCache = Union[CrossEntropyLabelCache, CrossEntropyProbCache, CrossEntropyFastCache]
+
+
+def cross_entropy_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
+    """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1), following the path the
+    forward took: dense targets by ``softmax_ce_input_grad``; labels in the sparse form (q_n is w_y·(1 − ε) at
+    the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and the smoothing are
+    subtracted); the numba pass by its mirror ``_loss_numba._ce_backward``."""
     if type(cache) is CrossEntropyFastCache:
         from . import _loss_numba
         p, lab, ignore_index, denom, reduction = cache
@@ -239,16 +262,15 @@ def cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
         dx = np.empty_like(p)
         _loss_numba._ce_backward(p, lab, ignore_index, p.dtype.type(coef), dx)
         return dx
-    kind, p, a, valid, wy, w, eps, denom, reduction, shape = cache
-    m, c = p.shape
-    coef = _coef(dout, reduction, denom, p.dtype)
+    coef = _coef(dout, cache.reduction, cache.denom, cache.p.dtype)
     if isinstance(coef, np.ndarray):
-        coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
-    if kind == "prob":
-        q = a
+        coef = np.broadcast_to(coef, _unreduced_shape(cache.shape)).reshape(-1)
+    if type(cache) is CrossEntropyProbCache:
+        p, q, denom, reduction, shape = cache
         cn = coef[:, None] if isinstance(coef, np.ndarray) else coef
-        return from_rows((p * q.sum(axis=1, keepdims=True) - q) * cn, shape)
-    lab = a
+        return from_rows(softmax_ce_input_grad(p, q) * cn, shape)
+    p, lab, valid, wy, w, eps, denom, reduction, shape = cache
+    m, c = p.shape
     cvec = coef if isinstance(coef, np.ndarray) else np.full(m, coef, dtype=p.dtype)
     wsum = float(np.sum(w)) if w is not None else float(c)
     qsum = wy * (1.0 - eps) + valid * (eps * wsum / c) if eps else wy
