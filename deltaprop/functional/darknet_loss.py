@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
+from .activation import sigmoid_forward
 from .loss import softmax_ce_input_grad
 
 #: ``SECRET_NUM`` of ``cost_layer.c``: truths equal to it are masked out by ``type=masked``.
@@ -100,10 +101,9 @@ def darknet_cost(pred: np.ndarray, truth: np.ndarray, cost_type: str = "sse",
 
 
 def darknet_logistic(x: np.ndarray, truth: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray]:
-    """``[logistic]``: ``p = σ(x)``; cost ``Σ −t log p − (1 − t) log(1 − p)``; gradient ``p − t`` at x.
+    """``[logistic]``: ``p = σ(x)`` (``activation.sigmoid_forward``); cost ``Σ −t log p − (1 − t) log(1 − p)``; gradient ``p − t`` at x.
     Returns ``(p, cost, grad)``."""
-    e = np.exp(-np.abs(x))
-    p = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    p = sigmoid_forward(x)[0]
     t = _check_pair(p, truth, "[logistic]")
     p64, t64 = p.astype(np.float64), t.astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -4,7 +4,7 @@ or the dropout mask)."""
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -17,8 +17,8 @@ class FlattenCache(NamedTuple):
 
 
 class DropoutCache(NamedTuple):
-    """``dropout_forward``'s: the kept-and-scaled mask m / (1 − p)."""
-    mask: np.ndarray
+    """``dropout_forward``'s: the kept-and-scaled mask m / (1 − p); None for the identity (evaluation, p = 0)."""
+    mask: Optional[np.ndarray]
 
 
 class UpsampleCache(NamedTuple):
@@ -40,7 +40,7 @@ def flatten_forward(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> Tup
 
 def flatten_backward(dout: np.ndarray, cache: FlattenCache) -> np.ndarray:
     """The gradient reshaped back to the input's shape."""
-    return dout.reshape(cache[0])
+    return dout.reshape(cache.shape)
 
 
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator) -> Tuple[np.ndarray, DropoutCache]:
@@ -54,8 +54,8 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator) -> Tuple[
 
 
 def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
-    """∂y/∂x = m / (1 − p): the same scaled mask."""
-    return dout * cache[0]
+    """∂y/∂x = m / (1 − p): the same scaled mask (1 for the identity)."""
+    return dout if cache.mask is None else dout * cache.mask
 
 
 def _scale_pair(scale: Union[int, float, Sequence]) -> Tuple[int, int]:

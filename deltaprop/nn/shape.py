@@ -41,15 +41,14 @@ class Dropout(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         if not self.training or self.p == 0.0:
-            self._save((None,))
+            self._save(F.DropoutCache(None))     # the identity
             return x
         y, cache = F.dropout_forward(x, self.p, backend.rng())
         self._save(cache)
         return y
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        (mask,) = self._take()
-        return dout if mask is None else F.dropout_backward(dout, (mask,))
+        return F.dropout_backward(dout, self._take())
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

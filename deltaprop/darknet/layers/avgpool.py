@@ -1,11 +1,13 @@
 """``[avgpool]`` (``avgpool_layer.c``): global average over each channel; backward shares the delta
-equally, dividing it by h·w (docs/equations.md §4). Output (N, C, 1, 1)."""
+equally, dividing it by h·w (docs/equations.md §4): ``functional.pool``'s adaptive average pooling to 1×1.
+Output (N, C, 1, 1)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional.pool import adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
@@ -22,12 +24,10 @@ class AvgpoolLayer(DarknetLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
-        self._save(x.shape)
-        return x.mean(axis=(2, 3), keepdims=True)
+        y, cache = adaptive_avg_pool2d_forward(x, 1)
+        self._save(cache)
+        return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        shape = self._take()
-        if not self.needs_input_grad:
-            return None
-        hw = shape[2] * shape[3]
-        return np.broadcast_to(dout / dout.dtype.type(hw), shape).copy()
+        cache = self._take()
+        return adaptive_avg_pool2d_backward(dout, cache) if self.needs_input_grad else None

@@ -1,5 +1,5 @@
 """``[dropout]`` (``dropout_layer.c``): in training each input is zeroed with ``probability`` p and the
-rest scaled by 1/(1 − p) (inverted dropout); inference is the identity."""
+rest scaled by 1/(1 − p) (inverted dropout, ``functional.shape.dropout_forward``); inference is the identity."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from ... import backend
+from ...functional.shape import DropoutCache, dropout_backward, dropout_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
@@ -32,16 +33,12 @@ class DropoutLayer(DarknetLayer):
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
         if not self.training or self.probability == 0.0:
-            self._save(1)
+            self._save(DropoutCache(None))
             return x
-        t = x.dtype.type
-        keep = backend.rng().random(x.shape) >= self.probability
-        mask = keep.astype(x.dtype) * t(1.0 / (1.0 - self.probability))
-        self._save(mask)
-        return x * mask
+        y, cache = dropout_forward(x, self.probability, backend.rng())
+        self._save(cache)
+        return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        mask = self._take()
-        if not self.needs_input_grad:
-            return None
-        return dout if isinstance(mask, int) else dout * mask
+        cache = self._take()
+        return dropout_backward(dout, cache) if self.needs_input_grad else None

@@ -1,6 +1,6 @@
 """``[logistic]`` (``logistic_layer.c``): the logistic function; with a truth Darknet trains it by binary
 cross-entropy, delta = t − p at the logits (``loss``, ``functional.darknet_loss``). The backward here is the
-standard one, dy·p(1 − p) (docs/equations.md §5)."""
+standard one, dy·p(1 − p) (docs/equations.md §5, ``functional.activation.sigmoid_backward``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from ...functional import darknet_loss as dl
-from ...functional.activation import sigmoid_forward
+from ...functional.activation import sigmoid_backward, sigmoid_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
@@ -25,13 +25,13 @@ class LogisticLayer(DarknetLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
-        y = sigmoid_forward(x)[0]
-        self._save(y)
+        y, cache = sigmoid_forward(x)
+        self._save(cache)
         return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        y = self._take()
-        return dout * y * (1 - y) if self.needs_input_grad else None
+        cache = self._take()
+        return sigmoid_backward(dout, cache) if self.needs_input_grad else None
 
     def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
         """Binary cross-entropy of σ(x) against the truth; ``p − t`` at the logits (both numerics). Darknet

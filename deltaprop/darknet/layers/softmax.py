@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 
 from ...functional import darknet_loss as dl
+from ...functional.activation import softmax_backward, softmax_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
@@ -49,22 +50,18 @@ class SoftmaxLayer(DarknetLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
-        ax = 1 if self.spatial else -1
         z = self._grouped(x)
         if self.temperature != 1.0:
             z = z / x.dtype.type(self.temperature)
-        e = np.exp(z - z.max(axis=ax, keepdims=True))
-        y = e / e.sum(axis=ax, keepdims=True)
-        self._save(y)
+        y, cache = softmax_forward(z, axis=1 if self.spatial else -1)
+        self._save(cache)
         return y.reshape(x.shape)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        y = self._take()
+        cache = self._take()
         if not self.needs_input_grad:
             return None
-        ax = 1 if self.spatial else -1
-        d = self._grouped(dout)
-        dx = y * (d - np.sum(d * y, axis=ax, keepdims=True))    # softmax VJP (§5)
+        dx = softmax_backward(self._grouped(dout), cache)       # softmax VJP (§5)
         if self.temperature != 1.0:
             dx /= dx.dtype.type(self.temperature)
         return dx.reshape(dout.shape)
