@@ -1,5 +1,6 @@
 """One home per equation: the leaky-ReLU derivative (P2), BN 2.3, update-4, the sigmoid, softmax, dropout and
-average pooling of the weightless Darknet layers are each computed by one NumPy function that every path calls, and each numba kernel that mirrors one of them gives its numbers bit for bit.
+average pooling of the weightless Darknet layers are each computed by one NumPy function that every path calls,
+and each numba kernel that mirrors one of them gives its numbers bit for bit.
 Regression: nn.LeakyReLU(1.3) in float32 had the derivative 0.99999994 for positive inputs, not 1."""
 from __future__ import annotations
 
@@ -143,34 +144,39 @@ channels=3
 [dropout]
 probability=0.3
 [logistic]
+[upsample]
+stride=2
 [avgpool]
 [softmax]
 """
 
 
 def test_darknet_weightless_layers_are_the_engine_kernels(rng):
-    """[dropout], [logistic], [avgpool], [softmax] give the numbers of functional's kernels (shape.dropout_*,
-    activation.sigmoid_* and softmax_*, pool.adaptive_avg_pool2d_*), forward and backward, bit for bit."""
+    """[dropout], [logistic], [upsample], [avgpool], [softmax] give the numbers of functional's kernels
+    (shape.dropout_* and upsample_nearest_*, activation.sigmoid_* and softmax_*, pool.adaptive_avg_pool2d_*),
+    forward and backward, bit for bit."""
     from deltaprop import backend, darknet
     from deltaprop.functional import pool as P
     from deltaprop.functional import shape as S
     net = darknet.load_cfg_text(_WEIGHTLESS_CFG, dtype=np.float32)
     net.train()
-    drop, logi, avg, soft = net.layers
+    drop, logi, up, avg, soft = net.layers
     x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
     backend.manual_seed(3)
     a = drop(x)
     backend.manual_seed(3)
     a_want, dcache = S.dropout_forward(x, 0.3, backend.rng())
     b, (b_want, scache) = logi(a), A.sigmoid_forward(a_want)
-    c, (c_want, pcache) = avg(b), P.adaptive_avg_pool2d_forward(b_want, 1)
+    u, (u_want, ucache) = up(b), S.upsample_nearest_forward(b_want, 2)
+    c, (c_want, pcache) = avg(u), P.adaptive_avg_pool2d_forward(u_want, 1)
     d, (d_want, xcache) = soft(c), A.softmax_forward(c_want.reshape(2, 1, 3), axis=-1)
-    for got, want in ((a, a_want), (b, b_want), (c, c_want), (d, d_want.reshape(d.shape))):
+    for got, want in ((a, a_want), (b, b_want), (u, u_want), (c, c_want), (d, d_want.reshape(d.shape))):
         np.testing.assert_array_equal(got, want)
     g = rng.standard_normal(d.shape).astype(np.float32)
     gc = A.softmax_backward(g.reshape(2, 1, 3), xcache).reshape(c.shape)
-    gb = P.adaptive_avg_pool2d_backward(gc, pcache)
+    gu = P.adaptive_avg_pool2d_backward(gc, pcache)
+    gb = S.upsample_nearest_backward(gu, ucache)
     ga = A.sigmoid_backward(gb, scache)
     gx = S.dropout_backward(ga, dcache)
-    for layer, dout, want in ((soft, g, gc), (avg, gc, gb), (logi, gb, ga), (drop, ga, gx)):
+    for layer, dout, want in ((soft, g, gc), (avg, gc, gu), (up, gu, gb), (logi, gb, ga), (drop, ga, gx)):
         np.testing.assert_array_equal(layer.backward(dout), want)

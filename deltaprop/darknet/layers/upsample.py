@@ -1,11 +1,13 @@
 """``[upsample] stride=2`` (``upsample_layer.c``): nearest-neighbour upsampling by ``stride`` (each input
-cell copied into a stride×stride block), times ``scale``; backward sums each block's gradient."""
+cell copied into a stride×stride block, ``functional.shape.upsample_nearest_*``), times ``scale``; backward sums
+each block's gradient."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional.shape import upsample_nearest_backward, upsample_nearest_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
@@ -32,18 +34,15 @@ class UpsampleLayer(DarknetLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
-        n, c, h, w = x.shape
-        s = self.stride
-        y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, s, w, s)).reshape(n, c, h * s, w * s)
-        y = y * x.dtype.type(self.scale) if self.scale != 1.0 else y.copy()
-        self._save(1)
+        y, cache = upsample_nearest_forward(x, self.stride)
+        if self.scale != 1.0:
+            y *= x.dtype.type(self.scale)
+        self._save(cache)
         return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        self._take()
+        cache = self._take()
         if not self.needs_input_grad:
             return None
-        n, c, hs, ws = dout.shape
-        s = self.stride
-        dx = dout.reshape(n, c, hs // s, s, ws // s, s).sum(axis=(3, 5))
+        dx = upsample_nearest_backward(dout, cache)
         return dx * dx.dtype.type(self.scale) if self.scale != 1.0 else dx
