@@ -49,15 +49,24 @@ def bce_backward(dout: Grad, cache: tuple) -> np.ndarray:
     return d * w if w is not None else d
 
 
+def bce_with_logits_elementwise(logits: np.ndarray, target: np.ndarray,
+                                lw: Optional[np.ndarray] = None) -> np.ndarray:
+    """§6's ξ(t, σ(x)) = −t ln σ(x) − (1 − t) ln(1 − σ(x)) per element, from the logits, without overflow:
+    ``(1 − t) x + softplus(−x)``, softplus(−x) = ln(1 + e^{−|x|}) + max(−x, 0); with ``lw`` = 1 + (p − 1)t
+    (a positive weight p), ``(1 − t) x + lw·softplus(−x)``. The one home of the logistic BCE from logits
+    (``bce_with_logits_forward``, ``yolo_loss.yolo_standard_loss``)."""
+    sp = np.log1p(np.exp(-np.abs(logits))) + np.maximum(-logits, 0)
+    return (1 - target) * logits + (lw * sp if lw is not None else sp)
+
+
 def bce_with_logits_forward(logits: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None,
                             pos_weight: Optional[np.ndarray] = None, reduction: str = "mean"):
     """PyTorch's BCEWithLogitsLoss: ``−w [p t ln σ(x) + (1 − t) ln(1 − σ(x))]`` computed stably as
     ``(1 − t) x + (1 + (p − 1) t) softplus(−x)``, softplus(−x) = ln(1 + e^{−|x|}) + max(−x, 0)."""
     dt = logits.dtype
-    sp = np.log1p(np.exp(-np.abs(logits))) + np.maximum(-logits, 0)
     pw = None if pos_weight is None else pos_weight.astype(dt, copy=False)
     lw = 1 + (pw - 1) * target if pw is not None else None
-    per = (1 - target) * logits + (lw * sp if lw is not None else sp)
+    per = bce_with_logits_elementwise(logits, target, lw)
     w = None if weight is None else weight.astype(dt, copy=False)
     if w is not None:
         per = per * w

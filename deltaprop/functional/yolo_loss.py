@@ -33,6 +33,8 @@ import numpy as np
 
 from ..detect.boxes import box_iou, yolo_grid_boxes
 from ..errors import LabelError, ShapeError
+from .activation import sigmoid_forward
+from .loss_binary import bce_with_logits_elementwise
 
 
 @dataclass
@@ -193,11 +195,6 @@ def darknet_yolo_cost(delta: np.ndarray) -> float:
     return float(np.float32(float(np.float32(np.sqrt(np.float64(s)))) ** 2))
 
 
-def _bce_logits(z: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Binary cross-entropy of σ(z) against t, from the logits: max(z, 0) − z·t + log(1 + e^{−|z|})."""
-    return np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
-
-
 def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.ndarray]:
     """The differentiable loss of docs/equations.md §9 for a FIXED assignment and its exact gradient at the
     layer's raw input ``raw`` (N, A·(5+K), H, W): Σ over masked entries of x, y ``scale·BCE(σ(t), t*)``,
@@ -207,11 +204,9 @@ def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.
     m, t, s = asg.mask, asg.target, asg.scale
     lin = np.zeros(z.shape, dtype=bool)
     lin[:, :, 2:4] = True
-    per = np.where(lin, 0.5 * s * (z - t) ** 2, s * _bce_logits(z, t))
+    per = np.where(lin, 0.5 * s * (z - t) ** 2, s * bce_with_logits_elementwise(z, t))
     cost = float(per[m].astype(np.float64).sum())
-    e = np.exp(-np.abs(z))
-    sig = np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
-    g = s * (np.where(lin, z, sig) - t)
+    g = s * (np.where(lin, z, sigmoid_forward(z)[0]) - t)
     return cost, np.where(m, g, g.dtype.type(0)).reshape(raw.shape)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import ShapeError
 from ...functional import yolo_loss as yl
-from ...functional.activation import sigmoid_forward
+from ...functional.activation import sigmoid_derivative, sigmoid_forward
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
@@ -146,8 +146,8 @@ class YoloLayer(DarknetLayer):
             return None
         dx = dout.copy()
         d, v = self.split(dx), self.split(y)
-        d[:, :, 0:2] *= v[:, :, 0:2] * (1 - v[:, :, 0:2])
-        d[:, :, 4:] *= v[:, :, 4:] * (1 - v[:, :, 4:])
+        d[:, :, 0:2] *= sigmoid_derivative(v[:, :, 0:2])
+        d[:, :, 4:] *= sigmoid_derivative(v[:, :, 4:])
         return dx
 
     def extra_repr(self) -> str:
