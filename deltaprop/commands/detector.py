@@ -34,6 +34,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sp.add_argument("--width", type=int_range(1), help="network input width (default: the cfg's)")
         sp.add_argument("--height", type=int_range(1), help="network input height (default: the cfg's)")
 
+    def thresholds(sp, thresh: float, what: str):
+        sp.add_argument("--thresh", type=_UNIT, default=thresh, help=f"{what} ({thresh:g})")
+        sp.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold, 0 for none (0.45)")
+
     t = sub.add_parser("train", help="train a detector (checkpoints into the data's backup folder)",
                        description="Train CFG on the train list of DATA. Writes <cfg>_<n>.weights, _last, _final "
                                    "(and _best with --map) into backup; WEIGHTS from such a run resumes it "
@@ -61,8 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description="Print each box (class, score, pixel corners) and save <image>_pred.png.")
     common(s)
     s.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    s.add_argument("--thresh", type=_UNIT, default=0.5, help="score threshold (0.5)")
-    s.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold, 0 for none (0.45)")
+    thresholds(s, 0.5, "score threshold")
     s.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: beside each image)")
     s.add_argument("--scale", type=int_range(1, 16), default=1, help="enlarge the drawing N times (1)")
     s.add_argument("--no-draw", action="store_true", help="only print the boxes")
@@ -72,8 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        description="mAP@0.5 and COCO mAP@[.5:.95] (101-point, pycocotools' rules) on DATA's valid "
                                    "list, per-class AP, precision/recall/F1 at --thresh.")
     common(m)
-    m.add_argument("--thresh", type=_UNIT, default=0.25, help="score threshold of precision/recall (0.25)")
-    m.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold (0.45)")
+    thresholds(m, 0.25, "score threshold of precision/recall")
     m.add_argument("--batch", type=int_range(1), default=8, help="images per forward pass (8)")
     m.add_argument("--limit", type=int_range(1), help="the first N valid images only")
     m.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
@@ -84,8 +86,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    "(image_id, category_id, bbox [x, y, w, h] in pixels, score).")
     common(v)
     v.add_argument("--out", metavar="FILE", help="output (default: results/<cfg>_detections.json)")
-    v.add_argument("--thresh", type=_UNIT, default=0.005, help="score threshold (0.005)")
-    v.add_argument("--nms", type=_UNIT, default=0.45, help="NMS IoU threshold (0.45)")
+    thresholds(v, 0.005, "score threshold")
     v.add_argument("--coco-ids", action="store_true",
                    help="category ids of COCO's annotations (80 classes; default when the data says eval=coco)")
     v.set_defaults(_verb=run_valid)
@@ -102,6 +103,7 @@ def _setup(args, weights_required: bool = True):
     """(DataConfig, net, names) of the command line; one-line errors for missing or mismatched files."""
     from .. import darknet
     from ..data.detection import read_data_file, read_names
+    from ..detect.detector import yolo_layers
     from ..errors import ConfigError
     from ._files import require_weights
     data = read_data_file(args.data)
@@ -109,12 +111,7 @@ def _setup(args, weights_required: bool = True):
     if weights:
         require_weights(weights, "WEIGHTS")
     net = darknet.load(args.cfg, weights, width=args.width, height=args.height)
-    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
-    if not yolos:
-        raise ConfigError(f"{args.cfg}: no [yolo] layer: not a detector")
-    if yolos[0].classes != data.classes:
-        raise ConfigError(f"{args.cfg}: the [yolo] layers have classes={yolos[0].classes} but {args.data} says "
-                          f"classes = {data.classes}")
+    yolo_layers(net, data.classes, args.data)
     names = read_names(data.names) if data.names else [str(k) for k in range(data.classes)]
     if len(names) < data.classes:
         raise ConfigError(f"{data.names}: {len(names)} names for classes = {data.classes}")

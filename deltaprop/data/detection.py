@@ -57,16 +57,21 @@ def resolve_path(value: str, base: Path) -> Path:
     return p
 
 
+def read_text(path: Path, what: str, missing: Optional[str] = None) -> str:
+    """The UTF-8 text of ``path``; a :class:`DataError` "no such <missing or what>" or "cannot read <what>"."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {missing or what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read {what} ({e})") from None
+
+
 def read_data_file(path: PathLike) -> DataConfig:
     """Parse a Darknet ``.data`` file (``key = value`` lines, ``#``/``;`` comments). ``classes`` is
     required; a malformed line raises :class:`DataError` naming ``file:line``."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such data file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read data file ({e})") from None
+    text = read_text(p, "data file")
     options: Dict[str, str] = {}
     lines: Dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -99,12 +104,7 @@ def read_data_file(path: PathLike) -> DataConfig:
 def read_names(path: PathLike) -> List[str]:
     """A ``.names`` file: class k is line k (blank trailing lines ignored)."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such names file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read names file ({e})") from None
+    lines = read_text(p, "names file").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]
@@ -120,12 +120,7 @@ def image_list(source: PathLike) -> List[Path]:
     p = Path(source)
     if p.is_dir():
         return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such image list or folder") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: cannot read image list ({e})") from None
+    text = read_text(p, "image list", "image list or folder")
     base = p.resolve().parent
     out = []
     for line in text.splitlines():

@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .boxes import Box, network_detections, nms_sort, report
 from .image import letterbox_image
 
@@ -28,3 +28,15 @@ def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
     if nms > 0:
         dets = nms_sort(dets, nms)
     return report(dets, iw, ih, thresh, names)
+
+
+def yolo_layers(net, classes: Optional[int] = None, data: object = None) -> list:
+    """The [yolo] layers of ``net``; a ConfigError when there is none, or when their ``classes`` differs
+    from ``classes`` (the ``.data`` file ``data`` says so)."""
+    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
+    if not yolos:
+        raise ConfigError(f"{net.source}: no [yolo] layer: not a detector")
+    if classes is not None and yolos[0].classes != classes:
+        raise ConfigError(f"{net.source}: the [yolo] layers have classes={yolos[0].classes} but "
+                          f"{data} says classes = {classes}")
+    return yolos

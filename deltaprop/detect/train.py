@@ -29,6 +29,7 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..distributed import guarded, main_rank_only
 from ..errors import CheckpointError, ConfigError, DataError, DivergenceError
+from .detector import yolo_layers
 
 HISTORY = "history.jsonl"
 CHART = "chart.png"
@@ -103,12 +104,7 @@ class DetectorTraining:
         self.data = data
         self.names = list(names or [])
         self.log = log
-        yolos = [layer for layer in net.layers if layer.kind == "yolo"]
-        if not yolos:
-            raise ConfigError(f"{net.source}: no [yolo] layer: not a detector")
-        if yolos[0].classes != data.classes:
-            raise ConfigError(f"{net.source}: the [yolo] layers have classes={yolos[0].classes} but "
-                              f"{data.path} says classes = {data.classes}")
+        yolos = yolo_layers(net, data.classes, data.path)
         if data.train is None:
             raise DataError(f"{data.path}: no 'train' list to train on")
         self.trainer = DarknetTrainer(net, batch=self.opts.batch, subdivisions=self.opts.subdivisions,
