@@ -175,6 +175,43 @@ def test_unknown_entry_and_string_buffer(tmp_path):
     raises_cheaply(CheckpointError, lambda: io.load_model(q), match="model/1.running_mean")
 
 
+# (entry, value) that would change on the way into the model: the campaign's NaN batch count loaded as −2⁶³
+CAST_EDITS = [("model/1.num_batches_tracked", np.array(np.nan, np.float32)),
+              ("model/1.num_batches_tracked", np.array(2.5)),
+              ("model/1.num_batches_tracked", np.array(2 ** 64 - 1, np.uint64)),
+              ("model/1.running_mean", np.full(2, 1e300)),
+              ("model/0.weight", np.full((2, 2), -1e300)),
+              ("model/1.running_var", np.ones(2, np.complex64))]
+
+
+@pytest.mark.parametrize("entry,value", CAST_EDITS, ids=[f"{e}={v.dtype}" for e, v in CAST_EDITS])
+def test_state_that_the_cast_would_change(tmp_path, entry, value):
+    """An array whose values its entry's dtype cannot hold (a NaN or 2.5 for an integer count, 2⁶⁴−1 for int64,
+    1e300 for float32, a complex number) is refused naming the entry, not cast into another value."""
+    q = io.save_model(tmp_path / "bn.npz", nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    meta, arrays = read_npz(q)
+    arrays[entry] = value
+    write_npz(q, meta, arrays)
+    err = raises_cheaply(CheckpointError, lambda: io.load_model(q))
+    assert entry.split("/", 1)[1] in str(err), str(err)  # the state-dict key
+
+
+def test_state_of_other_representable_dtypes_loads(tmp_path):
+    """What the cast keeps intact still loads: a float64 weight, an int32 count, NaN in a running variance."""
+    m = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    q = io.save_model(tmp_path / "bn.npz", m)
+    meta, arrays = read_npz(q)
+    arrays["model/0.weight"] = arrays["model/0.weight"].astype(np.float64)
+    arrays["model/1.num_batches_tracked"] = np.array(7, np.int32)
+    arrays["model/1.running_var"] = np.array([np.nan, 2.0], np.float32)
+    write_npz(q, meta, arrays)
+    m2 = io.load_model(q)
+    state = m2.state_dict()
+    assert state["1.num_batches_tracked"] == 7 and state["1.num_batches_tracked"].dtype == np.int64
+    np.testing.assert_array_equal(state["0.weight"], m.state_dict()["0.weight"])
+    assert np.isnan(state["1.running_var"][0]) and state["1.running_var"][1] == 2.0
+
+
 def architecture_refused(tmp_path, p, edit, field):
     """A copy of checkpoint ``p`` whose architecture ``edit`` changed: load_model names ``field``."""
     meta, arrays = read_npz(p)

@@ -36,6 +36,29 @@ def _checked_backward(backward):
     return wrapper
 
 
+def _unfit(val: np.ndarray, cur: np.ndarray, kind: str) -> Optional[str]:
+    """Why ``val`` cannot replace ``cur`` (a "param" or a "buffer") as ``cur``'s dtype without changing its
+    values, or None: a parameter takes finite floats; a float buffer real numbers; neither a finite value
+    that the cast to ``cur``'s dtype makes infinite; an integer buffer (a batch count) integers within its
+    dtype's range, never a NaN cast to −2⁶³."""
+    if kind == "param" and (val.dtype.kind != "f" or not np.isfinite(val).all()):
+        nonfinite = " with NaN/inf" if val.dtype.kind == "f" else ""
+        return f"expected finite floating-point values, got dtype {val.dtype}{nonfinite}"
+    if cur.dtype.kind == "f":
+        if val.dtype.kind not in "biuf":
+            return f"expected real numbers, got dtype {val.dtype}"
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not (np.isfinite(val.astype(cur.dtype)) | ~np.isfinite(val)).all():
+                return f"values beyond the range of {cur.dtype}"
+    elif cur.dtype.kind in "iu":
+        if val.dtype.kind not in "biu":
+            return f"expected integers ({cur.dtype}), got dtype {val.dtype}"
+        info = np.iinfo(cur.dtype)
+        if val.size and (int(val.min()) < info.min or int(val.max()) > info.max):
+            return f"values beyond the range of {cur.dtype}"
+    return None
+
+
 class Module:
     """Base class of layers and networks (PyTorch's names: parameters, state_dict, train/eval, ...)."""
 
@@ -267,9 +290,9 @@ class Module:
             if val.shape != cur.shape:
                 errors.append(f"{key}: expected shape {cur.shape}, got {val.shape}")
                 continue
-            if kind == "param" and (val.dtype.kind != "f" or not np.isfinite(val).all()):
-                errors.append(f"{key}: expected finite floating-point values, got dtype {val.dtype}"
-                              + ("" if val.dtype.kind != "f" else " with NaN/inf"))
+            why = _unfit(val, cur, kind)
+            if why:
+                errors.append(f"{key}: {why}")
         if errors:
             raise StateDictError(f"state dict does not match {type(self).__name__}: " + "; ".join(errors))
         for key, (mod, name, kind) in targets.items():
