@@ -29,7 +29,8 @@ def relative_error(a: np.ndarray, n: np.ndarray) -> float:
 
 def numerical_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-6,
                        kink_tol: float = 1e-3) -> tuple:
-    """Centred-difference gradient of the scalar ``f()`` with respect to the array ``x`` (perturbed in place).
+    """Centred-difference gradient (§7, the numerical gradient, centred) of the scalar ``f()`` with respect to the
+    array ``x`` (perturbed in place).
 
     Returns ``(grad, kinks)``: ``kinks`` is a boolean mask of coordinates where the forward and backward
     one-sided slopes differ by more than ``kink_tol`` (relative), i.e. a non-differentiable point lies

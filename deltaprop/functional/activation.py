@@ -86,7 +86,8 @@ def relu_forward(z: np.ndarray) -> Tuple[np.ndarray, ReluCache]:
 
 
 def relu_backward(dy: np.ndarray, cache: ReluCache) -> np.ndarray:
-    """f' = 1 where z > 0, else 0 (as a multiply by the stored mask: ~10× faster than np.where)."""
+    """P2 with ReLU's f' = 1 where z > 0, else 0 (§5), as a multiply by the stored mask (~10× faster than
+    np.where); ``_elementwise_numba._relu_bwd`` mirrors it."""
     mask = cache[0]
     fused = _ew.relu_backward(dy, mask)
     return fused if fused is not None else dy * mask
@@ -156,7 +157,8 @@ def softmax_forward(x: np.ndarray, axis: int = -1) -> Tuple[np.ndarray, SoftmaxC
 
 
 def softmax_backward(dy: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
-    """Vector–Jacobian product with ∂y_i/∂x_j = y_i(δ_ij − y_j): dx = y ⊙ (dy − Σ_k dy_k y_k).
+    """The softmax's backward (§5): the vector–Jacobian product with ∂y_i/∂x_j = y_i(δ_ij − y_j):
+    dx = y ⊙ (dy − Σ_k dy_k y_k).
     The n×n Jacobian is never built."""
     y, axis = cache
     return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))

@@ -241,7 +241,8 @@ def _col2im_loops(d, dx, kh, kw, sh, sw, pt, pl, dh, dw):
 # --- dispatch ------------------------------------------------------------------------------------
 
 def im2col(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """The (C·kh·kw, N·Ho·Wo) column matrix of ``x`` (layout in the module docstring)."""
+    """The (C·kh·kw, N·Ho·Wo) column matrix of ``x`` (layout in the module docstring): Conv forward (§3) is one
+    matrix product with it."""
     if _numba.enabled():
         cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
         _im2col_loops(np.ascontiguousarray(x), cols, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw)
@@ -250,7 +251,7 @@ def im2col(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 
 def col2im(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """Adjoint of ``im2col``: dx[n, c, y, x] = Σ of the column entries copied from (n, c, y, x)."""
+    """Adjoint of ``im2col``: dx[n, c, y, x] = Σ of the column entries copied from (n, c, y, x) (Conv-1's scatter)."""
     if _numba.enabled():
         dx = np.zeros((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
         _col2im_loops(np.ascontiguousarray(dcols).reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo), dx,

@@ -145,7 +145,7 @@ def mse_forward(pred: np.ndarray, target: np.ndarray, reduction: str = "mean"):
 
 
 def mse_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂C/∂x = 2(x − y)/n ("mean"), 2(x − y) ("sum"), 2(x − y)·g ("none")."""
+    """Squared error (§6): ∂C/∂x = 2(x − y)/n ("mean"), 2(x − y) ("sum"), 2(x − y)·g ("none")."""
     diff, reduction = cache
     c = _coef(dout, reduction, diff.size, diff.dtype)
     return diff * (2.0 * c) if not isinstance(c, np.ndarray) else diff * c * 2.0
@@ -161,7 +161,7 @@ def half_squared_error_forward(pred: np.ndarray, target: np.ndarray, reduction: 
 
 
 def half_squared_error_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂C/∂a_j = a_j − y_j (BP1's ∇_a C), divided by N for "mean"."""
+    """Squared error, seed form (§6): ∂C/∂a_j = a_j − y_j (BP1's ∇_a C), divided by N for "mean"."""
     diff, reduction, n = cache
     c = _coef(dout, reduction, n, diff.dtype)
     return diff * c
@@ -361,7 +361,7 @@ def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: 
 
 
 def prob_cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂E/∂y_i = −t_i / y_i (y floored at 1e-12)."""
+    """Cross-entropy on probabilities (§6): ∂E/∂y_i = −t_i / y_i (y floored at 1e-12)."""
     y2, t, m, reduction, shape = cache
     coef = _coef(dout, reduction, m, y2.dtype)
     if isinstance(coef, np.ndarray):
@@ -393,5 +393,5 @@ def l2_penalty(arrays, lam: float) -> float:
 
 
 def l2_penalty_grad(w: np.ndarray, lam: float) -> np.ndarray:
-    """∂(λ Σ W²)/∂W = 2λW, in W's dtype."""
+    """The L2 penalty's gradient (§6): ∂(λ Σ W²)/∂W = 2λW, in W's dtype."""
     return w * (2.0 * float(lam))

@@ -41,7 +41,8 @@ def bce_forward(prob: np.ndarray, target: np.ndarray, weight: Optional[np.ndarra
 
 
 def bce_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂ξ/∂y = (y − t) / max(y(1 − y), 1e-12) (PyTorch's floor), times the weight."""
+    """Binary cross-entropy on probabilities (§6): ∂ξ/∂y = (y − t) / max(y(1 − y), 1e-12) (PyTorch's floor),
+    times the weight."""
     prob, target, w, reduction = cache
     c = _coef(dout, reduction, prob.size, prob.dtype)
     d = (prob - target) / np.maximum(prob * (1 - prob), PROB_EPS)

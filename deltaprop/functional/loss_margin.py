@@ -64,7 +64,9 @@ def multi_margin_forward(scores: np.ndarray, labels: np.ndarray, p: int = 1, mar
     return _margin_forward(scores, labels, float(margin), int(p), weight, 1.0 / c, reduction)
 
 
-def multi_margin_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def multi_margin_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
+    """PyTorch's multi-margin (§6): ∂/∂s_j = p·w_y·z_j^{p−1}/C for j ≠ y where z_j = Δ − s_y + s_j > 0;
+    ∂/∂s_y = −Σ of those."""
     return _margin_backward(dout, cache)
 
 
@@ -74,8 +76,9 @@ def multiclass_hinge_forward(scores: np.ndarray, labels: np.ndarray, margin: flo
     return _margin_forward(scores, labels, float(margin), 1, None, 1.0, reduction)
 
 
-def multiclass_hinge_backward(dout: Grad, cache: tuple) -> np.ndarray:
-    """∂L_i/∂s_j = 1[s_j − s_{y_i} + Δ > 0] (j ≠ y_i), ∂L_i/∂s_{y_i} = −Σ_{j≠y_i} 1[…]."""
+def multiclass_hinge_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
+    """Multiclass hinge (§6): ∂L_i/∂s_j = 1[s_j − s_{y_i} + Δ > 0] (j ≠ y_i),
+    ∂L_i/∂s_{y_i} = −Σ_{j≠y_i} 1[…]."""
     return _margin_backward(dout, cache)
 
 

@@ -55,8 +55,8 @@ def channel_view(x: np.ndarray) -> np.ndarray:
 
 
 def channel_sum(a3: np.ndarray) -> np.ndarray:
-    """Σ over n and s of an (N, C, S) array, per channel, with BLAS: a dot product per (n, c) row
-    (``np.vecdot`` with ones), then ones(N) @ (N, C). For short rows, two matrix–vector products.
+    """Σ over n and s of an (N, C, S) array, per channel (BN 2.5's sum, the mean of §8), with BLAS: a dot
+    product per (n, c) row (``np.vecdot`` with ones), then ones(N) @ (N, C). For short rows, two matrix–vector products.
 
     Row dots run on one thread each: one big multithreaded gemv over (N, C·S) measured 0.05 ms on an idle
     machine but 4–8 ms when the two cores were shared with another process; the row dots stayed at 0.08 ms."""
@@ -69,7 +69,8 @@ def channel_sum(a3: np.ndarray) -> np.ndarray:
 
 
 def channel_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
-    """Σ over n and s of a·b per channel, (N, C, S) arrays: BLAS dot products per (n, c) row."""
+    """Σ over n and s of a·b per channel (BN 2.6's sum, the variance of §8), (N, C, S) arrays: BLAS dot
+    products per (n, c) row."""
     n, c, s = a3.shape
     if s < 16:
         return channel_sum(a3 * b3)
@@ -130,7 +131,8 @@ def bn_input_grad(dy: np.ndarray, c: np.ndarray, k1: np.ndarray, k2: Optional[np
 
 def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray, mean: np.ndarray,
                          var: np.ndarray, m: int, momentum: float) -> None:
-    """In place: r ← (1 − momentum)·r + momentum·batch, with the unbiased variance σ²·m/(m − 1)."""
+    """The running statistics of §8, in place: r ← (1 − momentum)·r + momentum·batch, with the unbiased
+    variance σ²·m/(m − 1)."""
     t = running_mean.dtype.type
     unbiased = var * (float(m) / (m - 1))
     running_mean *= t(1.0 - momentum)

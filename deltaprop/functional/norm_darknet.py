@@ -69,7 +69,8 @@ def _view(x: np.ndarray) -> np.ndarray:
 
 
 def darknet_batch_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED σ² = Σ(z − μ)²/(m − 1)."""
+    """Darknet batch norm's statistics (§10), ``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED
+    σ² = Σ(z − μ)²/(m − 1)."""
     x3 = _view(x)
     mean, _, var = _stats(x3)
     return mean, var
@@ -89,8 +90,8 @@ def _stats(x3: np.ndarray):
 
 
 def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.ndarray:
-    """``scal_cpu(.99)`` then ``axpy_cpu(.01)``: a NEW array 0.99·r + 0.01·batch, in the dtype of r
-    (float32 constants for float32 arrays, so the rounding is Darknet's)."""
+    """Darknet batch norm's rolling statistics (§10), ``scal_cpu(.99)`` then ``axpy_cpu(.01)``: a NEW array
+    0.99·r + 0.01·batch, in the dtype of r (float32 constants for float32 arrays, so the rounding is Darknet's)."""
     t = rolling.dtype.type
     out = rolling * t(ROLL_KEEP)
     out += t(ROLL_NEW) * batch_stat.astype(rolling.dtype, copy=False)

@@ -254,7 +254,7 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.
 
 
 def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
-    """∂g/∂x_i = 1/(window size) for the cells of each window: dx = A_hᵀ δ A_w."""
+    """∂g/∂x_i = 1/(window size) for the cells of each window (§4): dx = A_hᵀ δ A_w."""
     shape, ah, aw = cache
     n, c, h, w = shape
     if ah is None:

@@ -60,7 +60,7 @@ def pool_output_size(size: int, k: int, s: int, pad_lo: int, pad_hi: int, d: int
 
 
 def darknet_maxpool_padding(h: int, w: int, size: int, stride: int, padding: int) -> Tuple[int, int, int, int]:
-    """Darknet's ``[maxpool]`` geometry as (top, bottom, left, right) padding for the kernels here.
+    """Darknet's ``[maxpool]`` geometry (§10, "Darknet maxpool") as (top, bottom, left, right) padding for the kernels.
 
     Darknet's output is ⌊(w + padding − size)/stride⌋ + 1 and its windows start at −⌊padding/2⌋, so the
     padding is asymmetric (less on the top/left); cells outside the input count as −∞. The bottom/right

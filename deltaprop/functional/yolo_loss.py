@@ -86,7 +86,8 @@ def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = 
 def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence[Tuple[float, float]],
                 mask: Sequence[int], classes: int, net_w: int, net_h: int, ignore_thresh: float,
                 truth_thresh: float) -> YoloAssignment:
-    """The targets of one [yolo] layer for a batch (see the module docstring).
+    """The targets of one [yolo] layer for a batch (§9: assignment, box, class and objectness deltas; see the
+    module docstring).
 
     ``out``: the layer's output (N, A·(5+K), lh, lw), logistic applied to x, y, obj, classes. ``truths``:
     per image, Darknet's truth rows (k, 5) ``[x, y, w, h, class]`` (``darknet_truths``). ``anchors``: all
@@ -186,7 +187,7 @@ def _set_class(v, T, S, M, b, an, jj, ii, cls, classes) -> float:
 
 
 def darknet_yolo_cost(delta: np.ndarray) -> float:
-    """Darknet's reported cost ``pow(mag_array(delta), 2)``: Σ delta² summed in order in float32 (as its
+    """Darknet's reported cost (§9) ``pow(mag_array(delta), 2)``: Σ delta² summed in order in float32 (as its
     ``mag_array``), the root and square in double, the result a float; in float64 a plain sum."""
     if delta.dtype != np.float32:
         return float((delta.astype(np.float64) ** 2).sum())

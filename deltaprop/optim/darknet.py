@@ -47,7 +47,7 @@ def _owner_lr_scales(model) -> Dict[int, float]:
 
 
 class DarknetSGD(Optimizer):
-    """Darknet's SGD with momentum and batch-scaled decay, on any model.
+    """Darknet's SGD with momentum and batch-scaled decay (§7, "Darknet's update"), on any model.
 
     ``params``: a ``Module`` (named parameters; per-layer ``learning_rate_scale`` read from its modules),
     an iterable of Parameters or of ``(name, Parameter)`` pairs, or a list of group dicts
