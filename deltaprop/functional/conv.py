@@ -164,6 +164,8 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     G, fg = g.groups, g.f // g.groups
     dt = dout.dtype
     ones_n = np.ones(g.n, dtype=dt)
+    if cols is None and G == 1 and not _thin(g) and _chunk_samples(g, x.dtype.itemsize) < g.n:
+        return _backward_chunked(dout, x, w2, g, mode, kind, need_dx)
     if cols is None:
         cols = im2col(x, g)
     if _thin(g):
@@ -194,6 +196,35 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     dw = np.ascontiguousarray(dw)
     del cols
     return (_input_grad(dout, d, w2, g) if need_dx else None), dw, db
+
+
+def _backward_chunked(dout: np.ndarray, x: np.ndarray, w2: np.ndarray, g: ConvGeometry, mode: str, kind: str,
+                      need_dx: bool) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """``conv2d_backward`` when the forward kept x rather than the columns (one group): the columns are built
+    again a few samples at a time (``_chunk_samples``), so the backward never holds the whole (C·kh·kw, N·Ho·Wo)
+    matrix nor its gradient. Conv-3 adds the chunks' products, dW = Σ_chunks δ_c @ cols_cᵀ (the same sum
+    over n, i, j in another order); Conv-1 is ``col2im(Wᵀ @ δ_c)`` per chunk (its samples are independent);
+    Conv-2 as in the one-product path."""
+    dt = dout.dtype
+    step = _chunk_samples(g, x.dtype.itemsize)
+    dw2 = np.zeros((g.f, g.taps), dtype=dt)
+    dx = np.empty((g.n, g.c, g.h, g.w), dtype=dt) if need_dx else None
+    db = np.zeros(g.f, dtype=dt) if kind == "tied" else None
+    for lo in range(0, g.n, step):
+        hi = min(g.n, lo + step)
+        gc = g._replace(n=hi - lo)
+        d = _filters_first(dout[lo:hi]).reshape(g.f, gc.positions)                 # δ_c as (F, n_c·Ho·Wo)
+        cols = im2col(x[lo:hi], gc)
+        dw2 += matmul(cols, d.T).T
+        del cols
+        if db is not None:
+            db += matmul(d, np.ones(gc.positions, dtype=dt))
+        if need_dx:
+            dx[lo:hi] = _input_grad(dout[lo:hi], d, w2, gc)
+    if kind == "untied":
+        db = (np.ones(g.n, dtype=dt) @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
+    dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
+    return dx, dw, db
 
 
 def _filters_first(dout: np.ndarray, width: Optional[int] = None) -> np.ndarray:

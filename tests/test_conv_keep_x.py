@@ -1,0 +1,61 @@
+"""``conv2d_forward(..., keep_cols=False)``: the cache keeps x instead of the im2col columns, the forward builds
+the columns a few samples at a time and the backward builds them again, also in chunks (functional/conv.py,
+``COLS_CHUNK_BYTES``). Against the one-product path that keeps the columns and against the naive loops
+(docs/equations.md §3, Conv-1..3), float64, with the numba kernels on and off; the chunk size is lowered so
+that small tensors are split."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import rel_err
+
+from deltaprop.functional import conv as C
+
+CASES = [  # (x shape, w shape, stride, padding, bias)
+    ((4, 3, 8, 7), (16, 3, 3, 3), 1, 1, "tied"),
+    ((4, 2, 9, 9), (17, 2, 3, 3), 2, 1, "tied"),
+    ((4, 4, 7, 6), (16, 4, 1, 1), 1, 0, None),
+    ((4, 3, 6, 7), (16, 3, 3, 3), 1, 1, "untied"),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_chunked_columns_match_kept_columns_and_naive(rng, numba_mode, monkeypatch, case, chunk):
+    xs, ws, stride, pad, bias = CASES[case]
+    x, w = rng.normal(size=xs), rng.normal(size=ws)
+    ho = (xs[2] + 2 * pad - ws[2]) // stride + 1
+    wo = (xs[3] + 2 * pad - ws[3]) // stride + 1
+    b = None if bias is None else rng.normal(size=(ws[0],) if bias == "tied" else (ws[0], ho, wo))
+    taps = xs[1] * ws[2] * ws[3]
+    monkeypatch.setattr(C, "COLS_CHUNK_BYTES", chunk * taps * ho * wo * 8)     # `chunk` samples of columns
+    g = C.conv_geometry(x.shape, w.shape, stride, pad)
+    assert C._chunk_samples(g, 8) == chunk < xs[0]                            # the chunked paths are taken
+    z_keep, cache_keep = C.conv2d_forward(x, w, b, stride, pad, keep_cols=True)
+    z, cache = C.conv2d_forward(x, w, b, stride, pad, keep_cols=False)
+    assert cache.cols is None and cache.x is x
+    dout = rng.normal(size=z.shape)
+    for need_dx in (True, False):
+        got = C.conv2d_backward(dout, cache, need_dx=need_dx)
+        keep = C.conv2d_backward(dout, cache_keep, need_dx=need_dx)
+        for a, e in zip(got, keep):
+            assert (a is None) == (e is None)
+            if a is not None:
+                assert a.shape == e.shape and rel_err(a, e) < 1e-12
+    if chunk != 1:
+        return
+    zn, cn = C.conv2d_forward_naive(x, w, b, stride, pad)
+    dxn, dwn, dbn = C.conv2d_backward_naive(dout, cn)
+    dx, dw, db = C.conv2d_backward(dout, cache)
+    assert rel_err(z, zn) < 1e-12 and rel_err(z_keep, zn) < 1e-12
+    assert rel_err(dx, dxn) < 1e-12 and rel_err(dw, dwn) < 1e-12
+    assert (db is None) == (dbn is None) and (db is None or rel_err(db, dbn) < 1e-12)
+
+
+def test_chunked_float32_stays_float32(rng, monkeypatch):
+    x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    w = rng.normal(size=(16, 3, 3, 3)).astype(np.float32)
+    monkeypatch.setattr(C, "COLS_CHUNK_BYTES", 27 * 64 * 4)
+    z, cache = C.conv2d_forward(x, w, None, 1, 1, keep_cols=False)
+    dx, dw, db = C.conv2d_backward(np.ones_like(z), cache)
+    assert z.dtype == dx.dtype == dw.dtype == np.float32 and db is None
