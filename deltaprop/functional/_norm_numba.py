@@ -161,7 +161,9 @@ def _center_nb(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 def bn_act_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: Optional[np.ndarray],
                    running_var: Optional[np.ndarray], training: bool, momentum: float, eps: float, activation: str,
-                   negative_slope: float) -> Tuple[np.ndarray, tuple]:
+                   negative_slope: float) -> Tuple[np.ndarray, NumbaCache]:
+    """``norm_fused.batchnorm_act_forward`` with numba: the statistics of ``norm.bn_statistics``, then σ(BN(z))
+    in one pass (``_act_map``); the cache keeps z − μ."""
     x3 = channel_view(x)
     dt = x3.dtype
     xc, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, _center_nb)
@@ -177,6 +179,8 @@ def bn_act_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_m
 
 def bn_act_backward(dout: np.ndarray, cache: NumbaCache,
                     need_dx: bool = True) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """``norm_fused.batchnorm_act_backward`` for a ``NumbaCache``: δ = dout ⊙ σ'(y) in one pass (P2, y
+    recomputed), then BN 2.5, 2.6 and BN 2.1–2.3 (``_bn_input_grad``). Returns (dx, dγ, dβ)."""
     xc, inv_std, gamma, beta, batch, code, slope, shape = cache
     d3 = channel_view(dout)
     dz = np.empty_like(d3)

@@ -25,11 +25,13 @@ PROB_EPS = 1e-12        # PyTorch's BCE backward: (x − y) / max(x(1 − x), 1e
 # --- the caches: one typed record per kernel (and per path) ---------------------------------
 
 class MSECache(NamedTuple):
+    """``mse_forward``'s: x − y and the reduction."""
     diff: np.ndarray
     reduction: str
 
 
 class HalfSquaredErrorCache(NamedTuple):
+    """``half_squared_error_forward``'s: a − y, the reduction and the mean's divisor N."""
     diff: np.ndarray
     reduction: str
     n: int
@@ -70,6 +72,8 @@ class CrossEntropyFastCache(NamedTuple):
 
 
 class NLLCache(NamedTuple):
+    """``nll_forward``'s: the labels (0 where ignored), the per-row weights, the mean's divisor, the reduction,
+    the scores' shape and dtype."""
     lab: np.ndarray
     wy: np.ndarray
     denom: float
@@ -79,6 +83,8 @@ class NLLCache(NamedTuple):
 
 
 class ProbCrossEntropyCache(NamedTuple):
+    """``prob_cross_entropy_forward``'s: the probabilities y and targets t as rows, the row count, the
+    reduction and the input's shape."""
     y2: np.ndarray
     t: np.ndarray
     m: float
@@ -251,9 +257,9 @@ CrossEntropyCache = Union[CrossEntropyLabelCache, CrossEntropyProbCache, CrossEn
 
 
 def cross_entropy_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
-    """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1), following the path the
-    forward took: dense targets by ``softmax_ce_input_grad``; labels in the sparse form (q_n is w_y·(1 − ε) at
-    the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and the smoothing are
+    """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1), following the path
+    the forward took: dense targets by ``softmax_ce_input_grad``; labels in the sparse form (q_n is w_y·(1 − ε)
+    at the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and the smoothing are
     subtracted); the numba pass by its mirror ``_loss_numba._ce_backward``."""
     if type(cache) is CrossEntropyFastCache:
         from . import _loss_numba

@@ -14,6 +14,7 @@ from .loss import LOG_CLAMP, PROB_EPS, Grad, _coef, _reduce
 
 
 class BCECache(NamedTuple):
+    """``bce_forward``'s: the probabilities, the targets, the weight (or None) and the reduction."""
     prob: np.ndarray
     target: np.ndarray
     w: Optional[np.ndarray]
@@ -21,6 +22,8 @@ class BCECache(NamedTuple):
 
 
 class BCEWithLogitsCache(NamedTuple):
+    """``bce_with_logits_forward``'s: the logits, the targets, the weight, the positive weight p and
+    1 + (p − 1)t (or None), and the reduction."""
     logits: np.ndarray
     target: np.ndarray
     w: Optional[np.ndarray]

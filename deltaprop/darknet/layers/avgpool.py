@@ -13,6 +13,7 @@ from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [avgpool] section, with its (C, 1, 1) output and summary line."""
     c, h, w = ctx.prev_shape
     table = f"avg                     {w:4d} x{h:4d} x{c:4d}   ->  {c:4d}"
     return LayerSpec(ctx.index, "avgpool", sec, (ctx.prev_index,), (c, h, w), (c, 1, 1), common_attrs(sec),
@@ -20,6 +21,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class AvgpoolLayer(DarknetLayer):
+    """Global average pooling: (N, C, H, W) -> (N, C, 1, 1)."""
+
     kind = "avgpool"
 
     def forward(self, x: np.ndarray) -> np.ndarray:

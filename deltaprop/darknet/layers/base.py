@@ -83,12 +83,14 @@ def common_attrs(sec: Section) -> Dict[str, Any]:
 
 
 def require_unsupported_zero(sec: Section, *keys: str) -> None:
+    """A ConfigError naming the first of ``keys`` set to anything but 0 (a Darknet option deltaprop lacks)."""
     for key in keys:
         if sec.get_float(key, 0.0) != 0.0:
             raise sec.error(key, "is not supported by deltaprop (only 0)")
 
 
 def fits(sec: Section, what: str, n: int, need: int, key: str) -> None:
+    """A ConfigError naming ``key`` when a window of ``need`` cells does not fit an input of ``n``."""
     if n < need:
         raise sec.error(key, f"{what}: a window of {need} does not fit an input of {n}")
 

@@ -20,6 +20,7 @@ from .convolutional import activation_key
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [connected] section checked, with its shapes, parameter count and summary line."""
     c, h, w = ctx.prev_shape
     inputs = c * h * w
     outputs = sec.get_int("output", 1, lo=1)

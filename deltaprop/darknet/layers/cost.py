@@ -16,6 +16,7 @@ COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [cost] section checked (its type among Darknet's), with its shapes and summary line."""
     shape = ctx.prev_shape
     cost_type = sec.get_str("type", "sse")
     if cost_type not in COST_TYPES:
@@ -29,6 +30,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class CostLayer(DarknetLayer):
+    """The identity in the forward pass; its ``loss`` is the network's loss on the previous output."""
+
     kind = "cost"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:

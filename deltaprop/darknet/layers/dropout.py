@@ -13,6 +13,7 @@ from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [dropout] section checked (0 ≤ probability < 1), with its shapes and summary line."""
     shape = ctx.prev_shape
     p = sec.get_float("probability", 0.5, lo=0.0)
     if p >= 1.0:
@@ -24,6 +25,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class DropoutLayer(DarknetLayer):
+    """Inverted dropout in training (``functional.shape.dropout_forward``), the identity in inference."""
+
     kind = "dropout"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:

@@ -14,6 +14,7 @@ from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [logistic] section, with its shapes and summary line."""
     shape = ctx.prev_shape
     n = shape[0] * shape[1] * shape[2]
     table = f"logistic x entropy                             {n:4d}"
@@ -21,6 +22,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class LogisticLayer(DarknetLayer):
+    """σ(x); with a truth, trained by binary cross-entropy (``loss``)."""
+
     kind = "logistic"
 
     def forward(self, x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,8 @@ from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [maxpool] section checked (size, stride, padding fit the input), with Darknet's output size and its
+    padding as (top, bottom, left, right)."""
     c, h, w = ctx.prev_shape
     stride = sec.get_int("stride", 1, lo=1)
     size = sec.get_int("size", stride, lo=1)

@@ -20,6 +20,7 @@ def resolve_index(sec: Section, key: str, idx: int, here: int) -> int:
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [route] section checked (its layers exist and share one map size), with the concatenated shape."""
     raw = sec.get_int_list("layers")
     if raw is None:
         raise sec.error("layers", "required key is missing")

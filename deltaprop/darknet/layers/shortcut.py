@@ -14,6 +14,7 @@ from .route import resolve_index
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [shortcut] section checked (``from`` names an earlier layer of the same shape), with its shape."""
     if sec.raw("from") is None:
         raise sec.error("from", "required key is missing")
     src = resolve_index(sec, "from", sec.get_int("from"), ctx.index)
@@ -33,6 +34,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class ShortcutLayer(DarknetLayer):
+    """act(α·previous + β·layer ``from``); backward sends α·δ and β·δ to the two inputs."""
+
     kind = "shortcut"
     multi_input = True
 

@@ -17,6 +17,7 @@ from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [softmax] section checked (groups divide the inputs, temperature > 0), with its shapes."""
     c, h, w = ctx.prev_shape
     n = c * h * w
     groups = sec.get_int("groups", 1, lo=1)
@@ -35,6 +36,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class SoftmaxLayer(DarknetLayer):
+    """Softmax of x/T per group or per pixel (``spatial``); with a truth, cross-entropy (``loss``)."""
+
     kind = "softmax"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:

@@ -13,6 +13,7 @@ from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [upsample] section checked (stride ≥ 1), with the upsampled shape and summary line."""
     c, h, w = ctx.prev_shape
     stride = sec.get_int("stride", 2)
     if stride < 1:
@@ -26,6 +27,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class UpsampleLayer(DarknetLayer):
+    """Nearest-neighbour upsampling by ``stride``, times ``scale``."""
+
     kind = "upsample"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:

@@ -24,6 +24,7 @@ MAX_BOXES = 100_000
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [yolo] section checked (mask, anchors, classes and the input channels agree), with its shapes."""
     c, h, w = ctx.prev_shape
     classes = sec.get_int("classes", 20, lo=0, hi=MAX_CLASSES)
     total = sec.get_int("num", 1, lo=1, hi=MAX_ANCHORS)
