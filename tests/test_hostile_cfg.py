@@ -143,3 +143,16 @@ def test_far_windows_match_the_naive_loops(h, w, size, stride, padding):
     an, can = PN.avg_pool2d_forward_naive(x, size, stride, pads)
     np.testing.assert_allclose(a, an, rtol=1e-12)
     np.testing.assert_allclose(P.avg_pool2d_backward(d, ca), PN.avg_pool2d_backward_naive(d, can), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", ["1", "0.5"])
+def test_upsample_stride_one_returns_its_own_array(scale):
+    """Found by the campaign (tests/fuzz/corpus/cfg/55-*): ``[upsample] stride=1 scale=0.5`` raised NumPy's
+    "output array is read-only" ValueError: with a factor of 1 the upsampling kernel returned a read-only view
+    of its input, which the layer then scaled in place. Its output is now an array of its own, x·scale."""
+    text = f"[net]\nwidth=11\nheight=6\nchannels=3\n[upsample]\nstride=1\nscale={scale}\n"
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 11)).astype(np.float32)
+    net, y, dx = window_pass(text, x)
+    s = np.float32(scale)
+    assert np.array_equal(y, x * s) and y.flags.writeable and not np.shares_memory(y, x)
+    assert np.array_equal(dx, np.full_like(x, s))
