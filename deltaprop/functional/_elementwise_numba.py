@@ -37,7 +37,8 @@ def _relu_bwd(dy, mask, dz):
 @jit(parallel=True)
 def _count_nonfinite(u, exponent):
     """How many floats (viewed as unsigned integers ``u``) have an all-ones exponent (the ``exponent`` bit
-    mask, of u's dtype): ±inf or NaN."""
+    mask, of u's dtype): ±inf or NaN. Mirrors ``x.size − np.count_nonzero(np.isfinite(x))``, the NumPy scan of
+    ``backend.check_array`` (tests/test_parallel_kernels.py holds them equal)."""
     bad = 0
     for i in prange(u.size):
         bad += (u[i] & exponent) == exponent

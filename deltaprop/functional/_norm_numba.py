@@ -22,6 +22,8 @@ _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
 @jit
 def _center(x3, mean, out):
+    """out = z − μ per channel (the centring of §8's statistics), mirroring ``norm._center``: the
+    ``center`` that ``norm.bn_statistics`` calls on this path (the same subtraction, so the same numbers)."""
     n, c, s = x3.shape
     for b in range(n):
         for ch in range(c):
@@ -90,6 +92,8 @@ def _input_grad(dz, xc, k1, k2, k3):
 
 @jit
 def _scale(dz, k1):
+    """In place: dz ← dz·k1 per channel, mirroring ``norm.bn_input_grad`` with k2 = k3 = None (the running
+    statistics normalised)."""
     n, c, s = dz.shape
     for b in range(n):
         for ch in range(c):
