@@ -77,3 +77,30 @@ def test_each_home_exists_and_cites_its_equation(links, homes, mirrors):
             doc = obj.__doc__ or ""
         assert any(c in doc for c in cites) or "equations.md" in doc, \
             f"{dotted}'s docstring cites none of {sorted(cites)}"
+
+
+# The README's list of the kernels with a naive loop twin, and the twins (forward or the whole loss, and backward).
+TWINS = {
+    "dense": ("dense.linear_forward_naive", "dense.linear_backward_naive"),
+    "conv": ("conv.conv2d_forward_naive", "conv.conv2d_backward_naive"),
+    "max/avg/Lp/adaptive pooling": ("pool_naive.max_pool2d_forward_naive", "pool_naive.avg_pool2d_forward_naive",
+                                    "pool_naive.lp_pool2d_forward_naive",
+                                    "pool_naive.adaptive_avg_pool2d_forward_naive"),
+    "batch norm standard and Darknet": ("norm.batch_norm_backward_naive",
+                                        "norm_darknet.batchnorm_darknet_backward_naive"),
+    "softmax": ("activation.softmax_backward_naive",),
+    "cross-entropy": ("loss.cross_entropy_naive", "loss.prob_cross_entropy_naive"),
+    "BCE": ("loss_binary.bce_naive",),
+    "hinge": ("loss_margin.multi_margin_naive",),
+    "upsample": ("shape.upsample_nearest_forward_naive", "shape.upsample_nearest_backward_naive"),
+}
+
+
+def test_the_readme_lists_the_kernels_that_have_a_loop_twin():
+    readme = " ".join((DOCS.parent / "README.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"fast form reorganises the arithmetic \(([^)]*)\) have a naive loop twin", readme)
+    assert listed, "README: the sentence naming the kernels with a loop twin is gone"
+    assert [k.strip() for k in listed.group(1).split(", ")] == list(TWINS)
+    for names in TWINS.values():
+        for name in names:
+            assert callable(_resolve("functional." + name)), name
