@@ -150,7 +150,7 @@ def mse_forward(pred: np.ndarray, target: np.ndarray, reduction: str = "mean"):
     return _reduce(diff * diff, reduction), MSECache(diff, reduction)
 
 
-def mse_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def mse_backward(dout: Grad, cache: MSECache) -> np.ndarray:
     """Squared error (§6): ∂C/∂x = 2(x − y)/n ("mean"), 2(x − y) ("sum"), 2(x − y)·g ("none")."""
     diff, reduction = cache
     c = _coef(dout, reduction, diff.size, diff.dtype)
@@ -166,7 +166,7 @@ def half_squared_error_forward(pred: np.ndarray, target: np.ndarray, reduction: 
     return _reduce(per, reduction, n), HalfSquaredErrorCache(diff, reduction, n)
 
 
-def half_squared_error_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def half_squared_error_backward(dout: Grad, cache: HalfSquaredErrorCache) -> np.ndarray:
     """Squared error, seed form (§6): ∂C/∂a_j = a_j − y_j (BP1's ∇_a C), divided by N for "mean"."""
     diff, reduction, n = cache
     c = _coef(dout, reduction, n, diff.dtype)
@@ -333,7 +333,7 @@ def nll_forward(logp: np.ndarray, target: np.ndarray, weight: Optional[np.ndarra
         NLLCache(lab, wy, denom, reduction, shape, x2.dtype)
 
 
-def nll_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def nll_backward(dout: Grad, cache: NLLCache) -> np.ndarray:
     """∂C/∂x_{n,k} = −w_{y_n} 1[k = y_n] (/Σ w_{y_n} for "mean")."""
     lab, wy, denom, reduction, shape, dt = cache
     m = lab.size
@@ -366,7 +366,7 @@ def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: 
     return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), cache
 
 
-def prob_cross_entropy_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def prob_cross_entropy_backward(dout: Grad, cache: ProbCrossEntropyCache) -> np.ndarray:
     """Cross-entropy on probabilities (§6): ∂E/∂y_i = −t_i / y_i (y floored at 1e-12)."""
     y2, t, m, reduction, shape = cache
     coef = _coef(dout, reduction, m, y2.dtype)

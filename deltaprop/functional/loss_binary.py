@@ -43,7 +43,7 @@ def bce_forward(prob: np.ndarray, target: np.ndarray, weight: Optional[np.ndarra
     return _reduce(per, reduction), BCECache(prob, target, w, reduction)
 
 
-def bce_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def bce_backward(dout: Grad, cache: BCECache) -> np.ndarray:
     """Binary cross-entropy on probabilities (§6): ∂ξ/∂y = (y − t) / max(y(1 − y), 1e-12) (PyTorch's floor),
     times the weight."""
     prob, target, w, reduction = cache
@@ -77,7 +77,7 @@ def bce_with_logits_forward(logits: np.ndarray, target: np.ndarray, weight: Opti
     return _reduce(per, reduction), BCEWithLogitsCache(logits, target, w, pw, lw, reduction)
 
 
-def bce_with_logits_backward(dout: Grad, cache: tuple) -> np.ndarray:
+def bce_with_logits_backward(dout: Grad, cache: BCEWithLogitsCache) -> np.ndarray:
     """∂/∂x = (1 + (p − 1)t) σ(x) − p t, i.e. §6's σ(x) − t without pos_weight; times the weight."""
     logits, target, w, pw, lw, reduction = cache
     c = _coef(dout, reduction, logits.size, logits.dtype)

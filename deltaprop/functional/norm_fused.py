@@ -88,6 +88,9 @@ class SeparatePoolCache(NamedTuple):
     pool: MaxPoolCache
 
 
+BNActPoolCache = Union[FusedPoolCache, NumpyPoolCache, SeparatePoolCache]   # ``batchnorm_act_maxpool2_forward``'s
+
+
 def _check_act(activation: str) -> str:
     if activation not in ACTIVATIONS:
         raise ValueError(f"batchnorm_act: activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -134,7 +137,7 @@ def _scale_shift_act_np(xc: np.ndarray, scale: np.ndarray, shift: np.ndarray, ac
 def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
                           running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                           training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
-                          activation: str = "leaky", negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:
+                          activation: str = "leaky", negative_slope: float = 0.01) -> Tuple[np.ndarray, BNActCache]:
     """a = σ(BN(z)) with σ ReLU, leaky ReLU or linear (§5, §8): y = (z − μ)·(γ·inv_std) + β, then σ(y).
 
     The scale γ·inv_std is applied to z − μ in one multiply and ẑ is never stored: the cache keeps z − μ
@@ -162,7 +165,7 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
     return y.reshape(x.shape), NumpyCache(xc, inv_std, gamma, batch, activation, acache, x.shape)
 
 
-def batchnorm_act_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
+def batchnorm_act_backward(dout: np.ndarray, cache: BNActCache, need_dx: bool = True,
                            consume_cache: bool = False) -> _Grads:
     """Returns (dx, dγ, dβ): δ = dout ⊙ σ'(y) (P2 of §2), then BN 2.5, 2.6 and BN 2.1–2.3 in the compact form
     of ``bn_act_grads`` (∂C/∂z = γ·inv_std·δ when the running statistics normalised).
@@ -209,7 +212,7 @@ def batchnorm_act_maxpool2_forward(x: np.ndarray, gamma: Optional[np.ndarray], b
                                    running_mean: Optional[np.ndarray] = None,
                                    running_var: Optional[np.ndarray] = None, training: bool = True,
                                    momentum: float = 0.1, eps: float = 1e-5, activation: str = "leaky",
-                                   negative_slope: float = 0.01) -> Tuple[np.ndarray, tuple]:
+                                   negative_slope: float = 0.01) -> Tuple[np.ndarray, BNActPoolCache]:
     """p = maxpool₂ₓ₂(σ(BN(z))): ``batchnorm_act_forward`` (§5, §8) then 2×2 max pooling with stride 2 (§4),
     with the same numbers as the two in turn.
 
@@ -236,7 +239,8 @@ def batchnorm_act_maxpool2_forward(x: np.ndarray, gamma: Optional[np.ndarray], b
 
 def _bn_act_pool_np_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                             running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray], training: bool,
-                            momentum: float, eps: float, activation: str, slope: float) -> Tuple[np.ndarray, tuple]:
+                            momentum: float, eps: float, activation: str,
+                            slope: float) -> Tuple[np.ndarray, NumpyPoolCache]:
     """The NumPy path. σ (slope ≥ 0) keeps the sign of y, so σ'(y) at a window's arg-max is known from the
     pooled output's sign: the cache keeps p > 0 (a quarter of the size) instead of the activation's mask, and
     the backward applies σ' to the pooled deltas before scattering them (the other cells get 0 either way)."""
@@ -250,7 +254,7 @@ def _bn_act_pool_np_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
     return out, NumpyPoolCache(xc, inv_std, gamma, batch, activation, slope, pos, pcache, x.shape)
 
 
-def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True,
+def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: BNActPoolCache, need_dx: bool = True,
                                     consume_cache: bool = False) -> _Grads:
     """Returns (dx, dγ, dβ): the pooling backward (each window's delta to its arg-max, §4), then
     ``batchnorm_act_backward``."""
