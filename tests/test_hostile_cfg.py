@@ -146,13 +146,16 @@ def test_far_windows_match_the_naive_loops(h, w, size, stride, padding):
 
 
 @pytest.mark.parametrize("scale", ["1", "0.5"])
-def test_upsample_stride_one_returns_its_own_array(scale):
-    """Found by the campaign (tests/fuzz/corpus/cfg/55-*): ``[upsample] stride=1 scale=0.5`` raised NumPy's
-    "output array is read-only" ValueError: with a factor of 1 the upsampling kernel returned a read-only view
-    of its input, which the layer then scaled in place. Its output is now an array of its own, x·scale."""
-    text = f"[net]\nwidth=11\nheight=6\nchannels=3\n[upsample]\nstride=1\nscale={scale}\n"
-    x = np.random.default_rng(0).standard_normal((2, 3, 6, 11)).astype(np.float32)
+@pytest.mark.parametrize("h,w,stride", [(6, 11, 1), (1, 1, 2), (1, 1, 3), (1, 4, 1)])
+def test_upsample_returns_an_array_of_its_own(h, w, stride, scale):
+    """Found by the campaign (tests/fuzz/corpus/cfg/55-*, 10087-*): ``[upsample] stride=1 scale=0.5``, or any
+    stride on a 1×1 input, raised NumPy's "output array is read-only" ValueError: the upsampling kernel's
+    reshape needed no copy there, so it returned a read-only view of its input, which the layer then scaled
+    in place. Its output is now an array of its own: each cell of x times scale in a stride×stride block."""
+    text = f"[net]\nwidth={w}\nheight={h}\nchannels=3\n[upsample]\nstride={stride}\nscale={scale}\n"
+    x = np.random.default_rng(0).standard_normal((2, 3, h, w)).astype(np.float32)
     net, y, dx = window_pass(text, x)
     s = np.float32(scale)
-    assert np.array_equal(y, x * s) and y.flags.writeable and not np.shares_memory(y, x)
-    assert np.array_equal(dx, np.full_like(x, s))
+    block = np.ones((stride, stride), np.float32)
+    assert np.array_equal(y, np.kron(x, block) * s) and y.flags.writeable and not np.shares_memory(y, x)
+    assert np.array_equal(dx, np.full_like(x, s * stride * stride))

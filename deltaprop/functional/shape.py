@@ -72,7 +72,7 @@ def upsample_nearest_forward(x: np.ndarray, scale) -> Tuple[np.ndarray, Upsample
     sh, sw = _scale_pair(scale)
     n, c, h, w = x.shape
     y = np.broadcast_to(x[:, :, :, None, :, None], (n, c, h, sh, w, sw)).reshape(n, c, h * sh, w * sw)
-    if sh == sw == 1:  # the reshape made no copy: y would be a read-only view of x
+    if not y.flags.owndata:  # the reshape made no copy (factors of 1, or 1×1 rows): a read-only view of x
         y = y.copy()
     return y, UpsampleCache(x.shape, sh, sw)
 
