@@ -21,7 +21,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
-from .activation import sigmoid_forward
+from .activation import sigmoid_forward, softmax_forward
 from .loss import softmax_ce_input_grad
 
 #: ``SECRET_NUM`` of ``cost_layer.c``: truths equal to it are masked out by ``type=masked``.
@@ -40,15 +40,13 @@ def _check_pair(pred: np.ndarray, truth: np.ndarray, who: str) -> np.ndarray:
 
 def darknet_softmax(x: np.ndarray, temperature: float = 1.0, groups: int = 1) -> np.ndarray:
     """``softmax_cpu``: per sample (axis 0), each of ``groups`` contiguous chunks of the flattened input
-    gets ``p_i = e^{x_i/T − max/T} / Σ_k e^{x_k/T − max/T}``. Returns p with the shape of x."""
+    gets ``p_i = e^{x_i/T − max/T} / Σ_k e^{x_k/T − max/T}``: ``activation.softmax_forward`` of x/T (max(x/T) is
+    max(x)/T to the bit, T > 0). Returns p with the shape of x."""
     n = x.shape[0]
     flat = x.reshape(n, groups, -1) if x.size else x.reshape(n, groups, 0)
     if flat.shape[1] * flat.shape[2] != x[0].size:
         raise ShapeError(f"[softmax] groups={groups} does not divide {x[0].size} inputs")
-    t = x.dtype.type
-    s = flat / t(temperature) - flat.max(axis=2, keepdims=True) / t(temperature)
-    e = np.exp(s)
-    return (e / e.sum(axis=2, keepdims=True)).reshape(x.shape)
+    return softmax_forward(flat / x.dtype.type(temperature), axis=2)[0].reshape(x.shape)
 
 
 def darknet_softmax_loss(p: np.ndarray, truth: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -62,8 +60,8 @@ def darknet_softmax_loss(p: np.ndarray, truth: np.ndarray) -> Tuple[float, np.nd
 
 def darknet_softmax_backward(dout: np.ndarray, own_grad: np.ndarray) -> np.ndarray:
     """``backward_softmax_layer``: the logits get the softmax's own loss gradient PLUS whatever reached
-    its output (a following ``[cost]``'s), passed through WITHOUT the softmax Jacobian."""
-    return own_grad if dout is None else own_grad + dout.reshape(own_grad.shape)
+    its output (a following ``[cost]``'s), passed through WITHOUT the softmax Jacobian (either may be None)."""
+    return add_grads(own_grad, dout)
 
 
 def darknet_cost(pred: np.ndarray, truth: np.ndarray, cost_type: str = "sse",

@@ -87,7 +87,7 @@ class SoftmaxLayer(DarknetLayer):
                 with np.errstate(divide="ignore", invalid="ignore"):
                     own_out = np.where(nz, -t / out, out.dtype.type(0))
         if self.numerics == "darknet":
-            g = dl.add_grads(own, g_out)
+            g = dl.darknet_softmax_backward(g_out, own)
             return LossResult(cost, g, g)
         below = self.backward(g_out) if g_out is not None else None
         return LossResult(cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))
