@@ -55,11 +55,11 @@ def test_fused_batchnorm_leaky_derivative_is_exactly_one_where_positive(numba_mo
     np.testing.assert_array_equal(leaky.backward(dout), linear.backward(dout))
 
 
-@pytest.mark.parametrize("name,slope", [("leaky", 0.1), ("relie", 0.01)])
+@pytest.mark.parametrize("name,slope", [("leaky", 0.1), ("relie", 0.01), ("relu", None)])
 def test_darknet_leaky_is_the_engine_leaky(name, slope, rng):
     x = rng.standard_normal((3, 40)).astype(np.float32)
     dout = rng.standard_normal(x.shape).astype(np.float32)
-    d, e = DarknetActivation(name), nn.LeakyReLU(slope)
+    d, e = DarknetActivation(name), (nn.ReLU() if slope is None else nn.LeakyReLU(slope))
     np.testing.assert_array_equal(d(x), e(x))
     np.testing.assert_array_equal(d.backward(dout), e.backward(dout))
 

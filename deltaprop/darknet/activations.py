@@ -2,7 +2,7 @@
 
 Forward is Darknet's formula; backward multiplies by the derivative written, as Darknet does, in terms of
 the activated output y (leaky ``y > 0 ? 1 : 0.1``, logistic ``(1 − y)·y``, ...; docs/equations.md §5 and §10).
-Leaky, relie, logistic and tanh use the engine's own derivatives (``functional.activation``: one home per
+Leaky, relie, relu, logistic and tanh use the engine's own kernels (``functional.activation``: one home per
 equation; ``y > 0`` is the same test as ``z > 0``). Away from the kinks it is the exact derivative, so the
 gradient checks hold.
 """
@@ -12,8 +12,8 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
-from ..functional.activation import (leaky_relu_derivative, leaky_relu_into, sigmoid_derivative, sigmoid_forward,
-                                     tanh_derivative)
+from ..functional.activation import (leaky_relu_derivative, leaky_relu_into, relu_forward, sigmoid_derivative,
+                                     sigmoid_forward, tanh_derivative)
 from ..nn.module import Module
 
 
@@ -53,7 +53,7 @@ ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
     "linear": (lambda x: x, None),
     "leaky": (lambda x: leaky_relu_into(x, 0.1, np.empty_like(x)),
               lambda y: leaky_relu_derivative(y > 0, 0.1, y.dtype)),
-    "relu": (lambda x: x * (x > 0), lambda y: (y > 0).astype(y.dtype)),
+    "relu": (lambda x: relu_forward(x)[0], lambda y: (y > 0).astype(y.dtype)),
     "logistic": (_logistic, sigmoid_derivative),
     "loggy": (_loggy, lambda y: 2 * (1 - (y + 1) / 2) * ((y + 1) / 2)),
     "tanh": (np.tanh, tanh_derivative),
