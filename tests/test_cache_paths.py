@@ -110,3 +110,28 @@ def test_each_cross_entropy_path_leaves_its_own_type(rng):
     assert kinds == {L.CrossEntropyLabelCache, L.CrossEntropyProbCache}
     if _numba.enabled():
         assert type(L.cross_entropy_fast_forward(m, lab)[1]) is L.CrossEntropyFastCache
+
+
+def test_every_backward_takes_the_upstream_gradient_then_the_cache():
+    """One kernel signature, losses included: ``op_backward(dout, cache, ...)`` (issue 18: losses took
+    ``(cache, grad)``). The numba modules' entry points (``_*``) are called by the kernels, not by users."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import deltaprop.functional as F
+    seen = 0
+    for info in pkgutil.iter_modules(F.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"deltaprop.functional.{info.name}")
+        for name, fn in vars(mod).items():
+            if not (inspect.isfunction(fn) and fn.__module__ == mod.__name__ and not name.startswith("_")
+                    and (name.endswith("_backward") or name.endswith("_backward_naive"))):
+                continue
+            if name == "darknet_softmax_backward":     # Darknet's pass-through: (dout, the loss's own gradient)
+                continue
+            params = list(inspect.signature(fn).parameters)
+            assert params[0] in ("dout", "dy", "dz") and params[1] == "cache", f"{info.name}.{name}{params}"
+            seen += 1
+    assert seen >= 30

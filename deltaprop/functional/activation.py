@@ -179,8 +179,12 @@ def log_softmax_backward(dy: np.ndarray, cache: LogSoftmaxCache) -> np.ndarray:
 
 # --- naive references (loops, straight from §5) ----------------------------------------------
 
-def softmax_backward_naive(dy: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """∂E/∂x_i = Σ_k ∂E/∂y_k ∂y_k/∂x_i with the explicit Jacobian entries y_k(δ_ki − y_i), row by row (2-D)."""
+def softmax_backward_naive(dy: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
+    """∂E/∂x_i = Σ_k ∂E/∂y_k ∂y_k/∂x_i with the explicit Jacobian entries y_k(δ_ki − y_i), row by row
+    (2-D, ``softmax_forward``'s cache along the last axis)."""
+    y = cache.y
+    if y.ndim != 2 or cache.axis not in (-1, 1):
+        raise ValueError(f"softmax_backward_naive: 2-D rows only, got shape {y.shape} along axis {cache.axis}")
     n, c = y.shape
     dx = np.zeros_like(dy)
     for s in range(n):
