@@ -83,6 +83,7 @@ class Graph(Module):
         if not self._node_inputs:
             raise ShapeError("Graph.forward: the graph has no nodes")
         nodes = self.nodes
+        object.__setattr__(self, "layer_outputs", [])   # the last pass's outputs go before this one allocates
         outs: List[Optional[np.ndarray]] = [None] * len(nodes)
         for i, (mod, ins) in enumerate(zip(nodes, self._node_inputs)):
             if getattr(mod, "multi_input", False):
