@@ -340,18 +340,22 @@ def read_history(path: PathLike) -> List[Dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such history file")
+    try:
+        with open(p, encoding="utf-8") as f:
+            lines = f.readlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not a history.jsonl (not UTF-8 text: {e.reason} at byte {e.start})") from None
     out: List[Dict[str, Any]] = []
-    with open(p, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{i}: not a JSON line ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise DataError(f"{p}:{i}: expected a JSON object, got {type(rec).__name__}")
-            out.append(rec)
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{i}: not a JSON line ({e.msg})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{p}:{i}: expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
     return out
 
 

@@ -94,6 +94,18 @@ CASES = [
                                                                                         "Not a directory"]),
     (["explain", "{MODEL}", "--data", "{DATA}", "--out", "{FILE}/e"], ["result.json", "Not a directory"]),
     (["gradcheck", "--tol", "nan"], ["--tol", "finite number > 0"]),
+    (T + ["--out", "/proc/deltaprop-test-run"], ["--out /proc/deltaprop-test-run", "cannot create the directory"]),
+    (["data", "digits", "--out", "{BASE}/dd", "--seed", "-1"], ["--seed", "from 0 to 4294967295", "'-1'"]),
+    (["data", "digits", "--out", "{BASE}/dd", "--noise", "nan"], ["--noise", "[0, 0.5]"]),
+    (["data", "digits", "--out", "{BASE}/dd", "--digit-size", "3", "9"], ["--digit-size", "integer ≥ 4"]),
+    (["data", "check", "{BASE}", "--classes", "0"], ["--classes", "integer ≥ 1"]),
+    (T + ["--data", "{FILE}"], ["--data", "result.json", "not a folder"]),
+    (["eval", "{MODEL}", "--data", "{IMG}"], ["--data", "PNG image, not a folder"]),
+    (["data", "digits", "--out", "{BASE}/dd", "--mnist", "{W}"], ["--mnist", "Darknet .weights file, not a folder"]),
+    (["convert", "{W}", "{BASE}/c.npz"], ["cls.weights", "needs --cfg"]),
+    (["convert", "{W}", "{BASE}/c.txt"], ["c.txt", "expected IN/OUT"]),
+    (["explain", "{MODEL}", "--data", "{DATA}", "--history", "{IMG}", "--out", "{BASE}/ex"],
+     ["blank.png", "not a history.jsonl", "not UTF-8"]),
 ]
 
 

@@ -71,6 +71,14 @@ def require_weights(path: PathLike, option: str = "--weights") -> None:
                   {"npz": f"; write .weights from it with: deltaprop convert {path} OUT.weights"})
 
 
+def check_folder(path: Optional[PathLike], option: str) -> None:
+    """ConfigError naming ``option`` when ``path`` exists and is not a directory (an MNIST folder given as a
+    file would otherwise become the target of a download)."""
+    if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
+        raise ConfigError(f"{option} {path}: this is {_KIND_WORDS.get(file_kind(path), 'a file')}, not a folder "
+                          f"(the folder holding the MNIST files)")
+
+
 def _lock_owner(directory: Path) -> Optional[int]:
     """The pid holding ``directory``'s lock if that process is alive (on this host), else None."""
     try:
@@ -122,7 +130,14 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> "RunLock":
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"{self.option} {self.directory}: a file is in the way (it, or a folder above it, "
+                              f"exists and is not a directory)") from None
+        except OSError as e:
+            raise ConfigError(f"{self.option} {self.directory}: cannot create the directory ({e.strerror or e})"
+                              ) from None
         text = f"{os.getpid()} {socket.gethostname()}\n".encode()
         for _ in range(3):
             try:
@@ -153,4 +168,4 @@ class RunLock:
         self.release()
 
 
-__all__ = ["file_kind", "require_npz", "require_weights", "run_directory", "RunLock", "LOCK_NAME"]
+__all__ = ["file_kind", "check_folder", "require_npz", "require_weights", "run_directory", "RunLock", "LOCK_NAME"]

@@ -52,12 +52,12 @@ def run(args) -> int:
     src, dst = args.src.lower(), args.dst.lower()
     if not (src.endswith((".weights", ".npz")) and dst.endswith((".weights", ".npz"))) or \
             src.endswith(".npz") and dst.endswith(".npz"):
-        raise ConfigError(f"convert: expected IN/OUT as .weights/.npz, .npz/.weights or .weights/.weights, got "
-                          f"{args.src} {args.dst}")
+        raise ConfigError(f"IN OUT {args.src} {args.dst}: expected IN/OUT as .weights/.npz, .npz/.weights or "
+                          f".weights/.weights (by their extensions)")
     if src.endswith(".weights"):
         require_weights(args.src, "IN")
         if not args.cfg:
-            raise ConfigError("convert: a .weights file needs --cfg (the network it belongs to)")
+            raise ConfigError(f"IN {args.src}: a .weights file needs --cfg (the network it belongs to)")
         if dst.endswith(".weights"):      # Darknet's `partial`: the first N layers into a new file
             net = darknet.load(args.cfg, args.src)
             n = _upto(net, args.upto)

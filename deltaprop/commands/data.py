@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from ._options import float_range, int_range, positive_int
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("data", help="check detection data, make the digit-scene data set",
@@ -20,24 +22,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    "folder of images, with --classes): every bad label line, images without a "
                                    "label file, label files without an image, listed images that do not exist.")
     c.add_argument("data", metavar="DATA", help=".data file, or an image list file or folder")
-    c.add_argument("--classes", type=int, help="number of classes, when DATA is a list file or folder")
+    c.add_argument("--classes", type=positive_int, help="number of classes (≥ 1), when DATA is a list file or "
+                                                        "folder")
     d = sub.add_parser("digits", help="write scenes of MNIST digits as a detection data set",
                        description="Write scenes of 1-6 MNIST digits on noisy grey or coloured canvases in "
                                    "Darknet's layout (images/, labels/, train.txt, test.txt, digits.names, "
                                    "digits.data). Train scenes use MNIST's train digits, test scenes its test "
                                    "digits. Deterministic by --seed.")
     d.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
-    d.add_argument("--train", type=int, default=4000, help="train scenes (default 4000)")
-    d.add_argument("--test", type=int, default=500, help="test scenes (default 500)")
-    d.add_argument("--size", type=int, default=128, help="scene width and height in pixels (default 128)")
-    d.add_argument("--digit-size", type=int, nargs=2, default=(14, 60), metavar=("MIN", "MAX"),
-                   help="longer side of a digit's ink in pixels (default 14 60)")
-    d.add_argument("--digits", type=int, nargs=2, default=(1, 6), metavar=("MIN", "MAX"),
-                   help="digits per scene (default 1 6)")
-    d.add_argument("--noise", type=float, default=0.06,
-                   help="largest standard deviation of the pixel noise, as a fraction of full scale (default 0.06)")
+    d.add_argument("--train", type=positive_int, default=4000, help="train scenes, ≥ 1 (default 4000)")
+    d.add_argument("--test", type=positive_int, default=500, help="test scenes, ≥ 1 (default 500)")
+    d.add_argument("--size", type=int_range(16), default=128, help="scene width and height in pixels, ≥ 16 "
+                                                                  "(default 128)")
+    d.add_argument("--digit-size", type=int_range(4), nargs=2, default=(14, 60), metavar=("MIN", "MAX"),
+                   help="longer side of a digit's ink in pixels, 4 ≤ MIN ≤ MAX ≤ --size (default 14 60)")
+    d.add_argument("--digits", type=positive_int, nargs=2, default=(1, 6), metavar=("MIN", "MAX"),
+                   help="digits per scene, 1 ≤ MIN ≤ MAX (default 1 6)")
+    d.add_argument("--noise", type=float_range(0.0, 0.5), default=0.06,
+                   help="largest standard deviation of the pixel noise, as a fraction of full scale, in [0, 0.5] "
+                        "(default 0.06)")
     d.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0, help="random seed, 0..2^32-1 (default 0)")
     d.add_argument("--mnist", metavar="DIR", help="folder holding the MNIST IDX files (default: the usual lookup)")
     d.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(_data_parser=p)
@@ -118,9 +123,11 @@ def _check(args) -> int:
 
 def _digits(args) -> int:
     from ..data.digits import DigitScenes, make_digit_scenes
+    from ._files import check_folder
     opts = DigitScenes(train=args.train, test=args.test, size=args.size, digit_min=args.digit_size[0],
                        digit_max=args.digit_size[1], min_digits=args.digits[0], max_digits=args.digits[1],
                        noise=args.noise, seed=args.seed, format=args.format)
+    check_folder(args.mnist, "--mnist")
     start = time.perf_counter()
     data = make_digit_scenes(args.out, opts, mnist_root=args.mnist, force=args.force)
     print(f"{data}: {opts.train} train + {opts.test} test scenes of {opts.size}x{opts.size} "

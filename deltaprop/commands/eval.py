@@ -25,7 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..data import load_mnist, preprocess
     from ._classify import check_input, class_probabilities, load_classifier
+    from ._files import check_folder
     ck, model, spec = load_classifier(args.model)
+    check_folder(args.data, "--data")
     images, labels = load_mnist(args.data, args.split)
     if args.limit:
         images, labels = images[:args.limit], labels[:args.limit]

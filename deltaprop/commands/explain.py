@@ -46,12 +46,15 @@ def run(args) -> int:
     from ..backend import no_grad
     from ..data import load_mnist, preprocess
     from ..errors import DataError
-    from ..explain import format_norms, layer_gradient_norms, plot_history, plot_sensitivity, sensitivity_maps
+    from ..explain import (format_norms, layer_gradient_norms, plot_history, plot_sensitivity, read_history,
+                           sensitivity_maps)
     from ._classify import check_input, ends_in_softmax, load_classifier
+    from ._files import check_folder
     if not args.no_plot:
         _require_matplotlib()
     ck, model, spec = load_classifier(args.model)
     model.train()
+    check_folder(args.data, "--data")
     images, labels = load_mnist(args.data, args.split)
     for i in args.index:
         if not -len(images) <= i < len(images):
@@ -86,12 +89,14 @@ def run(args) -> int:
     hist = Path(args.history) if args.history else Path(args.model).resolve().parent / "history.jsonl"
     if args.history and not hist.is_file():
         raise DataError(f"{hist}: no such history file")
+    written = []
+    if hist.is_file():      # first: a history that cannot be drawn stops the command before any PNG is written
+        written.append(plot_history(read_history(hist), out_dir / "history.png",
+                                    title=f"training curves: {hist.name}"))
     maps = sensitivity_maps(model, X, **kw)
-    written = [plot_sensitivity(maps, out_dir / f"sensitivity_{args.split}_{i}.png", sample=k,
-                                title=f"{args.split} digit {i}, label {int(y[k])}: δ = ∂C/∂output, C = {what}")
-               for k, i in enumerate(args.index)]
-    if hist.is_file():
-        written.append(plot_history(hist, out_dir / "history.png"))
+    written += [plot_sensitivity(maps, out_dir / f"sensitivity_{args.split}_{i}.png", sample=k,
+                                 title=f"{args.split} digit {i}, label {int(y[k])}: δ = ∂C/∂output, C = {what}")
+                for k, i in enumerate(args.index)]
     for w in written:
         print(f"wrote {w}")
     return 0

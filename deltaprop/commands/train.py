@@ -313,6 +313,7 @@ def _run(args, ck=None) -> int:
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
     from ..distributed import is_main_process
     from ..train import StopRequest, TrainingInterrupted, evaluate, fit
+    from ._files import check_folder
 
     stored: Dict[str, Any] = dict(ck.extra.get("cli", {})) if ck is not None else {}
     s = _settings(args, stored)
@@ -324,6 +325,7 @@ def _run(args, ck=None) -> int:
         print(f"note: the cosine schedule of the resumed run spans its original {stored['epochs']} epochs; "
               f"training on to epoch {args.epochs} continues that curve", file=sys.stderr)
     t_start = time.perf_counter()
+    check_folder(s["data"], "--data")
     images, labels = load_mnist(s["data"], "train")
     test_images, test_labels = load_mnist(s["data"], "test")
     if s["limit"]:
