@@ -56,7 +56,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--map-images", type=int_range(1), help="measure on the first N valid images only")
     t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup)")
     t.add_argument("--workers", type=int_range(0), default=2, help="data loader threads (2)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and augmentation (0)")
+    t.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0,
+                   help="seed of the initial weights, shuffling and augmentation, 0..2^32-1 (0)")
     t.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of stopping")
     t.add_argument("--no-progress", action="store_true", help="print a line every --log-every batches instead")
     t.set_defaults(_verb=run_train)
