@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import int_range, positive_int
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -12,13 +14,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "folder of images, with --classes) by k-means with distance 1 - IoU, as AlexeyAB's "
                     "calc_anchors, and print them sorted by area as a cfg line.")
     p.add_argument("data", metavar="DATA", help=".data file (its train list), or an image list file or folder")
-    p.add_argument("-n", "--num", type=int, default=9, help="number of anchors (default 9; yolov3-tiny uses 6)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(416, 416),
-                   help="network input width and height in pixels (default 416 416)")
-    p.add_argument("--classes", type=int, help="number of classes, when DATA is a list file or folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
-    p.add_argument("--restarts", type=int, default=10,
-                   help="keep the best of this many random starts (default 10; 1 = AlexeyAB's single run)")
+    p.add_argument("-n", "--num", type=positive_int, default=9,
+                   help="number of anchors, ≥ 1 (default 9; yolov3-tiny uses 6)")
+    p.add_argument("--size", type=positive_int, nargs=2, metavar=("W", "H"), default=(416, 416),
+                   help="network input width and height in pixels, ≥ 1 (default 416 416)")
+    p.add_argument("--classes", type=positive_int, help="number of classes (≥ 1), when DATA is a list file or "
+                                                        "folder")
+    p.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0,
+                   help="seed of the random starts, 0..2^32-1 (default 0)")
+    p.add_argument("--restarts", type=positive_int, default=10,
+                   help="keep the best of this many random starts, ≥ 1 (default 10; 1 = AlexeyAB's single run)")
     p.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of refusing")
     return p
 
