@@ -135,3 +135,26 @@ def test_gradcheck_covers_every_class(capsys):
     table = {line.split()[0] for line in out.splitlines() if line and not line.startswith("-")}
     assert set(layers + losses) <= table
     assert "FAIL" not in out and "ERROR" not in out
+
+
+def test_docs_cli_md_names_every_subcommand_and_option():
+    """docs/cli.md documents every option of every subcommand (a new option must be added there)."""
+    import argparse
+    from pathlib import Path
+
+    from deltaprop.cli import build_parser
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, sp in action.choices.items():
+                    yield f"{name} {sub}".strip(), None
+                    yield from walk(sp, f"{name} {sub}".strip())
+            else:
+                for opt in action.option_strings:
+                    if opt not in ("-h", "--help"):
+                        yield name, opt
+    missing = [(cmd, opt) for cmd, opt in walk(build_parser(), "")
+               if (opt is None and f"`{cmd}" not in doc) or (opt and f"`{opt}" not in doc)]
+    assert not missing, missing
