@@ -59,3 +59,29 @@ def test_chunked_float32_stays_float32(rng, monkeypatch):
     z, cache = C.conv2d_forward(x, w, None, 1, 1, keep_cols=False)
     dx, dw, db = C.conv2d_backward(np.ones_like(z), cache)
     assert z.dtype == dx.dtype == dw.dtype == np.float32 and db is None
+
+
+@pytest.mark.parametrize("shape,pad,mode,bias", [((2, 3, 66, 64), 1, "cross_correlation", "tied"),
+                                                   ((1, 4, 64, 70), (0, 2, 1, 0), "convolution", None),
+                                                   ((2, 2, 65, 63), 0, "cross_correlation", "untied")])
+def test_direct_loops_match_columns(rng, shape, pad, mode, bias):
+    """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64."""
+    pytest.importorskip("numba")
+    from deltaprop.functional import _numba, conv_direct
+    x, w = rng.normal(size=shape), rng.normal(size=(5, shape[1], 3, 3))
+    g = C.conv_geometry(x.shape, w.shape, 1, pad)
+    b = None if bias is None else rng.normal(size=(5,) if bias == "tied" else (5, g.ho, g.wo))
+    before = _numba.enabled()
+    try:
+        _numba.set_enabled(True)
+        assert conv_direct.applies(g)
+        z, cache = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=False)
+        ref, _ = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=True)      # the product path
+        _numba.set_enabled(False)
+        assert not conv_direct.applies(g)
+        ref_np, _ = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=False)
+    finally:
+        _numba.set_enabled(before)
+    assert rel_err(z, ref) < 1e-13 and rel_err(z, ref_np) < 1e-13
+    assert cache.cols is None and cache.x is x
+    assert not conv_direct.applies(g._replace(sh=2)) and not conv_direct.applies(g._replace(ho=8, wo=8))

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..blas import matmul
 from ..errors import ShapeError
-from . import _numba, _split
+from . import _numba, _split, conv_direct
 from .im2col import ConvGeometry, col2im, col2im_wide, conv_geometry, im2col
 
 Pad = Union[int, Sequence[int]]
@@ -101,13 +101,20 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     ``keep_cols=False`` keeps a reference to ``x`` in the cache instead of the column matrix (C·kh·kw times
     larger than x for stride 1), and the backward builds the columns again: for callers that keep x alive
     anyway and do not change it before the backward (a cfg network's graph keeps every layer's output).
-    Returns (out (N, F, Ho, Wo), cache).
+    Then, with numba, a layer with few taps on a large map (``conv_direct.applies``) runs the direct loops
+    of ``functional.conv_direct`` instead of the product. Returns (out (N, F, Ho, Wo), cache).
     """
     _check_mode(mode)
     g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
     kind = _bias_kind(b, g)
     G = g.groups
     w2 = np.ascontiguousarray(_oriented(w, mode)).reshape(G, g.f // G, -1)
+    if not keep_cols and conv_direct.applies(g):
+        # few taps on a large map: the direct loops (no columns at all; the backward builds them in chunks)
+        out = conv_direct.conv2d_direct(x, _oriented(w, mode), g)
+        if kind != "none":
+            out += b[:, None, None] if kind == "tied" else b
+        return out, _cache(None, w2, g, mode, kind, x, keep_cols)
     out = np.empty((g.n, g.f, g.ho, g.wo), dtype=np.result_type(x, w))
     step = _chunk_samples(g, x.dtype.itemsize) if not keep_cols and _per_sample_forward(g) else g.n
     if step < g.n:
@@ -261,6 +268,15 @@ def _input_grad(dout: np.ndarray, d: Optional[np.ndarray], w2: np.ndarray, g: Co
 
 # --- naive reference loops ------------------------------------------------------------------------
 
+class ConvNaiveCache(NamedTuple):
+    """``conv2d_forward_naive``'s: the input and the kernel as given, the geometry, the mode and the bias kind."""
+    x: np.ndarray
+    w: np.ndarray
+    geometry: ConvGeometry
+    mode: str
+    bias: str
+
+
 def _tap(a: int, b: int, kh: int, kw: int, mode: str) -> Tuple[int, int]:
     """Index of the kernel entry that meets tap (a, b): itself, or turned 180° for a true convolution."""
     return (kh - 1 - a, kw - 1 - b) if mode == "convolution" else (a, b)
@@ -268,7 +284,7 @@ def _tap(a: int, b: int, kh: int, kw: int, mode: str) -> Tuple[int, int]:
 
 def conv2d_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
                          padding: Pad = (0, 0), dilation=(1, 1), groups: int = 1,
-                         mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+                         mode: str = "cross_correlation") -> Tuple[np.ndarray, ConvNaiveCache]:
     """Reference loops for the §3 forward: z[n,f,i,j] = Σ_c Σ_{a,b} w[f,c,a,b] x[n,c,i·s+a·d−p, j·s+b·d−p] + b."""
     _check_mode(mode)
     g = conv_geometry(x.shape, w.shape, stride, padding, dilation, groups)
@@ -294,10 +310,10 @@ def conv2d_forward_naive(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] =
                     elif kind == "untied":
                         acc += b[f, i, j]
                     z[n, f, i, j] = acc
-    return z, (x, w, g, mode, kind)
+    return z, ConvNaiveCache(x, w, g, mode, kind)
 
 
-def conv2d_backward_naive(dout: np.ndarray, cache: tuple, need_dx: bool = True
+def conv2d_backward_naive(dout: np.ndarray, cache: ConvNaiveCache, need_dx: bool = True
                           ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """Reference loops, each gradient gathered straight from its equation:
 
