@@ -82,6 +82,11 @@ def test_digit_detector_loss_falls_and_map_runs(scenes, tmp_path, capsys):
                  "--thresh", "0.1", "--scale", "2"]) == 0
     from PIL import Image
     assert Image.open(tmp_path / "pred" / (img.stem + "_pred.png")).size == (128, 128)
+    two = sorted((scenes.parent / "images").glob("test_*"))[:2]
+    grid = tmp_path / "grid" / "two.png"
+    assert main(["detector", "test", str(scenes), str(cfg), str(final), *map(str, two), "--no-draw",
+                 "--mosaic", str(grid)]) == 0
+    assert Image.open(grid).size == (2 * 64 + 4, 64) and not list(scenes.parent.glob("images/*_pred.png"))
 
     vj = tmp_path / "dets.json"
     assert main(["detector", "valid", str(scenes), str(cfg), str(final), "--out", str(vj)]) == 0

@@ -2,7 +2,8 @@
 
 - ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup``;
   WEIGHTS written by an earlier run resumes it exactly.
-- ``test DATA CFG WEIGHTS IMG...``: boxes of each image, printed and drawn (``<name>_pred.png``).
+- ``test DATA CFG WEIGHTS IMG...``: boxes of each image, printed and drawn (``<name>_pred.png``;
+  ``--mosaic F``: all of them in one PNG).
 - ``map DATA CFG WEIGHTS``: mAP@0.5, mAP@[.5:.95], per-class AP and P/R at a threshold on ``valid``.
 - ``valid DATA CFG WEIGHTS``: every detection of ``valid`` as COCO-style JSON.
 """
@@ -70,6 +71,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: beside each image)")
     s.add_argument("--scale", type=int_range(1, 16), default=1, help="enlarge the drawing N times (1)")
     s.add_argument("--no-draw", action="store_true", help="only print the boxes")
+    s.add_argument("--mosaic", metavar="FILE", help="also draw all the images into one PNG, 3 a row")
     s.set_defaults(_verb=run_test)
 
     m = sub.add_parser("map", help="mAP on the valid list",
@@ -138,21 +140,29 @@ def _cfg_base(cfg: str) -> str:
 
 def run_test(args) -> int:
     from ..detect import detect_image, load_image
-    from ..detect.draw import draw_boxes, save_png
+    from ..detect.draw import draw_boxes, mosaic, save_png
     data, net, names = _setup(args)
     net.eval()
+    drawn = []
     for path in args.images:
         img = load_image(path, channels=net.input_shape[0])
         boxes = detect_image(net, img, args.thresh, args.nms, names)
         print(f"{path}: {len(boxes)} box(es)")
         for b in boxes:
             print(f"  {b}")
+        picture = draw_boxes(img, boxes, data.classes, scale=args.scale) if args.mosaic or not args.no_draw else None
+        if args.mosaic:
+            drawn.append(picture)
         if not args.no_draw:
             out_dir = Path(args.out) if args.out else Path(os.path.abspath(path)).parent
             out_dir.mkdir(parents=True, exist_ok=True)
             out = out_dir / (Path(path).stem + "_pred.png")
-            save_png(draw_boxes(img, boxes, data.classes, scale=args.scale), out)
+            save_png(picture, out)
             print(f"  wrote {out}")
+    if args.mosaic:
+        Path(args.mosaic).parent.mkdir(parents=True, exist_ok=True)
+        save_png(mosaic(drawn, columns=3), args.mosaic)
+        print(f"wrote {args.mosaic}")
     return 0
 
 

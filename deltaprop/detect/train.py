@@ -302,10 +302,19 @@ class DetectorTraining:
         if todo > 0:
             self.save("last")
             final = self.save("final")
-            self.log(f"wrote {final}")
+            self.log(self.summary(self.trainer.current_batch - start, time.perf_counter() - t0) + f"; wrote {final}")
         if o.chart and self.history:
             self.chart()
         return self.history
+
+    def summary(self, batches: int, seconds: float) -> str:
+        """The run in one line: batches, images, time, images/s, the last avg loss and the best mAP@0.5."""
+        images = batches * self.trainer.batch
+        line = (f"trained {batches} batches ({images} images) in {_duration(seconds)}, "
+                f"{images / max(seconds, 1e-9):.1f} images/s, avg loss {self.trainer.avg_loss:.4f}")
+        if self.best_map is not None:
+            line += f", best mAP@0.5 {self.best_map * 100:.2f}% ({self.base}_best.weights)"
+        return line
 
     @main_rank_only
     def chart(self) -> Optional[Path]:
@@ -316,6 +325,11 @@ class DetectorTraining:
         except ImportError:
             self.log("no chart.png: matplotlib is not installed (pip install 'deltaprop[plot]')")
             return None
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m} min {s} s" if m else f"{seconds:.1f} s"
 
 
 def _num(v: float) -> Optional[float]:
