@@ -32,7 +32,8 @@ def world(tmp_path_factory):
     from PIL import Image
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(base / "blank.png")
     return {"BASE": str(base), "DATA": str(data), "RUN": str(run), "MODEL": str(run / "model.npz"),
-            "LAST": str(run / "last.npz"), "W": str(base / "cls.weights"), "YW": str(base / "yolo.weights"), "IMG": str(base / "blank.png"),
+            "LAST": str(run / "last.npz"), "W": str(base / "cls.weights"), "YW": str(base / "yolo.weights"),
+            "IMG": str(base / "blank.png"),
             "FILE": str(run / "result.json")}
 
 

@@ -255,3 +255,36 @@ def test_predict_flags_a_blank_picture(tmp_path, data):
     Image.fromarray(np.full((40, 40), 255, np.uint8)).save(tmp_path / "blank.png")
     rc, out, err = cli("predict", tmp_path / "r" / "model.npz", tmp_path / "blank.png")
     assert rc == 0 and "blank picture" in out
+
+
+def test_ctrl_c_in_a_cfg_run_resumes_to_the_same_weights(tmp_path, data, monkeypatch):
+    """`train --cfg`: a Ctrl-C after batch 2 saves OUT/last.npz and prints the resume command; `train --resume`
+    ends with the .weights of the uninterrupted run, byte for byte; resume refuses other settings."""
+    from deltaprop.optim.darknet import DarknetSGD
+    args = ["train", "--cfg", "mnist-tiny", "--data", data, "--batch-size", "16", "--epochs", "1", "--lr", "0.01",
+            "--val-split", "0", "--no-progress"]
+    assert cli(*args, "--out", tmp_path / "a")[0] == 0
+    step, calls = DarknetSGD.step, [0]
+
+    def interrupting(self, *a, **kw):
+        r = step(self, *a, **kw)
+        calls[0] += 1
+        if calls[0] == 2:
+            signal.raise_signal(signal.SIGINT)
+        return r
+    with monkeypatch.context() as m:
+        m.setattr(DarknetSGD, "step", interrupting)
+        rc, out, err = cli(*args, "--out", tmp_path / "b")
+    ckpt = tmp_path / "b" / "last.npz"
+    assert rc == 130 and f"deltaprop train --resume {ckpt}" in err and "batch 2" in err, err
+    assert not (tmp_path / "b" / ".lock").exists() and not leftovers(tmp_path)
+    before = snapshot(tmp_path)
+    for bad, words in ((["--lr", "0.5"], ["--lr 0.5", "--lr 0.01"]), (["--weights", ckpt], ["--weights", "--resume"]),
+                       (["--out", tmp_path / "c"], ["--out", "checkpoint's directory"])):
+        rc, _, err = cli("train", "--resume", ckpt, "--no-progress", *bad)
+        assert rc == 1 and all(w in err for w in words) and "Traceback" not in err, err
+    assert snapshot(tmp_path) == before
+    rc, out, err = cli("train", "--resume", ckpt, "--no-progress")
+    assert rc == 0 and "resumed from" in out, err
+    final = "mnist-tiny_final.weights"
+    assert (tmp_path / "a" / final).read_bytes() == (tmp_path / "b" / final).read_bytes()
