@@ -102,3 +102,29 @@ def test_affine_act_checks_its_arguments():
         conv_bn.affine_act_(z, np.ones(3), np.zeros(3), "tanh")
     with pytest.raises(ValueError, match="C-contiguous"):
         conv_bn.affine_act_(z.transpose(0, 2, 1), np.ones(4), np.zeros(4), "relu")
+
+
+@pytest.mark.parametrize("act,slope", [("linear", 0.1), ("relu", 0.1), ("leaky", 0.1), ("leaky", 1.3), ("leaky", -0.2)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_affine_act_is_the_engine_activation_on_both_paths(act, slope, dtype, rng):
+    """σ of the folded tail is activation.py's (one home): the NumPy path calls ``leaky_relu_into`` (ReLU its
+    slope 0), the numba kernel ``_norm_numba._affine_sigma`` (held equal to it by tests/test_single_home.py);
+    both give the affine map then ``leaky_relu_into``'s numbers exactly."""
+    from deltaprop.functional import _numba
+    from deltaprop.functional.activation import leaky_relu_into
+    t = np.dtype(dtype).type
+    z = rng.standard_normal((3, 4, 5, 6)).astype(dtype)
+    z[0, 0, 0] = 0.0
+    scale, shift = rng.uniform(0.5, 2, 4).astype(dtype), rng.normal(0, 0.3, 4).astype(dtype)
+    y = z * scale[:, None, None]
+    y += shift[:, None, None]
+    want = y if act == "linear" else leaky_relu_into(y, slope if act == "leaky" else 0.0, np.empty_like(y))
+    assert (y < 0).any() and (y > 0).any()
+    before = _numba.enabled()
+    try:
+        for on in ([False, True] if before or _numba.numba_module() is not None else [False]):
+            _numba.set_enabled(on)
+            got = conv_bn.affine_act_(z.copy(), scale, shift, act, t(slope))
+            np.testing.assert_array_equal(got, want, err_msg=f"numba={on}")
+    finally:
+        _numba.set_enabled(before)

@@ -3,7 +3,9 @@
 The per-channel sums stay the NumPy path's BLAS products (``norm.bn_statistics``, ``norm_fused.bn_act_grads``);
 numba fuses the elementwise passes around them: forward ``z − μ`` (one pass), then ``y = (z − μ)·(γ·inv_std) + β``
 and ``a = σ(y)`` (one pass, writing a only: the cache keeps z − μ); backward ``δ = dout ⊙ σ'(y)`` with y
-recomputed (one pass) and the input gradient ``δ·k1 − (z − μ)·k2 − k3`` (one pass, in place). Each value goes
+recomputed (one pass) and the input gradient ``δ·k1 − (z − μ)·k2 − k3`` (one pass, in place). The folded
+batch norm of inference (``conv_bn.affine_act_``: σ(z·scale + shift) in place, ``_affine_act``) is here too, beside
+the σ it applies (an ``inline`` helper is called only from kernels of its own module). Each value goes
 through the same float operations in the same order as the NumPy path, so the two give the same numbers bit
 for bit. The activation is a select on ``y > 0``, not a branch (random signs would mispredict).
 """
@@ -13,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._numba import inline, jit
+from ._numba import inline, jit, prange
 from .norm import bn_statistics, channel_view
 from .norm_fused import NumbaCache, bn_act_grads
 
@@ -55,6 +57,22 @@ def _take_if_greater(v, m, b, k):
     maximum wins), the max becomes NaN when v is (np.maximum), both by selects, no data-dependent branch."""
     gt = v > m
     return (v if gt | (v != v) else m), (k if gt else b)
+
+
+@jit(parallel=True)
+def _affine_act(z, scale, shift, code, slope):
+    """In place, z (N, C, S): z ← σ(z·scale[c] + shift[c]) by ``_affine_sigma``, the batch norm in evaluation
+    folded into a scale and shift (``conv_bn.affine_act_``; mirrors its NumPy path ``conv_bn._affine_act_np``).
+    One (n, c) row per iteration of the parallel loop."""
+    n, c, s = z.shape
+    zero = z.dtype.type(0)
+    for r in prange(n * c):
+        b = r // c
+        ch = r - b * c
+        a = scale[ch]
+        t = shift[ch]
+        for k in range(s):
+            z[b, ch, k] = _affine_sigma(z[b, ch, k], a, t, code, slope, zero)
 
 
 @jit

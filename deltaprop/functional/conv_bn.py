@@ -16,7 +16,7 @@ from typing import Tuple
 import numpy as np
 
 from . import _numba, _split
-from ._numba import jit, prange
+from .activation import leaky_relu_into
 
 #: activations the one-pass tail applies (others: the caller applies its own after ``affine_``)
 TAIL_ACTIVATIONS = {"linear": 0, "relu": 1, "leaky": 2}
@@ -34,37 +34,18 @@ def bn_scale_shift(gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray
     return scale.astype(dtype), shift.astype(dtype)
 
 
-@jit(parallel=True)
-def _affine_act(z, scale, shift, code, slope):
-    """In place, z (N, C, S): z ← σ(z·scale[c] + shift[c]); σ by ``code``: 0 linear, 1 ReLU, 2 leaky (a select
-    on y > 0, no branch). One (n, c) row per iteration of the parallel loop."""
-    n, c, s = z.shape
-    zero = z.dtype.type(0)
-    for r in prange(n * c):
-        b = r // c
-        ch = r - b * c
-        a = scale[ch]
-        t = shift[ch]
-        for k in range(s):
-            y = z[b, ch, k] * a
-            y = y + t
-            neg = y * slope if code == 2 else (y if code == 0 else zero)
-            z[b, ch, k] = y if y > 0 else neg
-
-
 def _affine_act_np(z3: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str, slope: float) -> None:
+    """The NumPy path of ``affine_act_``: the affine map, then σ in place by ``activation.leaky_relu_into``
+    (ReLU is its slope 0: max(y, 0·y)), split over the batch."""
     sc, sh = scale[:, None], shift[:, None]
+    neg = slope if activation == "leaky" else 0.0
 
     def part(lo, hi):
         v = z3[lo:hi]
         v *= sc
         v += sh
-        if activation == "leaky" and 0.0 <= slope <= 1.0:
-            np.maximum(v, v * v.dtype.type(slope), out=v)     # max(y, slope·y): activation.leaky_relu_into
-        elif activation == "leaky":
-            v *= np.where(v > 0, v.dtype.type(1), v.dtype.type(slope))
-        elif activation == "relu":
-            np.maximum(v, v.dtype.type(0), out=v)
+        if activation != "linear":
+            leaky_relu_into(v, neg, v)
     _split.map_batch(part, z3.shape[0], z3.size)
 
 
@@ -72,7 +53,8 @@ def affine_act_(z: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation:
                 slope: float = 0.1) -> np.ndarray:
     """In place on a C-contiguous z (N, C, ...): z ← σ(z·scale + shift) per channel (axis 1), σ one of
     ``TAIL_ACTIVATIONS`` (ReLU: max(y, 0); leaky: y for y > 0, else slope·y). One parallel numba pass with
-    the ``fast`` extra, else NumPy passes split over the batch. Returns z."""
+    the ``fast`` extra (``_norm_numba._affine_act``), else NumPy passes split over the batch (σ by
+    ``activation.leaky_relu_into``). Returns z."""
     if activation not in TAIL_ACTIVATIONS:
         raise ValueError(f"affine_act_: activation must be one of {tuple(TAIL_ACTIVATIONS)}, got {activation!r}")
     if not z.flags.c_contiguous:
@@ -81,7 +63,10 @@ def affine_act_(z: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation:
     dt = z.dtype
     scale = np.ascontiguousarray(scale, dtype=dt)
     shift = np.ascontiguousarray(shift, dtype=dt)
-    kernel = _affine_act.compiled(z.size) if _numba.enabled() else None
+    kernel = None
+    if _numba.enabled():
+        from . import _norm_numba           # σ's numba home (``_affine_sigma``), loaded with the first kernel
+        kernel = _norm_numba._affine_act.compiled(z.size)
     if kernel is not None:
         kernel(z3, scale, shift, TAIL_ACTIVATIONS[activation], dt.type(slope))
     else:
