@@ -288,3 +288,7 @@ def test_ctrl_c_in_a_cfg_run_resumes_to_the_same_weights(tmp_path, data, monkeyp
     assert rc == 0 and "resumed from" in out, err
     final = "mnist-tiny_final.weights"
     assert (tmp_path / "a" / final).read_bytes() == (tmp_path / "b" / final).read_bytes()
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in "ab")
+    assert a["ran"] == b["ran"] and b["resumed_from"] == str(ckpt)                # result.json: what really ran
+    assert (b["ran"]["batch"], b["ran"]["learning_rate"]) == (16, 0.01) and b["settings"]["lr"] == 0.01
+    assert b["ran"]["max_batches"] == -(-len(read_idx(Path(data) / "train-images-idx3-ubyte")) // 16)

@@ -227,13 +227,25 @@ def _run(args, resume=None) -> int:
                "final_loss": history[-1]["loss"] if history else None,
                "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
                "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights"),
-               "settings": settings, "resumed_from": str(args.resume) if resume is not None else None}
+               "settings": settings, "ran": _what_ran(trainer, numerics, seed, save_every, desc, len(X), vs),
+               "resumed_from": str(args.resume) if resume is not None else None}
     from ..distributed import is_main_process
     if is_main_process():   # under mpirun only rank 0 writes
         atomic_write_text(out / "result.json", json.dumps(summary, indent=1) + "\n")
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
           f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
     return 0
+
+
+def _what_ran(trainer, numerics: str, seed: int, save_every: int, desc: str, n_train: int, val_split
+              ) -> Dict[str, Any]:
+    """The values the run used (``settings`` holds the options as given, None where the cfg's value ran)."""
+    lr = trainer.policy
+    return {"batch": trainer.batch, "subdivisions": trainer.subdivisions, "mini_batch": trainer.mini_batch,
+            "learning_rate": lr.learning_rate, "policy": lr.policy, "burn_in": lr.burn_in,
+            "momentum": trainer.optimizer.param_groups[0]["momentum"], "decay": trainer.optimizer.defaults["decay"],
+            "max_batches": trainer.max_batches, "numerics": numerics, "seed": seed, "save_every": save_every,
+            "data": desc, "training_images": n_train, "val_split": float(val_split or 0)}
 
 
 def _header(args, net, numerics: str, desc: str, X, Xt, trainer, base: str, out: Path, resume) -> None:
