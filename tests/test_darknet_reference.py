@@ -47,7 +47,7 @@ def _record(net):
         rec["forward/L00_bn_x"] = x.copy()
         y = _f(x)
         from deltaprop.functional.norm_darknet import bn_cache_arrays
-        arrays = bn_cache_arrays(bn._cache[1])
+        arrays = bn_cache_arrays(bn._cache)
         rec["forward/L00_bn_x_norm"] = arrays["x_norm"].copy()
         rec["forward/L00_bn_variance"] = arrays["variance"].copy()
         rec["forward/L00_bn_mean"] = arrays["mean"].copy()
@@ -57,7 +57,7 @@ def _record(net):
 
     def bn_bwd(dout, _b=bn.backward):
         from deltaprop.functional.norm_darknet import darknet_bn_intermediates
-        md, vd = darknet_bn_intermediates(dout, bn._cache[1])
+        md, vd = darknet_bn_intermediates(dout, bn._cache)
         rec["backward/L00_bn_mean_delta"], rec["backward/L00_bn_variance_delta"] = md, vd
         dz = _b(dout)
         rec["backward/L00_delta"] = dz.copy()

@@ -11,7 +11,7 @@ from deltaprop.data import DataLoader
 from deltaprop.distributed import (GradientReducer, LocalComm, SyncBatchNorm, convert_sync_batchnorm,
                                    shard_batches, shard_bounds, world_size_from_env)
 from deltaprop.distributed.comm import rank_from_env
-from deltaprop.errors import BackwardError, ConfigError
+from deltaprop.errors import BackwardError, ConfigError, ShapeError
 
 
 @pytest.mark.parametrize("n,size", [(16, 2), (17, 3), (5, 8), (64, 7)])
@@ -174,3 +174,33 @@ def test_sync_bn_by_argument_or_environment(monkeypatch, arg, env, synced):
     par = DataParallel(model, _TwoRankShape(), sync_bn=arg)
     assert isinstance(model[1], SyncBatchNorm) is synced
     assert par.reducer is not None
+
+
+@pytest.mark.parametrize("numerics", ["darknet", "standard", None])
+def test_a_synchronised_forward_leaves_its_own_cache_type(numerics):
+    """The backward dispatches on the cache's type (no string tag): a training forward leaves SyncBNCache
+    (standard rule: ``norm.batch_norm_forward`` with global sums) or SyncDarknetBNCache; evaluation leaves the
+    plain layer's cache, differentiated by the plain kernel."""
+    from deltaprop.darknet.layers.batchnorm import DarknetBatchNorm
+    from deltaprop.distributed.sync_batchnorm import SyncBNCache, SyncDarknetBNCache
+    from deltaprop.functional.norm import BNCache
+    from deltaprop.functional.norm_darknet import DarknetBNCache
+    x = np.random.default_rng(5).standard_normal((4, 3, 2, 2))
+    layer = nn.Sequential(nn.BatchNorm2d(3, dtype="float64") if numerics is None
+                          else DarknetBatchNorm(3, numerics, dtype="float64"))
+    convert_sync_batchnorm(layer, LocalComm())
+    bn = layer[0]
+    bn(x)
+    assert type(bn._cache) is (SyncDarknetBNCache if numerics == "darknet" else SyncBNCache)
+    assert bn.backward(np.ones_like(x)).shape == x.shape
+    bn.eval()
+    with dp.enable_grad():                                 # evaluation keeps a cache only when asked
+        bn(x)
+    assert type(bn._cache) is (DarknetBNCache if numerics == "darknet" else BNCache)
+    assert bn.backward(np.ones_like(x)).shape == x.shape
+
+
+def test_sync_batchnorm_needs_two_values_per_channel_over_all_ranks():
+    bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm1d(3, dtype="float64")), LocalComm())[0]
+    with pytest.raises(ShapeError, match=r"over all processes: m = 1"):
+        bn(np.ones((1, 3)))

@@ -10,14 +10,14 @@ one backward (2C + 1 and 2C values).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
 from ..darknet.layers.batchnorm import STANDARD_EPS, STANDARD_MOMENTUM, DarknetBatchNorm
 from ..errors import ConfigError, ShapeError
-from ..functional.norm import (bn_grad_coefs, bn_input_grad, channel_dot, channel_sum, channel_view,
-                               update_running_stats)
+from ..functional.norm import (BNCache, batch_norm_forward, bn_grad_coefs, bn_input_grad, channel_dot, channel_sum,
+                               channel_view)
 from ..functional.norm_darknet import EPS_FORWARD, darknet_bn_deltas, darknet_bn_input_grad, darknet_rolling_update
 from ..nn.normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
 from .comm import Communicator, world
@@ -30,7 +30,8 @@ def _global_sum(comm: Communicator, *parts: np.ndarray) -> np.ndarray:
 
 
 def sync_stats(x3: np.ndarray, comm: Communicator, unbiased: bool):
-    """(μ, z − μ, σ², M) of the global batch for an (N, C, S) view; σ² divides by M − 1 when ``unbiased``."""
+    """(μ, z − μ, σ², M) of the global batch for an (N, C, S) view; σ² divides by M − 1 when ``unbiased``
+    (Darknet's statistics, §10; the standard numerics take ``norm.bn_statistics`` with global sums instead)."""
     c = x3.shape[1]
     t = x3.dtype.type
     s = _global_sum(comm, channel_sum(x3), np.array([x3.shape[0] * x3.shape[2]]))
@@ -54,12 +55,20 @@ def sync_input_grad(dy3: np.ndarray, xhat: np.ndarray, k: np.ndarray, m, comm: C
     return bn_input_grad(dy3, xhat, k, k2, k3)
 
 
-def _cache_kind(layer) -> Optional[str]:
-    """"sync"/"sync-darknet" when the last forward was a synchronised one, else None (the plain layer's)."""
-    c = layer._cache
-    if isinstance(c, tuple) and len(c) == 2 and c[0] in ("sync", "sync-darknet"):
-        return c[0]
-    return None
+class SyncBNCache(NamedTuple):
+    """A synchronised forward's (standard numerics): the plain kernel's cache (ẑ from the global batch's μ and
+    σ²) and the global count M of values per channel."""
+    bn: BNCache
+    m: int
+
+
+class SyncDarknetBNCache(NamedTuple):
+    """A synchronised forward's (Darknet numerics): ẑ, z − μ, the global unbiased σ², M and the input's shape."""
+    x_norm: np.ndarray
+    xc: np.ndarray
+    var: np.ndarray
+    m: float
+    shape: tuple
 
 
 class _SyncStandard:
@@ -70,26 +79,25 @@ class _SyncStandard:
     def _comm(self) -> Communicator:
         return self.comm if self.comm is not None else world()
 
-    def _sync_forward(self, x, gamma, beta, rm, rv, momentum: float, eps: float):
-        x3 = channel_view(x)
-        mean, xc, var, m = sync_stats(x3, self._comm(), unbiased=False)
-        if rm is not None:
-            update_running_stats(rm, rv, mean, var, int(m), momentum)
-        inv_std = (1.0 / np.sqrt(var + x3.dtype.type(eps))).astype(x3.dtype)
-        xhat = xc * inv_std[:, None]
-        g = np.ones(x3.shape[1], dtype=x3.dtype) if gamma is None else gamma
-        y = xhat * g[:, None]
-        if beta is not None:
-            y += beta[:, None]
-        self._save(("sync", (xhat, inv_std, g, m, x.shape)))
-        return y.reshape(x.shape)
+    def _sync_forward(self, x, gamma, beta, rm, rv, momentum: float, eps: float) -> np.ndarray:
+        """``norm.batch_norm_forward`` (§8) with the global batch's μ, σ² and M: its statistics
+        (``norm.bn_statistics``) take their sums through one allreduce each."""
+        comm, sums = self._comm(), []
 
-    def _sync_backward(self, dout, cache):
-        xhat, inv_std, g, m, shape = cache
+        def allsum(v: np.ndarray) -> np.ndarray:
+            sums.append(_global_sum(comm, v))
+            return sums[-1]
+        y, bn = batch_norm_forward(x, gamma, beta, rm, rv, True, momentum, eps, allsum=allsum)
+        self._save(SyncBNCache(bn, int(round(sums[0][-1]))))     # the first sum ends with M
+        return y
+
+    def _sync_backward(self, dout: np.ndarray, cache: SyncBNCache):
+        """BN 2.5, 2.6 local; BN 2.1–2.3 with global sums and M (``sync_input_grad``). (dx, dγ, dβ)."""
+        bn, m = cache
         dy3 = channel_view(dout)
-        dbeta, dgamma = channel_sum(dy3), channel_dot(dy3, xhat)
-        dx = sync_input_grad(dy3, xhat, g * inv_std, m, self._comm()) if self.needs_input_grad else None
-        return (None if dx is None else dx.reshape(shape)), dgamma, dbeta
+        dbeta, dgamma = channel_sum(dy3), channel_dot(dy3, bn.xhat)
+        dx = sync_input_grad(dy3, bn.xhat, bn.gamma * bn.inv_std, m, self._comm()) if self.needs_input_grad else None
+        return (None if dx is None else dx.reshape(bn.shape)), dgamma, dbeta
 
 
 class SyncBatchNorm(_SyncStandard, BatchNorm2d):
@@ -106,9 +114,9 @@ class SyncBatchNorm(_SyncStandard, BatchNorm2d):
         return self._sync_forward(x, g, b, rm, rv, momentum, self.eps)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        if _cache_kind(self) != "sync":
+        if not isinstance(self._cache, SyncBNCache):      # evaluation: the plain layer's cache
             return super().backward(dout)
-        dx, dg, db = self._sync_backward(dout, self._take()[1])
+        dx, dg, db = self._sync_backward(dout, self._take())
         self._accumulate(dg, db)
         return dx
 
@@ -122,11 +130,7 @@ class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
         if not self.training:
             return super().forward(x)
         if self.numerics != "darknet":
-            rm, rv = self.running_mean, self.running_var
-            if rm.dtype != x.dtype or not rm.flags.writeable:
-                rm, rv = rm.astype(x.dtype), rv.astype(x.dtype)
-                object.__setattr__(self, "running_mean", rm)
-                object.__setattr__(self, "running_var", rv)
+            rm, rv = self.running_stats(x.dtype)
             return self._sync_forward(x, self.weight.data, self.bias.data, rm, rv, STANDARD_MOMENTUM,
                                       STANDARD_EPS)
         t = x.dtype.type
@@ -138,23 +142,21 @@ class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
         x_norm = xc / denom[:, None]
         y = x_norm * self.weight.data.astype(x.dtype)[:, None]
         y += self.bias.data.astype(x.dtype)[:, None]
-        self._save(("sync-darknet", (x_norm, xc, var, m, x.shape)))
+        self._save(SyncDarknetBNCache(x_norm, xc, var, m, x.shape))
         return y.reshape(x.shape)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        kind = _cache_kind(self)
-        if kind not in ("sync", "sync-darknet"):
+        if isinstance(self._cache, SyncBNCache):
+            dx, dscale, dbias = self._sync_backward(dout, self._take())
+        elif isinstance(self._cache, SyncDarknetBNCache):
+            dx, dscale, dbias = self._darknet_backward(dout, self._take())
+        else:                                              # evaluation: the plain layer's cache
             return super().backward(dout)
-        cache = self._take()
-        if kind == "sync":
-            dx, dscale, dbias = self._sync_backward(dout, cache[1])
-        else:
-            dx, dscale, dbias = self._darknet_backward(dout, cache[1])
         self.weight.accumulate(dscale)
         self.bias.accumulate(dbias)
         return dx
 
-    def _darknet_backward(self, dout: np.ndarray, cache):
+    def _darknet_backward(self, dout: np.ndarray, cache: SyncDarknetBNCache):
         """``batchnorm_darknet_backward`` with Σδ and Σδ·(z − μ) summed over the ranks, m = M."""
         x_norm, xc, var, m, shape = cache
         dy3 = channel_view(dout)

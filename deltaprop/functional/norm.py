@@ -141,10 +141,10 @@ def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray, mean
     running_var += t(momentum) * unbiased.astype(running_var.dtype, copy=False)
 
 
-def _check_m(x3: np.ndarray, shape) -> int:
-    m = x3.shape[0] * x3.shape[2]
+def _check_m(m: int, shape, where: str = "") -> int:
     if m < 2:
-        raise ShapeError(f"Expected more than 1 value per channel when training, got input size {tuple(shape)}")
+        raise ShapeError(f"Expected more than 1 value per channel when training{where}, "
+                         f"got input size {tuple(shape)}")
     return m
 
 
@@ -158,19 +158,30 @@ def _center(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
 def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
                   training: bool, momentum: float, eps: float,
                   center: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]] = None,
-                  shape: Optional[tuple] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
+                  shape: Optional[tuple] = None,
+                  allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray, bool]:
     """The forward statistics of §8 for an (N, C, S) view, the one home every batch norm path calls:
     ``(z − μ, inv_std, whether the batch statistics were used)``, with μ = Σz/m, biased σ² = Σ(z − μ)²/m and
     inv_std = 1/√(σ² + ε) (batch), or the running statistics (evaluation). The running statistics (if any)
     move in place when training. ``center(x3, mean)`` returns x3 − μ per channel (default: NumPy, split over
-    the batch; ``_norm_numba`` passes its loop: the same subtraction). ``shape`` is the input's, for errors."""
+    the batch; ``_norm_numba`` passes its loop: the same subtraction). ``shape`` is the input's, for errors.
+    ``allsum(v)`` (a synchronised batch norm, ``distributed.sync_batchnorm``) returns the float64 vector v summed
+    over the processes that share the batch: it is called on [Σz per channel, m], then on Σ(z − μ)² per channel,
+    so μ, σ² and m are the global batch's (μ and σ² divided in float64)."""
     t = x3.dtype.type
     center = _center if center is None else center
     if training or running_mean is None:
-        m = _check_m(x3, x3.shape if shape is None else shape)
-        mean = channel_sum(x3) / t(m)
+        shape = x3.shape if shape is None else shape
+        if allsum is None:
+            m = _check_m(x3.shape[0] * x3.shape[2], shape)
+            mean = channel_sum(x3) / t(m)
+        else:
+            s = allsum(np.append(channel_sum(x3).astype(np.float64), float(x3.shape[0] * x3.shape[2])))
+            m = _check_m(int(round(s[-1])), shape, f" (over all processes: m = {int(round(s[-1]))})")
+            mean = (s[:-1] / m).astype(x3.dtype)
         xc = center(x3, mean)
-        var = channel_dot(xc, xc) / t(m)
+        q = channel_dot(xc, xc)
+        var = q / t(m) if allsum is None else (allsum(q.astype(np.float64)) / m).astype(x3.dtype)
         if training and running_mean is not None:
             update_running_stats(running_mean, running_var, mean, var, m, momentum)
         batch = True
@@ -187,15 +198,18 @@ def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_va
 def batch_norm_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Optional[np.ndarray],
                        running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                        training: bool = True, momentum: float = 0.1,
-                       eps: float = 1e-5) -> Tuple[np.ndarray, BNCache]:
+                       eps: float = 1e-5,
+                       allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> Tuple[np.ndarray, BNCache]:
     """y = γ·(z − μ)/√(σ² + ε) + β per channel (§8). x (N, C, ...), gamma/beta (C,) or None (no affine).
 
     ``training=True``: batch statistics; ``running_mean``/``running_var`` (if given) are updated IN PLACE,
     as PyTorch's ``F.batch_norm``. ``training=False``: the running statistics normalise.
+    ``allsum``: the global batch's statistics (``bn_statistics``).
     """
     x3 = channel_view(x)
     c = x3.shape[1]
-    xhat, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, shape=x.shape)
+    xhat, inv_std, batch = bn_statistics(x3, running_mean, running_var, training, momentum, eps, shape=x.shape,
+                                      allsum=allsum)
     xhat *= _col(inv_std)
     if gamma is None:
         g = np.ones(c, dtype=x3.dtype)

@@ -37,19 +37,21 @@ class DarknetBatchNorm(Module):
         self.register_buffer("running_var", (np.zeros if numerics == "darknet" else np.ones)(channels, dtype=dt))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """ẑ·γ + β with the numerics' statistics (Darknet's §10 or §8); the cache's type names the kernel
+        (``DarknetBNCache`` or ``BNCache``) so the backward follows the same path."""
         if self.numerics == "darknet":
             y, cache, (rm, rv) = norm_darknet.batchnorm_darknet_forward(
                 x, self.weight.data, self.bias.data, self.running_mean, self.running_var, training=self.training)
             if self.training:
                 object.__setattr__(self, "running_mean", rm.astype(x.dtype, copy=False))
                 object.__setattr__(self, "running_var", rv.astype(x.dtype, copy=False))
-            self._save(("darknet", cache))
+            self._save(cache)
             return y
         # standard: the kernels of functional.norm (running statistics updated in place in training)
         rm, rv = self.running_stats(x.dtype)
         y, cache = norm.batch_norm_forward(x, self.weight.data, self.bias.data, rm, rv, training=self.training,
                                            momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS)
-        self._save(("standard", cache))
+        self._save(cache)
         return y
 
     def running_stats(self, dtype) -> Tuple[np.ndarray, np.ndarray]:
@@ -63,8 +65,9 @@ class DarknetBatchNorm(Module):
         return rm, rv
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        kind, cache = self._take()
-        if kind == "darknet":
+        """BN 2.1–2.6 by the kernel whose cache the forward left; accumulates dγ, dβ and returns ∂C/∂z."""
+        cache = self._take()    # its type names the forward that made it
+        if isinstance(cache, norm_darknet.DarknetBNCache):
             dx, dscale, dbias = norm_darknet.batchnorm_darknet_backward(dout, cache)
         else:
             dx, dscale, dbias = norm.batch_norm_backward(dout, cache)
