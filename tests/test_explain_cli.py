@@ -1,5 +1,6 @@
 """deltaprop/commands/explain.py (``deltaprop explain``), driven through its own parser: tables, PNGs,
---class, --no-plot, a Darknet softmax classifier, bad arguments. Needs MNIST from ../shared."""
+--class, --no-plot, a Darknet softmax classifier, bad arguments. The tables and pictures need MNIST from
+../shared; the bad arguments are checked on a tiny MNIST-format set written here (no data needed)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import json
 
 import pytest
 
+from cli_testutil import write_tiny_mnist
 import deltaprop as dp
 from deltaprop import io, models
 from deltaprop.commands import explain as cmd
@@ -67,9 +69,13 @@ def test_darknet_softmax_classifier_uses_probability_cross_entropy(tmp_path, mni
     assert "ProbabilityCrossEntropyLoss" in out and "(SoftmaxLayer)" in out
 
 
-def test_bad_arguments(saved_mlp, mnist):
-    with pytest.raises(DataError, match="--index 10000 out of range"):
-        _run(str(saved_mlp), "--data", mnist, "--index", "10000")
+def test_bad_arguments(saved_mlp, tmp_path):
+    mnist = str(write_tiny_mnist(tmp_path / "mnist", n_train=20, n_test=12))
+    assert _run(str(saved_mlp), "--data", mnist, "--index", "11", "--no-plot") == 0     # the last image is fine
+    with pytest.raises(DataError, match=r"--index 12 out of range \(MNIST test has 12 images\)"):
+        _run(str(saved_mlp), "--data", mnist, "--index", "12")
+    with pytest.raises(DataError, match="--index -13 out of range"):
+        _run(str(saved_mlp), "--data", mnist, "--index", "-13")
     with pytest.raises(DataError, match="--class 10 out of range"):
         _run(str(saved_mlp), "--data", mnist, "--class", "10")
     with pytest.raises(DataError, match="no such history"):
