@@ -11,7 +11,7 @@ import pytest
 from conftest import require_numba
 from deltaprop.functional import _numba, activation as A, conv as C, dense as D, loss as L, loss_binary as LB
 from deltaprop.functional import loss_margin as LM, norm as N, norm_darknet as ND, norm_fused as NF, pool as P
-from deltaprop.functional import shape as S
+from deltaprop.functional import pool_naive as PN, shape as S
 
 
 def _typed(cache) -> bool:
@@ -38,12 +38,18 @@ def _forwards(rng):
         "upsample": lambda: S.upsample_nearest_forward(x, 2),
         "upsample_naive": lambda: S.upsample_nearest_forward_naive(x[:1, :1], 2),
         "conv2d": lambda: C.conv2d_forward(x, w, np.zeros(4), padding=1),
+        "conv2d_naive": lambda: C.conv2d_forward_naive(x[:1, :, :4, :4], w, np.zeros(4), padding=1),
         "max_pool": lambda: P.max_pool2d_forward(x, 2),
         "avg_pool": lambda: P.avg_pool2d_forward(x, 2),
         "lp_pool": lambda: P.lp_pool2d_forward(x, 2.0, 2),
         "lp_pool_inf": lambda: P.lp_pool2d_forward(x, float("inf"), 2),
         "adaptive_pool": lambda: P.adaptive_avg_pool2d_forward(x, 3),
         "global_pool": lambda: P.adaptive_avg_pool2d_forward(x, 1),
+        "max_pool_naive": lambda: PN.max_pool2d_forward_naive(x[:1], 2),
+        "avg_pool_naive": lambda: PN.avg_pool2d_forward_naive(x[:1], 2),
+        "lp_pool_naive": lambda: PN.lp_pool2d_forward_naive(x[:1], 2.0, 2),
+        "lp_pool_inf_naive": lambda: PN.lp_pool2d_forward_naive(x[:1], float("inf"), 2),
+        "adaptive_pool_naive": lambda: PN.adaptive_avg_pool2d_forward_naive(x[:1], 3),
         "conv1d": lambda: C.conv1d_forward(x[:, :, 0], w[:, :, 0], np.zeros(4), padding=1),
         "batch_norm": lambda: N.batch_norm_forward(x, np.ones(3), np.zeros(3))[:2],
         "batch_norm_naive": lambda: N.batch_norm_forward_naive(x[:1, :, :2], np.ones(3), np.zeros(3))[:2],

@@ -1,15 +1,45 @@
 """The naive twins of the pooling kernels: loops over every sample, channel, output position and window cell,
-straight from docs/equations.md §4 (the tests hold ``pool``'s fast kernels equal to them). Their caches are
-plain tuples read only by their own backward.
+straight from docs/equations.md §4 (the tests hold ``pool``'s fast kernels equal to them). Each leaves a
+typed cache of its own, read only by its own backward.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from .pool_geometry import IntOr2, Padding, PoolGeometry, pair2, pool_geometry
+
+Cell = Tuple[int, int]
+
+
+class MaxPoolNaiveCache(NamedTuple):
+    """``max_pool2d_forward_naive``'s: the (row, column) of each window's arg-max, (N, C, Ho, Wo, 2), and the
+    input's shape."""
+    arg: np.ndarray
+    shape: tuple
+
+
+class AvgPoolNaiveCache(NamedTuple):
+    """``avg_pool2d_forward_naive``'s: per output (i, j), its divisor and the window's cells inside the input;
+    the input's shape."""
+    divs: Dict[Cell, Tuple[int, List[Cell]]]
+    shape: tuple
+
+
+class LpPoolNaiveCache(NamedTuple):
+    """``lp_pool2d_forward_naive``'s: the input, p, and each window as (i, j, its cells inside the input)."""
+    x: np.ndarray
+    p: float
+    wins: List[Tuple[int, int, List[Cell]]]
+
+
+class AdaptivePoolNaiveCache(NamedTuple):
+    """``adaptive_avg_pool2d_forward_naive``'s: each window as (i, j, r0, r1, c0, c1) (rows [r0, r1), columns
+    [c0, c1)) and the input's shape."""
+    wins: List[Tuple[int, int, int, int, int, int]]
+    shape: tuple
 
 
 def _naive_windows(g: PoolGeometry):
@@ -23,7 +53,8 @@ def _naive_windows(g: PoolGeometry):
 
 
 def max_pool2d_forward_naive(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
-                             padding: Padding = 0, dilation: IntOr2 = 1, ceil_mode: bool = False):
+                             padding: Padding = 0, dilation: IntOr2 = 1, ceil_mode: bool = False
+                             ) -> Tuple[np.ndarray, MaxPoolNaiveCache]:
     """Reference max pooling: for each window, the first cell whose value beats all before it (−∞ outside)."""
     g = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
     n, c = x.shape[:2]
@@ -39,10 +70,10 @@ def max_pool2d_forward_naive(x: np.ndarray, kernel_size: IntOr2, stride: Optiona
                         best, where = v, (r, q)
                 out[s, ch, i, j] = best
                 arg[s, ch, i, j] = where
-    return out, (arg, x.shape)
+    return out, MaxPoolNaiveCache(arg, x.shape)
 
 
-def max_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def max_pool2d_backward_naive(dout: np.ndarray, cache: MaxPoolNaiveCache) -> np.ndarray:
     """∂C/∂x_i = Σ over windows whose arg-max is i of the window's delta."""
     arg, shape = cache
     dx = np.zeros(shape, dtype=dout.dtype)
@@ -57,7 +88,8 @@ def max_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def avg_pool2d_forward_naive(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
-                             padding: Padding = 0, ceil_mode: bool = False, count_include_pad: bool = True):
+                             padding: Padding = 0, ceil_mode: bool = False, count_include_pad: bool = True
+                             ) -> Tuple[np.ndarray, AvgPoolNaiveCache]:
     """Reference average pooling: window sum / divisor (padded cells 0; PyTorch's divisor rule)."""
     g = pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
     n, c = x.shape[:2]
@@ -74,10 +106,10 @@ def avg_pool2d_forward_naive(x: np.ndarray, kernel_size: IntOr2, stride: Optiona
                 for r, q in real:
                     acc += x[s, ch, r, q]
                 out[s, ch, i, j] = acc / div
-    return out, (divs, x.shape)
+    return out, AvgPoolNaiveCache(divs, x.shape)
 
 
-def avg_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def avg_pool2d_backward_naive(dout: np.ndarray, cache: AvgPoolNaiveCache) -> np.ndarray:
     """∂C/∂x_i = Σ over windows containing i of δ/divisor (§4)."""
     divs, shape = cache
     dx = np.zeros(shape, dtype=dout.dtype)
@@ -90,7 +122,8 @@ def avg_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
 
 
 def lp_pool2d_forward_naive(x: np.ndarray, norm_type: float, kernel_size: IntOr2,
-                            stride: Optional[IntOr2] = None, padding: Padding = 0, ceil_mode: bool = False):
+                            stride: Optional[IntOr2] = None, padding: Padding = 0, ceil_mode: bool = False
+                            ) -> Tuple[np.ndarray, LpPoolNaiveCache]:
     """Reference Lp pooling: g = (Σ_k |x_k|^p)^{1/p} over the cells of each window that exist."""
     p = float(norm_type)
     g = pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "lp_pool2d")
@@ -107,10 +140,10 @@ def lp_pool2d_forward_naive(x: np.ndarray, norm_type: float, kernel_size: IntOr2
                 for r, q in real:
                     acc += abs(float(x[s, ch, r, q])) ** p
                 out[s, ch, i, j] = acc ** (1.0 / p)
-    return out, (x, p, wins)
+    return out, LpPoolNaiveCache(x, p, wins)
 
 
-def lp_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def lp_pool2d_backward_naive(dout: np.ndarray, cache: LpPoolNaiveCache) -> np.ndarray:
     """∂g/∂x_i = (Σ_k |x_k|^p)^{1/p−1} |x_i|^{p−1} sign(x_i), 0 for an all-zero window (§4)."""
     x, p, wins = cache
     dx = np.zeros(x.shape, dtype=dout.dtype)
@@ -131,7 +164,8 @@ def lp_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
     return dx
 
 
-def adaptive_avg_pool2d_forward_naive(x: np.ndarray, output_size: IntOr2):
+def adaptive_avg_pool2d_forward_naive(x: np.ndarray, output_size: IntOr2
+                                      ) -> Tuple[np.ndarray, AdaptivePoolNaiveCache]:
     """Reference adaptive average: window i spans [⌊i·H/out⌋, ⌈(i+1)·H/out⌉) on each axis."""
     n, c, h, w = x.shape
     oh, ow = pair2(output_size, "output_size")
@@ -150,10 +184,10 @@ def adaptive_avg_pool2d_forward_naive(x: np.ndarray, output_size: IntOr2):
                     for q in range(c0, c1):
                         acc += x[s, ch, r, q]
                 out[s, ch, i, j] = acc / ((r1 - r0) * (c1 - c0))
-    return out, (wins, x.shape)
+    return out, AdaptivePoolNaiveCache(wins, x.shape)
 
 
-def adaptive_avg_pool2d_backward_naive(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def adaptive_avg_pool2d_backward_naive(dout: np.ndarray, cache: AdaptivePoolNaiveCache) -> np.ndarray:
     """Each cell of a window receives the window's δ divided by the window's size."""
     wins, shape = cache
     dx = np.zeros(shape, dtype=dout.dtype)
