@@ -292,3 +292,38 @@ def test_ctrl_c_in_a_cfg_run_resumes_to_the_same_weights(tmp_path, data, monkeyp
     assert a["ran"] == b["ran"] and b["resumed_from"] == str(ckpt)                # result.json: what really ran
     assert (b["ran"]["batch"], b["ran"]["learning_rate"]) == (16, 0.01) and b["settings"]["lr"] == 0.01
     assert b["ran"]["max_batches"] == -(-len(read_idx(Path(data) / "train-images-idx3-ubyte")) // 16)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory, data):
+    """A digit-scene detection set (4 + 2 scenes) and a 10-class copy of the tiny YOLO cfg with weights."""
+    d = tmp_path_factory.mktemp("scenes")
+    rc, _, err = cli("data", "digits", "--out", d / "digits", "--train", "4", "--test", "2", "--size", "32",
+                     "--digit-size", "8", "16", "--mnist", data, "--format", "png")
+    assert rc == 0, err
+    text = Path(TINY_YOLO).read_text().replace("classes=2", "classes=10").replace("filters=21", "filters=45")
+    (d / "d.cfg").write_text(text)
+    darknet.save_weights(darknet.load(d / "d.cfg"), d / "d.weights")
+    return d
+
+
+def test_a_bad_picture_late_in_the_list_writes_nothing(tmp_path, scenes, yolo_weights):
+    weights, img = yolo_weights
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n but cut short")
+    before = snapshot(tmp_path)
+    for line in (["detect", "--cfg", TINY_YOLO, "--weights", weights, "--out", tmp_path / "o", img,
+                  tmp_path / "bad.png"],
+                 ["detector", "test", scenes / "digits" / "digits.data", scenes / "d.cfg", scenes / "d.weights",
+                  "--out", tmp_path / "o", img, tmp_path / "bad.png"]):
+        rc, out, err = cli(*line)
+        assert rc == 1 and "bad.png: cannot read image" in err and "Traceback" not in err, err
+        assert snapshot(tmp_path) == before and not (tmp_path / "o").exists()
+
+
+def test_detector_train_progress_bar_only_on_a_tty(tmp_path, scenes):
+    base = ["detector", "train", scenes / "digits" / "digits.data", scenes / "d.cfg", "--max-batches", "1",
+            "--workers", "0"]
+    rc, out, err = cli(*base, "--backup", tmp_path / "a")                 # stderr is not a terminal here
+    assert rc == 0 and "batch/s" not in err and "\r" not in err, err
+    rc, out, err = cli(*base, "--backup", tmp_path / "b", "--progress")
+    assert rc == 0 and "batch/s" in err, err

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 from typing import Optional, Union
 
-from ..errors import CheckpointError, ConfigError, WeightsError
+from ..errors import CheckpointError, ConfigError, DataError, WeightsError
 
 PathLike = Union[str, "os.PathLike[str]"]
 LOCK_NAME = ".lock"
@@ -77,6 +77,20 @@ def check_folder(path: Optional[PathLike], option: str) -> None:
     if path is not None and Path(path).expanduser().exists() and not Path(path).expanduser().is_dir():
         raise ConfigError(f"{option} {path}: this is {_KIND_WORDS.get(file_kind(path), 'a file')}, not a folder "
                           f"(the folder holding the MNIST files)")
+
+
+def check_images(paths) -> None:
+    """DataError naming the first of ``paths`` that is not a picture Pillow can open (missing, a directory, not
+    an image): called before a command writes anything, so a bad file late in the list leaves no output."""
+    from PIL import Image, UnidentifiedImageError
+    for path in paths:
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no such image file")
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as e:
+            raise DataError(f"{path}: cannot read image: {e}") from None
 
 
 def _lock_owner(directory: Path) -> Optional[int]:
@@ -168,4 +182,5 @@ class RunLock:
         self.release()
 
 
-__all__ = ["file_kind", "check_folder", "require_npz", "require_weights", "run_directory", "RunLock", "LOCK_NAME"]
+__all__ = ["file_kind", "check_folder", "check_images", "require_npz", "require_weights", "run_directory", "RunLock",
+           "LOCK_NAME"]

@@ -55,7 +55,7 @@ def run(args) -> int:
     from ..detect import detect_image, load_image
     from ..detect.draw import draw_boxes, save_png
     from ._darknet import plan_sized
-    from ._files import require_weights
+    from ._files import check_images, require_weights
     plan = plan_sized(args.cfg, width=args.width, height=args.height)
     if not any(s.type == "yolo" for s in plan.specs):
         from ..errors import ConfigError
@@ -63,10 +63,7 @@ def run(args) -> int:
     if args.weights:
         require_weights(args.weights)
     names = read_names(args.names) if args.names else None
-    for path in args.images:
-        if not os.path.isfile(path):
-            from ..errors import DataError
-            raise DataError(f"{path}: no such image file")
+    check_images(args.images)       # every picture readable before the first PNG is written
     net = darknet.load(args.cfg, args.weights, numerics=args.numerics, width=args.width, height=args.height)
     yolos = [l for l in net.layers if l.kind == "yolo"]
     classes = yolos[0].classes

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ._options import float_range, int_range
@@ -60,7 +61,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0,
                    help="seed of the initial weights, shuffling and augmentation, 0..2^32-1 (0)")
     t.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of stopping")
-    t.add_argument("--no-progress", action="store_true", help="print a line every --log-every batches instead")
+    bar = t.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
+    bar.add_argument("--no-progress", action="store_true", help="print a line every --log-every batches instead "
+                                                                "(the default when stderr is not a terminal)")
     t.set_defaults(_verb=run_train)
 
     s = sub.add_parser("test", help="detect objects in images and draw them",
@@ -141,7 +145,9 @@ def _cfg_base(cfg: str) -> str:
 def run_test(args) -> int:
     from ..detect import detect_image, load_image
     from ..detect.draw import draw_boxes, mosaic, save_png
+    from ._files import check_images
     data, net, names = _setup(args)
+    check_images(args.images)       # every picture readable before the first PNG is written
     net.eval()
     drawn = []
     for path in args.images:
@@ -209,7 +215,8 @@ def run_train(args) -> int:
     opts = TrainOptions(max_batches=args.max_batches, batch=args.batch, subdivisions=args.subdivisions,
                         learning_rate=args.lr, save_every=args.save_every, log_every=args.log_every,
                         map_every=0, map_images=args.map_images, workers=args.workers, seed=args.seed,
-                        progress=not args.no_progress and is_main_process(), skip_bad_labels=args.skip_bad_labels)
+                        progress=(args.progress or not args.no_progress and sys.stderr.isatty()) and is_main_process(),
+                        skip_bad_labels=args.skip_bad_labels)
     run = DetectorTraining(net, data, backup, _cfg_base(args.cfg), opts, names)
     if args.map or args.map_every:
         _valid_images(data)
