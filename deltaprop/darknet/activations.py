@@ -103,6 +103,7 @@ class DarknetActivation(Module):
         return dout * ACTIVATIONS[self.name][1](y)
 
     def get_config(self):
+        """The activation's settings (its Darknet name), for saving a model."""
         return {"name": self.name}
 
     def extra_repr(self) -> str:

@@ -86,21 +86,27 @@ class Section:
 
     # --- typed access: every error names file, line and key ---------------------------------
     def where(self, key: Optional[str] = None) -> str:
+        """"file:line" of ``key`` in this section (of the section header when the key is absent or None)."""
         line = self.options[key].line if key in self.options else self.line
         return f"{self.file}:{line}"
 
     def error(self, key: Optional[str], msg: str) -> ConfigError:
+        """A ConfigError that names the file, line, section and key: raise it."""
         k = f" key '{key}'" if key else ""
         return ConfigError(f"{self.where(key)}: [{self.type}]{k}: {msg}")
 
     def has(self, key: str) -> bool:
+        """Whether the section sets ``key``."""
         return key in self.options
 
     def raw(self, key: str) -> Optional[str]:
+        """The text of ``key`` as written, or None."""
         return self.options[key].value if key in self.options else None
 
     def get_int(self, key: str, default: Optional[int] = None, lo: Optional[int] = None,
                 hi: Optional[int] = None) -> int:
+        """``key`` as an integer in [lo, hi], ``default`` when absent; a ConfigError naming the key when it is
+        missing without a default, not an integer or out of range."""
         v = self.raw(key)
         if v is None:
             if default is None:
@@ -114,6 +120,7 @@ class Section:
 
     def get_float(self, key: str, default: Optional[float] = None, lo: Optional[float] = None,
                   hi: Optional[float] = None) -> float:
+        """``key`` as a finite number in [lo, hi], ``default`` when absent; a ConfigError as ``get_int``'s."""
         v = self.raw(key)
         if v is None:
             if default is None:
@@ -126,13 +133,16 @@ class Section:
         return out
 
     def get_str(self, key: str, default: Optional[str] = None) -> Optional[str]:
+        """``key``'s text, ``default`` when absent."""
         v = self.raw(key)
         return default if v is None else v
 
     def get_int_list(self, key: str, default: Optional[List[int]] = None) -> Optional[List[int]]:
+        """``key`` as a comma-separated list of integers, ``default`` when absent."""
         return self._list(key, default, _to_int, "integers")
 
     def get_float_list(self, key: str, default: Optional[List[float]] = None) -> Optional[List[float]]:
+        """``key`` as a comma-separated list of numbers, ``default`` when absent."""
         return self._list(key, default, _to_float, "numbers")
 
     def _list(self, key: str, default: Optional[list], parse: Callable[[str], Any], what: str) -> Optional[list]:
@@ -151,6 +161,7 @@ class Section:
 
 
 def supported_list() -> str:
+    """The supported section types as "[net], [convolutional], ..." for error messages."""
     return ", ".join("[" + s + "]" for s in SECTION_KEYS)
 
 

@@ -95,6 +95,7 @@ def parse_net_options(sec: Section, **overrides: Optional[int]) -> "OrderedDict[
 
 
 def input_shape_of(sec: Section, opts: Dict[str, Any]) -> Tuple[int, int, int]:
+    """(C, H, W) of the network input from [net]'s channels, height and width (or its ``inputs`` count)."""
     c, h, w = opts["channels"], opts["height"], opts["width"]
     if c and h and w:
         return c, h, w
@@ -115,10 +116,12 @@ class NetworkPlan:
 
     @property
     def n_params(self) -> int:
+        """Trainable parameters of every layer."""
         return sum(s.n_params for s in self.specs)
 
     @property
     def bflops(self) -> float:
+        """Billions of floating-point operations of one forward pass (Darknet's BFLOPs)."""
         return sum(s.flops for s in self.specs) / 1e9
 
     def memory_bytes(self, batch: int = 1, itemsize: int = 4) -> int:
@@ -128,6 +131,7 @@ class NetworkPlan:
         return itemsize * (self.n_params + batch * (acts + work))
 
     def output_indices(self) -> List[int]:
+        """The layers whose outputs are the network's: the [yolo] layers, else the last layer before any [cost]."""
         yolo = [s.index for s in self.specs if s.type == "yolo"]
         if yolo:
             return yolo
@@ -239,6 +243,7 @@ class DarknetNet(Graph):
 
     @property
     def layers(self) -> List[DarknetLayer]:
+        """The layers in cfg order."""
         return self.nodes  # type: ignore[return-value]
 
     def set_numerics(self, numerics: str) -> "DarknetNet":

@@ -35,6 +35,7 @@ def is_transposed(major: int, minor: int) -> bool:
 
 
 def header_size(major: int, minor: int) -> int:
+    """Bytes of a .weights header: three int32 versions, then the images seen (int64 from 0.2, else int32)."""
     return 12 + (8 if seen_is_64bit(major, minor) else 4)
 
 

@@ -8,6 +8,8 @@ same numbers bit for bit.
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 from ._numba import jit
@@ -21,6 +23,9 @@ def applies(g) -> bool:
 
 @jit
 def _max_fwd(x, out, idx):
+    """2×2/2 max pooling (§4) into ``out`` and the row-major arg-max ``idx``, mirroring ``pool._max_forward_np``
+    (strict ``>``: the first maximum wins; NaN propagates as with ``np.maximum``). The selects are those of
+    ``_norm_numba._take_if_greater`` (written out here: an ``inline`` helper is only called from its own module)."""
     # Each step is a select on a float compare, the NaN test joined with a bitwise ``|`` (no short
     # circuit): the loop then has no data-dependent branch. With ``if v > m`` branches it mispredicted on
     # random signs and took 3.5 ms on 16×16×64×64 instead of 0.21 ms.
@@ -53,6 +58,8 @@ def _max_fwd(x, out, idx):
 
 @jit
 def _max_bwd(dout, idx, dx):
+    """The max pooling backward (§4): each window's delta at its stored arg-max, 0 on its other cells,
+    mirroring ``pool._max_backward_np`` (2×2/2 windows are disjoint: assigned, not added)."""
     # One output row pair at a time, each row written in one contiguous sweep (0.31 ms on 16×16×64×64
     # against 0.80 ms when the four cells of a window were stored together).
     ho, wo = dout.shape[2], dout.shape[3]
@@ -75,6 +82,7 @@ def _max_bwd(dout, idx, dx):
 
 @jit
 def _avg_fwd(x, out):
+    """Σ over each 2×2/2 window, the four cells added in row-major order: mirrors ``pool_geometry.window_sum``."""
     n, c = x.shape[0], x.shape[1]
     ho, wo = out.shape[2], out.shape[3]
     for s in range(n):
@@ -92,6 +100,7 @@ def _avg_fwd(x, out):
 
 @jit
 def _spread(d, dx):
+    """Each window's ``d`` copied to its four cells: mirrors ``pool_geometry.scatter_sum`` (disjoint windows)."""
     # One output row at a time, as ``_max_bwd``.
     n, c = dx.shape[0], dx.shape[1]
     ho, wo = d.shape[2], d.shape[3]
@@ -106,12 +115,13 @@ def _spread(d, dx):
 
 
 def _alloc_dx(shape, g, dtype) -> np.ndarray:
+    """The input gradient's array: zeros where an odd size leaves cells outside every window."""
     # An odd input leaves its last row/column outside every window: those cells get 0.
     return np.empty(shape, dtype=dtype) if (g.hp == g.h and g.wp == g.w) else np.zeros(shape, dtype=dtype)
 
 
-def max_pool_forward(x: np.ndarray, g, idx_dtype):
-    """(out, idx) of 2×2/2 max pooling (first maximum wins)."""
+def max_pool_forward(x: np.ndarray, g, idx_dtype) -> Tuple[np.ndarray, np.ndarray]:
+    """(out, idx) of 2×2/2 max pooling (§4, first maximum wins) by ``_max_fwd``."""
     x = np.ascontiguousarray(x)
     out = np.empty((x.shape[0], x.shape[1], g.ho, g.wo), dtype=x.dtype)
     idx = np.empty(out.shape, dtype=idx_dtype)
@@ -120,13 +130,14 @@ def max_pool_forward(x: np.ndarray, g, idx_dtype):
 
 
 def max_pool_backward(dout: np.ndarray, idx: np.ndarray, g, shape) -> np.ndarray:
+    """∂C/∂x of 2×2/2 max pooling (§4): ``dout`` at each window's arg-max ``idx``, 0 elsewhere, by ``_max_bwd``."""
     dx = _alloc_dx(shape, g, dout.dtype)
     _max_bwd(np.ascontiguousarray(dout), idx, dx)
     return dx
 
 
 def window_sum(x: np.ndarray, g) -> np.ndarray:
-    """Σ over each 2×2 window."""
+    """Σ over each 2×2/2 window (average and Lp pooling, §4) by ``_avg_fwd``."""
     x = np.ascontiguousarray(x)
     out = np.empty((x.shape[0], x.shape[1], g.ho, g.wo), dtype=x.dtype)
     _avg_fwd(x, out)
@@ -134,7 +145,7 @@ def window_sum(x: np.ndarray, g) -> np.ndarray:
 
 
 def scatter_sum(d: np.ndarray, g, shape) -> np.ndarray:
-    """Adjoint of ``window_sum``: each window's ``d`` copied to its four cells."""
+    """Adjoint of ``window_sum``: each window's ``d`` copied to its four cells (``_spread``)."""
     dx = _alloc_dx(shape, g, d.dtype)
     _spread(np.ascontiguousarray(d), dx)
     return dx

@@ -28,12 +28,16 @@ class MaxPoolCache(NamedTuple):
 
 
 class AvgPoolCache(NamedTuple):
+    """``avg_pool2d_forward``'s: the divisor of each window (a number, or per output position when padding
+    or ceil mode changes it; §4), the geometry and the input's shape."""
     divisor: Union[float, np.ndarray]
     geometry: PoolGeometry
     shape: tuple
 
 
 class LpPoolCache(NamedTuple):
+    """``lp_pool2d_forward``'s for a finite p: the input, the output g = (Σ|x|^p)^{1/p} (§4; its backward
+    is g^{1−p}·|x|^{p−1}·sign x), p and the geometry."""
     x: np.ndarray
     out: np.ndarray
     p: float
@@ -169,6 +173,7 @@ def avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
 # --- Lp pooling -------------------------------------------------------------------------------
 
 def _abs_pow(x: np.ndarray, p: float) -> np.ndarray:
+    """|x|^p (§4), without the power for p = 1 and 2."""
     if p == 1:
         return np.abs(x)
     if p == 2:

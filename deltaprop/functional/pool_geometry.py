@@ -20,6 +20,8 @@ Padding = Union[int, Sequence[int]]
 
 
 def pair2(v: IntOr2, name: str) -> Tuple[int, int]:
+    """(v, v) for an int, the pair itself for a pair of ints (a kernel size, stride or dilation of §4); a
+    ValueError naming ``name`` otherwise."""
     if isinstance(v, (int, np.integer)):
         return int(v), int(v)
     t = tuple(int(a) for a in v)
@@ -101,10 +103,12 @@ class PoolGeometry(NamedTuple):
 
     @property
     def hp(self) -> int:
+        """Rows of the padded input the windows read: (Ho − 1)·sh + (kh − 1)·dh + 1 (§4)."""
         return (self.ho - 1) * self.sh + (self.kh - 1) * self.dh + 1
 
     @property
     def wp(self) -> int:
+        """Columns of the padded input the windows read: (Wo − 1)·sw + (kw − 1)·dw + 1 (§4)."""
         return (self.wo - 1) * self.sw + (self.kw - 1) * self.dw + 1
 
     @property
@@ -234,5 +238,7 @@ def numba_kernels(g: PoolGeometry):
     return _pool_numba if _pool_numba.applies(g) else None
 
 
-def index_dtype(g: PoolGeometry):
+def index_dtype(g: PoolGeometry) -> type:
+    """The dtype of max pooling's arg-max indices (row-major within the window, §4): uint8 up to 256 cells,
+    else int32."""
     return np.uint8 if g.kh * g.kw <= 256 else np.int32

@@ -34,6 +34,7 @@ class LayerSpec:
 
     @property
     def out_size(self) -> int:
+        """Values per sample of the output: C·H·W."""
         c, h, w = self.out_shape
         return c * h * w
 
@@ -48,10 +49,12 @@ class PlanContext:
 
     @property
     def prev_shape(self) -> Shape:
+        """(C, H, W) of the previous layer's output (the network input for layer 0)."""
         return self.shapes[-1] if self.shapes else self.input_shape
 
     @property
     def prev_index(self) -> int:
+        """Index of the previous layer, −1 for the network input."""
         return self.index - 1  # −1 for layer 0: the network input
 
 

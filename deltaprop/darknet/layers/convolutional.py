@@ -24,6 +24,7 @@ LEAKY_SLOPE = 0.1   # Darknet's leaky (activations.c)
 
 
 def activation_key(sec: Section, default: str) -> str:
+    """The section's ``activation=`` (``default`` when absent); a ConfigError for a name Darknet does not have."""
     name = sec.get_str("activation", default)
     if name not in ACTIVATIONS:
         raise sec.error("activation", f"unknown activation {name!r} (Darknet's: {', '.join(ACTIVATIONS)})")
@@ -31,6 +32,7 @@ def activation_key(sec: Section, default: str) -> str:
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """The [convolutional] layer's spec (§3 geometry: output size, parameter count, FLOPs) from its section."""
     c, h, w = ctx.prev_shape
     filters = sec.get_int("filters", 1, lo=1)
     size = sec.get_int("size", 1, lo=1)

@@ -70,6 +70,7 @@ class YoloLayer(DarknetLayer):
 
     @property
     def n_anchors(self) -> int:
+        """Anchors this layer predicts with (its ``mask``)."""
         return len(self.mask)
 
     @property
