@@ -123,6 +123,8 @@ def test_convert_partial(tmp_path, yolo_weights):
     rc, out, err = cli("convert", tmp_path / "y.npz", tmp_path / "q.weights", "--upto", "3")
     assert rc == 0 and "first 3 of 6 layers" in out, err
     assert (tmp_path / "p.weights").read_bytes() == (tmp_path / "q.weights").read_bytes()
+    rc, out, err = cli("convert", "--cfg", TINY_YOLO, tmp_path / "p.weights", tmp_path / "r.weights", "--upto", "3")
+    assert rc == 0 and (tmp_path / "r.weights").read_bytes() == (tmp_path / "p.weights").read_bytes(), err
     whole, part = darknet.load(TINY_YOLO, weights), darknet.load(TINY_YOLO, tmp_path / "p.weights", upto=3)
     sd_w, sd_p = whole.state_dict(), part.state_dict()
     layer = lambda k: int(k.split(".")[0])                              # keys are "<cfg layer>.<name>"

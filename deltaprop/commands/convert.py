@@ -37,6 +37,16 @@ def _upto(net, upto: Optional[int]) -> int:
     return len(net.layers) if upto is None else upto
 
 
+def _load(cfg: str, weights: str, upto: Optional[int] = None):
+    """The network of ``cfg`` with ``weights``; a partial file's hint names this command's ``--upto``."""
+    from .. import darknet
+    from ..errors import WeightsError
+    try:
+        return darknet.load(cfg, weights, upto=upto)
+    except WeightsError as e:
+        raise WeightsError(str(e).replace("load it with upto=", "convert it with --upto ")) from None
+
+
 def _written(net, n: int) -> str:
     from ._darknet import count_line, parameter_counts
     part = f"the first {n} of {len(net.layers)} layers" if n < len(net.layers) else f"{n} layers"
@@ -59,12 +69,12 @@ def run(args) -> int:
         if not args.cfg:
             raise ConfigError(f"IN {args.src}: a .weights file needs --cfg (the network it belongs to)")
         if dst.endswith(".weights"):      # Darknet's `partial`: the first N layers into a new file
-            net = darknet.load(args.cfg, args.src)
+            net = _load(args.cfg, args.src, args.upto)
             n = _upto(net, args.upto)
             darknet.save_weights(net, args.dst, upto=n, version=net.weights_version)
             print(f"{args.src} -> {args.dst}: {_written(net, n)}, seen {net.seen}")
             return 0
-        net = darknet.load(args.cfg, args.src, upto=args.upto)
+        net = _load(args.cfg, args.src, args.upto)
         n = _upto(net, args.upto)
         save_model(args.dst, net, extra={"darknet": {"seen": int(net.seen), "version": list(net.weights_version)},
                                          "preprocess": dict(DARKNET_PREPROCESS)})
