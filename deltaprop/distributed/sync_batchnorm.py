@@ -3,6 +3,8 @@
 
 Forward (training): Σz and the count m are summed over the ranks, μ = Σz/M; then Σ(z − μ)² is summed,
 σ² = Σ(z − μ)²/M (Darknet: /(M − 1)); the running statistics move with the global μ, σ² and M.
+The forward is the plain layer's kernel (``norm.batch_norm_forward``, ``norm_darknet.batchnorm_darknet_forward``)
+whose statistics take those sums through an ``allsum`` (``norm.bn_statistics``): no second copy of them.
 Backward: Σδ and Σδ·ẑ are summed over the ranks and BN 2.1–2.3 take them with M in place of the local
 count: ∂C/∂z = γ·s⁻¹·δ − ẑ·k2 − k3 (``norm.bn_grad_coefs``). The parameter gradients (BN 2.5, 2.6) stay local sums: the
 gradient allreduce adds them like every other gradient. Each layer costs two small allreduces forward and
@@ -15,10 +17,11 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..darknet.layers.batchnorm import STANDARD_EPS, STANDARD_MOMENTUM, DarknetBatchNorm
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError
 from ..functional.norm import (BNCache, batch_norm_forward, bn_grad_coefs, bn_input_grad, channel_dot, channel_sum,
                                channel_view)
-from ..functional.norm_darknet import EPS_FORWARD, darknet_bn_deltas, darknet_bn_input_grad, darknet_rolling_update
+from ..functional.norm_darknet import (DarknetBNCache, batchnorm_darknet_forward, darknet_bn_deltas,
+                                       darknet_bn_input_grad)
 from ..nn.normalization import BatchNorm1d, BatchNorm2d, BatchNormAct2d
 from .comm import Communicator, world
 
@@ -27,23 +30,6 @@ def _global_sum(comm: Communicator, *parts: np.ndarray) -> np.ndarray:
     """One allreduce of the concatenated parts, in float64."""
     buf = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1) for p in parts])
     return comm.allreduce_sum(buf)
-
-
-def sync_stats(x3: np.ndarray, comm: Communicator, unbiased: bool):
-    """(μ, z − μ, σ², M) of the global batch for an (N, C, S) view; σ² divides by M − 1 when ``unbiased``
-    (Darknet's statistics, §10; the standard numerics take ``norm.bn_statistics`` with global sums instead)."""
-    c = x3.shape[1]
-    t = x3.dtype.type
-    s = _global_sum(comm, channel_sum(x3), np.array([x3.shape[0] * x3.shape[2]]))
-    m = int(round(s[c]))
-    if m < 2:
-        raise ShapeError(f"synchronised batch norm: expected more than 1 value per channel over all ranks, "
-                         f"got {m}")
-    mean = (s[:c] / m).astype(x3.dtype)
-    xc = x3 - mean[:, None]
-    sq = _global_sum(comm, channel_dot(xc, xc))
-    var = (sq / (m - 1 if unbiased else m)).astype(x3.dtype)
-    return mean, xc, var, t(m)
 
 
 def sync_input_grad(dy3: np.ndarray, xhat: np.ndarray, k: np.ndarray, m, comm: Communicator) -> np.ndarray:
@@ -63,12 +49,10 @@ class SyncBNCache(NamedTuple):
 
 
 class SyncDarknetBNCache(NamedTuple):
-    """A synchronised forward's (Darknet numerics): ẑ, z − μ, the global unbiased σ², M and the input's shape."""
-    x_norm: np.ndarray
-    xc: np.ndarray
-    var: np.ndarray
+    """A synchronised forward's (Darknet numerics): the plain kernel's cache (ẑ from the global batch's μ and
+    unbiased σ²) and the global count M (in the input's dtype)."""
+    bn: DarknetBNCache
     m: float
-    shape: tuple
 
 
 class _SyncStandard:
@@ -79,14 +63,20 @@ class _SyncStandard:
     def _comm(self) -> Communicator:
         return self.comm if self.comm is not None else world()
 
-    def _sync_forward(self, x, gamma, beta, rm, rv, momentum: float, eps: float) -> np.ndarray:
-        """``norm.batch_norm_forward`` (§8) with the global batch's μ, σ² and M: its statistics
-        (``norm.bn_statistics``) take their sums through one allreduce each."""
+    def _allsum(self):
+        """(allsum, sums): the kernels' ``allsum`` (one float64 allreduce per call) and what it returned; the
+        first call's last entry is the global count M (``norm.bn_statistics``'s contract)."""
         comm, sums = self._comm(), []
 
         def allsum(v: np.ndarray) -> np.ndarray:
             sums.append(_global_sum(comm, v))
             return sums[-1]
+        return allsum, sums
+
+    def _sync_forward(self, x, gamma, beta, rm, rv, momentum: float, eps: float) -> np.ndarray:
+        """``norm.batch_norm_forward`` (§8) with the global batch's μ, σ² and M: its statistics
+        (``norm.bn_statistics``) take their sums through one allreduce each."""
+        allsum, sums = self._allsum()
         y, bn = batch_norm_forward(x, gamma, beta, rm, rv, True, momentum, eps, allsum=allsum)
         self._save(SyncBNCache(bn, int(round(sums[0][-1]))))     # the first sum ends with M
         return y
@@ -133,17 +123,13 @@ class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
             rm, rv = self.running_stats(x.dtype)
             return self._sync_forward(x, self.weight.data, self.bias.data, rm, rv, STANDARD_MOMENTUM,
                                       STANDARD_EPS)
-        t = x.dtype.type
-        x3 = channel_view(x)
-        mean, xc, var, m = sync_stats(x3, self._comm(), unbiased=True)
-        object.__setattr__(self, "running_mean", darknet_rolling_update(self.running_mean, mean).astype(x.dtype))
-        object.__setattr__(self, "running_var", darknet_rolling_update(self.running_var, var).astype(x.dtype))
-        denom = np.sqrt(var) + t(EPS_FORWARD)
-        x_norm = xc / denom[:, None]
-        y = x_norm * self.weight.data.astype(x.dtype)[:, None]
-        y += self.bias.data.astype(x.dtype)[:, None]
-        self._save(SyncDarknetBNCache(x_norm, xc, var, m, x.shape))
-        return y.reshape(x.shape)
+        allsum, sums = self._allsum()
+        y, bn, (rm, rv) = batchnorm_darknet_forward(x, self.weight.data, self.bias.data, self.running_mean,
+                                                    self.running_var, training=True, allsum=allsum)
+        object.__setattr__(self, "running_mean", rm.astype(x.dtype, copy=False))
+        object.__setattr__(self, "running_var", rv.astype(x.dtype, copy=False))
+        self._save(SyncDarknetBNCache(bn, x.dtype.type(int(round(sums[0][-1])))))
+        return y
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         if isinstance(self._cache, SyncBNCache):
@@ -158,14 +144,15 @@ class SyncDarknetBatchNorm(_SyncStandard, DarknetBatchNorm):
 
     def _darknet_backward(self, dout: np.ndarray, cache: SyncDarknetBNCache):
         """``batchnorm_darknet_backward`` with Σδ and Σδ·(z − μ) summed over the ranks, m = M."""
-        x_norm, xc, var, m, shape = cache
+        bn, m = cache
+        x_norm, xc, var = bn.x_norm, bn.xc, bn.var
         dy3 = channel_view(dout)
         c = dy3.shape[1]
         g = self.weight.data.astype(dout.dtype)
         dbias, dscale = channel_sum(dy3), channel_dot(dy3, x_norm)
         sums = _global_sum(self._comm(), dbias, channel_dot(dy3, xc)).astype(dout.dtype)
         mean_delta, variance_delta = darknet_bn_deltas(g * sums[:c], g * sums[c:], var)
-        return darknet_bn_input_grad(dy3, xc, g, var, mean_delta, variance_delta, m).reshape(shape), dscale, dbias
+        return darknet_bn_input_grad(dy3, xc, g, var, mean_delta, variance_delta, m).reshape(bn.shape), dscale, dbias
 
 
 def convert_sync_batchnorm(model, comm: Optional[Communicator] = None):

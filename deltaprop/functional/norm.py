@@ -148,6 +148,14 @@ def _check_m(m: int, shape, where: str = "") -> int:
     return m
 
 
+def global_mean(x3: np.ndarray, allsum: Callable[[np.ndarray], np.ndarray]) -> Tuple[np.ndarray, int]:
+    """(μ, m) of a batch shared by several processes (§8, BN forward): Σz per channel and the count m of an (N, C, S)
+    view summed by ``allsum`` in one call (float64), μ = Σz/m in float64, returned in the view's dtype."""
+    s = allsum(np.append(channel_sum(x3).astype(np.float64), float(x3.shape[0] * x3.shape[2])))
+    m = int(round(s[-1]))
+    return (s[:-1] / max(m, 1)).astype(x3.dtype), m
+
+
 def _center(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:
     xc = np.empty_like(x3)
     mc = _col(mean)
@@ -176,9 +184,8 @@ def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_va
             m = _check_m(x3.shape[0] * x3.shape[2], shape)
             mean = channel_sum(x3) / t(m)
         else:
-            s = allsum(np.append(channel_sum(x3).astype(np.float64), float(x3.shape[0] * x3.shape[2])))
-            m = _check_m(int(round(s[-1])), shape, f" (over all processes: m = {int(round(s[-1]))})")
-            mean = (s[:-1] / m).astype(x3.dtype)
+            mean, m = global_mean(x3, allsum)
+            _check_m(m, shape, f" (over all processes: m = {m})")
         xc = center(x3, mean)
         q = channel_dot(xc, xc)
         var = q / t(m) if allsum is None else (allsum(q.astype(np.float64)) / m).astype(x3.dtype)

@@ -17,11 +17,11 @@ affine map's exact derivative. Channels are axis 1; statistics reduce over every
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .norm import channel_dot, channel_sum, channel_view
+from .norm import channel_dot, channel_sum, channel_view, global_mean
 
 #: ``normalize_cpu``: epsilon added to √σ² in the forward pass.
 EPS_FORWARD = 1e-6
@@ -72,21 +72,26 @@ def darknet_batch_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Darknet batch norm's statistics (§10), ``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED
     σ² = Σ(z − μ)²/(m − 1)."""
     x3 = _view(x)
-    mean, _, var = _stats(x3)
+    mean, _, var, _ = _stats(x3)
     return mean, var
 
 
-def _stats(x3: np.ndarray):
+def _stats(x3: np.ndarray, allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+    """(μ, z − μ, unbiased σ², m) of an (N, C, S) view (§10); with ``allsum`` those of the batch shared by several
+    processes (``norm.bn_statistics``'s contract: Σz and m summed in one call, then Σ(z − μ)², in float64)."""
     n, c, s = x3.shape
-    m = n * s
+    mean, m = (None, n * s) if allsum is None else global_mean(x3, allsum)
     if m < 2:
         raise ValueError(f"Darknet batch norm in training needs at least 2 values per channel "
-                         f"(m − 1 divides the variance), got m = {m} for {c} channels")
+                         f"(m − 1 divides the variance), got m = {m} for {c} channels"
+                         + ("" if allsum is None else " over all processes"))
     t = x3.dtype.type
-    mean = channel_sum(x3) / t(m)
+    if allsum is None:
+        mean = channel_sum(x3) / t(m)
     xc = x3 - mean[:, None]
-    var = channel_dot(xc, xc) / t(m - 1)
-    return mean, xc, var
+    q = channel_dot(xc, xc)
+    var = q / t(m - 1) if allsum is None else (allsum(q.astype(np.float64)) / (m - 1)).astype(x3.dtype)
+    return mean, xc, var, m
 
 
 def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.ndarray:
@@ -100,17 +105,19 @@ def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.nd
 
 def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                               rolling_mean: np.ndarray, rolling_var: np.ndarray,
-                              training: bool = True) -> Tuple[np.ndarray, DarknetBNCache, Tuple[np.ndarray, np.ndarray]]:
+                              training: bool = True, allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                              ) -> Tuple[np.ndarray, DarknetBNCache, Tuple[np.ndarray, np.ndarray]]:
     """Darknet BN forward: ``y = γ·(z − μ)/(√σ² + 1e-6) + β``.
 
     Training: batch μ and unbiased σ²; returns ``(y, cache, (new_rolling_mean, new_rolling_var))``.
+    ``allsum``: the statistics of a batch shared by several processes (``_stats``; ``distributed.sync_batchnorm``).
     Inference: the rolling statistics; the "new" rolling arrays are the inputs, unchanged.
     x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,). Per-channel sums are BLAS dot products.
     """
     t = x.dtype.type
     x3 = _view(x)
     if training:
-        mean, xc, var = _stats(x3)
+        mean, xc, var, _ = _stats(x3, allsum)
         new_rm = darknet_rolling_update(rolling_mean, mean)
         new_rv = darknet_rolling_update(rolling_var, var)
     else:
