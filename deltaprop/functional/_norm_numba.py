@@ -226,7 +226,7 @@ def _bn_input_grad(dz: np.ndarray, cache: NumbaCache,
 
 def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: Optional[np.ndarray],
                         running_var: Optional[np.ndarray], training: bool, momentum: float, eps: float,
-                        activation: str, negative_slope: float, idx_dtype) -> Tuple[np.ndarray, tuple, np.ndarray]:
+                        activation: str, negative_slope: float, idx_dtype) -> Tuple[np.ndarray, NumbaCache, np.ndarray]:
     """(pooled output, ``bn_act_forward``'s cache, window indices): ``bn_act_forward`` then 2×2/2 max pooling
     (even H and W) in one pass over z − μ."""
     x3 = channel_view(x)

@@ -61,7 +61,7 @@ class AdaptivePoolCache(NamedTuple):
 
 def max_pool2d_forward(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                        padding: Padding = 0, dilation: IntOr2 = 1,
-                       ceil_mode: bool = False) -> Tuple[np.ndarray, tuple]:
+                       ceil_mode: bool = False) -> Tuple[np.ndarray, MaxPoolCache]:
     """g = max over each window (§4); padded cells are −∞. The cache keeps each window's arg-max as its
     row-major index within the window; the first maximum wins ties (strict ``>``), as Darknet and PyTorch."""
     g = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
@@ -104,7 +104,7 @@ def _max_forward_np(x: np.ndarray, g: PoolGeometry, out: np.ndarray, idx: np.nda
         np.maximum(idx, m, out=idx)
 
 
-def max_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def max_pool2d_backward(dout: np.ndarray, cache: MaxPoolCache) -> np.ndarray:
     """∂g/∂x_i = 1 at the window's arg-max, 0 elsewhere (§4): the delta goes to the stored index only;
     deltas of overlapping windows that chose the same cell add up."""
     idx, g, shape = cache
@@ -150,7 +150,7 @@ def _avg_divisor(g: PoolGeometry, include_pad: bool, dtype) -> Union[float, np.n
 
 def avg_pool2d_forward(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                        padding: Padding = 0, ceil_mode: bool = False,
-                       count_include_pad: bool = True) -> Tuple[np.ndarray, tuple]:
+                       count_include_pad: bool = True) -> Tuple[np.ndarray, AvgPoolCache]:
     """g = (1/k_h·k_w) Σ window (§4), padded cells are 0 and count in the divisor when
     ``count_include_pad`` (PyTorch's default); windows that ceil mode lets hang past the padding divide by
     the cells they cover, as PyTorch."""
@@ -162,7 +162,7 @@ def avg_pool2d_forward(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntO
     return s, AvgPoolCache(div, g, x.shape)
 
 
-def avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def avg_pool2d_backward(dout: np.ndarray, cache: AvgPoolCache) -> np.ndarray:
     """∂g/∂x_i = 1/divisor for every cell of the window (§4); overlapping windows add."""
     div, g, shape = cache
     d = dout / div
@@ -182,7 +182,8 @@ def _abs_pow(x: np.ndarray, p: float) -> np.ndarray:
 
 
 def lp_pool2d_forward(x: np.ndarray, norm_type: float, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
-                      padding: Padding = 0, ceil_mode: bool = False) -> Tuple[np.ndarray, tuple]:
+                      padding: Padding = 0, ceil_mode: bool = False
+                      ) -> Tuple[np.ndarray, Union[LpPoolCache, LpInfPoolCache]]:
     """g = (Σ_k |x_k|^p)^{1/p} over each window (§4), any p ≥ 1, p = ∞ giving max |x_k|.
 
     The sum covers the cells that exist: PyTorch's ``lp_pool2d`` (an average pool times k_h·k_w) scales a
@@ -202,7 +203,7 @@ def lp_pool2d_forward(x: np.ndarray, norm_type: float, kernel_size: IntOr2, stri
     return out, LpPoolCache(x, out, p, g)
 
 
-def lp_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def lp_pool2d_backward(dout: np.ndarray, cache: Union[LpPoolCache, LpInfPoolCache]) -> np.ndarray:
     """∂g/∂x_i = (Σ_k |x_k|^p)^{1/p − 1} |x_i|^{p−1} sign(x_i) = g^{1−p} |x_i|^{p−1} sign(x_i) (§4, sign kept);
     a window whose sum is 0 passes no gradient. Overlapping windows add."""
     if type(cache) is LpInfPoolCache:
@@ -236,7 +237,7 @@ def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
     return m
 
 
-def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.ndarray, tuple]:
+def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.ndarray, AdaptivePoolCache]:
     """Average over PyTorch's adaptive windows (§4 with k chosen per position); ``output_size`` 1 is the
     global average (Darknet's ``[avgpool]``). Separable: out = A_h x A_wᵀ per channel, with averaging
     matrices A; the 1×1 case is one matrix–vector product."""
@@ -258,7 +259,7 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.
     return np.matmul(np.matmul(ah, x), aw.T), AdaptivePoolCache(x.shape, ah, aw)
 
 
-def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: tuple) -> np.ndarray:
+def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: AdaptivePoolCache) -> np.ndarray:
     """∂g/∂x_i = 1/(window size) for the cells of each window (§4): dx = A_hᵀ δ A_w."""
     shape, ah, aw = cache
     n, c, h, w = shape
