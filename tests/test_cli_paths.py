@@ -133,17 +133,21 @@ def test_convert_partial(tmp_path, yolo_weights):
 
 
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600)])
-def test_files_honour_the_umask(tmp_path, yolo_weights, mask, mode):
+def test_files_honour_the_umask(tmp_path, yolo_weights, data, mask, mode):
     weights, img = yolo_weights
     old = os.umask(mask)
     try:
         assert cli("convert", "--cfg", TINY_YOLO, weights, tmp_path / "y.npz")[0] == 0
         assert cli("convert", tmp_path / "y.npz", tmp_path / "y.weights")[0] == 0
         assert cli("detect", "--cfg", TINY_YOLO, "--weights", weights, "--out", tmp_path / "d", img)[0] == 0
+        assert cli("data", "digits", "--out", tmp_path / "s", "--train", "1", "--test", "1", "--size", "32",
+                   "--digit-size", "8", "16", "--mnist", data)[0] == 0
     finally:
         os.umask(old)
-    for f in (tmp_path / "y.npz", tmp_path / "y.weights", tmp_path / "d" / "img_pred.png"):
+    for f in (tmp_path / "y.npz", tmp_path / "y.weights", tmp_path / "d" / "img_pred.png",
+              tmp_path / "s" / "digits.data"):
         assert f.stat().st_mode & 0o777 == mode, (f, oct(f.stat().st_mode))
+    assert (tmp_path / "s").stat().st_mode & 0o777 == 0o777 & ~mask      # the data set's folder, like mkdir's
 
 
 def test_progress_bar_only_on_a_tty_or_when_asked(tmp_path, data):

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from ..atomic import _umask
 from ..errors import DataError, ValueRangeError
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -204,6 +205,7 @@ def write_digit_scenes(out: PathLike, opts: DigitScenes, train: Tuple[np.ndarray
             f"# deltaprop data digits --train {opts.train} --test {opts.test} --size {opts.size} "
             f"--digit-size {opts.digit_min} {opts.digit_max} --digits {opts.min_digits} {opts.max_digits} "
             f"--noise {opts.noise} --format {opts.format} --seed {opts.seed}\n", encoding="utf-8")
+        os.chmod(tmp, 0o777 & ~_umask())     # mkdtemp's 0700 -> what mkdir would give (honours the umask)
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
