@@ -80,6 +80,8 @@ CASES = [
                                                                       "not Darknet .weights"]),
     (["detect", "--cfg", TINY_YOLO, "{IMG}"], ["--weights", "--random-weights", "required"]),
     (["detect", "--cfg", TINY_YOLO, "--random-weights", "--thresh", "2", "{IMG}"], ["--thresh", "[0, 1]"]),
+    (["detect", "--cfg", TINY_YOLO, "--weights", "{YW}", "--names", "{YW}", "--out", "{BASE}/d", "{IMG}"],
+     ["yolo.weights", "cannot read names file"]),
     (["detect", "--cfg", TINY_YOLO, "--random-weights", "--nms", "-1", "{IMG}"], ["--nms", "[0, 1]"]),
     (["summary", "yolov3-tiny", "--width", "400"], ["--width 400", "multiple of 32", "384 or 416"]),
     (["detect", "--cfg", "yolov3-tiny", "--random-weights", "--height", "400", "{IMG}"], ["--height 400",

@@ -37,21 +37,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def read_names(path: str):
-    from ..errors import DataError
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise DataError(f"{path}: cannot read class names: {e.strerror or e}") from None
-
-
 def run(args) -> int:
     import contextlib
 
     import numpy as np
 
     from .. import darknet
+    from ..data.detection import read_names
     from ..detect import detect_image, load_image
     from ..detect.draw import draw_boxes, save_png
     from ._darknet import plan_sized
@@ -62,7 +54,7 @@ def run(args) -> int:
         raise ConfigError(f"{args.cfg}: no [yolo] layer: not a detector")
     if args.weights:
         require_weights(args.weights)
-    names = read_names(args.names) if args.names else None
+    names = read_names(args.names) if args.names else None     # one reader of .names files (a DataError if bad)
     check_images(args.images)       # every picture readable before the first PNG is written
     net = darknet.load(args.cfg, args.weights, numerics=args.numerics, width=args.width, height=args.height)
     yolos = [l for l in net.layers if l.kind == "yolo"]
