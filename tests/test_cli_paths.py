@@ -333,3 +333,15 @@ def test_detector_train_progress_bar_only_on_a_tty(tmp_path, scenes):
     assert rc == 0 and "batch/s" not in err and "\r" not in err, err
     rc, out, err = cli(*base, "--backup", tmp_path / "b", "--progress")
     assert rc == 0 and "batch/s" in err, err
+
+
+def test_out_dot_in_a_folder_with_files_numbers_the_folder(tmp_path, data, monkeypatch):
+    """`--out .` where files are: the run goes to the folder's numbered sibling, nothing here changes."""
+    here = tmp_path / "work"
+    here.mkdir()
+    (here / "notes.txt").write_text("mine\n")
+    monkeypatch.chdir(here)
+    before = snapshot(here)
+    rc, out, err = cli("train", *SMALL, "--data", data, "--epochs", "1", "--out", ".")
+    assert rc == 0 and "work-2" in err, err
+    assert snapshot(here) == before and (tmp_path / "work-2" / "model.npz").is_file()

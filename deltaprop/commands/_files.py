@@ -125,8 +125,12 @@ def run_directory(out: PathLike, exist_ok: bool = False, option: str = "--out") 
         raise ConfigError(f"{option} {out}: exists and is not a directory")
     if exist_ok or not _occupied(out):
         return out
+    named = out if out.name not in ("", ".", "..") else out.resolve()    # "." -> the folder's own name
+    if not named.name:
+        raise ConfigError(f"{option} {out}: holds files and has no name to number; pass --exist-ok or another "
+                          f"{option}")
     for k in range(2, 10_000):
-        cand = out.with_name(f"{out.name}-{k}")
+        cand = named.with_name(f"{named.name}-{k}")
         if not _occupied(cand):
             return cand
     raise ConfigError(f"{option} {out}: 10,000 numbered run directories exist already; pass --exist-ok or "
