@@ -2,7 +2,7 @@
 list, JPEG decoding, Darknet's label rule, augmentation with the cfg's settings (jitter from the last [yolo]
 layer, as Darknet's ``train_detector`` reads it), the threaded loader, a dozen Darknet-exact steps at 64×64 in
 which the loss falls, and mAP on the same photos. A few seconds on an idle 2-core machine; the full run on
-16 photos at 320×320 is ``examples/coco128_overfit.py`` (docs/detection.md)."""
+16 photos at 320×320 is ``bench/coco128_overfit.py`` (docs/detection.md); its list and cfg are checked here."""
 from __future__ import annotations
 
 import math
@@ -122,3 +122,35 @@ def test_loss_falls_on_the_fixture_photos_and_map_runs(coco_data):
     from deltaprop.detect.evaluate import evaluate_detector
     res = evaluate_detector(run.net, image_list(coco_data / "photos.txt"), 80, workers=1)
     assert int(res.gt.sum()) == 11 and 0 <= res.map50 <= 1
+
+
+def _recipe():
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "bench" / "coco128_overfit.py"
+    spec = importlib.util.spec_from_file_location("coco128_overfit", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_overfit_recipe_lists_labelled_photos_and_writes_its_cfg(tmp_path):
+    """bench/coco128_overfit.py on a coco128-shaped folder: only photos with boxes are taken, in name order; the
+    cfg is yolov3-tiny at 320x320 with the run's [net] settings and no multi-scale."""
+    recipe = _recipe()
+    coco = tmp_path / "coco"
+    (coco / "images" / "train2017").mkdir(parents=True)
+    (coco / "labels" / "train2017").mkdir(parents=True)
+    for stem, label in [("b", "0 0.5 0.5 0.2 0.2\n"), ("a", "1 0.4 0.4 0.1 0.3\n"), ("c", ""), ("d", "2 .5 .5 .1 .1\n")]:
+        (coco / "images" / "train2017" / f"{stem}.jpg").write_bytes(b"")
+        (coco / "labels" / "train2017" / f"{stem}.txt").write_text(label)
+    picked = recipe.pick_images(coco, 3)
+    assert [p.stem for p in picked] == ["a", "b", "d"]
+    with pytest.raises(SystemExit, match="fewer than 4"):
+        recipe.pick_images(coco, 4)
+    cfg = tmp_path / "y.cfg"
+    recipe.write_cfg(cfg, 8, 0.001, 30, 1000, (700, 900))
+    net = darknet.load(cfg)
+    opts = net.net_options
+    assert tuple(net.input_shape) == (3, 320, 320)
+    assert (opts["batch"], opts["learning_rate"], opts["burn_in"], opts["max_batches"]) == (8, 0.001, 30, 1000)
+    assert not any(layer.random for layer in net.layers if layer.kind == "yolo")
