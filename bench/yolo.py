@@ -28,7 +28,7 @@ libraries included, as bench/cnn.py); ``step_rss_growth_mb`` what the timed loop
 a per-layer forward/backward time table of deltaprop's training step and eval forward at 416 (NumPy path and
 numba, each library).
 
-    python3 bench/yolo.py --rounds 3                   # all cases, both libraries, ~25 min
+    python3 bench/yolo.py --rounds 3                   # all cases, both libraries, ~19 min (2 cores)
     python3 bench/yolo.py --quick                      # 2 short rounds: a check that everything runs
     python3 bench/yolo.py --rounds 1 --cases infer-416-b1 train-416 --blas numpy --profile
 """
