@@ -63,7 +63,7 @@ def test_chunked_float32_stays_float32(rng, monkeypatch):
 
 @pytest.mark.parametrize("shape,pad,mode,bias", [((2, 3, 66, 64), 1, "cross_correlation", "tied"),
                                                    ((1, 4, 64, 70), (0, 2, 1, 0), "convolution", None),
-                                                   ((2, 2, 65, 63), 0, "cross_correlation", "untied")])
+                                                   ((2, 2, 67, 66), 0, "cross_correlation", "untied")])
 def test_direct_loops_match_columns(rng, shape, pad, mode, bias):
     """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64."""
     pytest.importorskip("numba")
