@@ -112,8 +112,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     if not keep_cols and conv_direct.applies(g):
         # few taps on a large map: the direct loops (no columns at all; the backward builds them in chunks)
         out = conv_direct.conv2d_direct(x, _oriented(w, mode), g)
-        if kind != "none":
-            out += b[:, None, None] if kind == "tied" else b
+        _add_bias(out, b, kind)
         return out, _cache(None, w2, g, mode, kind, x, keep_cols)
     out = np.empty((g.n, g.f, g.ho, g.wo), dtype=np.result_type(x, w))
     step = _chunk_samples(g, x.dtype.itemsize) if not keep_cols and _per_sample_forward(g) else g.n
@@ -123,16 +122,14 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
             hi = min(g.n, lo + step)
             gc = g._replace(n=hi - lo)
             matmul(w2[0], _per_sample(im2col(x[lo:hi], gc), gc), out=out[lo:hi].reshape(hi - lo, g.f, -1))
-        if kind != "none":
-            out += b[:, None, None] if kind == "tied" else b
+        _add_bias(out, b, kind)
         return out, _cache(None, w2, g, mode, kind, x, keep_cols)
     cols = im2col(x, g)                                           # (C·kh·kw, N·Ho·Wo)
     if _per_sample_forward(g):
         # One product per sample writes NCHW directly (with F < 16 a single (F, N·Ho·Wo) product ran at a
         # third of the speed; on large maps it saves the transposing copy).
         matmul(w2[0], _per_sample(cols, g), out=out.reshape(g.n, g.f, -1))
-        if kind != "none":
-            out += b[:, None, None] if kind == "tied" else b
+        _add_bias(out, b, kind)
         return out, _cache(cols, w2, g, mode, kind, x, keep_cols)
     if G == 1:
         z = matmul(w2[0], cols)                                   # (F, N·Ho·Wo)
@@ -148,6 +145,12 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
             np.add(zt[lo:hi], bias, out=out[lo:hi])
     _split.map_batch(part, g.n, out.size)
     return out, _cache(cols, w2, g, mode, kind, x, keep_cols)
+
+
+def _add_bias(out: np.ndarray, b: Optional[np.ndarray], kind: str) -> None:
+    """out += b in place: (F,) broadcast over the map ("tied"), (F, Ho, Wo) as it is ("untied"), or nothing."""
+    if kind != "none":
+        out += b[:, None, None] if kind == "tied" else b
 
 
 def _cache(cols: np.ndarray, w2: np.ndarray, g: ConvGeometry, mode: str, kind: str, x: np.ndarray,
