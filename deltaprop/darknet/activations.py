@@ -48,11 +48,14 @@ def _lhtan(x):
     return np.where(x > 1, _t(x, .001) * (x - 1) + 1, out).astype(x.dtype, copy=False)
 
 
+LEAKY_SLOPE = 0.1   # Darknet's leaky (activations.c): 0.1·x for x ≤ 0
+
+
 # name -> (forward f(x), gradient g(y) from the OUTPUT y, as Darknet's *_gradient functions)
 ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
     "linear": (lambda x: x, None),
-    "leaky": (lambda x: leaky_relu_into(x, 0.1, np.empty_like(x)),
-              lambda y: leaky_relu_derivative(y > 0, 0.1, y.dtype)),
+    "leaky": (lambda x: leaky_relu_into(x, LEAKY_SLOPE, np.empty_like(x)),
+              lambda y: leaky_relu_derivative(y > 0, LEAKY_SLOPE, y.dtype)),
     "relu": (lambda x: relu_forward(x)[0], lambda y: (y > 0).astype(y.dtype)),
     "logistic": (_logistic, sigmoid_derivative),
     "loggy": (_loggy, lambda y: 2 * (1 - (y + 1) / 2) * ((y + 1) / 2)),

@@ -11,16 +11,14 @@ import numpy as np
 from ... import backend
 from ...functional.conv import conv2d_backward, conv2d_forward
 from ...functional.conv_bn import TAIL_ACTIVATIONS, affine_act_, bn_scale_shift
+from ...functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
 from ...functional.norm_fused import batchnorm_act_backward, batchnorm_act_forward
 from ...nn.parameter import Parameter
-from ..activations import ACTIVATIONS, DarknetActivation
+from ..activations import ACTIVATIONS, LEAKY_SLOPE, DarknetActivation
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits, require_unsupported_zero
 from .batchnorm import (STANDARD_EPS, STANDARD_MOMENTUM, accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
                         normalize_activate, weights_target)
-
-
-LEAKY_SLOPE = 0.1   # Darknet's leaky (activations.c)
 
 
 def activation_key(sec: Section, default: str) -> str:
@@ -113,18 +111,16 @@ class ConvolutionalLayer(DarknetLayer):
     def _infer(self, x: np.ndarray) -> np.ndarray:
         """Evaluation without a cache: the convolution, then batch norm (its running statistics folded into a
         scale and shift per channel, ``functional.conv_bn``) and the activation in one in-place pass."""
-        w = self.weight.data
-        if self.bn is None:
-            z, _ = conv2d_forward(x, w, self.bias.data, stride=self.stride, padding=self.padding, groups=self.groups,
-                                  keep_cols=False)
+        w, bn = self.weight.data, self.bn
+        z, _ = conv2d_forward(x, w, None if self.bias is None else self.bias.data, stride=self.stride,
+                              padding=self.padding, groups=self.groups, keep_cols=False)
+        if bn is None:
             return z if self.activation == "linear" else affine_act_(
                 z, np.ones(self.filters, w.dtype), np.zeros(self.filters, w.dtype), self.activation, LEAKY_SLOPE)
-        bn = self.bn
         darknet = bn.numerics == "darknet"
         scale, shift = bn_scale_shift(bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var,
-                                      1e-6 if darknet else STANDARD_EPS, eps_outside_root=darknet, dtype=w.dtype)
-        z, _ = conv2d_forward(x, w, None, stride=self.stride, padding=self.padding, groups=self.groups,
-                              keep_cols=False)
+                                      DARKNET_EPS if darknet else STANDARD_EPS, eps_outside_root=darknet,
+                                      dtype=w.dtype)
         return affine_act_(z, scale, shift, self.activation, LEAKY_SLOPE)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
