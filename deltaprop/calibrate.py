@@ -10,6 +10,10 @@ the numbers). The choice is written to ``$XDG_CACHE_HOME/deltaprop/blas.json`` (
 libraries and versions and numba's: another machine, core count or library set measures again. An unreadable or
 corrupt cache file is ignored and rewritten. ``DELTAPROP_CALIBRATE=0`` skips the measurement and the cache
 (``auto`` then means NumPy's BLAS: the test suite uses it so that no test depends on the machine's choice).
+
+``direct_conv_taps`` makes the same kind of choice for ``functional/conv_direct.py`` (direct convolution loops
+or im2col and a product for layers with few taps on large maps), per machine and BLAS library, in
+``direct_conv.json`` beside ``blas.json``.
 """
 from __future__ import annotations
 
@@ -98,8 +102,9 @@ def _key_id(key: Dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _read_cache(path: Path) -> Dict[str, dict]:
-    """The cached entries, or {} when the file is missing, unreadable or not what this module writes."""
+def _read_cache(path: Path, field: str = "choice", allowed=("mkl", "numpy")) -> Dict[str, dict]:
+    """The cached entries (those whose ``field`` is one of ``allowed``), or {} when the file is missing,
+    unreadable or not what this module writes."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
@@ -107,7 +112,7 @@ def _read_cache(path: Path) -> Dict[str, dict]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("entries"), dict):
         return {}
     return {k: v for k, v in data["entries"].items()
-            if isinstance(v, dict) and v.get("choice") in ("mkl", "numpy")}
+            if isinstance(v, dict) and v.get(field) in allowed}
 
 
 def _write_cache(path: Path, entries: Dict[str, dict]) -> Optional[str]:
@@ -211,9 +216,101 @@ def choose() -> Dict[str, object]:
 
 
 def forget() -> bool:
-    """Remove the cache file (the next process measures again); True when there was one."""
+    """Remove the cache files (the BLAS choice and the direct-loops choice: the next process, or this one's next
+    convolution, measures again); True when there was one."""
+    from .functional import conv_direct
+    conv_direct.set_max_taps(None)
+    found = False
+    for path in (cache_path(), direct_conv_path()):
+        try:
+            path.unlink()
+            found = True
+        except FileNotFoundError:
+            pass
+    return found
+
+
+# --- direct convolution loops or the product (functional/conv_direct.py) -----------------------------------
+
+# (C, F, side) of the convolutions timed, 3×3, padding 1, batch 1: yolov3-tiny's first two layers on a smaller map
+DIRECT_GEOMETRIES: List[Tuple[int, int, int]] = [(3, 16, 128), (16, 32, 96)]
+
+
+def direct_conv_path() -> Path:
+    """Where ``direct_conv_taps`` keeps its choice: beside ``blas.json``."""
+    return cache_path().with_name("direct_conv.json")
+
+
+def measure_direct(geometries=DIRECT_GEOMETRIES, rounds: int = ROUNDS) -> Dict[str, Dict[str, float]]:
+    """Median seconds of one forward by the direct loops and by im2col and the product (the columns not kept,
+    as a cfg network runs it), per geometry ("C-F-side"), alternating the two round by round."""
+    from .functional import conv, conv_direct
+    g = np.random.default_rng(0)
+    out: Dict[str, Dict[str, float]] = {}
+    before = conv_direct._max_taps
+    conv_direct.set_max_taps(0)              # conv2d_forward takes the product path while this measures
     try:
-        cache_path().unlink()
-    except FileNotFoundError:
-        return False
-    return True
+        for c, f, side in geometries:
+            out[f"{c}-{f}-{side}"] = _time_direct(conv, conv_direct, g, c, f, side, rounds)
+    finally:
+        conv_direct.set_max_taps(before)
+    return out
+
+
+def _time_direct(conv, conv_direct, g, c: int, f: int, side: int, rounds: int) -> Dict[str, float]:
+    """Median seconds of a C→F 3×3 forward on a side×side map, batch 1: {"direct": .., "product": ..}."""
+    x = g.standard_normal((1, c, side, side)).astype(np.float32)
+    w = g.standard_normal((f, c, 3, 3)).astype(np.float32)
+    geo = conv.conv_geometry(x.shape, w.shape, 1, 1)
+    paths = {"direct": lambda: conv_direct.conv2d_direct(x, w, geo),
+             "product": lambda: conv.conv2d_forward(x, w, None, 1, 1, keep_cols=False)}
+    times: Dict[str, list] = {k: [] for k in paths}
+    for run in paths.values():          # warm up: the kernel loads, the product's plan is made
+        run()
+        run()
+    for r in range(rounds):
+        for k in (tuple(paths) if r % 2 == 0 else tuple(paths)[::-1]):
+            t0 = time.perf_counter()
+            for _ in range(3):
+                paths[k]()
+            times[k].append((time.perf_counter() - t0) / 3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def direct_conv_taps() -> Dict[str, object]:
+    """The largest tap count (C·kh·kw) the direct loops serve with the BLAS library in use, and why:
+    {"max_taps", "reason", "seconds" (when measured), "cached", "cache"}. On a cache miss, times
+    ``DIRECT_GEOMETRIES`` both ways (``measure_direct``, about 0.1 s): the largest geometry whose loops beat the
+    product by more than ``MARGIN`` sets it (``conv_direct.MAX_TAPS`` when it is the largest), 0 when none does."""
+    from . import blas
+    from .functional import _numba, conv_direct
+    if not env_flag("DELTAPROP_CALIBRATE", True):
+        return {"max_taps": 0, "reason": "DELTAPROP_CALIBRATE=0: no measurement, the product path"}
+    if not _numba.enabled():
+        return {"max_taps": 0, "reason": "numba is off: the loops need it"}
+    library = blas.ensure()
+    key = dict(machine_key(), library=library)
+    kid = _key_id(key)
+    path = direct_conv_path()
+    entries = _read_cache(path, "max_taps", range(conv_direct.MAX_TAPS + 1))
+    hit = entries.get(kid)
+    if hit is not None:
+        return dict(hit, cached=True, cache=str(path))
+    t0 = time.perf_counter()
+    seconds = measure_direct()
+    wins = [c * 9 for (c, f, side) in DIRECT_GEOMETRIES
+            if seconds[f"{c}-{f}-{side}"]["direct"] < seconds[f"{c}-{f}-{side}"]["product"] * (1 - MARGIN)]
+    top = max(c * 9 for c, _, _ in DIRECT_GEOMETRIES)
+    taps = 0 if not wins else conv_direct.MAX_TAPS if max(wins) == top else max(wins)
+    detail = "; ".join(f"{k}: loops {v['direct'] * 1e3:.2f} ms, product {v['product'] * 1e3:.2f} ms"
+                       for k, v in seconds.items())
+    entry = {"max_taps": taps, "seconds": seconds, "library": library,
+             "reason": f"measured with {library}: {detail} (loops for up to {taps} taps)",
+             "key": key, "calibration_s": round(time.perf_counter() - t0, 3),
+             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    entries[kid] = entry
+    err = _write_cache(path, entries)
+    out = dict(entry, cached=False, cache=str(path))
+    if err:
+        out["cache_error"] = err
+    return out

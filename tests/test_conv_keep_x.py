@@ -71,17 +71,20 @@ def test_direct_loops_match_columns(rng, shape, pad, mode, bias):
     x, w = rng.normal(size=shape), rng.normal(size=(5, shape[1], 3, 3))
     g = C.conv_geometry(x.shape, w.shape, 1, pad)
     b = None if bias is None else rng.normal(size=(5,) if bias == "tied" else (5, g.ho, g.wo))
-    before = _numba.enabled()
+    before, taps = _numba.enabled(), conv_direct._max_taps
     try:
         _numba.set_enabled(True)
+        conv_direct.set_max_taps(conv_direct.MAX_TAPS)          # the loops on, whatever this machine measured
         assert conv_direct.applies(g)
         z, cache = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=False)
         ref, _ = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=True)      # the product path
         _numba.set_enabled(False)
         assert not conv_direct.applies(g)
         ref_np, _ = C.conv2d_forward(x, w, b, 1, pad, mode=mode, keep_cols=False)
+        _numba.set_enabled(True)
+        assert not conv_direct.applies(g._replace(sh=2)) and not conv_direct.applies(g._replace(ho=8, wo=8))
     finally:
         _numba.set_enabled(before)
+        conv_direct.set_max_taps(taps)
     assert rel_err(z, ref) < 1e-13 and rel_err(z, ref_np) < 1e-13
     assert cache.cols is None and cache.x is x
-    assert not conv_direct.applies(g._replace(sh=2)) and not conv_direct.applies(g._replace(ho=8, wo=8))

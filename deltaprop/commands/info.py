@@ -1,6 +1,7 @@
 """``deltaprop info``: what this machine runs the engine with and why: the CPU, the BLAS library of the products
-(and the calibration that chose it for ``DELTAPROP_BLAS=auto``), numba and its threading layer, the OpenMP wait
-policy, and the malloc tuning (docs/core.md, "One pool of threads")."""
+(and the calibration that chose it for ``DELTAPROP_BLAS=auto``), whether few-tap convolutions on large maps run
+the direct loops (calibrated too), numba and its threading layer, the OpenMP wait policy, and the malloc tuning
+(docs/core.md, "One pool of threads")."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,7 @@ def run(args) -> int:
     forgot = calibrate.forget() if args.recalibrate else False
     info = tune()
     choice = info.get("choice", {})
+    direct = calibrate.direct_conv_taps()
     t = info.get("threads", {})
     out = {"cpu": calibrate.cpu_model(), "cores": calibrate.usable_cores(), "numpy": np.__version__,
            "numpy_blas": calibrate._numpy_blas(), "blas": info["backend"], "blas_setting": info["setting"],
@@ -43,6 +45,7 @@ def run(args) -> int:
            "mkl_threading": info.get("mkl_threading"), "mkl_error": info.get("mkl_error"),
            "numba": _numba.numba_module().__version__ if _numba.enabled() else "off",
            "threads": t, "malloc_tuned": info.get("malloc_tuned"), "loaded_libraries": _libraries(),
+           "direct_conv_max_taps": direct["max_taps"], "direct_conv_why": direct["reason"],
            "recalibrated": forgot or None}
     if args.json:
         print(json.dumps(out, default=str))
@@ -56,6 +59,9 @@ def run(args) -> int:
             ("calibration", ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in secs.items()) + (
                 " (cached)" if out["calibration_cached"] else " (measured now)") if secs else "-"),
             ("cache", out["cache"]),
+            ("direct conv", f"loops for layers of up to {direct['max_taps']} taps on large maps"
+                            + (" (cached)" if direct.get("cached") else "")),
+            ("why", direct["reason"]),
             ("MKL threading", out["mkl_threading"] or "-"),
             ("numba", out["numba"]),
             ("threads", f"design {t.get('design')}, numba layer {t.get('numba_layer', '-')}, "

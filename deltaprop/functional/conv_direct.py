@@ -8,24 +8,63 @@ C·kh·kw is small (yolov3-tiny's first two layers: 27 and 144 taps on 416² and
 short inner dimension); the direct loops read each input row from cache for all filters and write no columns.
 The parallel loop runs over (sample, output row) pairs: disjoint writes. Same function as ``conv2d_forward``
 (sums in another order).
+
+Whether the loops beat the product depends on the CPU and the BLAS library: on a 2-vCPU AMD EPYC with OpenBLAS
+they ran yolov3-tiny's layers 0 and 2 2.5× and 1.3× faster, on a 2-vCPU Intel Xeon (AVX-512) 2–6× slower with
+either library. So the largest tap count they serve (``max_taps``) is measured once per machine and library
+(``deltaprop.calibrate.direct_conv_taps``, cached beside the BLAS choice) on first use; ``DELTAPROP_CONV_DIRECT``
+= ``auto`` (default), ``on`` (up to ``MAX_TAPS``) or ``off`` overrides it, and ``DELTAPROP_CALIBRATE=0`` means
+``off`` under ``auto`` (the test suite: no result depends on the machine).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from typing import Optional
+
+from .. import _env
 from . import _numba
 from ._numba import prange
 from .im2col import ConvGeometry
 
-MAX_TAPS = 160           # C·kh·kw at most this many ...
+MAX_TAPS = 160           # C·kh·kw at most this many (and at most ``max_taps()``) ...
 MIN_POSITIONS = 64 * 64  # ... on maps of at least this many output positions: the direct loops
+SETTINGS = ("auto", "on", "off")   # the values of DELTAPROP_CONV_DIRECT
+_max_taps: Optional[int] = None    # chosen on first use (``max_taps``)
+
+
+def max_taps() -> int:
+    """The largest C·kh·kw the direct loops serve on this machine: ``MAX_TAPS`` (``on``), 0 (``off``), or under
+    ``auto`` the calibrated choice (measured on first use, cached per machine and BLAS library)."""
+    global _max_taps
+    if _max_taps is None:
+        setting = _env.env_choice("DELTAPROP_CONV_DIRECT", "auto", SETTINGS)
+        if setting == "auto":
+            _max_taps = 0                      # the product path while measuring (and should measuring fail)
+            from .. import calibrate
+            _max_taps = int(calibrate.direct_conv_taps()["max_taps"])
+        else:
+            _max_taps = MAX_TAPS if setting == "on" else 0
+    return _max_taps
+
+
+def set_max_taps(n: Optional[int]) -> None:
+    """Serve layers of at most ``n`` taps by the direct loops (0: none); None chooses again on next use."""
+    global _max_taps
+    _max_taps = None if n is None else int(n)
+
+
+def eligible(g: ConvGeometry) -> bool:
+    """The geometry the loops handle, whatever the machine: stride 1, no dilation, one group, at most
+    ``MAX_TAPS`` taps, at least ``MIN_POSITIONS`` output positions."""
+    return (g.groups == 1 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+            and g.taps <= MAX_TAPS and g.ho * g.wo >= MIN_POSITIONS)
 
 
 def applies(g: ConvGeometry) -> bool:
-    """Whether ``conv2d_forward`` should use the direct loops for this geometry (numba on, stride 1, no
-    dilation, one group, few taps, a large map)."""
-    return (_numba.enabled() and g.groups == 1 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
-            and g.taps <= MAX_TAPS and g.ho * g.wo >= MIN_POSITIONS)
+    """Whether ``conv2d_forward`` should use the direct loops for this geometry: numba on, ``eligible`` and
+    within this machine's ``max_taps``."""
+    return _numba.enabled() and eligible(g) and g.taps <= max_taps()
 
 
 @_numba.jit(parallel=True)
