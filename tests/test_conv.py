@@ -295,3 +295,21 @@ def test_float32_stays_float32(rng, torch_ref):
     ot.backward(torch_ref.tensor(dout))
     for mine, ref in [(out, ot), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)]:
         assert rel_err(mine, ref.detach().numpy()) <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["cross_correlation", "convolution"])
+@pytest.mark.parametrize("keep_cols", [True, False])
+@pytest.mark.parametrize("wide", [True, False])
+def test_weight_gradient_both_product_orders(rng, monkeypatch, mode, keep_cols, wide):
+    """Conv-3 as δ @ colsᵀ (a wide weight, written in place) or (cols @ δᵀ)ᵀ (a thin one): both equal the
+    naive loops, on one product and on the chunked backward (a few samples at a time)."""
+    monkeypatch.setattr(C, "WIDE_WEIGHT", 0 if wide else 1 << 62)
+    monkeypatch.setattr(C, "THIN_FILTERS", 0)                            # the one-product path, not per sample
+    if not keep_cols:
+        monkeypatch.setattr(C, "COLS_CHUNK_BYTES", 8 * 5 * 9 * 36)         # one sample's columns per chunk
+    x, w, b = rng.normal(size=(3, 5, 6, 6)), rng.normal(size=(7, 5, 3, 3)), rng.normal(size=7)
+    out, cache = C.conv2d_forward(x, w, b, 1, 1, mode=mode, keep_cols=keep_cols)
+    dout = rng.normal(size=out.shape)
+    on, cn = C.conv2d_forward_naive(x, w, b, 1, 1, mode=mode)
+    for mine, ref in zip((out,) + C.conv2d_backward(dout, cache), (on,) + C.conv2d_backward_naive(dout, cn)):
+        assert rel_err(mine, ref) < 1e-12

