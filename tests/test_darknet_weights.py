@@ -106,9 +106,19 @@ def test_partial_file_needs_upto(tmp_path):
     assert not np.array_equal(other.layers[3].weight.data, net.layers[3].weight.data)
     darknet.save_weights(other, tmp_path / "again.weights", upto=2)
     assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "part.weights").read_bytes()
-    # a full file also serves upto=N (its first N layers); a wrong-length file does not
+    # a full file, or one of the first M ≥ N whole layers, also serves upto=N (its first N layers, as Darknet
+    # reads them); a wrong-length file does not
     darknet.save_weights(net, tmp_path / "full.weights")
     darknet.load(_cfg_file(tmp_path), tmp_path / "full.weights", upto=2)
+    darknet.save_weights(net, tmp_path / "four.weights", upto=4)                # conv, conv, maxpool, connected
+    first2 = darknet.load(_cfg_file(tmp_path), tmp_path / "four.weights", upto=2)
+    for i in (0, 1):
+        assert np.array_equal(first2.layers[i].weight.data, net.layers[i].weight.data)
+    assert not np.array_equal(first2.layers[3].weight.data, net.layers[3].weight.data)
+    cut = (tmp_path / "four.weights").read_bytes()[:-4]                     # not a whole-layer boundary
+    (tmp_path / "cut.weights").write_bytes(cut)
+    with pytest.raises(WeightsError, match=r"oversized file: .* for the first 2 layers"):
+        darknet.load(_cfg_file(tmp_path), tmp_path / "cut.weights", upto=2)
     with pytest.raises(WeightsError, match=r"expected .* for the first 4 layers"):
         darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights", upto=4)
 

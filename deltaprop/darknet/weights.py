@@ -8,7 +8,8 @@ minor exceeds 1000. Layers with ``dontload``/``dontsave`` are skipped as Darknet
 
 Every size is checked before anything is assigned: a truncated or oversized file is a ``WeightsError``
 stating the expected and actual sizes, never a partial load. A file holding only the first N layers
-(Darknet's ``darknet53.conv.74``, made by ``darknet partial``) loads only with ``upto=N``.
+(Darknet's ``darknet53.conv.74``, made by ``darknet partial``) loads only with ``upto=N``; with ``upto=N`` a
+file holding the first M ≥ N whole layers (or all of them) gives its first N, as Darknet's loader reads them.
 """
 from __future__ import annotations
 
@@ -98,7 +99,9 @@ def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str =
         raise WeightsError(f"{name}: {body} bytes after the {hs}-byte header is not a whole number of float32 "
                            f"values (expected {4 * want} bytes for {n} layers)")
     got = body // 4
-    if got != want and not (upto is not None and got == full):
+    # with upto=N, a file of the whole net or of its first M ≥ N whole layers serves: Darknet reads the first N
+    longer = upto is not None and got > want and got in _prefix_sizes(net)[n:]
+    if got != want and not longer:
         msg = (f"{name}: expected {want:,} float32 values ({hs + 4 * want:,} bytes) for "
                f"{'the first ' + str(n) if upto is not None else 'all ' + str(n)} layers, got {got:,} "
                f"({len(data):,} bytes)")
