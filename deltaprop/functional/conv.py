@@ -94,7 +94,7 @@ def _per_sample(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1),
                    padding: Pad = (0, 0), dilation=(1, 1), groups: int = 1,
-                   mode: str = "cross_correlation", keep_cols: bool = True) -> Tuple[np.ndarray, tuple]:
+                   mode: str = "cross_correlation", keep_cols: bool = True) -> Tuple[np.ndarray, ConvCache]:
     """z = w ⋆ x + b (§3 forward) as one matrix product ``W (F, C·kh·kw) @ cols (C·kh·kw, N·Ho·Wo)``.
 
     ``padding``: int, (rows, cols) or (top, bottom, left, right). ``b``: None, (F,), or (F, Ho, Wo) untied.
@@ -158,7 +158,7 @@ def _cache(cols: np.ndarray, w2: np.ndarray, g: ConvGeometry, mode: str, kind: s
     return ConvCache(cols, w2, g, mode, kind) if keep_cols else ConvCache(None, w2, g, mode, kind, x)
 
 
-def conv2d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True
+def conv2d_backward(dout: np.ndarray, cache: ConvCache, need_dx: bool = True
                     ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """Returns (dx, dw, db) for δ = dout (N, F, Ho, Wo).
 
@@ -399,7 +399,7 @@ def _as2d(stride, padding, dilation) -> tuple:
 
 
 def conv1d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=1, padding=0,
-                   dilation=1, groups: int = 1, mode: str = "cross_correlation") -> Tuple[np.ndarray, tuple]:
+                   dilation=1, groups: int = 1, mode: str = "cross_correlation") -> Tuple[np.ndarray, ConvCache]:
     """1-D convolution, x (N, C, L), w (F, C/groups, k): the 2-D kernel on (N, C, 1, L).
     ``padding``: int or (left, right). Untied bias: b (F, L_out)."""
     if x.ndim != 3 or w.ndim != 3:
@@ -410,7 +410,8 @@ def conv1d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     return out[:, :, 0, :], cache
 
 
-def conv1d_backward(dout: np.ndarray, cache: tuple, need_dx: bool = True):
+def conv1d_backward(dout: np.ndarray, cache: ConvCache, need_dx: bool = True
+                    ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """(dx (N, C, L), dw (F, C/groups, k), db) through ``conv2d_backward``."""
     dx, dw, db = conv2d_backward(dout[:, :, None, :], cache, need_dx)
     if db is not None and db.ndim == 3:
