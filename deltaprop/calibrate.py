@@ -205,8 +205,13 @@ def choose() -> Dict[str, object]:
                  "reason": (f"measured: MKL {seconds['mkl'] * 1e3:.2f} ms vs NumPy's BLAS "
                             f"{seconds['numpy'] * 1e3:.2f} ms per pass of the step's products and kernels"
                             f" ({'MKL' if fast else 'NumPy'} chosen; MKL needs to be {MARGIN:.0%} faster)")}
-    entry.update({"key": key, "calibration_s": round(time.perf_counter() - t0, 3),
-                  "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return _store(path, entries, kid, dict(entry, key=key), t0)
+
+
+def _store(path: Path, entries: Dict[str, dict], kid: str, entry: dict, t0: float) -> Dict[str, object]:
+    """Add a fresh measurement (stamped with its duration since ``t0`` and the date) to the cache file's
+    entries under ``kid``, write the file atomically, and return the entry as the caller reports it."""
+    entry = dict(entry, calibration_s=round(time.perf_counter() - t0, 3), date=time.strftime("%Y-%m-%dT%H:%M:%S"))
     entries[kid] = entry
     err = _write_cache(path, entries)
     out = dict(entry, cached=False, cache=str(path))
@@ -305,12 +310,5 @@ def direct_conv_taps() -> Dict[str, object]:
     detail = "; ".join(f"{k}: loops {v['direct'] * 1e3:.2f} ms, product {v['product'] * 1e3:.2f} ms"
                        for k, v in seconds.items())
     entry = {"max_taps": taps, "seconds": seconds, "library": library,
-             "reason": f"measured with {library}: {detail} (loops for up to {taps} taps)",
-             "key": key, "calibration_s": round(time.perf_counter() - t0, 3),
-             "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    entries[kid] = entry
-    err = _write_cache(path, entries)
-    out = dict(entry, cached=False, cache=str(path))
-    if err:
-        out["cache_error"] = err
-    return out
+             "reason": f"measured with {library}: {detail} (loops for up to {taps} taps)", "key": key}
+    return _store(path, entries, kid, entry, t0)
