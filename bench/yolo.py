@@ -25,8 +25,8 @@ own MKL/oneDNN on 2 threads (``torch.set_num_threads(2)``). Every result line ca
 model, BLAS, threading layer, wait policy; ``_common.host_record``) and ``others_cores``, the CPU other processes
 used during the run (the machine is shared). ``peak_rss_mb`` is the worker's ``ru_maxrss`` (interpreter and
 libraries included, as bench/cnn.py); ``step_rss_growth_mb`` what the timed loop added to it. ``--profile`` adds
-a per-layer forward/backward time table of deltaprop's training step and eval forward at 416 (NumPy path and
-numba, each library).
+a per-layer forward/backward time table of deltaprop's training step and eval forward at 416 (``--profile-size
+320`` for 320; NumPy path and numba, each library).
 
     python3 bench/yolo.py --rounds 3                   # all cases, both libraries, ~19 min (2 cores)
     python3 bench/yolo.py --quick                      # 2 short rounds: a check that everything runs
@@ -433,6 +433,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), help="cases (default all)")
     ap.add_argument("--impls", nargs="+", choices=list(IMPLS), default=list(IMPLS), help="implementations")
     ap.add_argument("--profile", action="store_true", help="also a per-layer profile of deltaprop's train step")
+    ap.add_argument("--profile-size", type=int, choices=(416, 320), default=416,
+                    help="input size of the --profile step (default 416)")
     add_run_options(ap, seconds=4.0, warmup=1.0, envs=("as-is",))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "yolo.jsonl"), help="JSON-lines output")
     args = ap.parse_args()
@@ -440,7 +442,7 @@ def main() -> None:
         if args.worker == "check":
             res = check_equal(args.weights)
         elif args.worker == "profile":
-            res = profile_deltaprop(args.weights)
+            res = profile_deltaprop(args.weights, size=args.profile_size)
         elif args.worker == "torch":
             res = worker_torch(args.case, args.weights, args.warmup, args.seconds)
         else:
@@ -492,7 +494,8 @@ def main() -> None:
         if args.profile:
             for blas in args.blas:
                 for impl in ("numpy", "numba"):
-                    prof = dict(_sub(args, ["--worker", "profile"], impl, mode, blas), impl=impl, blas_setting=blas)
+                    prof = dict(_sub(args, ["--worker", "profile", "--profile-size", str(args.profile_size)], impl,
+                                     mode, blas), impl=impl, blas_setting=blas)
                     print(json.dumps({k: v for k, v in prof.items() if k != "blas"}), flush=True)
                     lines.append(prof)
     with open(out, "a", encoding="utf-8") as f:
