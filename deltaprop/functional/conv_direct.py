@@ -18,9 +18,9 @@ either library. So the largest tap count they serve (``max_taps``) is measured o
 """
 from __future__ import annotations
 
-import numpy as np
-
 from typing import Optional
+
+import numpy as np
 
 from .. import _env
 from . import _numba
