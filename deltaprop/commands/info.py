@@ -15,7 +15,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "calibration of DELTAPROP_BLAS=auto, with its numbers), numba's threading layer and thread "
                     "count, the OpenMP wait policy and the malloc tuning.")
     p.add_argument("--recalibrate", action="store_true",
-                   help="forget the cached choice and measure again (DELTAPROP_BLAS=auto)")
+                   help="forget the cached choices (BLAS library, direct convolution loops) and measure again")
     p.add_argument("--json", action="store_true", help="print everything as one JSON object")
     return p
 
