@@ -36,7 +36,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._env import env_choice
+from ._env import env_choice, env_flag
 from .errors import DeltapropError
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
@@ -182,6 +182,62 @@ def release_threads() -> bool:
     OpenBLAS, whose idle threads keep spinning. Used by the NumPy path before it splits a pass over threads
     (``functional/_split.py``); never needed with numba, whose kernels run on MKL's own pool."""
     return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0   # set only when MKL runs on libgomp
+
+
+RELEASE_MIN_OUT = 1 << 21      # an OpenBLAS product with this many outputs lets its threads go after it (numba)
+_openblas_shutdown = None       # NumPy's OpenBLAS's ``blas_thread_shutdown_`` once releasing is on
+
+
+def _openblas_path() -> Optional[str]:
+    """The OpenBLAS library loaded in this process (NumPy's, from ``/proc/self/maps``), or None."""
+    try:
+        with open("/proc/self/maps") as fh:
+            for line in fh:
+                path = line.rstrip("\n").split(" ")[-1]
+                name = os.path.basename(path).lower()
+                if "openblas" in name and ".so" in name:
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def enable_openblas_release() -> str:
+    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design): after every product with at least
+    ``RELEASE_MIN_OUT`` outputs (the kernels that follow have that much work), stop OpenBLAS's threads (``blas_thread_shutdown_``; the next product starts
+    them again). Otherwise they spin for about 2²⁸ cycles after each product on the cores the numba kernels that
+    follow need: on a 2-vCPU Xeon a product followed by a parallel im2col took 5.2 ms per pair, 4.1 ms with the
+    threads stopped in between, restart included. Needs no other thread to run an OpenBLAS product meanwhile
+    (deltaprop's own threads do not); ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
+    global _openblas_shutdown
+    if not env_flag("DELTAPROP_OPENBLAS_RELEASE", True):
+        return "off (DELTAPROP_OPENBLAS_RELEASE=0)"
+    path = _openblas_path()
+    if path is None:
+        return "off (no OpenBLAS library loaded)"
+    try:
+        fn = ctypes.CDLL(path).blas_thread_shutdown_
+    except (OSError, AttributeError):
+        return f"off ({os.path.basename(path)} has no blas_thread_shutdown_)"
+    fn.restype, fn.argtypes = ctypes.c_int, []
+    _openblas_shutdown = fn
+    return f"on (after products of at least 2^{RELEASE_MIN_OUT.bit_length() - 1} outputs)"
+
+
+def disable_openblas_release() -> None:
+    """Leave OpenBLAS's threads alone after products (tests compare both)."""
+    global _openblas_shutdown
+    _openblas_shutdown = None
+
+
+def _np_matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
+    """``np.matmul``; then, when releasing is on and numba's kernels run, a large product lets OpenBLAS's threads go."""
+    c = np.matmul(a, b, out=out)
+    if _openblas_shutdown is not None and c.ndim >= 2 and c.size >= RELEASE_MIN_OUT:
+        from .functional import _numba
+        if _numba.enabled():
+            _openblas_shutdown()
+    return c
 
 
 def max_threads() -> int:
@@ -358,7 +414,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np
     dtype with row-major or transposed layouts. The result is a new C-contiguous array, or ``out``."""
     if not _use_mkl:
         if _ready or _ensuring or ensure() != "mkl":
-            return np.matmul(a, b, out=out)
+            return _np_matmul(a, b, out)
     if out is None:
         plan = _plans.get(_plan_key(a, b))
         if plan is not None and a.flags.aligned and b.flags.aligned:

@@ -128,6 +128,9 @@ def start_kernels() -> None:
             else:
                 os.environ[k] = v
     _record["wait_policy"] = _wait_policy(_started, user_set, _record["libgomp_loaded_before"], passive_ok)
+    if _started == "passive":
+        from . import blas
+        _record["openblas_release"] = blas.enable_openblas_release()
 
 
 def _wait_policy(design: str, user_set: dict, before: bool, passive_ok: bool) -> str:

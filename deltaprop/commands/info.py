@@ -67,6 +67,7 @@ def run(args) -> int:
             ("threads", f"design {t.get('design')}, numba layer {t.get('numba_layer', '-')}, "
                         f"{t.get('numba_threads', '-')} threads"),
             ("wait policy", t.get("wait_policy", "-")),
+            ("BLAS release", t.get("openblas_release", "- (not the OpenBLAS + numba design)")),
             ("malloc tuned", "yes" if out["malloc_tuned"] else "no (DELTAPROP_MALLOC=0, or not glibc)")]
     rows += [("library", lib) for lib in out["loaded_libraries"]]
     for k, v in rows:
