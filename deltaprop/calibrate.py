@@ -249,21 +249,26 @@ def direct_conv_path() -> Path:
 def measure_direct(geometries=DIRECT_GEOMETRIES, rounds: int = ROUNDS) -> Dict[str, Dict[str, float]]:
     """Median seconds of one forward by the direct loops and by im2col and the product (the columns not kept,
     as a cfg network runs it), per geometry ("C-F-side"), alternating the two round by round."""
-    from .functional import conv, conv_direct
+    from .functional import conv_direct
     g = np.random.default_rng(0)
     out: Dict[str, Dict[str, float]] = {}
     before = conv_direct._max_taps
     conv_direct.set_max_taps(0)              # conv2d_forward takes the product path while this measures
     try:
         for c, f, side in geometries:
-            out[f"{c}-{f}-{side}"] = _time_direct(conv, conv_direct, g, c, f, side, rounds)
+            out[_geometry_name(c, f, side)] = _time_direct(g, c, f, side, rounds)
     finally:
         conv_direct.set_max_taps(before)
     return out
 
 
-def _time_direct(conv, conv_direct, g, c: int, f: int, side: int, rounds: int) -> Dict[str, float]:
+def _geometry_name(c: int, f: int, side: int) -> str:
+    return f"{c}-{f}-{side}"
+
+
+def _time_direct(g: np.random.Generator, c: int, f: int, side: int, rounds: int) -> Dict[str, float]:
     """Median seconds of a C→F 3×3 forward on a side×side map, batch 1: {"direct": .., "product": ..}."""
+    from .functional import conv, conv_direct
     x = g.standard_normal((1, c, side, side)).astype(np.float32)
     w = g.standard_normal((f, c, 3, 3)).astype(np.float32)
     geo = conv.conv_geometry(x.shape, w.shape, 1, 1)
@@ -303,12 +308,12 @@ def direct_conv_taps() -> Dict[str, object]:
         return dict(hit, cached=True, cache=str(path))
     t0 = time.perf_counter()
     seconds = measure_direct()
-    wins = [c * 9 for (c, f, side) in DIRECT_GEOMETRIES
-            if seconds[f"{c}-{f}-{side}"]["direct"] < seconds[f"{c}-{f}-{side}"]["product"] * (1 - MARGIN)]
-    top = max(c * 9 for c, _, _ in DIRECT_GEOMETRIES)
-    taps = 0 if not wins else conv_direct.MAX_TAPS if max(wins) == top else max(wins)
+    taps = {_geometry_name(c, f, side): c * 3 * 3 for c, f, side in DIRECT_GEOMETRIES}
+    wins = [taps[k] for k, v in seconds.items() if v["direct"] < v["product"] * (1 - MARGIN)]
+    top = max(taps.values())
+    limit = 0 if not wins else conv_direct.MAX_TAPS if max(wins) == top else max(wins)
     detail = "; ".join(f"{k}: loops {v['direct'] * 1e3:.2f} ms, product {v['product'] * 1e3:.2f} ms"
                        for k, v in seconds.items())
-    entry = {"max_taps": taps, "seconds": seconds, "library": library,
-             "reason": f"measured with {library}: {detail} (loops for up to {taps} taps)", "key": key}
+    entry = {"max_taps": limit, "seconds": seconds, "library": library,
+             "reason": f"measured with {library}: {detail} (loops for up to {limit} taps)", "key": key}
     return _store(path, entries, kid, entry, t0)
