@@ -207,8 +207,9 @@ def enable_openblas_release() -> str:
     ``RELEASE_MIN_OUT`` outputs (the kernels that follow have that much work), stop OpenBLAS's threads
     (``blas_thread_shutdown_``; the next product starts them again). Otherwise they spin for about 2²⁸ cycles
     after each product on the cores the numba kernels that follow need: on a 2-vCPU Xeon a product followed by a
-    parallel im2col took 5.2 ms per pair, 4.1 ms with the threads stopped in between, restart included. Needs no other thread to run an OpenBLAS product meanwhile
-    (deltaprop's own threads do not); ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
+    parallel im2col took 5.2 ms per pair, 4.1 ms with the threads stopped in between, restart included. Needs no
+    other thread to run an OpenBLAS product meanwhile (deltaprop's own threads do not);
+    ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
     global _openblas_shutdown
     if not env_flag("DELTAPROP_OPENBLAS_RELEASE", True):
         return "off (DELTAPROP_OPENBLAS_RELEASE=0)"
