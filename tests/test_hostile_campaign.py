@@ -50,3 +50,18 @@ def test_time_cap_is_cpu_time_and_corpus_holds_failures_only(tmp_path, monkeypat
     failing = [i for i, k in enumerate(kinds) if k in (b"spin", b"boom")]
     assert sorted(int(n.split("-")[0]) for n in saved if n.endswith(".bin")) == failing
     assert not list(corpus.glob("*.json"))  # counts go to stdout and --summary, not into the corpus
+
+
+def test_importing_the_campaign_leaves_the_thread_settings_alone():
+    """Only the campaign run as a program pins its workers to one thread each: the test suite imports it, and
+    ``NUMBA_NUM_THREADS=1`` there made numba refuse its next compilation once its two threads had started."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); before = dict(os.environ); "
+            "import fuzz.__main__; assert dict(os.environ) == before, set(os.environ) ^ set(before)")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 
-for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")  # one core per worker: the campaign runs beside other work
+if __name__ == "__main__":   # run as the campaign, not imported by the test suite (whose threads it would change)
+    for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_v, "1")  # one core per worker: the campaign runs beside other work
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
