@@ -114,15 +114,19 @@ def test_fused_equals_bn_then_activation(act, slope, training, rng, numba_mode):
 
 
 @pytest.mark.parametrize("act", ["leaky", "relu", "linear"])
-def test_numba_fused_is_bitwise_numpy(act, rng):
+@pytest.mark.parametrize("shape", [(4, 5, 6, 7), (4, 8, 32, 40)], ids=["serial", "parallel"])
+def test_numba_fused_is_bitwise_numpy(act, shape, rng):
+    """Both routes of the numba kernels (the second shape has at least PARALLEL_MIN elements: prange)."""
     pytest.importorskip("numba")
+    assert (np.prod(shape) >= _numba.PARALLEL_MIN) == (shape[1] == 8)
+    ch = shape[1]
     before = _numba.enabled()
     try:
         for dt in (np.float32, np.float64):
             for training in (True, False):
-                x = (rng.standard_normal((4, 5, 6, 7)) * 2 + 1).astype(dt)
-                g, b = rng.standard_normal(5).astype(dt), rng.standard_normal(5).astype(dt)
-                rm, rv = rng.standard_normal(5).astype(dt), (rng.random(5) + 0.5).astype(dt)
+                x = (rng.standard_normal(shape) * 2 + 1).astype(dt)
+                g, b = rng.standard_normal(ch).astype(dt), rng.standard_normal(ch).astype(dt)
+                rm, rv = rng.standard_normal(ch).astype(dt), (rng.random(ch) + 0.5).astype(dt)
                 d = rng.standard_normal(x.shape).astype(dt)
                 res = []
                 for flag in (False, True):

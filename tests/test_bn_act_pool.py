@@ -17,9 +17,10 @@ from deltaprop.nn.normalization import BatchNormActPool2d
 from conftest import rel_err
 
 
-# (2, 3, 8, 64) and (2, 3, 6, 34) take the fused numba kernels (pooled width ≥ 16, even H and W); the others
-# fall back to the separate kernels (pooled width < 16, odd H or W).
-SHAPES = [(2, 3, 8, 64), (2, 3, 6, 34), (2, 3, 8, 8), (3, 4, 7, 33), (2, 3, 9, 6)]
+# (2, 3, 8, 64), (2, 3, 6, 34) and (2, 4, 64, 80) take the fused numba kernels (pooled width ≥ 16, even H and W;
+# the last has at least PARALLEL_MIN elements: their parallel route); the others fall back to the separate
+# kernels (pooled width < 16, odd H or W).
+SHAPES = [(2, 3, 8, 64), (2, 3, 6, 34), (2, 4, 64, 80), (2, 3, 8, 8), (3, 4, 7, 33), (2, 3, 9, 6)]
 ACTS = [("leaky", 0.1), ("relu", 0.0), ("linear", 0.0), ("leaky", 1.5), ("leaky", 0.0), ("leaky", -0.5)]
 
 

@@ -179,8 +179,9 @@ def test_darknet_output_size_formula():
 
 # --- numba vs NumPy, dtypes ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9)])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 2, 7, 9), (2, 8, 48, 48)])
 def test_numba_matches_numpy_bitwise(shape, rng):
+    """(2, 8, 48, 48) has at least PARALLEL_MIN elements: the kernels' parallel route."""
     pytest.importorskip("numba")
     before = _numba.enabled()
     try:

@@ -8,6 +8,10 @@ batch norm of inference (``conv_bn.affine_act_``: σ(z·scale + shift) in place,
 the σ it applies (an ``inline`` helper is called only from kernels of its own module). Each value goes
 through the same float operations in the same order as the NumPy path, so the two give the same numbers bit
 for bit. The activation is a select on ``y > 0``, not a branch (random signs would mispredict).
+
+The elementwise kernels are parallel over the (sample, channel) rows (``prange``; the serial build below
+``_numba.PARALLEL_MIN`` elements). Each cell is computed as before, so the numbers do not change. Measured on
+a 2-vCPU Xeon, yolov3-tiny's training step at 320 with numba: 573 → 524 ms with MKL (the shared pool).
 """
 from __future__ import annotations
 
@@ -22,16 +26,17 @@ from .norm_fused import NumbaCache, bn_act_grads
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 
 
-@jit
+@jit(parallel=True)
 def _center(x3, mean, out):
     """out = z − μ per channel (the centring of §8's statistics), mirroring ``norm._center``: the
     ``center`` that ``norm.bn_statistics`` calls on this path (the same subtraction, so the same numbers)."""
     n, c, s = x3.shape
-    for b in range(n):
-        for ch in range(c):
-            mu = mean[ch]
-            for k in range(s):
-                out[b, ch, k] = x3[b, ch, k] - mu
+    for r in prange(n * c):
+        b = r // c
+        ch = r - b * c
+        mu = mean[ch]
+        for k in range(s):
+            out[b, ch, k] = x3[b, ch, k] - mu
 
 
 @inline
@@ -75,52 +80,55 @@ def _affine_act(z, scale, shift, code, slope):
             z[b, ch, k] = _affine_sigma(z[b, ch, k], a, t, code, slope, zero)
 
 
-@jit
+@jit(parallel=True)
 def _act_map(xc, scale, beta, code, slope, dout, out):
     """With y = (z − μ)·scale + β per cell: σ(y) when ``dout`` is None (the forward), else dout·σ'(y) (its
     backward, P2 of §2). σ by ``code``: 0 linear, 1 ReLU, 2 leaky with ``slope``. numba compiles the two uses
     apart (``dout`` None is a type), so neither pays for the other's branch (measured equal to two kernels)."""
     n, c, s = xc.shape
     zero = out.dtype.type(0)
-    for b in range(n):
-        for ch in range(c):
-            a = scale[ch]
-            bt = beta[ch]
-            for k in range(s):
-                y = xc[b, ch, k] * a
-                y = y + bt
-                out[b, ch, k] = _sigma(y, y if dout is None else dout[b, ch, k], code, slope, zero)
+    for r in prange(n * c):
+        b = r // c
+        ch = r - b * c
+        a = scale[ch]
+        bt = beta[ch]
+        for k in range(s):
+            y = xc[b, ch, k] * a
+            y = y + bt
+            out[b, ch, k] = _sigma(y, y if dout is None else dout[b, ch, k], code, slope, zero)
 
 
-@jit
+@jit(parallel=True)
 def _input_grad(dz, xc, k1, k2, k3):
     """In place: dz ← (dz·k1 − (z − μ)·k2) − k3 per channel: BN 2.3, mirroring ``norm.bn_input_grad`` (the same
     operations in the same order; tests/test_single_home.py holds them equal)."""
     n, c, s = dz.shape
-    for b in range(n):
-        for ch in range(c):
-            a1 = k1[ch]
-            a2 = k2[ch]
-            a3 = k3[ch]
-            for k in range(s):
-                v = dz[b, ch, k] * a1
-                v = v - xc[b, ch, k] * a2
-                dz[b, ch, k] = v - a3
+    for r in prange(n * c):
+        b = r // c
+        ch = r - b * c
+        a1 = k1[ch]
+        a2 = k2[ch]
+        a3 = k3[ch]
+        for k in range(s):
+            v = dz[b, ch, k] * a1
+            v = v - xc[b, ch, k] * a2
+            dz[b, ch, k] = v - a3
 
 
-@jit
+@jit(parallel=True)
 def _scale(dz, k1):
     """In place: dz ← dz·k1 per channel, mirroring ``norm.bn_input_grad`` with k2 = k3 = None (the running
     statistics normalised)."""
     n, c, s = dz.shape
-    for b in range(n):
-        for ch in range(c):
-            a1 = k1[ch]
-            for k in range(s):
-                dz[b, ch, k] = dz[b, ch, k] * a1
+    for r in prange(n * c):
+        b = r // c
+        ch = r - b * c
+        a1 = k1[ch]
+        for k in range(s):
+            dz[b, ch, k] = dz[b, ch, k] * a1
 
 
-@jit
+@jit(parallel=True)
 def _apply_pool(xc, scale, beta, code, slope, out, idx):
     """σ((z − μ)·scale + β) on each cell of every 2×2/2 window, then the window's maximum and its row-major
     index: ``_act_map``'s forward operations, then ``_pool_numba._max_fwd``'s selects; the activated map is
@@ -129,50 +137,52 @@ def _apply_pool(xc, scale, beta, code, slope, out, idx):
     ho, wo = out.shape[2], out.shape[3]
     zero = out.dtype.type(0)
     k0, k1, k2, k3 = idx.dtype.type(0), idx.dtype.type(1), idx.dtype.type(2), idx.dtype.type(3)
-    for s in range(n):
-        for ch in range(c):
-            a = scale[ch]
-            bt = beta[ch]
-            for i in range(ho):
-                r = 2 * i
-                for j in range(wo):
-                    q = 2 * j
-                    m = _affine_sigma(xc[s, ch, r, q], a, bt, code, slope, zero)
-                    b = k0
-                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r, q + 1], a, bt, code, slope, zero), m, b, k1)
-                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q], a, bt, code, slope, zero), m, b, k2)
-                    m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q + 1], a, bt, code, slope, zero),
-                                            m, b, k3)
-                    out[s, ch, i, j] = m
-                    idx[s, ch, i, j] = b
+    for row in prange(n * c):
+        s = row // c
+        ch = row - s * c
+        a = scale[ch]
+        bt = beta[ch]
+        for i in range(ho):
+            r = 2 * i
+            for j in range(wo):
+                q = 2 * j
+                m = _affine_sigma(xc[s, ch, r, q], a, bt, code, slope, zero)
+                b = k0
+                m, b = _take_if_greater(_affine_sigma(xc[s, ch, r, q + 1], a, bt, code, slope, zero), m, b, k1)
+                m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q], a, bt, code, slope, zero), m, b, k2)
+                m, b = _take_if_greater(_affine_sigma(xc[s, ch, r + 1, q + 1], a, bt, code, slope, zero), m, b, k3)
+                out[s, ch, i, j] = m
+                idx[s, ch, i, j] = b
 
 
-@jit
+@jit(parallel=True)
 def _pool_act_grad(dout, idx, xc, scale, beta, code, slope, dz):
     """δ = σ'(y)·(the window's delta at its arg-max, 0 elsewhere), one output row at a time: the numbers of
     ``_pool_numba._max_bwd`` then ``_act_map``'s backward (a cell that is not the arg-max gets 0 either way)."""
     ho, wo = dout.shape[2], dout.shape[3]
     zero = dz.dtype.type(0)
-    for s in range(dz.shape[0]):
-        for ch in range(dz.shape[1]):
-            a = scale[ch]
-            bt = beta[ch]
-            for i in range(ho):
-                for e in range(2):
-                    r = 2 * i + e
-                    c0 = 2 * e
-                    c1 = 2 * e + 1
-                    for j in range(wo):
-                        d = dout[s, ch, i, j]
-                        k = idx[s, ch, i, j]
-                        y = xc[s, ch, r, 2 * j] * a
-                        y = y + bt
-                        g = _sigma(y, d, code, slope, zero)
-                        dz[s, ch, r, 2 * j] = g if k == c0 else zero
-                        y = xc[s, ch, r, 2 * j + 1] * a
-                        y = y + bt
-                        g = _sigma(y, d, code, slope, zero)
-                        dz[s, ch, r, 2 * j + 1] = g if k == c1 else zero
+    c = dz.shape[1]
+    for row in prange(dz.shape[0] * c):
+        s = row // c
+        ch = row - s * c
+        a = scale[ch]
+        bt = beta[ch]
+        for i in range(ho):
+            for e in range(2):
+                r = 2 * i + e
+                c0 = 2 * e
+                c1 = 2 * e + 1
+                for j in range(wo):
+                    d = dout[s, ch, i, j]
+                    k = idx[s, ch, i, j]
+                    y = xc[s, ch, r, 2 * j] * a
+                    y = y + bt
+                    g = _sigma(y, d, code, slope, zero)
+                    dz[s, ch, r, 2 * j] = g if k == c0 else zero
+                    y = xc[s, ch, r, 2 * j + 1] * a
+                    y = y + bt
+                    g = _sigma(y, d, code, slope, zero)
+                    dz[s, ch, r, 2 * j + 1] = g if k == c1 else zero
 
 
 def _center_nb(x3: np.ndarray, mean: np.ndarray) -> np.ndarray:

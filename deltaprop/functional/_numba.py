@@ -134,6 +134,12 @@ def inline(fn: Callable) -> Callable:
     return fn
 
 
+def _largest(args) -> Optional[int]:
+    """The most elements of any array among ``args`` (None when there is none): a parallel kernel's size."""
+    sizes = [a.size for a in args if hasattr(a, "size") and hasattr(a, "shape")]
+    return max(sizes) if sizes else None
+
+
 def jit(fn: Callable = None, **options) -> Callable:
     """``numba.njit(cache=True, fastmath=False, **options)`` applied lazily on first call.
 
@@ -141,7 +147,8 @@ def jit(fn: Callable = None, **options) -> Callable:
     ``parallel=True``, ``.compiled(n)`` returns the parallel compilation for ``n >= PARALLEL_MIN`` elements
     and the serial one (the same code, ``prange`` as ``range``) for smaller ``n`` or in a forked child.
 
-    Calling the wrapper runs the kernel. A backward follows the path its forward chose: called after
+    Calling the wrapper runs the kernel (a parallel one chooses by its largest array argument, ``_largest``).
+    A backward follows the path its forward chose: called after
     ``set_enabled(False)`` in a process where numba was imported (a cache a numba forward made), it runs
     the serial compilation rather than failing; it raises only where numba was never imported.
     """
@@ -176,7 +183,7 @@ def jit(fn: Callable = None, **options) -> Callable:
             return c
 
         def call(*args):
-            c = compiled()
+            c = compiled(_largest(args) if parallel else None)
             if c is None:
                 if _imported is None:
                     raise RuntimeError(f"{f.__name__}: numba is not available; use the NumPy path")
