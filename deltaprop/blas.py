@@ -31,8 +31,9 @@ import ctypes.util
 import functools
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -176,16 +177,35 @@ def _choose_threading(lib) -> None:
             _pause.restype = ctypes.c_int
 
 
-def release_threads() -> bool:
-    """Let MKL's OpenMP threads go (``omp_pause_resource_all``) so that other threads get the cores; the next
-    product starts them again (measured: no slower). True when released; False with Intel OpenMP or
-    OpenBLAS, whose idle threads keep spinning. Used by the NumPy path before it splits a pass over threads
-    (``functional/_split.py``); never needed with numba, whose kernels run on MKL's own pool."""
-    return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0   # set only when MKL runs on libgomp
+def release_threads(size: int = 0) -> bool:
+    """Let the products' threads go before a NumPy pass of ``size`` elements is split over threads
+    (``functional/_split.py``), so that the slices get the cores; the next product starts them again.
+
+    - MKL on GNU OpenMP: ``omp_pause_resource_all``, for any size (measured: no slower).
+    - NumPy's OpenBLAS: ``blas_thread_shutdown_`` (``openblas_stopper``) for passes of at least
+      ``OPENBLAS_PASS_MIN`` elements. On a 2-vCPU Xeon the yolov3-tiny NumPy-path training step at 320 went from
+      831 to 732 ms. Releasing for every split pass (2^18 elements) made LeNet's step 16% slower and the conv-BN
+      net's 5%: a restart costs 0.1–0.2 ms, and now and then tens of ms.
+
+    True when released. False with Intel OpenMP, whose idle threads keep spinning; for a smaller pass on
+    OpenBLAS; or with ``DELTAPROP_OPENBLAS_RELEASE=0``. Called from the thread that runs the products. Never
+    needed with numba: its kernels share MKL's pool, or follow ``enable_openblas_release``."""
+    if _use_mkl:
+        return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0   # set only when MKL runs on libgomp
+    if size < OPENBLAS_PASS_MIN:
+        return False
+    stop, _ = openblas_stopper()
+    if stop is None:
+        return False
+    stop()
+    return True
 
 
-RELEASE_MIN_OUT = 1 << 21      # an OpenBLAS product with this many outputs lets its threads go after it (numba)
-_openblas_shutdown = None       # NumPy's OpenBLAS's ``blas_thread_shutdown_`` once releasing is on
+OPENBLAS_PASS_MIN = 1 << 21     # NumPy path: OpenBLAS's threads are stopped before a split pass this large
+RELEASE_MIN_OUT = 1 << 20       # numba: an OpenBLAS product with this many outputs ...
+RELEASE_MIN_SECONDS = 2e-3      # ... that ran this long lets its threads go after it
+_openblas_shutdown = None       # NumPy's OpenBLAS's ``blas_thread_shutdown_`` once releasing is on (numba)
+_openblas_found = None          # (blas_thread_shutdown_ or None, what), looked up once (``openblas_stopper``)
 
 
 def _openblas_path() -> Optional[str]:
@@ -202,27 +222,51 @@ def _openblas_path() -> Optional[str]:
     return None
 
 
+def openblas_stopper() -> Tuple[Optional[Callable[[], int]], str]:
+    """NumPy's OpenBLAS's ``blas_thread_shutdown_`` (stops its threads; its next product starts them again), or
+    None, and a line saying which: off under ``DELTAPROP_OPENBLAS_RELEASE=0``, without an OpenBLAS library or
+    without the function. The library is looked up once per process."""
+    global _openblas_found
+    if not env_flag("DELTAPROP_OPENBLAS_RELEASE", True):
+        return None, "off (DELTAPROP_OPENBLAS_RELEASE=0)"
+    if _openblas_found is None:
+        path = _openblas_path()
+        if path is None:
+            _openblas_found = (None, "off (no OpenBLAS library loaded)")
+        else:
+            try:
+                fn = ctypes.CDLL(path).blas_thread_shutdown_
+                fn.restype, fn.argtypes = ctypes.c_int, []
+                _openblas_found = (fn, f"on ({os.path.basename(path)}: blas_thread_shutdown_)")
+            except (OSError, AttributeError):
+                _openblas_found = (None, f"off ({os.path.basename(path)} has no blas_thread_shutdown_)")
+    return _openblas_found
+
+
 def enable_openblas_release() -> str:
-    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design): after every product with at least
-    ``RELEASE_MIN_OUT`` outputs (the kernels that follow have that much work), stop OpenBLAS's threads
-    (``blas_thread_shutdown_``; the next product starts them again). Otherwise they spin for about 2²⁸ cycles
-    after each product on the cores the numba kernels that follow need: on a 2-vCPU Xeon a product followed by a
-    parallel im2col took 5.2 ms per pair, 4.1 ms with the threads stopped in between, restart included. Needs no
-    other thread to run an OpenBLAS product meanwhile (deltaprop's own threads do not);
+    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design), stop OpenBLAS's threads
+    (``blas_thread_shutdown_``) after every product that has at least ``RELEASE_MIN_OUT`` outputs and ran
+    ``RELEASE_MIN_SECONDS``. The next product starts them again. Without this they spin for about 2²⁸
+    cycles after each product, on the cores that the numba kernels over its output need.
+
+    Measured on a 2-vCPU Xeon, yolov3-tiny with numba, paired in one process, against never releasing:
+
+    - training at 320: 675 → 610 ms;
+    - inference at 416, batch 8: 334 → 310 ms;
+    - inference at batch 1: within noise.
+
+    Releasing after every product of 2^19 outputs, or after every product over 1 ms, made batch-1 inference
+    5–19% slower. Each restart costs 0.1–0.2 ms, and now and then tens of ms.
+
+    Needs no other thread to run an OpenBLAS product meanwhile (deltaprop's own threads do not).
     ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
     global _openblas_shutdown
-    if not env_flag("DELTAPROP_OPENBLAS_RELEASE", True):
-        return "off (DELTAPROP_OPENBLAS_RELEASE=0)"
-    path = _openblas_path()
-    if path is None:
-        return "off (no OpenBLAS library loaded)"
-    try:
-        fn = ctypes.CDLL(path).blas_thread_shutdown_
-    except (OSError, AttributeError):
-        return f"off ({os.path.basename(path)} has no blas_thread_shutdown_)"
-    fn.restype, fn.argtypes = ctypes.c_int, []
+    fn, what = openblas_stopper()
+    if fn is None:
+        return what
     _openblas_shutdown = fn
-    return f"on (after products of at least 2^{RELEASE_MIN_OUT.bit_length() - 1} outputs)"
+    return (f"on (after products of at least 2^{RELEASE_MIN_OUT.bit_length() - 1} outputs that ran "
+            f"{RELEASE_MIN_SECONDS * 1e3:g} ms)")
 
 
 def disable_openblas_release() -> None:
@@ -232,9 +276,13 @@ def disable_openblas_release() -> None:
 
 
 def _np_matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
-    """``np.matmul``; then, when releasing is on and numba's kernels run, a large product lets OpenBLAS's threads go."""
+    """``np.matmul``; then, when releasing is on and numba's kernels run, a large, long product lets OpenBLAS's
+    threads go (``enable_openblas_release``)."""
+    if _openblas_shutdown is None:
+        return np.matmul(a, b, out=out)
+    t0 = time.perf_counter()
     c = np.matmul(a, b, out=out)
-    if _openblas_shutdown is not None and c.ndim >= 2 and c.size >= RELEASE_MIN_OUT:
+    if c.size >= RELEASE_MIN_OUT and time.perf_counter() - t0 >= RELEASE_MIN_SECONDS:
         from .functional import _numba
         if _numba.enabled():
             _openblas_shutdown()

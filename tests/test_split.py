@@ -48,7 +48,7 @@ def forced(mkl_numpy_path, monkeypatch):
     MKL_THREADING_LAYER, or chosen so because libgomp was loaded before deltaprop), the release is taken as
     done: it changes which threads are idle, never a number, and the numbers are what these tests check."""
     if not blas.release_threads():
-        monkeypatch.setattr(blas, "release_threads", lambda: True)
+        monkeypatch.setattr(blas, "release_threads", lambda size=0: True)
     monkeypatch.setattr(_split, "SPLIT_MIN", 1)
     monkeypatch.setattr(blas, "max_threads", lambda: 3)   # three slices: an uneven split, two worker threads
     calls = []
@@ -88,7 +88,7 @@ def test_ranges_cover_the_batch_in_order(forced):
 
 
 def test_ranges_decline(numpy_path, monkeypatch):
-    monkeypatch.setattr(blas, "release_threads", lambda: True)
+    monkeypatch.setattr(blas, "release_threads", lambda size=0: True)
     monkeypatch.setattr(blas, "max_threads", lambda: 2)
     assert _split.ranges(8, _split.SPLIT_MIN - 1) is None          # too small
     assert _split.ranges(8, _split.SPLIT_MIN) == [(0, 4), (4, 8)]
@@ -100,14 +100,14 @@ def test_ranges_decline(numpy_path, monkeypatch):
     monkeypatch.setattr(blas, "max_threads", lambda: 1)
     assert _split.ranges(8, _split.SPLIT_MIN) is None              # one thread
     monkeypatch.setattr(blas, "max_threads", lambda: 2)
-    monkeypatch.setattr(blas, "release_threads", lambda: False)
+    monkeypatch.setattr(blas, "release_threads", lambda size=0: False)
     assert _split.ranges(8, _split.SPLIT_MIN) is None              # products' threads would keep spinning
 
 
 def test_ranges_decline_with_numba(monkeypatch):
     if _numba.numba_module() is None:
         pytest.skip("numba absent or turned off (DELTAPROP_NUMBA=0)")
-    monkeypatch.setattr(blas, "release_threads", lambda: True)
+    monkeypatch.setattr(blas, "release_threads", lambda size=0: True)
     monkeypatch.setattr(blas, "max_threads", lambda: 2)
     assert _split.ranges(8, 1 << 30) is None                       # numba's kernels are parallel already
 

@@ -7,11 +7,15 @@ many slices as MKL has threads, and the slices run at once: the caller's thread 
 of Python threads the others (NumPy lets go of the GIL inside its loops). Every element is computed by the
 same operations on the same operands, so the numbers are bit-identical to one pass.
 
-This pays only when the products' threads are out of the way. ``blas.release_threads`` hands GNU OpenMP's
-threads back before a split; where it cannot (Intel OpenMP, OpenBLAS, whose idle threads spin for a while
-after each product and would take a core from the slices), nothing is split. Measured on the project's 2-core
-Xeon: a three-pass sequence over 16×16×64×64 float32 took 1.25–1.7 ms on one thread and 0.83–1.09 ms split
-in two after a released product; with the product's threads still spinning, splitting made it slower.
+This pays only when the products' threads are out of the way. Before a split, ``blas.release_threads`` hands
+back MKL's GNU OpenMP threads. With NumPy's OpenBLAS it stops OpenBLAS's threads, but only before passes of
+at least ``blas.OPENBLAS_PASS_MIN`` elements: a restart costs more than it saves on smaller ones. Where it cannot
+release (Intel OpenMP, whose idle threads spin for a while after each product and would take a core from the
+slices), nothing is split. Measured on the project's 2-core Xeon:
+
+- a three-pass sequence over 16×16×64×64 float32 took 1.25–1.7 ms on one thread, and 0.83–1.09 ms split in two
+  after a released MKL product; with the product's threads still spinning, splitting made it slower;
+- with OpenBLAS, yolov3-tiny's NumPy-path training step at 320 took 831 ms unsplit and 732 ms split.
 
 ``DELTAPROP_SPLIT=0`` turns splitting off; ``DELTAPROP_SPLIT_MIN`` sets the size limit.
 """
@@ -52,7 +56,7 @@ def ranges(n: int, size: int) -> Optional[List[Tuple[int, int]]]:
     if not ENABLED or n < 2 or size < SPLIT_MIN or _numba.enabled() or getattr(_local, "inside", False):
         return None
     parts = min(n, blas.max_threads())
-    if parts < 2 or not blas.release_threads():
+    if parts < 2 or not blas.release_threads(size):
         return None
     step, extra = divmod(n, parts)
     out, lo = [], 0
