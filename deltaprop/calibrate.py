@@ -299,7 +299,7 @@ def direct_conv_taps() -> Dict[str, object]:
     if not _numba.enabled():
         return {"max_taps": 0, "reason": "numba is off: the loops need it"}
     library = blas.ensure()
-    key = dict(machine_key(), library=library)
+    key = dict(machine_key(), library=library, kernels=conv_direct.KERNELS)
     kid = _key_id(key)
     path = direct_conv_path()
     entries = _read_cache(path, "max_taps", range(conv_direct.MAX_TAPS + 1))

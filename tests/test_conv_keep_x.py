@@ -61,16 +61,19 @@ def test_chunked_float32_stays_float32(rng, monkeypatch):
     assert z.dtype == dx.dtype == dw.dtype == np.float32 and db is None
 
 
-@pytest.mark.parametrize("shape,pad,mode,bias", [((2, 3, 66, 64), 1, "cross_correlation", "tied"),
-                                                   ((1, 4, 64, 70), (0, 2, 1, 0), "convolution", None),
-                                                   ((2, 2, 67, 66), 0, "cross_correlation", "untied")])
-def test_direct_loops_match_columns(rng, shape, pad, mode, bias):
-    """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64."""
+@pytest.mark.parametrize("shape,pad,mode,bias,kernel", [((2, 3, 66, 64), 1, "cross_correlation", "tied", (5, 3, 3)),
+                                                          ((1, 4, 64, 70), (0, 2, 1, 0), "convolution", None, (5, 3, 3)),
+                                                          ((2, 2, 67, 66), 0, "cross_correlation", "untied", (4, 3, 3)),
+                                                          ((1, 2, 66, 65), (2, 1, 0, 2), "convolution", "tied", (3, 5, 4))])
+def test_direct_loops_match_columns(rng, shape, pad, mode, bias, kernel):
+    """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64: the 3×3
+    loops (odd and even filter counts, asymmetric padding) and the general rows (a 5×4 kernel)."""
     pytest.importorskip("numba")
     from deltaprop.functional import _numba, conv_direct
-    x, w = rng.normal(size=shape), rng.normal(size=(5, shape[1], 3, 3))
+    x, w = rng.normal(size=shape), rng.normal(size=(kernel[0], shape[1], kernel[1], kernel[2]))
     g = C.conv_geometry(x.shape, w.shape, 1, pad)
-    b = None if bias is None else rng.normal(size=(5,) if bias == "tied" else (5, g.ho, g.wo))
+    f = kernel[0]
+    b = None if bias is None else rng.normal(size=(f,) if bias == "tied" else (f, g.ho, g.wo))
     before, taps = _numba.enabled(), conv_direct._max_taps
     try:
         _numba.set_enabled(True)
@@ -88,3 +91,16 @@ def test_direct_loops_match_columns(rng, shape, pad, mode, bias):
         conv_direct.set_max_taps(taps)
     assert rel_err(z, ref) < 1e-13 and rel_err(z, ref_np) < 1e-13
     assert cache.cols is None and cache.x is x
+
+
+def test_direct_3x3_float32(rng):
+    """The 3×3 loops in float32 (yolov3-tiny's first layers' case): within float32 rounding of the product,
+    and float32 out."""
+    pytest.importorskip("numba")
+    from deltaprop.functional import conv_direct
+    x = rng.normal(size=(2, 3, 64, 72)).astype(np.float32)
+    w = rng.normal(size=(7, 3, 3, 3)).astype(np.float32)
+    g = C.conv_geometry(x.shape, w.shape, 1, 1)
+    z = conv_direct.conv2d_direct(x, w, g)
+    ref, _ = C.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1)
+    assert z.dtype == np.float32 and z.shape == ref.shape and rel_err(z, ref) < 1e-6
