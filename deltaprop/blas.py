@@ -31,7 +31,6 @@ import ctypes.util
 import functools
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -202,8 +201,8 @@ def release_threads(size: int = 0) -> bool:
 
 
 OPENBLAS_PASS_MIN = 1 << 21     # NumPy path: OpenBLAS's threads are stopped before a split pass this large
-RELEASE_MIN_OUT = 1 << 20       # numba: an OpenBLAS product with this many outputs ...
-RELEASE_MIN_SECONDS = 2e-3      # ... that ran this long lets its threads go after it
+RELEASE_BEFORE_KERNEL = 1 << 20  # numba path: ... before a parallel kernel over this many elements
+_openblas_spinning = False      # numba path: a product ran since OpenBLAS's threads were last stopped
 _openblas_shutdown = None       # NumPy's OpenBLAS's ``blas_thread_shutdown_`` once releasing is on (numba)
 _openblas_found = None          # (blas_thread_shutdown_ or None, what), looked up once (``openblas_stopper``)
 
@@ -244,49 +243,64 @@ def openblas_stopper() -> Tuple[Optional[Callable[[], int]], str]:
 
 
 def enable_openblas_release() -> str:
-    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design), stop OpenBLAS's threads
-    (``blas_thread_shutdown_``) after every product that has at least ``RELEASE_MIN_OUT`` outputs and ran
-    ``RELEASE_MIN_SECONDS``. The next product starts them again. Without this they spin for about 2²⁸
-    cycles after each product, on the cores that the numba kernels over its output need.
+    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design): after a product, OpenBLAS's
+    threads spin for about 2²⁸ cycles on the core that the numba kernels which follow need, and a parallel
+    kernel run then is no faster than a serial one, often slower. So from here on each parallel kernel asks
+    ``before_parallel_kernel`` first. A kernel over at least ``RELEASE_BEFORE_KERNEL`` elements stops OpenBLAS's
+    threads (``blas_thread_shutdown_``; the next product starts them again) and runs in parallel. A smaller one
+    runs its serial build on the core the product's caller holds.
 
-    Measured on a 2-vCPU Xeon, yolov3-tiny with numba, paired in one process, against never releasing:
+    Measured on a 2-vCPU Xeon, paired in one process, against stopping them after each product of 2^20 outputs
+    that ran 2 ms:
 
-    - training at 320: 675 → 610 ms;
-    - inference at 416, batch 8: 334 → 310 ms;
-    - inference at batch 1: within noise.
+    - yolov3-tiny with numba: inference at 416, batch 1, 47.2 → 40.3 ms; at 320, batch 1, 27.8 → 25.8 ms;
+      training at 320, 662 → 626 ms;
+    - the conv-BN net's step: 21.7 → 20.3 ms;
+    - LeNet and the MLP: unchanged or faster.
 
-    Releasing after every product of 2^19 outputs, or after every product over 1 ms, made batch-1 inference
-    5–19% slower. Each restart costs 0.1–0.2 ms, and now and then tens of ms.
+    Each restart costs 0.1–0.2 ms, and now and then tens of ms, so smaller kernels do not pay for one. Stopping
+    before every parallel kernel of 2^20 elements while the small ones stayed parallel made the conv-BN step
+    28 ms and LeNet's 27% slower.
 
     Needs no other thread to run an OpenBLAS product meanwhile (deltaprop's own threads do not).
     ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
-    global _openblas_shutdown
+    global _openblas_shutdown, _openblas_spinning
     fn, what = openblas_stopper()
     if fn is None:
         return what
-    _openblas_shutdown = fn
-    return (f"on (after products of at least 2^{RELEASE_MIN_OUT.bit_length() - 1} outputs that ran "
-            f"{RELEASE_MIN_SECONDS * 1e3:g} ms)")
+    _openblas_shutdown, _openblas_spinning = fn, True
+    return (f"on (before parallel kernels of at least 2^{RELEASE_BEFORE_KERNEL.bit_length() - 1} elements; "
+            f"smaller ones run serially after a product)")
 
 
 def disable_openblas_release() -> None:
-    """Leave OpenBLAS's threads alone after products (tests compare both)."""
-    global _openblas_shutdown
-    _openblas_shutdown = None
+    """Leave OpenBLAS's threads alone: every parallel kernel runs in parallel (tests compare both)."""
+    global _openblas_shutdown, _openblas_spinning
+    _openblas_shutdown, _openblas_spinning = None, False
 
 
 def _np_matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
-    """``np.matmul``; then, when releasing is on and numba's kernels run, a large, long product lets OpenBLAS's
-    threads go (``enable_openblas_release``)."""
-    if _openblas_shutdown is None:
-        return np.matmul(a, b, out=out)
-    t0 = time.perf_counter()
+    """``np.matmul``, noting for ``before_parallel_kernel`` that OpenBLAS's threads may now spin."""
+    global _openblas_spinning
     c = np.matmul(a, b, out=out)
-    if c.size >= RELEASE_MIN_OUT and time.perf_counter() - t0 >= RELEASE_MIN_SECONDS:
-        from .functional import _numba
-        if _numba.enabled():
-            _openblas_shutdown()
+    if _openblas_shutdown is not None:
+        _openblas_spinning = True
     return c
+
+
+def before_parallel_kernel(size: int) -> bool:
+    """Whether a parallel numba kernel over ``size`` elements should run in parallel, called just before it
+    runs (``_numba.jit``). With releasing on (``enable_openblas_release``) and a product since OpenBLAS's
+    threads were last stopped: stop them and say yes for at least ``RELEASE_BEFORE_KERNEL`` elements, say no
+    (the serial build) below. Otherwise yes."""
+    global _openblas_spinning
+    if not _openblas_spinning or _openblas_shutdown is None:
+        return True
+    if size < RELEASE_BEFORE_KERNEL:
+        return False
+    _openblas_shutdown()
+    _openblas_spinning = False
+    return True
 
 
 def max_threads() -> int:

@@ -22,26 +22,38 @@ def numpy_blas(monkeypatch):
     blas.set_backend(was)
 
 
-def test_large_products_release_small_ones_do_not(numpy_blas, monkeypatch):
+def test_large_kernels_release_small_ones_run_serially(numpy_blas, monkeypatch):
+    """After a product, a parallel kernel over at least RELEASE_BEFORE_KERNEL elements stops OpenBLAS's threads
+    and runs in parallel; a smaller one runs serially (their spinning thread holds the other core); with no
+    product since the last stop, every kernel runs in parallel."""
     pytest.importorskip("numba")
     calls = []
     monkeypatch.setattr(blas, "_openblas_shutdown", lambda: calls.append(1) or 0)
-    monkeypatch.setattr(_numba, "enabled", lambda: True)
-    monkeypatch.setattr(blas, "RELEASE_MIN_SECONDS", 0.0)       # the outputs decide
-    side = 1 << 11                                              # 2^22 outputs ≥ RELEASE_MIN_OUT
-    assert side * side >= blas.RELEASE_MIN_OUT
-    a = np.ones((side, 8), np.float32)
-    b = np.ones((8, side), np.float32)
-    assert blas.matmul(a, b)[0, 0] == 8 and calls == [1]
-    blas.matmul(a[:64], b[:, :64])                              # 4096 outputs: the threads keep spinning
-    assert calls == [1]
-    monkeypatch.setattr(blas, "RELEASE_MIN_SECONDS", 1e9)       # many outputs, but a short product: no release
-    blas.matmul(a, b)
-    assert calls == [1]
-    monkeypatch.setattr(blas, "RELEASE_MIN_SECONDS", 0.0)
-    monkeypatch.setattr(_numba, "enabled", lambda: False)       # the NumPy path releases before splits instead
-    blas.matmul(a, b)
-    assert calls == [1]
+    big, small = blas.RELEASE_BEFORE_KERNEL, blas.RELEASE_BEFORE_KERNEL - 1
+    a = np.ones((4, 8), np.float32)
+    blas.matmul(a, a.T)
+    assert blas.before_parallel_kernel(small) is False and calls == []
+    assert blas.before_parallel_kernel(big) is True and calls == [1]
+    assert blas.before_parallel_kernel(small) is True and calls == [1]       # stopped since: parallel again
+    blas.matmul(a, a.T)
+    assert blas.before_parallel_kernel(big) is True and calls == [1, 1]
+    blas.disable_openblas_release()                                          # off: always parallel, no stops
+    blas.matmul(a, a.T)
+    assert blas.before_parallel_kernel(small) is True and calls == [1, 1]
+
+
+def test_kernels_ask_before_they_run(numpy_blas, monkeypatch):
+    """``_numba.jit``'s parallel kernels take the serial build where ``before_parallel_kernel`` says so."""
+    pytest.importorskip("numba")
+    from deltaprop.functional import _elementwise_numba as ew
+    asked = []
+    monkeypatch.setattr(blas, "before_parallel_kernel", lambda n: asked.append(n) or False)
+    n = max(_numba.PARALLEL_MIN, 1 << 16)
+    serial = ew._relu_fwd.compiled(1)                       # below PARALLEL_MIN: serial, nothing asked
+    assert asked == [] and ew._relu_fwd.compiled(n) is serial and asked == [n]
+    monkeypatch.setattr(blas, "before_parallel_kernel", lambda n: True)
+    if not (_numba._serial_only or _numba._forked):
+        assert ew._relu_fwd.compiled(n) is not serial
 
 
 def test_the_real_release_restarts_and_computes_the_same(numpy_blas, monkeypatch):
@@ -53,12 +65,12 @@ def test_the_real_release_restarts_and_computes_the_same(numpy_blas, monkeypatch
         assert what == "off (no OpenBLAS library loaded)"     # NumPy built on another BLAS: nothing to release
         return
     assert what.startswith("on") and blas._openblas_shutdown is not None
-    monkeypatch.setattr(_numba, "enabled", lambda: True)
     g = np.random.default_rng(0)
     a, b = g.random((1500, 300), dtype=np.float32), g.random((300, 1500), dtype=np.float32)
     ref = np.matmul(a, b)
     for _ in range(3):
         assert np.array_equal(blas.matmul(a, b), ref)
+        assert blas.before_parallel_kernel(blas.RELEASE_BEFORE_KERNEL)        # the real stop
 
 
 def test_switched_off_by_the_setting(numpy_blas, monkeypatch):

@@ -145,7 +145,8 @@ def jit(fn: Callable = None, **options) -> Callable:
 
     The wrapper's ``.compiled()`` returns the compiled function, or None without numba. With
     ``parallel=True``, ``.compiled(n)`` returns the parallel compilation for ``n >= PARALLEL_MIN`` elements
-    and the serial one (the same code, ``prange`` as ``range``) for smaller ``n`` or in a forked child.
+    and the serial one (the same code, ``prange`` as ``range``) for smaller ``n``, in a forked child, or where
+    ``blas.before_parallel_kernel`` says so (OpenBLAS's threads still spinning after a product).
 
     Calling the wrapper runs the kernel (a parallel one chooses by its largest array argument, ``_largest``).
     A backward follows the path its forward chose: called after
@@ -162,6 +163,9 @@ def jit(fn: Callable = None, **options) -> Callable:
             if nb is None:
                 return None
             par = parallel and not _forked and not _serial_only and (n is None or n >= PARALLEL_MIN)
+            if par and n is not None:
+                from .. import blas
+                par = blas.before_parallel_kernel(n)
             c = state.get(par)
             if c is None:
                 if par:
