@@ -208,17 +208,9 @@ _openblas_found = None          # (blas_thread_shutdown_ or None, what), looked 
 
 
 def _openblas_path() -> Optional[str]:
-    """The OpenBLAS library loaded in this process (NumPy's, from ``/proc/self/maps``), or None."""
-    try:
-        with open("/proc/self/maps") as fh:
-            for line in fh:
-                path = line.rstrip("\n").split(" ")[-1]
-                name = os.path.basename(path).lower()
-                if "openblas" in name and ".so" in name:
-                    return path
-    except OSError:
-        pass
-    return None
+    """The first OpenBLAS library mapped into this process (NumPy's), or None."""
+    from . import threads
+    return next((p for p in threads.loaded_library_paths() if "openblas" in os.path.basename(p).lower()), None)
 
 
 def openblas_stopper() -> Tuple[Optional[Callable[[], int]], str]:

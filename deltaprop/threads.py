@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 _started: Optional[str] = None       # the design in use once started: "shared", "passive"
 _record: Dict[str, object] = {}      # what start() found and did (``describe``)
@@ -31,18 +31,24 @@ _USER_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _OMP_FIRST = ["omp", "tbb", "workqueue"]
 
 
-def loaded_libraries() -> set:
-    """File names of the shared libraries mapped into this process (Linux ``/proc/self/maps``; empty elsewhere)."""
-    out = set()
+def loaded_library_paths() -> List[str]:
+    """Paths of the shared libraries mapped into this process, in the order they were mapped, each once (Linux
+    ``/proc/self/maps``; empty elsewhere)."""
+    out: Dict[str, None] = {}
     try:
         with open("/proc/self/maps") as f:
             for line in f:
                 parts = line.split()
                 if len(parts) >= 6 and ".so" in parts[-1]:
-                    out.add(os.path.basename(parts[-1]))
+                    out[parts[-1]] = None
     except OSError:
         pass
-    return out
+    return list(out)
+
+
+def loaded_libraries() -> set:
+    """File names of the shared libraries mapped into this process (``loaded_library_paths``)."""
+    return {os.path.basename(p) for p in loaded_library_paths()}
 
 
 def _gomp_loaded() -> bool:
