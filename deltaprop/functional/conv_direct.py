@@ -31,7 +31,7 @@ import numpy as np
 from .. import _env
 from . import _numba
 from ._numba import prange
-from .im2col import ConvGeometry
+from .im2col import ConvGeometry, zero_padded
 
 MAX_TAPS = 160           # C·kh·kw at most this many (and at most ``max_taps()``) ...
 MIN_POSITIONS = 64 * 64  # ... on maps of at least this many output positions: the direct loops
@@ -158,14 +158,6 @@ def _direct_3x3(xp, w, out):
                               + a5 * r1[j + 2] + a6 * r2[j] + a7 * r2[j + 1] + a8 * r2[j + 2])
 
 
-def _padded(x: np.ndarray, g: ConvGeometry, dtype) -> np.ndarray:
-    """x with g's zero padding around each map, as ``dtype`` (a copy: C·(H+p)·(W+p) values, small beside the
-    columns it replaces)."""
-    xp = np.zeros((g.n, g.c, g.h + g.pt + g.pb, g.w + g.pl + g.pr), dtype=dtype)
-    xp[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w] = x
-    return xp
-
-
 def conv2d_direct(x: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """The (N, F, Ho, Wo) cross-correlation of x with w (no bias) by the direct loops (``_direct_3x3`` for 3×3
     kernels, ``_direct_rows`` otherwise); ``applies(g)`` must hold."""
@@ -173,7 +165,9 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     out = np.empty((g.n, g.f, g.ho, g.wo), dtype=dt)
     w = np.ascontiguousarray(w, dtype=dt)
     if g.kh == 3 and g.kw == 3:
-        _direct_3x3.compiled(out.size)(_padded(x, g, dt), w, out)
+        # the padded copy holds C·(H+p)·(W+p) values, small beside the columns it replaces
+        xp = np.ascontiguousarray(zero_padded(x.astype(dt, copy=False), g))
+        _direct_3x3.compiled(out.size)(xp, w, out)
     else:
         _direct_rows.compiled(out.size)(np.ascontiguousarray(x), w, out, g.pt, g.pl)
     return out

@@ -126,13 +126,18 @@ def _im2col_numpy(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return cols.reshape(g.taps, g.positions)
 
 
+def zero_padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """x (n, C, H, W) with g's zero padding around each map (one copy), or x itself without padding."""
+    if not (g.pt or g.pb or g.pl or g.pr):
+        return x
+    xp = np.zeros((x.shape[0], g.c, g.h + g.pt + g.pb, g.w + g.pl + g.pr), dtype=x.dtype)
+    xp[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w] = x
+    return xp
+
+
 def _im2col_part(x: np.ndarray, g: ConvGeometry, cols: np.ndarray) -> None:
     """The columns of the batch slice x into cols (C, kh, kw, n, Ho, Wo), a slice of the whole."""
-    if g.pt or g.pb or g.pl or g.pr:
-        xp = np.zeros((x.shape[0], g.c, g.h + g.pt + g.pb, g.w + g.pl + g.pr), dtype=x.dtype)
-        xp[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w] = x
-    else:
-        xp = x
+    xp = zero_padded(x, g)
     win = sliding_window_view(xp, (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1), axis=(2, 3))
     win = win[:, :, ::g.sh, ::g.sw, ::g.dh, ::g.dw]          # (n, C, Ho, Wo, kh, kw)
     # One copy, in the order the matrix product reads it (rows = taps, columns = positions).
