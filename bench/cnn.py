@@ -94,7 +94,7 @@ def worker_deltaprop(case: str, warmup_s: float, measure_s: float) -> dict:
     sys.path.insert(0, str(ROOT))
     import deltaprop as dp
     from deltaprop import models, nn, optim
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     name, batch, train = CASES[case]
     X, y = _data(name, batch)
     nb = len(X) // batch
@@ -168,7 +168,7 @@ def worker_naive(warmup_s: float, measure_s: float) -> dict:
     """Fast vs naive conv kernels (forward + backward, NumPy path) on N=2, 4→8 channels, 12×12, 3×3, pad 1."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     from deltaprop.functional import conv as C
     _numba.set_enabled(False)
     g = np.random.default_rng(0)

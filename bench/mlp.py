@@ -121,7 +121,7 @@ def worker_gemm(batch: int, warmup_s: float, measure_s: float, update: bool = Fa
     sys.path.insert(0, str(ROOT))
     import numpy as np
     import deltaprop as dp
-    from deltaprop.optim._fused import sgd_momentum_update
+    from deltaprop.fast.sgd_numba import sgd_momentum_update
     X, _ = _data()
     X = X.reshape(len(X), -1)
     nb = len(X) // batch

@@ -68,7 +68,7 @@ def worker(engine: str, reps: int) -> None:
                     m(x).backward(d)
                 out[f"{case}{shape}"] = _time(step, reps)
     else:
-        from deltaprop.functional import _numba
+        from deltaprop.runtime import jit as _numba
         import deltaprop.nn as nn
         _numba.set_enabled(engine == "numba")
         for shape in SHAPES:

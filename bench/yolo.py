@@ -110,7 +110,7 @@ def worker_deltaprop(case: str, weights: str, warmup_s: float, measure_s: float)
     size, batch, train = CASES[case]
     net = _dp_net(weights, size)
     from deltaprop import no_grad
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     from deltaprop.optim import SGD
     X = _images(size, batch)
     res = {"numba_enabled": _numba.enabled()}

@@ -1,7 +1,9 @@
 """deltaprop: a deep-learning engine whose backpropagation is explicit, layer by layer, as the textbook
 equations (every docstring cites a label of docs/equations.md)."""
-from . import backend, blas, errors, functional, gradcheck, nn
+from . import backend, errors, functional, gradcheck, nn
+from .runtime import blas
 from . import optim
+from . import fast  # registers the fast variants with deltaprop.dispatch (after the references)
 from .backend import enable_grad, get_default_dtype, is_grad_enabled, manual_seed, no_grad, set_default_dtype
 from .errors import DeltapropError
 
@@ -13,7 +15,7 @@ def tune() -> dict:
     it): glibc keeps freed memory for reuse (``_malloc``), the library of the products is chosen
     (``DELTAPROP_BLAS``; ``auto`` is measured once per machine, ``calibrate``) and the threads are set up for it
     (``threads``). ``import deltaprop`` changes none of these. Returns what was chosen (``blas.info()``)."""
-    from . import _malloc
+    from .runtime import malloc as _malloc
     _malloc.tune()
     blas.ensure()
     return dict(blas.info(), malloc_tuned=_malloc.applied)

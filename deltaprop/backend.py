@@ -113,7 +113,7 @@ def blas_threads(n: Optional[int]) -> "contextlib.AbstractContextManager":
 
 def _count_nonfinite(x: np.ndarray) -> int:
     """NaN and infinite entries of ``x``: one parallel pass with numba, else ``np.isfinite``."""
-    from .functional import _elementwise_numba
+    from .fast import elementwise_numba as _elementwise_numba
     n = _elementwise_numba.count_nonfinite(x)
     return int(x.size - np.count_nonzero(np.isfinite(x))) if n is None else n
 

@@ -49,7 +49,7 @@ def torch_ref():
 @pytest.fixture(params=[False, True], ids=["numpy", "numba"])
 def numba_mode(request):
     """Run a test with the numba kernels off, then on (the numba run is skipped only where numba is absent)."""
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     if request.param:
         pytest.importorskip("numba")
     before = _numba.enabled()
@@ -98,7 +98,7 @@ def need_mkl(why: object) -> None:
 def require_numba() -> None:
     """Skip a test of the numba kernels themselves when numba is absent or turned off (DELTAPROP_NUMBA=0)."""
     pytest.importorskip("numba")
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     if _numba.numba_module() is None:
         pytest.skip("numba turned off (DELTAPROP_NUMBA=0)")
 

@@ -8,7 +8,7 @@ import pytest
 import deltaprop.nn as nn
 from deltaprop import enable_grad, no_grad
 from deltaprop.errors import DTypeError, NonFiniteError, ShapeError
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import norm as F
 from deltaprop.functional import norm_fused as FF
 from deltaprop.gradcheck import check_module

@@ -7,7 +7,7 @@ import pytest
 
 import deltaprop.nn as nn
 from deltaprop import enable_grad
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 
 from conftest import rel_err
 

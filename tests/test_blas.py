@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from deltaprop import blas
+from deltaprop.runtime import blas
 
 from conftest import need_mkl, rel_err
 
@@ -108,7 +108,7 @@ def test_info_reports_the_choice():
 
 
 def test_auto_takes_the_calibrated_choice(monkeypatch, restore_backend, tmp_path):
-    from deltaprop import calibrate
+    from deltaprop.runtime import calibrate
     monkeypatch.setenv("DELTAPROP_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DELTAPROP_CALIBRATE", "1")
     monkeypatch.setattr(calibrate, "measure", lambda: {"numpy": 1.0, "mkl": 2.0})

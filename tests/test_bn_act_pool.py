@@ -9,7 +9,7 @@ import pytest
 import deltaprop as dp
 import deltaprop.nn as nn
 from deltaprop import enable_grad, io, models
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import norm_fused as F
 from deltaprop.gradcheck import check_module
 from deltaprop.nn.normalization import BatchNormActPool2d

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import require_numba
-from deltaprop.functional import _numba, activation as A, conv as C, dense as D, loss as L, loss_binary as LB
+from deltaprop.functional import activation as A, conv as C, dense as D, loss as L, loss_binary as LB
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import loss_margin as LM, norm as N, norm_darknet as ND, norm_fused as NF, pool as P
 from deltaprop.functional import pool_naive as PN, shape as S
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from conftest import need_mkl
-from deltaprop import blas, calibrate
+from deltaprop.runtime import blas
+from deltaprop.runtime import calibrate
 
 
 @pytest.fixture

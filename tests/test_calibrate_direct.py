@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from deltaprop import blas, calibrate
+from deltaprop.runtime import blas
+from deltaprop.runtime import calibrate
 from deltaprop.errors import ConfigError
-from deltaprop.functional import conv, conv_direct
+from deltaprop.functional import conv
+from deltaprop.fast import conv_direct
 
 pytest.importorskip("numba")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import rel_err
 
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import conv as C
 
 # --- a pairwise covering sample of the grid ------------------------------------------------------

@@ -110,7 +110,7 @@ def test_affine_act_is_the_engine_activation_on_both_paths(act, slope, dtype, rn
     """σ of the folded tail is activation.py's (one home): the NumPy path calls ``leaky_relu_into`` (ReLU its
     slope 0), the numba kernel ``_norm_numba._affine_sigma`` (held equal to it by tests/test_single_home.py);
     both give the affine map then ``leaky_relu_into``'s numbers exactly."""
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     from deltaprop.functional.activation import leaky_relu_into
     t = np.dtype(dtype).type
     z = rng.standard_normal((3, 4, 5, 6)).astype(dtype)

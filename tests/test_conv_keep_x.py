@@ -69,7 +69,8 @@ def test_direct_loops_match_columns(rng, shape, pad, mode, bias, kernel):
     """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64: the 3×3
     loops (odd and even filter counts, asymmetric padding) and the general rows (a 5×4 kernel)."""
     pytest.importorskip("numba")
-    from deltaprop.functional import _numba, conv_direct
+    from deltaprop.runtime import jit as _numba
+    from deltaprop.fast import conv_direct
     x, w = rng.normal(size=shape), rng.normal(size=(kernel[0], shape[1], kernel[1], kernel[2]))
     g = C.conv_geometry(x.shape, w.shape, 1, pad)
     f = kernel[0]
@@ -97,7 +98,7 @@ def test_direct_3x3_float32(rng):
     """The 3×3 loops in float32 (yolov3-tiny's first layers' case): within float32 rounding of the product,
     and float32 out."""
     pytest.importorskip("numba")
-    from deltaprop.functional import conv_direct
+    from deltaprop.fast import conv_direct
     x = rng.normal(size=(2, 3, 64, 72)).astype(np.float32)
     w = rng.normal(size=(7, 3, 3, 3)).astype(np.float32)
     g = C.conv_geometry(x.shape, w.shape, 1, 1)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from deltaprop._env import env_int
+from deltaprop.runtime.settings import env_int
 from deltaprop.errors import ConfigError
 
 
@@ -33,7 +33,7 @@ def test_a_malformed_setting_stops_the_import_naming_it(name, monkeypatch):
 
 
 def test_env_flag(monkeypatch):
-    from deltaprop._env import env_flag
+    from deltaprop.runtime.settings import env_flag
     monkeypatch.delenv("DELTAPROP_TEST_F", raising=False)
     assert env_flag("DELTAPROP_TEST_F", True) is True and env_flag("DELTAPROP_TEST_F", False) is False
     for raw, want in [("0", False), (" off ", False), ("FALSE", False), ("no", False),
@@ -52,7 +52,7 @@ def test_a_malformed_switch_stops_the_import_naming_it(monkeypatch):
 
 
 def test_numba_switch_is_read_through_env(monkeypatch):
-    from deltaprop.functional import _numba
+    from deltaprop.runtime import jit as _numba
     before = _numba.enabled()
     try:
         monkeypatch.setattr(_numba, "_wanted", None)
@@ -76,7 +76,7 @@ def test_darknet_trainer_threads_setting_is_a_config_error(monkeypatch):
 
 
 def test_env_choice(monkeypatch):
-    from deltaprop._env import env_choice
+    from deltaprop.runtime.settings import env_choice
     monkeypatch.delenv("DELTAPROP_TEST_C", raising=False)
     assert env_choice("DELTAPROP_TEST_C", "auto", ("auto", "mkl", "numpy")) == "auto"
     monkeypatch.setenv("DELTAPROP_TEST_C", " MKL ")
@@ -87,8 +87,8 @@ def test_env_choice(monkeypatch):
 
 
 def test_env_path_and_cache_dir(monkeypatch, tmp_path):
-    from deltaprop import calibrate
-    from deltaprop._env import env_path, user_cache_dir
+    from deltaprop.runtime import calibrate
+    from deltaprop.runtime.settings import env_path, user_cache_dir
     from deltaprop.data import mnist
     monkeypatch.setenv("DELTAPROP_TEST_P", " ")
     assert env_path("DELTAPROP_TEST_P") is None

@@ -5,7 +5,7 @@ import pytest
 
 from deltaprop import nn
 from deltaprop.errors import LabelError, NonFiniteError
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import loss as F
 
 from conftest import rel_err, require_numba

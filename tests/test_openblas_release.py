@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deltaprop import blas
-from deltaprop.functional import _numba, _split
+from deltaprop.runtime import blas
+from deltaprop.runtime import jit as _numba
+from deltaprop.fast import split as _split
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def test_large_kernels_release_small_ones_run_serially(numpy_blas, monkeypatch):
 def test_kernels_ask_before_they_run(numpy_blas, monkeypatch):
     """``_numba.jit``'s parallel kernels take the serial build where ``before_parallel_kernel`` says so."""
     pytest.importorskip("numba")
-    from deltaprop.functional import _elementwise_numba as ew
+    from deltaprop.fast import elementwise_numba as ew
     asked = []
     monkeypatch.setattr(blas, "before_parallel_kernel", lambda n: asked.append(n) or False)
     n = max(_numba.PARALLEL_MIN, 1 << 16)

@@ -9,10 +9,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from deltaprop import backend, blas
+from deltaprop import backend
+from deltaprop.runtime import blas
 from deltaprop.errors import NonFiniteError
-from deltaprop.functional import _elementwise_numba as ew
-from deltaprop.functional import _numba
+from deltaprop.fast import elementwise_numba as ew
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import activation as A
 from conftest import require_numba
 
@@ -97,7 +98,7 @@ def test_parallel_kernels_choose_their_build_by_size_and_fork(monkeypatch):
 
 def test_user_threading_choices_are_kept(tmp_path):
     code = textwrap.dedent("""
-        import deltaprop.blas as b, deltaprop.functional._numba as n
+        import deltaprop.runtime.blas as b, deltaprop.runtime.jit as n
         n.numba_module()
         import numba
         print(b.info()["mkl_threading"], numba.config.THREADING_LAYER_PRIORITY)
@@ -117,9 +118,9 @@ def test_a_forked_child_can_train_after_the_parent_used_the_pool():
         pytest.skip("no fork on this platform")
     code = textwrap.dedent("""
         import os, numpy as np
-        from deltaprop import blas
+        from deltaprop.runtime import blas
         from deltaprop.functional import activation as A
-        from deltaprop.optim._fused import sgd_momentum_update
+        from deltaprop.fast.sgd_numba import sgd_momentum_update
         a = np.ones((300, 300), np.float32)
         w, g, buf = np.ones(10 ** 6, np.float32), np.ones(10 ** 6, np.float32), np.zeros(10 ** 6, np.float32)
         def work():

@@ -8,7 +8,7 @@ import pytest
 
 import deltaprop.nn as nn
 from deltaprop.errors import NonFiniteError, ShapeError
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.functional import pool as P
 from deltaprop.functional import pool_geometry as PG
 from deltaprop.functional import pool_naive as PN

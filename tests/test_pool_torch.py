@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import deltaprop.nn as nn
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 
 from conftest import rel_err
 

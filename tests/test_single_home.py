@@ -81,7 +81,7 @@ def test_darknet_logistic_and_tanh_use_the_engine_derivative(name, engine, rng):
 def test_numba_sigma_mirrors_the_numpy_activation(code, slope, dtype, rng):
     """_norm_numba._act_map (σ and dout·σ' through ``_sigma``) equals activation.py's functions exactly."""
     require_numba()
-    from deltaprop.functional import _norm_numba as NB
+    from deltaprop.fast import norm_numba as NB
     t = np.dtype(dtype).type
     xc = rng.standard_normal((2, 3, 50)).astype(dtype)
     xc[0, 0, :5] = 0.0
@@ -107,7 +107,7 @@ def test_numba_sigma_mirrors_the_numpy_activation(code, slope, dtype, rng):
 def test_numba_input_grad_mirrors_bn_input_grad(dtype, rng):
     """BN 2.3: _norm_numba._input_grad and norm.bn_input_grad give the same numbers bit for bit."""
     require_numba()
-    from deltaprop.functional import _norm_numba as NB
+    from deltaprop.fast import norm_numba as NB
     dy = rng.standard_normal((3, 4, 33)).astype(dtype)
     xc = rng.standard_normal(dy.shape).astype(dtype)
     inv_std = rng.uniform(0.5, 2, 4).astype(dtype)

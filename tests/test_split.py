@@ -9,8 +9,11 @@ import pytest
 
 import deltaprop as dp
 from conftest import need_mkl
-from deltaprop import blas, models, nn, optim
-from deltaprop.functional import _numba, _split, im2col as I, norm_fused as NF, pool as P
+from deltaprop import models, nn, optim
+from deltaprop.runtime import blas
+from deltaprop.functional import im2col as I, norm_fused as NF, pool as P
+from deltaprop.runtime import jit as _numba
+from deltaprop.fast import split as _split
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

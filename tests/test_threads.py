@@ -73,7 +73,7 @@ def test_openblas_with_numba_is_not_many_times_slower_than_without():
 def test_mkl_shares_the_kernels_pool():
     """DELTAPROP_BLAS=mkl with numba: MKL on GNU OpenMP, numba's layer omp, OpenMP's default wait policy."""
     require_numba()
-    from deltaprop import blas
+    from deltaprop.runtime import blas
     if not blas._candidates():
         need_mkl("libmkl_rt not found")
     code = "import json, deltaprop as dp; print(json.dumps(dp.tune()))"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from deltaprop import optim
-from deltaprop.functional import _numba
+from deltaprop.runtime import jit as _numba
 from deltaprop.nn import Parameter
 from conftest import require_numba
 
@@ -46,7 +46,7 @@ def test_fused_equals_numpy(dtype, kw):
 
 def test_fused_path_runs_and_declines_what_it_cannot_do():
     require_numba()
-    from deltaprop.optim._fused import sgd_momentum_update
+    from deltaprop.fast.sgd_numba import sgd_momentum_update
     w, g, b = np.ones(6, np.float32), np.full(6, 2.0, np.float32), np.ones(6, np.float32)
     assert sgd_momentum_update(w, g, b, 0.5, 0.9, 0.0, 0.0, False, False)
     np.testing.assert_array_equal(b, np.float32(0.9) + np.float32(2.0))

@@ -31,8 +31,9 @@ def _libraries() -> list:
 
 def run(args) -> int:
     import numpy as np
-    from .. import calibrate, tune
-    from ..functional import _numba
+    from .. import tune
+    from ..runtime import calibrate
+    from ..runtime import jit as _numba
     forgot = calibrate.forget() if args.recalibrate else False
     info = tune()
     choice = info.get("choice", {})

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import backend
-from .._env import env_int
+from ..runtime.settings import env_int
 from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
 from .cfg import Section, format_sections, unsupported_error

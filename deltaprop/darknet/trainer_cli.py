@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._env import env_int
+from ..runtime.settings import env_int
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 

@@ -23,10 +23,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..detect.boxes import letterbox_size
-from ..detect.image import letterbox_image, load_image
 from ..errors import DataError, LabelError, ShapeError
+from ..geometry.boxes import letterbox_size
+from ..geometry.letterbox import letterbox, letterbox_image
 from .augment import Augment, augment_sample, correct_boxes
+from .images import load_image
 from .labels import (IMAGE_EXTENSIONS, LabelProblem, check_images, check_label_file, label_path, read_labels)
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -128,14 +129,6 @@ def image_list(source: PathLike) -> List[Path]:
         if line and not line.startswith("#"):
             out.append(resolve_path(line, base))
     return out
-
-
-def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``letterbox_image``: (3, H, W) float32 → (3, h, w), aspect kept, centred on 0.5 grey."""
-    img = np.asarray(img)
-    if img.ndim != 3:
-        raise ShapeError(f"letterbox: expected an image (C, H, W), got shape {img.shape}")
-    return letterbox_image(img.astype(np.float32, copy=False), int(w), int(h))
 
 
 def letterbox_rows(rows: np.ndarray, img_w: int, img_h: int, w: int, h: int) -> np.ndarray:

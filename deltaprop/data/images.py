@@ -1,4 +1,5 @@
-"""Reading digit pictures (PNG, JPEG, ...) as MNIST-like 28×28 uint8 arrays (Pillow, extra ``images``)."""
+"""Reading pictures with Pillow (extra ``images``): photos for detection as float32 (C, H, W) in [0, 1]
+(``load_image``), digit pictures as MNIST-like 28×28 uint8 arrays (``read_image``, ``load_digit``)."""
 from __future__ import annotations
 
 import os
@@ -13,9 +14,23 @@ def _pil():
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("reading PNG/JPEG images needs Pillow: pip install 'deltaprop[images]' "
+        raise ImportError("reading and drawing images needs Pillow: pip install 'deltaprop[images]' "
                           "(or pip install Pillow)") from None
     return Image
+
+
+def load_image(path: "os.PathLike[str] | str", channels: int = 3) -> np.ndarray:
+    """An image file as float32 (channels, H, W) in [0, 1] (RGB for 3 channels, grey for 1)."""
+    Image = _pil()
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            arr = np.asarray(im, dtype=np.float32) / np.float32(255)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read image: {e}") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
+
 
 
 def read_image(path: Union[str, os.PathLike]) -> np.ndarray:

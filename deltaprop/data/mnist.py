@@ -17,7 +17,7 @@ from urllib.request import urlopen  # module attribute: tests replace it, there 
 
 import numpy as np
 
-from .._env import env_path, user_cache_dir
+from ..runtime.settings import env_path, user_cache_dir
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from .idx import MAGIC_IMAGES, MAGIC_LABELS, parse_idx, read_idx

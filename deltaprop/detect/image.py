@@ -1,75 +1,8 @@
-"""Images for detection: load with Pillow (lazy import) as float32 (3, H, W) in [0, 1], and Darknet's
-``letterbox_image``: resize (Darknet's own bilinear ``resize_image``, in float32 as the C code) to fit
-the network's canvas, keep the aspect ratio, centre on a 0.5-grey background."""
+"""Images for detection: ``load_image`` (``data.images``) and Darknet's ``resize_image``/``letterbox_image``
+(``geometry.letterbox``), gathered for the detector's users."""
 from __future__ import annotations
 
-import os
+from ..data.images import _pil, load_image
+from ..geometry.letterbox import letterbox_image, resize_image
 
-import numpy as np
-
-from ..errors import DataError
-from .boxes import letterbox_size
-
-
-def _pil():
-    try:
-        from PIL import Image
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading and drawing images needs Pillow: pip install 'deltaprop[images]'") from e
-    return Image
-
-
-def load_image(path: "os.PathLike[str] | str", channels: int = 3) -> np.ndarray:
-    """An image file as float32 (channels, H, W) in [0, 1] (RGB for 3 channels, grey for 1)."""
-    Image = _pil()
-    path = os.fspath(path)
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            arr = np.asarray(im, dtype=np.float32) / np.float32(255)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read image: {e}") from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()
-
-
-def resize_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``resize_image``: linear interpolation along x, then along y, in float32, with its
-    edge rules (the last column/row copies the last source pixel). ``im`` (C, H, W)."""
-    c, ih, iw = im.shape
-    f = np.float32
-    im = im.astype(f, copy=False)
-    if w == 1 or iw == 1:
-        part = np.repeat(im[:, :, iw - 1:iw], w, axis=2)   # the last source column, as Darknet
-    else:
-        w_scale = f(iw - 1) / f(w - 1)
-        sx = np.arange(w, dtype=f) * w_scale
-        ix = sx.astype(np.int64)
-        dx = sx - ix.astype(f)
-        last = np.arange(w) == w - 1
-        ix = np.where(last, iw - 1, np.minimum(ix, iw - 2))
-        dx = np.where(last, f(0), dx)
-        part = (f(1) - dx) * im[:, :, ix] + dx * im[:, :, np.minimum(ix + 1, iw - 1)]
-    if h == 1:
-        h_scale = f(0)
-    else:
-        h_scale = f(ih - 1) / f(h - 1)
-    sy = np.arange(h, dtype=f) * h_scale
-    iy = np.minimum(sy.astype(np.int64), ih - 1)
-    dy = sy - iy.astype(f)
-    out = (f(1) - dy)[None, :, None] * part[:, iy, :]
-    add = (np.arange(h) != h - 1) & (ih != 1)
-    if add.any():
-        nxt = np.minimum(iy + 1, ih - 1)
-        out += np.where(add, dy, f(0))[None, :, None] * part[:, nxt, :]
-    return out.astype(f, copy=False)
-
-
-def letterbox_image(im: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``letterbox_image``: (C, H, W) → (C, h, w), aspect kept, centred on 0.5 grey."""
-    c, ih, iw = im.shape
-    new_w, new_h = letterbox_size(iw, ih, w, h)
-    resized = resize_image(im, new_w, new_h)
-    boxed = np.full((c, h, w), 0.5, dtype=np.float32)
-    dx, dy = (w - new_w) // 2, (h - new_h) // 2
-    boxed[:, dy:dy + new_h, dx:dx + new_w] = resized
-    return boxed
+__all__ = ["_pil", "load_image", "letterbox_image", "resize_image"]

@@ -20,7 +20,7 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from .._env import env_int
+from ..runtime.settings import env_int
 from ..errors import ConfigError
 
 #: seconds a collective may wait for the other ranks before the job is ended (``DELTAPROP_DIST_TIMEOUT``)

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .._env import env_flag
+from ..runtime.settings import env_flag
 from ..errors import ConfigError
 from .comm import Communicator, LocalComm, world
 from .data import shard_batches

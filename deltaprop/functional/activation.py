@@ -11,7 +11,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from . import _elementwise_numba as _ew
+from ..fast import elementwise_numba as _ew
 
 
 # --- the caches: one typed record per kernel ---------------------------------------------------

@@ -25,9 +25,11 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..blas import matmul
+from ..runtime.blas import matmul
 from ..errors import ShapeError
-from . import _numba, _split, conv_direct
+from ..runtime import jit as _numba
+from ..fast import split as _split
+from ..fast import conv_direct
 from .im2col import ConvGeometry, col2im, col2im_wide, conv_geometry, im2col
 
 Pad = Union[int, Sequence[int]]

@@ -15,7 +15,8 @@ from typing import Tuple
 
 import numpy as np
 
-from . import _numba, _split
+from ..runtime import jit as _numba
+from ..fast import split as _split
 from .activation import leaky_relu_into
 
 #: activations the one-pass tail applies (others: the caller applies its own after ``affine_``)
@@ -65,7 +66,7 @@ def affine_act_(z: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation:
     shift = np.ascontiguousarray(shift, dtype=dt)
     kernel = None
     if _numba.enabled():
-        from . import _norm_numba           # σ's numba home (``_affine_sigma``), loaded with the first kernel
+        from ..fast import norm_numba as _norm_numba  # σ's numba home (``_affine_sigma``), loaded with the first kernel
         kernel = _norm_numba._affine_act.compiled(z.size)
     if kernel is not None:
         kernel(z3, scale, shift, TAIL_ACTIVATIONS[activation], dt.type(slope))

@@ -6,7 +6,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..blas import matmul
+from ..runtime.blas import matmul
 
 Grads = Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]
 

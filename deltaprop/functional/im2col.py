@@ -18,8 +18,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShapeError
-from . import _numba, _split
-from ._numba import prange
+from ..runtime import jit as _numba
+from ..fast import split as _split
+from ..runtime.jit import prange
 
 IntPair = Union[int, Sequence[int]]
 

@@ -231,7 +231,7 @@ def cross_entropy_fast_forward(logits: np.ndarray, target, ignore_index: int = -
             or logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0] \
             or logits.dtype.kind != "f" or target.dtype.kind not in "iu" or logits.size == 0:
         return None
-    from . import _loss_numba
+    from ..fast import loss_numba as _loss_numba
     kernel = _loss_numba._ce_forward.compiled()
     if kernel is None:
         return None
@@ -262,7 +262,7 @@ def cross_entropy_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
     at the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and the smoothing are
     subtracted); the numba pass by its mirror ``_loss_numba._ce_backward``."""
     if type(cache) is CrossEntropyFastCache:
-        from . import _loss_numba
+        from ..fast import loss_numba as _loss_numba
         p, lab, ignore_index, denom, reduction = cache
         coef = _coef(dout, reduction, denom, p.dtype)
         dx = np.empty_like(p)

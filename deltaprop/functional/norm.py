@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..errors import ShapeError
-from . import _split
+from ..fast import split as _split
 
 
 class BNCache(NamedTuple):

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _numba
+from ..runtime import jit as _numba
 from . import activation as A
 from .norm import (BNCache, _col, _per_batch, batch_norm_backward, batch_norm_forward, bn_grad_coefs, bn_input_grad,
                    bn_statistics, channel_dot, channel_sum, channel_view)
@@ -154,7 +154,7 @@ def batchnorm_act_forward(x: np.ndarray, gamma: Optional[np.ndarray], beta: Opti
             y, acache = A.leaky_relu_forward(y, negative_slope)
         return y, PlainCache(bcache, activation, acache)
     if _numba.enabled():
-        from . import _norm_numba
+        from ..fast import norm_numba as _norm_numba
         return _norm_numba.bn_act_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps,
                                           activation, negative_slope)
     x3 = channel_view(x)
@@ -173,7 +173,7 @@ def batchnorm_act_backward(dout: np.ndarray, cache: BNActCache, need_dx: bool = 
     ``consume_cache=True`` (a module's backward, which drops its cache) lets the NumPy path scale the cached
     z − μ in place instead of into a new array; the numbers are the same."""
     if type(cache) is NumbaCache:
-        from . import _norm_numba
+        from ..fast import norm_numba as _norm_numba
         return _norm_numba.bn_act_backward(dout, cache, need_dx)
     if type(cache) is PlainCache:
         bcache, activation, acache = cache
@@ -224,7 +224,7 @@ def batchnorm_act_maxpool2_forward(x: np.ndarray, gamma: Optional[np.ndarray], b
     g = pool_geometry(x.shape, 2, name="batchnorm_act_maxpool2")
     if (_numba.enabled() and gamma is not None and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
             and g.wo >= _FUSED_POOL_MIN_WIDTH):
-        from . import _norm_numba
+        from ..fast import norm_numba as _norm_numba
         out, bcache, idx = _norm_numba.bn_act_pool_forward(x, gamma, beta, running_mean, running_var, training,
                                                           momentum, eps, activation, negative_slope, np.uint8)
         return out, FusedPoolCache(bcache, idx, g)
@@ -259,7 +259,7 @@ def batchnorm_act_maxpool2_backward(dout: np.ndarray, cache: BNActPoolCache, nee
     """Returns (dx, dγ, dβ): the pooling backward (each window's delta to its arg-max, §4), then
     ``batchnorm_act_backward``."""
     if type(cache) is FusedPoolCache:
-        from . import _norm_numba
+        from ..fast import norm_numba as _norm_numba
         return _norm_numba.bn_act_pool_backward(dout, cache.idx, cache.bn, need_dx)
     if type(cache) is NumpyPoolCache:
         xc, inv_std, gamma, batch, activation, slope, pos, pcache, shape = cache

@@ -15,7 +15,7 @@ from typing import NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from ..errors import ShapeError
-from . import _split
+from ..fast import split as _split
 from .pool_geometry import (IntOr2, Padding, PoolGeometry, index_dtype, numba_kernels, padded, pool_geometry,
                             scatter_sum, unpad, window_sum, window_view)
 

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ShapeError
-from . import _numba
+from ..runtime import jit as _numba
 
 IntOr2 = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
@@ -234,7 +234,7 @@ def numba_kernels(g: PoolGeometry):
     """The numba kernels when enabled and they cover this geometry (2×2/2, unpadded), else None."""
     if not _numba.enabled():
         return None
-    from . import _pool_numba
+    from ..fast import pool_numba as _pool_numba
     return _pool_numba if _pool_numba.applies(g) else None
 
 

@@ -31,7 +31,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from ..detect.boxes import box_iou, yolo_grid_boxes
+from ..geometry.boxes import box_iou, yolo_grid_boxes
 from ..errors import LabelError, ShapeError
 from .activation import sigmoid_forward
 from .loss_binary import bce_with_logits_elementwise

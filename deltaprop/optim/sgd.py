@@ -6,7 +6,7 @@ from typing import Any, Dict
 import numpy as np
 
 from ..nn.parameter import Parameter
-from ._fused import sgd_momentum_update
+from ..fast.sgd_numba import sgd_momentum_update
 from .optimizer import Optimizer, ParamsT
 
 

@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._env import env_flag, env_path, user_cache_dir
-from .atomic import atomic_writer
+from .settings import env_flag, env_path, user_cache_dir
+from ..atomic import atomic_writer
 
 SCHEMA = 1
 MARGIN = 0.05            # MKL must be this much faster to be chosen over NumPy's own BLAS
@@ -140,8 +140,8 @@ def _step_work(shapes, seed: int = 0):
 def _run_step(prods, sgd) -> None:
     """Each product, then the ReLU of its result; one SGD-momentum pass over a 784×256 weight at the end."""
     from . import blas
-    from .functional import _elementwise_numba as ew
-    from .optim._fused import sgd_momentum_update
+    from ..fast import elementwise_numba as ew
+    from ..fast.sgd_numba import sgd_momentum_update
     for a, b in prods:
         c = blas.matmul(a, b)
         if ew.relu_forward(c) is None:
@@ -178,8 +178,9 @@ def measure(libraries=("numpy", "mkl"), rounds: int = ROUNDS, budget_s: float = 
 def choose() -> Dict[str, object]:
     """The library for ``auto`` and why: {"choice", "reason", "seconds" (per library, when measured),
     "cached", "cache", "key"}. Measures on a cache miss (see the module's docstring)."""
-    from . import blas, threads
-    from .functional import _numba
+    from . import blas
+    from . import threads
+    from . import jit as _numba
     if not env_flag("DELTAPROP_CALIBRATE", True):
         return {"choice": "numpy", "reason": "DELTAPROP_CALIBRATE=0: no measurement, NumPy's own BLAS"}
     if not blas._candidates():
@@ -223,7 +224,7 @@ def _store(path: Path, entries: Dict[str, dict], kid: str, entry: dict, t0: floa
 def forget() -> bool:
     """Remove the cache files (the BLAS choice and the direct-loops choice: the next process, or this one's next
     convolution, measures again); True when there was one."""
-    from .functional import conv_direct
+    from ..fast import conv_direct
     conv_direct.set_max_taps(None)
     found = False
     for path in (cache_path(), direct_conv_path()):
@@ -249,7 +250,7 @@ def direct_conv_path() -> Path:
 def measure_direct(geometries=DIRECT_GEOMETRIES, rounds: int = ROUNDS) -> Dict[str, Dict[str, float]]:
     """Median seconds of one forward by the direct loops and by im2col and the product (the columns not kept,
     as a cfg network runs it), per geometry ("C-F-side"), alternating the two round by round."""
-    from .functional import conv_direct
+    from ..fast import conv_direct
     g = np.random.default_rng(0)
     out: Dict[str, Dict[str, float]] = {}
     before = conv_direct._max_taps
@@ -268,7 +269,8 @@ def _geometry_name(c: int, f: int, side: int) -> str:
 
 def _time_direct(g: np.random.Generator, c: int, f: int, side: int, rounds: int) -> Dict[str, float]:
     """Median seconds of a C→F 3×3 forward on a side×side map, batch 1: {"direct": .., "product": ..}."""
-    from .functional import conv, conv_direct
+    from ..functional import conv
+    from ..fast import conv_direct
     x = g.standard_normal((1, c, side, side)).astype(np.float32)
     w = g.standard_normal((f, c, 3, 3)).astype(np.float32)
     geo = conv.conv_geometry(x.shape, w.shape, 1, 1)
@@ -293,7 +295,8 @@ def direct_conv_taps() -> Dict[str, object]:
     ``DIRECT_GEOMETRIES`` both ways (``measure_direct``, about 0.1 s): the largest geometry whose loops beat the
     product by more than ``MARGIN`` sets it (``conv_direct.MAX_TAPS`` when it is the largest), 0 when none does."""
     from . import blas
-    from .functional import _numba, conv_direct
+    from . import jit as _numba
+    from ..fast import conv_direct
     if not env_flag("DELTAPROP_CALIBRATE", True):
         return {"max_taps": 0, "reason": "DELTAPROP_CALIBRATE=0: no measurement, the product path"}
     if not _numba.enabled():

@@ -19,7 +19,7 @@ import os
 import types
 from typing import Callable, Optional
 
-from .._env import env_flag, env_int
+from .settings import env_flag, env_int
 
 # The loop of parallel kernels: ``range`` here; a kernel module's ``prange`` is rebound to numba's (which numba
 # knows by identity) just before its first kernel compiles, so ``import deltaprop`` does not import numba.
@@ -60,7 +60,7 @@ def disable_parallel() -> None:
 def omp_available() -> bool:
     """Whether numba's parallel kernels run on GNU OpenMP (``libgomp``), the pool MKL can share; known once
     ``deltaprop.threads`` started the pools (False before)."""
-    from .. import threads
+    from . import threads
     return numba_module() is not None and str(threads.describe().get("numba_layer")) == "omp" \
         and _omp_vendor() == "GNU"
 
@@ -164,12 +164,13 @@ def jit(fn: Callable = None, **options) -> Callable:
                 return None
             par = parallel and not _forked and not _serial_only and (n is None or n >= PARALLEL_MIN)
             if par and n is not None:
-                from .. import blas
+                from . import blas
                 par = blas.before_parallel_kernel(n)
             c = state.get(par)
             if c is None:
                 if par:
-                    from .. import blas, threads
+                    from . import blas
+                    from . import threads
                     blas.ensure()          # the pools are set up before numba starts its threads
                     threads.start_kernels()
                     if _serial_only:

@@ -19,9 +19,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._numba import inline, jit, prange
-from .norm import bn_statistics, channel_view
-from .norm_fused import NumbaCache, bn_act_grads
+from ..runtime.jit import inline, jit, prange
+from ..functional.norm import bn_statistics, channel_view
+from ..functional.norm_fused import NumbaCache, bn_act_grads
 
 _CODES = {"linear": 0, "relu": 1, "leaky": 2}
 

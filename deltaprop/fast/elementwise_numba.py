@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ._numba import jit, prange
+from ..runtime.jit import jit, prange
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 

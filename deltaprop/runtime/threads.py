@@ -85,7 +85,7 @@ def start(design: str) -> str:
         return _started
     if design not in ("shared", "passive"):
         raise ValueError(f"threads.start: unknown design {design!r}")
-    from .functional import _numba
+    from . import jit as _numba
     _started = design
     _record.update({"design": design, "libgomp_loaded_before": _gomp_loaded(),
                     "user_wait_vars": {k: os.environ[k] for k in _USER_WAIT_VARS if k in os.environ}})
@@ -102,7 +102,7 @@ def start_kernels() -> None:
     global _gomp
     if _record.get("numba_layer") is not None or _started is None:
         return
-    from .functional import _numba
+    from . import jit as _numba
     nb = _numba.numba_module()
     if nb is None:
         return

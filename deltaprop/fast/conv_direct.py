@@ -28,10 +28,10 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _env
-from . import _numba
-from ._numba import prange
-from .im2col import ConvGeometry, zero_padded
+from ..runtime import settings as _env
+from ..runtime import jit as _numba
+from ..runtime.jit import prange
+from ..functional.im2col import ConvGeometry, zero_padded
 
 MAX_TAPS = 160           # C·kh·kw at most this many (and at most ``max_taps()``) ...
 MIN_POSITIONS = 64 * 64  # ... on maps of at least this many output positions: the direct loops
@@ -48,7 +48,7 @@ def max_taps() -> int:
         setting = _env.env_choice("DELTAPROP_CONV_DIRECT", "auto", SETTINGS)
         if setting == "auto":
             _max_taps = 0                      # the product path while measuring (and should measuring fail)
-            from .. import calibrate
+            from ..runtime import calibrate
             _max_taps = int(calibrate.direct_conv_taps()["max_taps"])
         else:
             _max_taps = MAX_TAPS if setting == "on" else 0

@@ -15,7 +15,7 @@ import ctypes
 import ctypes.util
 import sys
 
-from ._env import env_flag
+from .settings import env_flag
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from ._numba import jit
+from ..runtime.jit import jit
 
 OK, BAD_LABEL, NON_FINITE = 0, 1, 2
 

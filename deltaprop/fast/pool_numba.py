@@ -14,7 +14,7 @@ from typing import Tuple
 
 import numpy as np
 
-from ._numba import jit, prange
+from ..runtime.jit import jit, prange
 
 
 def applies(g) -> bool:

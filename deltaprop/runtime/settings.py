@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def env_int(name: str, default: int, minimum: int = 0) -> int:

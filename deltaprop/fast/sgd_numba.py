@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from ..functional._numba import jit, prange
+from ..runtime.jit import jit, prange
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -36,8 +36,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ._env import env_choice, env_flag
-from .errors import DeltapropError
+from .settings import env_choice, env_flag
+from ..errors import DeltapropError
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _INT_MAX = 2 ** 31 - 1          # MKL's LP64 interface: 32-bit sizes
@@ -159,7 +159,7 @@ def _choose_threading(lib) -> None:
         _threading = os.environ["MKL_THREADING_LAYER"].lower()
         return
     from . import threads
-    from .functional import _numba
+    from . import jit as _numba
     _threading = "intel"
     if not hasattr(lib, "MKL_Set_Threading_Layer"):
         return
@@ -388,7 +388,7 @@ def use(name: str) -> str:
     (``set_backend`` without the calibration; ``deltaprop.calibrate`` times each library through it)."""
     global _use_mkl, _via_numba, _backend, _load_error
     from . import threads
-    from .functional import _numba
+    from . import jit as _numba
     _use_mkl = False
     _plans.clear()
     if name == "mkl":
@@ -414,7 +414,7 @@ def ensure() -> str:
         return _backend
     _ensuring = True
     try:
-        from . import _malloc
+        from . import malloc as _malloc
         _malloc.tune()
         set_backend(setting())
     finally:

@@ -26,9 +26,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
-from .. import blas
-from .._env import env_flag, env_int
-from . import _numba
+from ..runtime import blas
+from ..runtime.settings import env_flag, env_int
+from ..runtime import jit as _numba
 
 T = TypeVar("T")
 SPLIT_MIN = env_int("DELTAPROP_SPLIT_MIN", 1 << 18)
