@@ -3,7 +3,9 @@ equations (every docstring cites a label of docs/equations.md)."""
 from . import backend, errors, functional, gradcheck, nn
 from .runtime import blas
 from . import optim
-from . import fast  # registers the fast variants with deltaprop.dispatch (after the references)
+from . import fast
+
+fast.register_all()  # the fast variants register with deltaprop.dispatch, after the references they replace
 from .backend import enable_grad, get_default_dtype, is_grad_enabled, manual_seed, no_grad, set_default_dtype
 from .errors import DeltapropError
 

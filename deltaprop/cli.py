@@ -14,7 +14,7 @@ from .errors import DeltapropError
 # optional packages -> the pyproject extra that installs them (named when one is missing)
 EXTRA_OF = {"matplotlib": "plot", "PIL": "images", "numba": "fast", "threadpoolctl": "fast", "mpi4py": "mpi"}
 COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors",
-            "detector", "info"]
+            "detector", "info", "export"]
 
 
 def build_parser() -> argparse.ArgumentParser:
