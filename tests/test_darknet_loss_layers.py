@@ -14,7 +14,7 @@ from conftest import fixture_dir
 from darknet_testutil import yolo_section
 from deltaprop.darknet.layers import LAYER_KINDS, LossLayer, LossResult, YoloLayer, YoloLossResult
 from deltaprop.darknet.train_loss import NetworkLoss, compute_losses, loss_layer_indices
-from deltaprop.errors import ConfigError, ValueRangeError
+from deltaprop.errors import ConfigError, ShapeError, ValueRangeError
 from deltaprop.functional.yolo_loss import YoloAssignment, YoloStats
 
 TWO_HEADS = """[net]
@@ -116,6 +116,8 @@ def test_fixed_assignments_are_reused_as_given():
                               first.results[i].assignment.delta(net.layer_outputs[i]))
     with pytest.raises(ValueRangeError, match=r"layers \[0\]"):
         net.loss(TARGETS, assignments={0: first.results[1].assignment})
+    with pytest.raises(ShapeError, match=r"layer 5 \[yolo\]: the assignment to hold fixed is for outputs"):
+        net.loss(TARGETS, assignments={5: first.results[1].assignment})      # another head's shape
 
 
 def test_classifier_results_and_no_decisions_to_fix():

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..geometry.boxes import box_iou, correct_boxes, letterbox_size, to_pixels, yolo_grid_boxes
 
+
 @dataclass
 class Detections:
     """Candidate boxes of one image: ``boxes`` (M, 4) as (x, y, w, h), ``objectness`` (M,),
@@ -98,6 +99,7 @@ def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,
 
 
 def concat(parts: Sequence[Detections], classes: int) -> Detections:
+    """The candidates of several heads as one ``Detections``, in the order given (empty with ``classes``)."""
     if not parts:
         return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, classes)))
     return Detections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.objectness for p in parts]),

@@ -155,6 +155,9 @@ class YoloLayer(LossLayer):
             net_w, net_h = self.net_size
             asg = yl.yolo_assign(out, self.truths(truth, out.shape[0]), self.anchors, self.mask, self.classes,
                                  net_w, net_h, self.ignore_thresh, self.truth_thresh)
+        elif asg.mask.shape != self.split(out).shape:
+            raise ShapeError(f"layer {self.index} [yolo]: the assignment to hold fixed is for outputs "
+                             f"{asg.mask.shape}, this pass's are {self.split(out).shape}")
         if self.numerics == "darknet":
             g = -asg.delta(out)
             return YoloLossResult(self.index, yl.darknet_yolo_cost(g), g, g, asg, asg.stats)
