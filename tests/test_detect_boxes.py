@@ -191,3 +191,20 @@ def test_convert_cli_round_trip(tiny_files, tmp_path, capsys):
     assert (tmp_path / "back.weights").read_bytes() == (d / "tiny.weights").read_bytes()
     assert cli.main(["convert", str(d / "tiny.weights"), str(tmp_path / "x.npz")]) == 1
     assert "needs --cfg" in capsys.readouterr().err
+
+
+def test_corner_iou_equals_darknets_box_iou_and_is_zero_apart():
+    """mAP's IoU of corner boxes (``geometry.boxes.corner_iou``) is Darknet's ``box_iou`` of the same boxes
+    given as centre and size; boxes that only touch, or lie apart, have IoU 0."""
+    from deltaprop.geometry.boxes import corner_iou, to_corners
+    rng = np.random.default_rng(4)
+    a = np.column_stack([rng.uniform(0.2, 0.8, (7, 2)), rng.uniform(0.05, 0.6, (7, 2))])
+    b = np.column_stack([rng.uniform(0.2, 0.8, (5, 2)), rng.uniform(0.05, 0.6, (5, 2))])
+    corners = to_corners(a)
+    assert np.allclose(corners[:, 2:] - corners[:, :2], a[:, 2:]) and np.allclose(corners[:, :2] + corners[:, 2:],
+                                                                                   2 * a[:, :2])
+    got = corner_iou(corners, to_corners(b))
+    assert got.shape == (7, 5) and (got > 0).any()
+    assert np.abs(got - box_iou(a[:, None, :], b[None, :, :])).max() < 1e-14
+    touching = np.array([[0.25, 0.5, 0.5, 0.5], [0.75, 0.5, 0.5, 0.5], [3.0, 3.0, 0.1, 0.1]])
+    assert corner_iou(to_corners(touching), to_corners(touching)).tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]

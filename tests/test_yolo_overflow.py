@@ -10,7 +10,8 @@ import pytest
 import deltaprop
 from darknet_testutil import yolo_section
 from deltaprop import darknet
-from deltaprop.detect.boxes import MAX_LOG_SIZE, yolo_decode, yolo_grid_boxes
+from deltaprop.detect.boxes import yolo_decode
+from deltaprop.geometry.boxes import MAX_LOG_SIZE, yolo_grid_boxes
 from deltaprop.functional.yolo_loss import darknet_truths, yolo_assign
 
 ANCHORS = [(10.0, 14.0), (23.0, 27.0)]
@@ -78,8 +79,8 @@ def test_training_decisions_for_huge_outputs_equal_those_of_a_huge_finite_box():
     ref = _assign(finite, truths)
     assert np.array_equal(got.mask, ref.mask)
     assert np.array_equal(got.target, ref.target) and np.array_equal(got.scale, ref.scale)
-    assert got.stats["count"] == ref.stats["count"] == 2
-    assert all(np.isfinite(val) for val in got.stats.values())
+    assert got.stats.count == ref.stats.count == 2
+    assert all(np.isfinite(val) for val in got.stats.as_dict().values())
     assert got.mask[0, 0, 4, 1, 1] and got.target[0, 0, 4, 1, 1] == 1        # still the first truth's cell
     assert np.isfinite(got.delta(huge)).all()
 
@@ -108,7 +109,7 @@ def test_yolo_layer_forward_and_loss_on_huge_inputs(numerics, dtype):
     x = np.random.default_rng(1).choice([-1000.0, -100.0, 0.0, 100.0, 1000.0], (2, 14, 32, 32)).astype(dtype)
     with np.errstate(**LOUD, under="ignore"):
         out = layer.forward(x)
-        res = layer.loss(x, out, [np.array([[1, 0.3, 0.3, 0.2, 0.2]]), np.zeros((0, 5))], net_size=(32, 32))
+        res = layer.loss(x, out, [np.array([[1, 0.3, 0.3, 0.2, 0.2]]), np.zeros((0, 5))])
     assert np.isfinite(out).all() and np.isfinite(res.cost)
     v = out.reshape(2, 2, 7, 32, 32)
     assert v[:, :, [0, 1, 4, 5, 6]].min() >= 0 and v[:, :, [0, 1, 4, 5, 6]].max() <= 1

@@ -101,7 +101,7 @@ def test_yolov3_tiny_loss_falls_on_a_coco128_photo():
     img = fixture_dir("coco128", "images", "000000002592.jpg")
     deltaprop.manual_seed(0)
     net = dn.load("yolov3-tiny", width=128, height=128, batch=1)
-    assert net.numerics == "darknet" and [l.index for l in net.layers if l.kind == "yolo"] == [16, 23]
+    assert net.numerics == "darknet" and [head.index for head in net.detection_heads] == [16, 23]
     x, rows = DetectionDataset([img], 80, 128, 128)[0]
     assert len(rows) == 3
     tr = DarknetTrainer(net, batch=1, subdivisions=1, learning_rate=0.001, max_batches=100, multiscale=False)

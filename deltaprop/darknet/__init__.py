@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+import numpy as np
+
 from .. import backend
 from ..errors import ConfigError
 from ..atomic import atomic_write_bytes
@@ -55,7 +57,6 @@ def build(sections: List[Section], numerics: str = "darknet", dtype=None, width:
         raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
     plan = plan_network(sections, width, height, channels, batch)
     dt = backend.get_default_dtype() if dtype is None else dtype
-    import numpy as np
     check_budget(plan, budget, np.dtype(dt).itemsize)
     return DarknetNet(plan, numerics, dtype=dt)
 

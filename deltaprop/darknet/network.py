@@ -16,6 +16,7 @@ from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
 from .cfg import Section, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
+from .train_loss import NetworkLoss, backpropagate, compute_losses
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
 DEFAULT_BUDGET = 4 * 2 ** 30
@@ -131,12 +132,14 @@ class NetworkPlan:
         return itemsize * (self.n_params + batch * (acts + work))
 
     def output_indices(self) -> List[int]:
-        """The layers whose outputs are the network's: the [yolo] layers, else the last layer before any [cost]."""
-        yolo = [s.index for s in self.specs if s.type == "yolo"]
-        if yolo:
-            return yolo
-        for s in reversed(self.specs):  # Darknet's network output skips [cost] layers
-            if s.type != "cost":
+        """The layers whose outputs are the network's: the detection heads ([yolo]), else the last layer that
+        Darknet's ``get_network_output`` does not skip (it skips [cost])."""
+        classes = [LAYER_KINDS[s.type][1] for s in self.specs]
+        heads = [s.index for s, cls in zip(self.specs, classes) if cls.detection_head]
+        if heads:
+            return heads
+        for s, cls in zip(reversed(self.specs), reversed(classes)):
+            if cls.network_output:
                 return [s.index]
         return [len(self.specs) - 1]
 
@@ -210,8 +213,11 @@ class DarknetNet(Graph):
 
     Training (any cfg with loss layers: [yolo], [softmax], [cost], [logistic]): ``net.train(); net(x);
     loss = net.loss(targets); net.backward()``; then ``net.layer_grads[i]`` is ∂loss/∂(output of layer i)
-    (engine sign: −Darknet's delta) and ``net.yolo_stats`` the per-head statistics (``train_loss``).
+    (engine sign: −Darknet's delta) and ``net.last_loss`` the ``train_loss.NetworkLoss`` of that pass (each
+    loss layer's result, the [yolo] heads' assignments and statistics).
     """
+
+    last_loss: Optional[NetworkLoss]        # the last ``loss``'s result (None before any)
 
     def __init__(self, plan: NetworkPlan, numerics: str = "darknet", dtype=None) -> None:
         super().__init__()
@@ -231,8 +237,7 @@ class DarknetNet(Graph):
         object.__setattr__(self, "_pending_loss", None)
         object.__setattr__(self, "layer_grads", [])
         object.__setattr__(self, "keep_layer_grads", True)     # backward() copies ∂/∂(every layer's output)
-        object.__setattr__(self, "yolo_stats", [])
-        object.__setattr__(self, "loss_costs", {})
+        object.__setattr__(self, "last_loss", None)
         for spec in plan.specs:
             cls = LAYER_KINDS[spec.type][1]
             self.add(cls(spec, numerics, dtype=dt), spec.inputs)
@@ -263,24 +268,45 @@ class DarknetNet(Graph):
         return super().forward(x)
 
     # --- training: loss layers -----------------------------------------------------------------
+    @property
+    def detection_heads(self) -> List[DarknetLayer]:
+        """The layers whose outputs are decoded into boxes (the [yolo] layers), in cfg order."""
+        return [layer for layer in self.layers if layer.detection_head]
+
     def loss(self, targets, numerics: Optional[str] = None, assignments: Optional[Dict[int, Any]] = None) -> float:
         """After ``net(x)`` in train mode: every loss layer's cost against ``targets`` (classifier truths
         (N, ...); for [yolo] one (k, 5) array of ``[class, x, y, w, h]`` rows per image, normalised).
-        Returns the loss Darknet reports, ``Σ costs / number of loss layers / N``; ``loss_costs`` holds
-        each layer's cost, ``loss_total`` their sum (what ``backward`` differentiates), ``yolo_stats``
-        each [yolo] head's statistics. ``assignments`` ({layer: YoloAssignment}, e.g. from
-        ``yolo_assignments`` of an earlier call) holds the [yolo] targets and masks fixed."""
-        from .train_loss import compute_losses
+        Returns the loss Darknet reports, ``Σ costs / number of loss layers / N``; ``last_loss`` holds the
+        whole ``NetworkLoss`` (``costs``, ``total``: what ``backward`` differentiates, ``yolo_stats``,
+        ``assignments``, each layer's result). ``assignments`` ({layer: YoloAssignment}, e.g. an earlier
+        ``last_loss.assignments``) holds the [yolo] targets and masks fixed."""
         if self._last_input is None:
             raise ShapeError("net.loss: run net(x) in train mode (net.train()) first")
         nl = compute_losses(self, self._last_input, targets, numerics, assignments)
         object.__setattr__(self, "_pending_loss", nl)
-        object.__setattr__(self, "loss_costs", dict(nl.costs))
-        object.__setattr__(self, "loss_total", nl.total)
-        object.__setattr__(self, "yolo_assignments", dict(nl.assignments))
-        object.__setattr__(self, "yolo_stats", [dict(self.layers[i].stats) for i in nl.costs
-                                                if self.layers[i].kind == "yolo"])
+        object.__setattr__(self, "last_loss", nl)
         return nl.reported
+
+    # The last loss's parts under their earlier names (read by the trainers and tests).
+    @property
+    def loss_costs(self) -> Dict[int, float]:
+        """Each loss layer's cost in the last ``loss`` ({} before any)."""
+        return self.last_loss.costs if self.last_loss is not None else {}
+
+    @property
+    def loss_total(self) -> float:
+        """Σ costs of the last ``loss``: the function ``backward`` differentiates."""
+        return self.last_loss.total if self.last_loss is not None else 0.0
+
+    @property
+    def yolo_stats(self) -> List[Dict[str, float]]:
+        """Per [yolo] head, Darknet's statistics of the last ``loss`` (``NetworkLoss.yolo_stats``)."""
+        return self.last_loss.yolo_stats if self.last_loss is not None else []
+
+    @property
+    def yolo_assignments(self) -> Dict[int, Any]:
+        """{layer: YoloAssignment} of the last ``loss``, to hold fixed in a later one."""
+        return self.last_loss.assignments if self.last_loss is not None else {}
 
     def backward(self, dout=None, keep_grads: Optional[bool] = None) -> Optional[np.ndarray]:  # type: ignore[override]
         """Without ``dout``: back-propagate the last ``loss`` (parameter gradients ADDED into ``.grad``) and,
@@ -294,7 +320,6 @@ class DarknetNet(Graph):
             g = self.graph_backward(dout, keep=keep)
             object.__setattr__(self, "layer_grads", keep or [])
             return g
-        from .train_loss import backpropagate
         nl = self._pending_loss
         if nl is None:
             raise ShapeError("net.backward(): call net.loss(targets) after the forward pass first")

@@ -1,6 +1,8 @@
-"""The loss of a cfg network: every loss layer (``[softmax]``, ``[cost]``, ``[logistic]``, ``[yolo]``) computes
-its own cost and gradient (its ``loss`` method, as Darknet's layer files set their delta), from the last
-layer back, then one backward pass runs through the rest of the network. Two numerics (the layers'):
+"""The loss of a cfg network: every loss layer (a ``LossLayer``: ``[softmax]``, ``[cost]``, ``[logistic]``,
+``[yolo]``) computes its own cost and gradient (its ``loss`` method, as Darknet's layer files set their delta),
+from the last layer back, then one backward pass runs through the rest of the network. ``compute_losses``
+returns a ``NetworkLoss``: each layer's ``LossResult`` (cost, gradients, the ``[yolo]`` assignment and
+statistics), the gradients to propagate, and Darknet's reported loss. Two numerics (the layers'):
 
 - ``"darknet"``: exactly what the real program does. Each loss layer sets its delta in the forward pass and
   its backward adds that delta, WITHOUT any Jacobian, to the layer below: ``[softmax]`` gives its logits
@@ -19,43 +21,67 @@ function differentiated is ``Σ costs``), as Darknet's, whose update divides by 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError, ValueRangeError
 from ..functional import darknet_loss as dl
-
-LOSS_KINDS = ("softmax", "cost", "logistic", "yolo")
+from .layers import LossLayer, LossResult, YoloLossResult
 
 
 def loss_layer_indices(net) -> List[int]:
-    """Indices of the layers that compute a cost. ConfigError if there is none, or if a loss layer is read
-    by a non-loss layer."""
-    idx = [i for i, layer in enumerate(net.layers) if layer.kind in LOSS_KINDS]
+    """Indices of the layers that compute a cost (the ``LossLayer``s). ConfigError if there is none, or if a
+    loss layer is read by a layer that is not one."""
+    idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, LossLayer)]
     if not idx:
-        raise ConfigError(f"{getattr(net, 'source', 'the cfg')}: no loss layer ([softmax], [cost], [logistic] "
-                          f"or [yolo]) to train against")
-    for i in range(len(net.layers)):
-        if net.layers[i].kind in LOSS_KINDS:
+        raise ConfigError(f"{net.source}: no loss layer ([softmax], [cost], [logistic] or [yolo]) to train "
+                          f"against")
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, LossLayer):
             continue
         for j in net.node_inputs(i):
             if j in idx:
-                raise ConfigError(f"layer {i} [{net.layers[i].kind}] reads the loss layer {j}: only loss layers "
+                raise ConfigError(f"layer {i} [{layer.kind}] reads the loss layer {j}: only loss layers "
                                   f"may follow a loss layer in a trainable cfg")
     return idx
 
 
 @dataclass
 class NetworkLoss:
-    """The losses of one forward pass: ``costs`` per loss layer, ``grads`` waiting to be propagated
-    (node index → ∂C/∂output, −1 for the network input), ``output_grads`` of the loss layers themselves."""
-    costs: Dict[int, float]
+    """The losses of one forward pass of ``batch`` images: ``results`` (loss layer index → its
+    ``LossResult``, in layer order) and ``grads``, the gradients waiting to be propagated (node index →
+    ∂C/∂output, −1 for the network input). The rest is read from the results."""
+    results: Dict[int, LossResult]
     grads: Dict[int, np.ndarray]
-    output_grads: Dict[int, np.ndarray]
     batch: int
-    assignments: Dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def costs(self) -> Dict[int, float]:
+        """Each loss layer's cost."""
+        return {i: r.cost for i, r in self.results.items()}
+
+    @property
+    def output_grads(self) -> Dict[int, np.ndarray]:
+        """∂C/∂(output) of each loss layer that has one."""
+        return {i: r.grad_output for i, r in self.results.items() if r.grad_output is not None}
+
+    @property
+    def assignments(self) -> Dict[int, Any]:
+        """The decisions of the loss layers that take some (``[yolo]``: {layer: YoloAssignment}); given back
+        to ``compute_losses`` they are held fixed."""
+        return {i: r.assignment for i, r in self.results.items() if r.assignment is not None}
+
+    @property
+    def heads(self) -> List[YoloLossResult]:
+        """The ``[yolo]`` heads' results, in layer order."""
+        return [r for r in self.results.values() if isinstance(r, YoloLossResult)]
+
+    @property
+    def yolo_stats(self) -> List[Dict[str, float]]:
+        """Per ``[yolo]`` head, Darknet's statistics with its ``layer`` (``YoloLossResult.stats_row``)."""
+        return [r.stats_row() for r in self.heads]
 
     @property
     def reported(self) -> float:
@@ -73,39 +99,36 @@ def compute_losses(net, x_in: np.ndarray, truth, numerics: Optional[str] = None,
     """After ``net(x_in)`` in training mode: every loss layer's ``loss`` against ``truth``, from the last
     back (a loss layer reading another passes its gradient on). ``truth``: (N, ...) for classifier
     layers, one (k, 5) array of ``[class, x, y, w, h]`` per image for ``[yolo]``. ``numerics`` overrides
-    the layers' for this call; ``assignments`` ({layer: YoloAssignment}) holds [yolo] targets fixed."""
+    the layers' for this call; ``assignments`` ({layer: its result's ``assignment``}, e.g. an earlier
+    ``NetworkLoss.assignments``) holds those layers' decisions fixed."""
     idx = loss_layer_indices(net)
     outs = net.layer_outputs
     if not outs or len(outs) != len(net.layers) or any(outs[i] is None for i in idx):
         raise ShapeError("net.loss: run the network's forward pass (in train mode) first")
+    fixed = dict(assignments or {})
+    stray = sorted(set(fixed) - set(idx))
+    if stray:
+        raise ValueRangeError(f"assignments given for layers {stray}, which are not loss layers (those are {idx})")
     if not isinstance(truth, (list, tuple)):
         truth = np.asarray(truth)
     pending: Dict[int, np.ndarray] = {}
-    costs: Dict[int, float] = {}
-    out_grads: Dict[int, np.ndarray] = {}
-    asg: Dict[int, Any] = {}
-    net_size = (net.input_shape[2], net.input_shape[1])
+    results: Dict[int, LossResult] = {}
     for i in reversed(idx):
-        layer = net.layers[i]
+        layer: LossLayer = net.layers[i]
         before = layer.numerics
         if numerics is not None and numerics != before:
             layer.set_numerics(numerics)
         try:
             j = net.node_inputs(i)[0]
             x = x_in if j < 0 else outs[j]
-            res = layer.loss(x, outs[i], truth, pending.pop(i, None), net_size=net_size,
-                             assignment=(assignments or {}).get(i))
+            res = layer.loss(x, outs[i], truth, pending.pop(i, None), fixed.get(i))
         finally:
             if layer.numerics != before:
                 layer.set_numerics(before)
-        costs[i] = res.cost
-        if res.grad_output is not None:
-            out_grads[i] = res.grad_output
-        if getattr(layer, "assignment", None) is not None:
-            asg[i] = layer.assignment
+        results[i] = res
         if res.grad_input is not None:
             pending[j] = dl.add_grads(pending.get(j), res.grad_input)
-    return NetworkLoss(dict(sorted(costs.items())), pending, out_grads, int(outs[idx[0]].shape[0]), asg)
+    return NetworkLoss(dict(sorted(results.items())), pending, int(outs[idx[0]].shape[0]))
 
 
 def backpropagate(net, nl: NetworkLoss, keep: bool = True) -> Tuple[Optional[np.ndarray], List[Optional[np.ndarray]]]:

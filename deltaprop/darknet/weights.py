@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..atomic import atomic_write_bytes
+from .layers import ConnectedLayer
 
 DEFAULT_VERSION = (0, 2, 0)
 
@@ -124,7 +125,7 @@ def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str =
             if not np.isfinite(arr).all():
                 bad = int(count - np.count_nonzero(np.isfinite(arr)))
                 raise WeightsError(f"{name}: layer {i} [{layer.kind}] {arr_name}: {bad} NaN or infinite value(s)")
-            if transpose and layer.kind == "connected" and arr_name == "weights":
+            if transpose and isinstance(layer, ConnectedLayer) and arr_name == "weights":
                 arr = arr.reshape(layer.in_features, layer.out_features).T
             staged.append((layer, arr_name, np.ascontiguousarray(arr, dtype=np.float32).reshape(-1)))
     for layer, arr_name, arr in staged:  # assign only once everything checked out
@@ -169,7 +170,7 @@ def weights_to_bytes(net, upto: Optional[int] = None, version: Optional[Sequence
     for _, layer, spec in _layout(net, n, False):
         for arr_name, _ in spec:
             arr = layer.get_darknet_array(arr_name)
-            if transpose and layer.kind == "connected" and arr_name == "weights":
+            if transpose and isinstance(layer, ConnectedLayer) and arr_name == "weights":
                 arr = arr.reshape(layer.out_features, layer.in_features).T
             parts.append(np.ascontiguousarray(arr, dtype="<f4").tobytes())
     return b"".join(parts)

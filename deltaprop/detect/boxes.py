@@ -2,12 +2,13 @@
 ``do_nms_sort``), vectorised over cells and anchors.
 
 Boxes are (x, y, w, h): centre and size, relative to the image (0..1) unless converted with
-``to_corners``. For each cell (i, j) of an lw×lh grid and anchor n of the layer's mask:
+``geometry.boxes.to_corners``. For each cell (i, j) of an lw×lh grid and anchor n of the layer's mask:
 ``bx = (i + x)/lw``, ``by = (j + y)/lh``, ``bw = e^w·anchor_w/net_w``, ``bh = e^h·anchor_h/net_h``
 (docs/equations.md §9), kept when objectness > thresh; class scores are objectness × class probability,
 zeroed at or below thresh.
 
-The box arithmetic (letterbox, IoU, ``get_yolo_box`` and the cap on box sizes) is ``deltaprop.geometry.boxes``.
+The box arithmetic (letterbox, IoU, ``get_yolo_box`` and the cap on box sizes) is ``deltaprop.geometry.boxes``;
+``letterbox_size`` is imported here for ``deltaprop.detect``'s namespace.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
-from ..geometry.boxes import MAX_LOG_SIZE, box_iou, correct_boxes, letterbox_size, to_pixels, yolo_grid_boxes
+from ..geometry.boxes import box_iou, correct_boxes, letterbox_size, to_pixels, yolo_grid_boxes
+
 
 @dataclass
 class Detections:
@@ -97,6 +99,7 @@ def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,
 
 
 def concat(parts: Sequence[Detections], classes: int) -> Detections:
+    """The candidates of several heads as one ``Detections``, in the order given (empty with ``classes``)."""
     if not parts:
         return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, classes)))
     return Detections(np.concatenate([p.boxes for p in parts]), np.concatenate([p.objectness for p in parts]),
@@ -105,10 +108,10 @@ def concat(parts: Sequence[Detections], classes: int) -> Detections:
 
 def network_detections(net, outputs: Sequence[np.ndarray], img_w: int, img_h: int, thresh: float = 0.5,
                        letterbox: bool = True, sample: int = 0) -> Detections:
-    """Decode every [yolo] layer of ``net`` for one image (``sample`` of the batch) and undo the letterbox:
-    Darknet's ``get_network_boxes``."""
+    """Decode every [yolo] layer of ``net`` (its ``detection_heads``) for one image (``sample`` of the batch)
+    and undo the letterbox: Darknet's ``get_network_boxes``."""
     net_h, net_w = net.input_shape[1], net.input_shape[2]
-    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
+    yolos = net.detection_heads
     if len(yolos) != len(outputs):
         raise ShapeError(f"{len(yolos)} [yolo] layers but {len(outputs)} outputs")
     parts = []

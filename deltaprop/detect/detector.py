@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from .boxes import Box, network_detections, nms_sort, report
-from .image import letterbox_image
+from ..geometry.letterbox import letterbox_image, resize_image
 
 
 def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
@@ -17,11 +17,7 @@ def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
     if image.ndim != 3 or image.shape[0] != c:
         raise ShapeError(f"detect: expected an image ({c}, H, W), got shape {image.shape}")
     _, ih, iw = image.shape
-    if letterbox:
-        x = letterbox_image(image, net_w, net_h)
-    else:
-        from .image import resize_image
-        x = resize_image(image, net_w, net_h)
+    x = letterbox_image(image, net_w, net_h) if letterbox else resize_image(image, net_w, net_h)
     outs = net.predict(x[None].astype(net.dtype, copy=False))
     outs = outs if isinstance(outs, list) else [outs]
     dets = network_detections(net, outs, iw, ih, thresh, letterbox)
@@ -31,9 +27,9 @@ def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
 
 
 def yolo_layers(net, classes: Optional[int] = None, data: object = None) -> list:
-    """The [yolo] layers of ``net``; a ConfigError when there is none, or when their ``classes`` differs
-    from ``classes`` (the ``.data`` file ``data`` says so)."""
-    yolos = [layer for layer in net.layers if layer.kind == "yolo"]
+    """The [yolo] layers of ``net`` (its ``detection_heads``); a ConfigError when there is none, or when their
+    ``classes`` differs from ``classes`` (the ``.data`` file ``data`` says so)."""
+    yolos = net.detection_heads
     if not yolos:
         raise ConfigError(f"{net.source}: no [yolo] layer: not a detector")
     if classes is not None and yolos[0].classes != classes:

@@ -13,6 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..data.detection import DetectionDataset, DetectionLoader
+from ..data.images import load_image
+from ..geometry.letterbox import letterbox_image
 from .boxes import Detections, network_detections, nms_sort
 from .map import MapResult, evaluate
 
@@ -48,7 +51,6 @@ def batch_detections(net, outputs, thresh: float, nms: float) -> List[np.ndarray
 def detect_dataset(net, images: Sequence, classes: int, batch: int = 8, thresh: float = 0.005,
                    nms: float = 0.45, workers: int = 2) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """(ground truth, detections) of every image, both in the network's letterboxed coordinates."""
-    from ..data.detection import DetectionDataset, DetectionLoader
     _, h, w = net.input_shape
     ds = DetectionDataset(list(images), classes, w, h)
     loader = DetectionLoader(ds, batch, shuffle=False, workers=workers)
@@ -85,7 +87,6 @@ def coco_json_detections(net, images: Sequence, thresh: float = 0.005, nms: floa
     """Darknet's ``validate_detector`` with ``eval=coco``: for every image, every box and class with a score
     above ``thresh`` as ``{"image_id", "category_id", "bbox": [left, top, width, height] in pixels of the
     original image, "score"}``; ``category_ids[k]`` names class k (default k itself)."""
-    from .image import letterbox_image, load_image
     c, h, w = net.input_shape
     out: List[Dict[str, Any]] = []
     for path in images:

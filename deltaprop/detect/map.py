@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import ShapeError, ValueRangeError
+from ..geometry.boxes import corner_iou, to_corners
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -130,29 +131,6 @@ def _nanmean(a: np.ndarray, axis: Optional[int] = None):
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _corners(b: np.ndarray) -> np.ndarray:
-    """(x, y, w, h) centre form → (x0, y0, x1, y1)."""
-    return np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2,
-                     b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], axis=1)
-
-
-def _iou_matrix(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """IoU (D, G) of corner boxes; 0 where they do not overlap (COCO's ``bbIou`` without crowd)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _iou_corners(d, g)
-
-
-def _iou_corners(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    w = np.minimum(d[:, None, 2], g[None, :, 2]) - np.maximum(d[:, None, 0], g[None, :, 0])
-    h = np.minimum(d[:, None, 3], g[None, :, 3]) - np.maximum(d[:, None, 1], g[None, :, 1])
-    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-    da = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])
-    ga = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
-    union = da[:, None] + ga[None, :] - inter
-    ok = (inter > 0) & np.isfinite(union) & (union > 0)
-    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
-
-
 def _greedy_match(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """(T, D) bool: whether each detection (rows of ``ious``, in score order) matches a ground-truth box at
     each threshold, COCOeval's greedy rule."""
@@ -234,7 +212,7 @@ def evaluate(ground_truth: Sequence[np.ndarray], detections: Sequence[np.ndarray
             d = dt[dcls == k]
             order = np.argsort(-d[:, 5], kind="mergesort")[:max_dets]
             d = d[order]
-            m = _greedy_match(_iou_matrix(_corners(d[:, 1:5]), _corners(g)), thr)
+            m = _greedy_match(corner_iou(to_corners(d[:, 1:5]), to_corners(g)), thr)
             n_gt[k] += len(g)
             scores[k].append(d[:, 5])
             hits[k].append(m)

@@ -133,6 +133,26 @@ def softmax_ce_grad(p: np.ndarray, t: np.ndarray, groups: int = 1, spatial: bool
     return g.reshape(p.shape)
 
 
+def standard_softmax_loss(p: np.ndarray, t: np.ndarray, groups: int = 1, spatial: bool = False,
+                          temperature: float = 1.0) -> Tuple[float, np.ndarray, np.ndarray]:
+    """Standard numerics ``[softmax]`` with a truth (docs/equations.md §6, cross-entropy and softmax +
+    cross-entropy): ``(cost, ∂cost/∂logits, ∂cost/∂p)`` with cost ``−Σ t log p``, the logits' gradient of
+    ``softmax_ce_grad`` and ``−t/p`` at the output (0 where t = 0; infinite where a truth meets p = 0)."""
+    nz = t != 0
+    cost = float(-(t[nz].astype(np.float64) * np.log(p[nz].astype(np.float64))).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_output = np.where(nz, -t / p, p.dtype.type(0))
+    return cost, softmax_ce_grad(p, t, groups, spatial, temperature), at_output
+
+
+def bce_output_grad(p: np.ndarray, grad_logits: np.ndarray) -> np.ndarray:
+    """Standard numerics ``[logistic]``: ∂BCE/∂p = (p − t)/(p(1 − p)) (docs/equations.md §6, logistic + BCE)
+    from BCE's gradient at the logits ``p − t`` (``darknet_logistic``), i.e. that gradient through 1/σ';
+    infinite where p saturates at 0 or 1."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return grad_logits / (p * (1 - p))
+
+
 def standard_cost(pred: np.ndarray, truth: np.ndarray, cost_type: str = "sse",
                   scale: float = 1.0) -> Tuple[float, np.ndarray]:
     """Standard numerics ``[cost]``: (cost, its true gradient at ``pred``): sse/masked ``scale·½Σ(t − p)²``,

@@ -1,9 +1,11 @@
 """The ``[yolo]`` layer's training targets and loss (pjreddie f6afaabc ``forward_yolo_layer``,
-``delta_yolo_box``, ``delta_yolo_class``; docs/equations.md §9).
+``delta_yolo_box``, ``delta_yolo_class``; docs/equations.md §9: Assignment, Box delta, Class delta, Objectness
+delta, Reported cost, the loss the deltas differentiate).
 
 ``yolo_assign`` walks the predictions and the truths exactly as Darknet's forward pass does and records,
 for every output entry, whether it has a delta (``mask``), its target and its scale, so that Darknet's
-delta is ``scale·(target − output)`` on the masked entries (YOLO-box, YOLO-obj, YOLO-class below):
+delta is ``scale·(target − output)`` on the masked entries (YOLO-box, YOLO-obj, YOLO-class below), and the
+statistics Darknet prints for the layer (``YoloStats``):
 
 - YOLO-obj: every prediction's objectness gets target 0; none where its best IoU with any truth exceeds
   ``ignore_thresh``; target 1, with the box and class targets of that best truth, where it exceeds
@@ -27,7 +29,7 @@ x, y: ``scale·BCE(σ(t), t*)``; w, h: ``½·scale·(t − t*)²``; objectness a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,14 +39,38 @@ from .activation import sigmoid_forward
 from .loss_binary import bce_with_logits_elementwise
 
 
+@dataclass(frozen=True)
+class YoloStats:
+    """What ``forward_yolo_layer`` prints for one head and one forward pass ("Region ... Avg IOU: ..."):
+    over the ``count`` truths this head trains, the mean IoU of the responsible prediction's box with the truth
+    (``avg_iou``), the mean probability of the truth's class there (``class_prob``, Darknet's "Class") and the
+    mean objectness there (``obj``), the fraction with IoU > 0.5 and > 0.75 (``recall50``, ``recall75``); NaN
+    when ``count`` is 0. ``no_obj``: the mean objectness over all ``predictions`` (cells × anchors × images)."""
+    avg_iou: float
+    class_prob: float
+    obj: float
+    no_obj: float
+    recall50: float
+    recall75: float
+    count: int
+    predictions: int
+
+    def as_dict(self) -> Dict[str, float]:
+        """Darknet's names: avg_iou, class, obj, no_obj, recall50, recall75, count, predictions."""
+        return {"avg_iou": self.avg_iou, "class": self.class_prob, "obj": self.obj, "no_obj": self.no_obj,
+                "recall50": self.recall50, "recall75": self.recall75, "count": self.count,
+                "predictions": self.predictions}
+
+
 @dataclass
 class YoloAssignment:
-    """Per output entry (N, A, 5+K, H, W): ``mask`` (has a delta), ``target``, ``scale``; and the truths
-    each image kept (``truths``: (k, 5) rows [x, y, w, h, class], Darknet's order) and the statistics."""
+    """Per output entry (N, A, 5+K, H, W): ``mask`` (has a delta), ``target``, ``scale``; the truths each
+    image kept (``truths``: (k, 5) rows [x, y, w, h, class], Darknet's order) and the statistics of the
+    forward pass it was made from (None for an assignment built by hand)."""
     mask: np.ndarray
     target: np.ndarray
     scale: np.ndarray
-    stats: Dict[str, float] = field(default_factory=dict)
+    stats: Optional[YoloStats] = None
     truths: List[np.ndarray] = field(default_factory=list)
 
     def delta(self, out: np.ndarray) -> np.ndarray:
@@ -86,8 +112,8 @@ def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = 
 def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence[Tuple[float, float]],
                 mask: Sequence[int], classes: int, net_w: int, net_h: int, ignore_thresh: float,
                 truth_thresh: float) -> YoloAssignment:
-    """The targets of one [yolo] layer for a batch (§9: assignment, box, class and objectness deltas; see the
-    module docstring).
+    """The targets of one [yolo] layer for a batch (docs/equations.md §9: Assignment, Objectness delta, and
+    through ``set_box_targets``/``set_class_targets`` the Box and Class deltas; see the module docstring).
 
     ``out``: the layer's output (N, A·(5+K), lh, lw), logistic applied to x, y, obj, classes. ``truths``:
     per image, Darknet's truth rows (k, 5) ``[x, y, w, h, class]`` (``darknet_truths``). ``anchors``: all
@@ -126,9 +152,9 @@ def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence
             hit = np.nonzero(best > truth_thresh)
             for an, jj, ii in zip(*hit):
                 t = int(best_t[an, jj, ii])
-                _set_box(T, S, M, b, an, jj, ii, tr[t], anchors[mask[an]], lw, lh, net_w, net_h)
+                set_box_targets(T, S, M, b, an, jj, ii, tr[t], anchors[mask[an]], lw, lh, net_w, net_h)
                 T[b, an, 4, jj, ii], M[b, an, 4, jj, ii] = 1, True
-                _set_class(v, T, S, M, b, an, jj, ii, int(tr[t, 4]), classes)
+                set_class_targets(v, T, S, M, b, an, jj, ii, int(tr[t, 4]), classes)
         for t in range(len(tr)):
             box = tr[t]
             shift = np.zeros(4, dtype=dt)
@@ -141,25 +167,27 @@ def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence
             ii = min(max(int(box[0] * f(lw)), 0), lw - 1)              # Darknet: (int)(truth.x * l.w)
             jj = min(max(int(box[1] * f(lh)), 0), lh - 1)
             iou_t = float(box_iou(pred[an, jj, ii], box[:4], dtype=dt))  # get_yolo_box of that cell
-            _set_box(T, S, M, b, an, jj, ii, box, anchors[best_n], lw, lh, net_w, net_h)
+            set_box_targets(T, S, M, b, an, jj, ii, box, anchors[best_n], lw, lh, net_w, net_h)
             sums["obj"] += float(vb[an, 4, jj, ii])
             T[b, an, 4, jj, ii], S[b, an, 4, jj, ii], M[b, an, 4, jj, ii] = 1, 1, True
-            sums["cat"] += _set_class(v, T, S, M, b, an, jj, ii, int(box[4]), classes)
+            sums["cat"] += set_class_targets(v, T, S, M, b, an, jj, ii, int(box[4]), classes)
             sums["count"] += 1
             sums["iou"] += iou_t
             sums["recall"] += iou_t > 0.5
             sums["recall75"] += iou_t > 0.75
     cnt = sums["count"]
-    nan = float("nan")
-    stats = {"avg_iou": sums["iou"] / cnt if cnt else nan, "class": sums["cat"] / cnt if cnt else nan,
-             "obj": sums["obj"] / cnt if cnt else nan, "no_obj": sums["anyobj"] / (lw * lh * a * n),
-             "recall50": sums["recall"] / cnt if cnt else nan, "recall75": sums["recall75"] / cnt if cnt else nan,
-             "count": int(cnt), "predictions": lw * lh * a * n}
+    mean = (lambda total: total / cnt) if cnt else (lambda total: float("nan"))
+    stats = YoloStats(avg_iou=mean(sums["iou"]), class_prob=mean(sums["cat"]), obj=mean(sums["obj"]),
+                      no_obj=sums["anyobj"] / (lw * lh * a * n), recall50=mean(sums["recall"]),
+                      recall75=mean(sums["recall75"]), count=int(cnt), predictions=lw * lh * a * n)
     return YoloAssignment(M, T, S, stats, kept)
 
 
-def _set_box(T, S, M, b, an, jj, ii, box, anchor, lw, lh, net_w, net_h) -> None:
-    """YOLO-box targets (``delta_yolo_box``) at one cell and anchor, in Darknet's float operations."""
+def set_box_targets(T: np.ndarray, S: np.ndarray, M: np.ndarray, b: int, an: int, jj: int, ii: int, box: np.ndarray,
+                    anchor: Tuple[float, float], lw: int, lh: int, net_w: int, net_h: int) -> None:
+    """Box delta (docs/equations.md §9, ``delta_yolo_box``) at one cell and anchor, as targets and scales:
+    ``tx* = x·lw − i``, ``ty* = y·lh − j``, ``tw* = log(w·net_w/anchor_w)``, ``th* = log(h·net_h/anchor_h)``,
+    scale ``2 − w·h``, written into ``T``, ``S``, ``M`` (N, A, 5+K, lh, lw) in Darknet's float operations."""
     f = T.dtype.type
     x, y, w, h = (f(box[k]) for k in range(4))
     T[b, an, 0, jj, ii] = x * f(lw) - f(ii)
@@ -170,8 +198,12 @@ def _set_box(T, S, M, b, an, jj, ii, box, anchor, lw, lh, net_w, net_h) -> None:
     M[b, an, 0:4, jj, ii] = True
 
 
-def _set_class(v, T, S, M, b, an, jj, ii, cls, classes) -> float:
-    """YOLO-class targets (``delta_yolo_class``); returns the output of the truth's class (``avg_cat``)."""
+def set_class_targets(v: np.ndarray, T: np.ndarray, S: np.ndarray, M: np.ndarray, b: int, an: int, jj: int, ii: int,
+                      cls: int, classes: int) -> float:
+    """Class delta (docs/equations.md §9, ``delta_yolo_class``) at one cell and anchor: targets
+    ``1[k = cls]`` with scale 1 on every class, or only the truth's class set to 1 when the cell's class-0
+    delta is already nonzero (an earlier truth's labels are kept: multi-label). Returns the output of the
+    truth's class (Darknet's ``avg_cat``)."""
     if classes == 0:
         return 0.0
     c0 = 5
@@ -212,8 +244,9 @@ def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.
 
 
 def yolo_standard_output_grad(out: np.ndarray, asg: YoloAssignment) -> np.ndarray:
-    """∂(``yolo_standard_loss``)/∂(the layer's OUTPUT): ``scale·(y − t*)/(y(1 − y))`` on the logistic
-    entries (infinite where y saturates at 0 or 1), ``scale·(y − t*)`` on w, h."""
+    """∂(``yolo_standard_loss``)/∂(the layer's OUTPUT) (docs/equations.md §9, the loss the deltas
+    differentiate): ``scale·(y − t*)/(y(1 − y))`` on the logistic entries (infinite where y saturates at 0 or
+    1), ``scale·(y − t*)`` on w, h."""
     y = out.reshape(asg.target.shape)
     lin = np.zeros(y.shape, dtype=bool)
     lin[:, :, 2:4] = True

@@ -1,6 +1,7 @@
 """Box geometry shared by the loss (``functional.yolo_loss``), the data (``data.detection``) and detection
 (``detect``): boxes as (x, y, w, h), centre and size relative to the image (0..1), Darknet's letterbox
-arithmetic, its ``box_iou`` and ``get_yolo_box`` (docs/equations.md §9).
+arithmetic, its ``box_iou`` and ``get_yolo_box`` (docs/equations.md §9), corners and the IoU of corner boxes
+that mAP matches with (``to_corners``, ``corner_iou``), pixel corners for drawing (``to_pixels``).
 
 The exponent of ``e^w``, ``e^h`` is capped at ``MAX_LOG_SIZE`` (30): an untrained network's raw w, h can be
 in the hundreds, where ``e^w`` overflows to infinity (NumPy warnings, then ``inf·0 = NaN`` sizes and IoUs).
@@ -56,6 +57,28 @@ def box_iou(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
     union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype, copy=False)
+
+
+def to_corners(boxes: np.ndarray) -> np.ndarray:
+    """(M, 4) boxes (x, y, w, h), centre and size, as corners (x0, y0, x1, y1)."""
+    b = np.asarray(boxes)
+    return np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2,
+                     b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], axis=1)
+
+
+def corner_iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU (D, G) of corner boxes (x0, y0, x1, y1), pycocotools' ``bbIou`` without crowd boxes: 0 where they
+    do not overlap or the union is not a positive finite number (mAP's matching; Darknet's training and NMS
+    use ``box_iou``)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        w = np.minimum(d[:, None, 2], g[None, :, 2]) - np.maximum(d[:, None, 0], g[None, :, 0])
+        h = np.minimum(d[:, None, 3], g[None, :, 3]) - np.maximum(d[:, None, 1], g[None, :, 1])
+        inter = np.where((w > 0) & (h > 0), w * h, 0.0)
+        da = (d[:, 2] - d[:, 0]) * (d[:, 3] - d[:, 1])
+        ga = (g[:, 2] - g[:, 0]) * (g[:, 3] - g[:, 1])
+        union = da[:, None] + ga[None, :] - inter
+        ok = (inter > 0) & np.isfinite(union) & (union > 0)
+        return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
 
 
 def yolo_grid_boxes(raw: np.ndarray, anchors: Sequence[Tuple[float, float]], net_w: int, net_h: int) -> np.ndarray:

@@ -1,11 +1,12 @@
 """One module per cfg section kind (Darknet's file-per-layer map): each has ``plan(section, ctx)``, the
-shape inference that allocates nothing, and a ``DarknetLayer`` subclass built from that plan."""
+shape inference that allocates nothing, and a ``DarknetLayer`` subclass built from that plan (a ``LossLayer``
+for the sections that train against a truth)."""
 from __future__ import annotations
 
 from . import (avgpool, connected, convolutional, cost, dropout, logistic, maxpool, route, shortcut, softmax,
                upsample, yolo)
 from .avgpool import AvgpoolLayer
-from .base import NUMERICS, DarknetLayer, LayerSpec, PlanContext
+from .base import NUMERICS, DarknetLayer, LayerSpec, LossLayer, LossResult, PlanContext
 from .batchnorm import DarknetBatchNorm
 from .connected import ConnectedLayer
 from .convolutional import ConvolutionalLayer
@@ -17,7 +18,7 @@ from .route import RouteLayer
 from .shortcut import ShortcutLayer
 from .softmax import SoftmaxLayer
 from .upsample import UpsampleLayer
-from .yolo import YoloLayer
+from .yolo import YoloLayer, YoloLossResult
 
 #: section type -> (planner, module class)
 LAYER_KINDS = {
@@ -35,6 +36,7 @@ LAYER_KINDS = {
     "yolo": (yolo.plan, YoloLayer),
 }
 
-__all__ = ["LAYER_KINDS", "NUMERICS", "DarknetLayer", "LayerSpec", "PlanContext", "DarknetBatchNorm",
+__all__ = ["LAYER_KINDS", "NUMERICS", "DarknetLayer", "LayerSpec", "LossLayer", "LossResult", "PlanContext",
+           "YoloLossResult", "DarknetBatchNorm",
            "AvgpoolLayer", "ConnectedLayer", "ConvolutionalLayer", "CostLayer", "DropoutLayer", "LogisticLayer",
            "MaxpoolLayer", "RouteLayer", "ShortcutLayer", "SoftmaxLayer", "UpsampleLayer", "YoloLayer"]

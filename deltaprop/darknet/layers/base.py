@@ -1,14 +1,16 @@
 """What every cfg layer shares: its plan (shapes, parameter count, FLOPs, worked out before any array is
-allocated) and the ``DarknetLayer`` module base (cfg options, numerics, the ``.weights`` layout)."""
+allocated), the ``DarknetLayer`` module base (cfg options, numerics, the ``.weights`` layout, the roles a
+network asks about) and the ``LossLayer`` base of the layers that train against a truth."""
 from __future__ import annotations
 
+import abc
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ...errors import ShapeError
+from ...errors import ShapeError, ValueRangeError
 from ...nn.module import Module
 from ...nn.parameter import Parameter
 from ..cfg import Section
@@ -60,13 +62,17 @@ class PlanContext:
 
 @dataclass
 class LossResult:
-    """What a loss layer's ``loss`` returns: its cost (what Darknet sums into the reported loss),
-    ``grad_output`` = ∂loss/∂(its output) and ``grad_input`` = the gradient it sends to the layer below,
-    both in the engine's sign (−Darknet's delta). In Darknet numerics the two are the same array where
-    Darknet passes its delta down without a Jacobian."""
+    """What a loss layer's ``loss`` returns for one forward pass: the layer's index, its ``cost`` (what
+    Darknet sums into the reported loss), ``grad_output`` = ∂loss/∂(its output) and ``grad_input`` = the
+    gradient it sends to the layer below, both in the engine's sign (−Darknet's delta; in Darknet numerics
+    the same array where Darknet passes its delta down without a Jacobian), and ``assignment``: the
+    decisions the loss took from the truth (``[yolo]``'s targets and masks), which a later call holds fixed
+    when given back as ``fixed``; None for a loss that decides nothing."""
+    layer: int
     cost: float
     grad_output: Optional[np.ndarray]
     grad_input: Optional[np.ndarray]
+    assignment: Optional[Any] = None
 
 
 def common_attrs(sec: Section) -> Dict[str, Any]:
@@ -100,9 +106,16 @@ def fits(sec: Section, what: str, n: int, need: int, key: str) -> None:
 
 class DarknetLayer(Module):
     """Base of the cfg layer modules. ``numerics`` is "darknet" (Darknet's formulas) or "standard"
-    (the textbook/PyTorch ones); ``options`` are the cfg section's options, written back by ``save_cfg``."""
+    (the textbook/PyTorch ones); ``options`` are the cfg section's options, written back by ``save_cfg``.
+
+    Class attributes say what role a layer plays, so that the network asks them instead of comparing section
+    names: ``kind`` is the section name (for messages and ``save_cfg``); ``detection_head`` marks a layer
+    whose output is decoded into boxes (``[yolo]``: a network with such heads outputs them all);
+    ``network_output`` is False for a layer that Darknet's ``get_network_output`` skips (``[cost]``)."""
 
     kind = ""
+    detection_head = False
+    network_output = True
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__()
@@ -165,3 +178,22 @@ class DarknetLayer(Module):
     def extra_repr(self) -> str:
         return f"{self.index}: [{self.kind}] {self.in_shape} -> {self.out_shape}"
 
+
+
+class LossLayer(DarknetLayer, abc.ABC):
+    """A layer that trains against a truth (``[softmax]``, ``[cost]``, ``[logistic]``, ``[yolo]``): after the
+    forward pass, ``loss`` computes its cost and gradients (``darknet.train_loss.compute_losses`` calls it for
+    every such layer, from the last back). Only loss layers may read a loss layer's output in a trainable cfg."""
+
+    @abc.abstractmethod
+    def loss(self, x: np.ndarray, out: np.ndarray, truth: Any, g_out: Optional[np.ndarray] = None,
+             fixed: Optional[Any] = None) -> LossResult:
+        """The loss of this forward pass against ``truth``: ``x`` the layer's input, ``out`` its output,
+        ``g_out`` what later loss layers sent to its output (None when nothing), ``fixed`` the ``assignment``
+        of an earlier result to hold (None: decide it from this truth). Returns a ``LossResult``."""
+
+    def _no_decisions(self, fixed: Optional[Any]) -> None:
+        """A ValueRangeError when an assignment is given to a loss that takes no decisions to hold fixed."""
+        if fixed is not None:
+            raise ValueRangeError(f"layer {self.index} [{self.kind}]: its loss takes no decisions from the truth, "
+                             f"so there is no assignment to hold fixed (got a {type(fixed).__name__})")

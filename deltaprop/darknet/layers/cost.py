@@ -10,7 +10,7 @@ import numpy as np
 
 from ...functional import darknet_loss as dl
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
+from .base import LayerSpec, LossLayer, LossResult, PlanContext, common_attrs
 
 COST_TYPES = ("sse", "masked", "smooth", "L1", "seg", "wgan")
 
@@ -29,10 +29,11 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     return LayerSpec(ctx.index, "cost", sec, (ctx.prev_index,), shape, shape, attrs, 0, 0.0, 0, table)
 
 
-class CostLayer(DarknetLayer):
+class CostLayer(LossLayer):
     """The identity in the forward pass; its ``loss`` is the network's loss on the previous output."""
 
     kind = "cost"
+    network_output = False       # Darknet's get_network_output skips [cost]: predictions are the layer before
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__(spec, numerics)
@@ -49,15 +50,17 @@ class CostLayer(DarknetLayer):
         self._take()
         return dout if self.needs_input_grad else None
 
-    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
-        """Darknet numerics: cost ``Σ error`` (unscaled), delta ``t − p`` in its buffer, and
-        ``backward_cost_layer`` adds ``scale·delta`` (the whole buffer) below. Standard: the true gradient
-        of ``scale·½Σ(t − p)²`` (``standard_cost``)."""
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray] = None,
+             fixed: Optional[object] = None) -> LossResult:
+        """docs/equations.md §10 (``[softmax]`` and ``[cost]``). Darknet numerics: cost ``Σ error``
+        (unscaled), delta ``t − p`` in its buffer, and ``backward_cost_layer`` adds ``scale·delta`` (the whole
+        buffer) below. Standard: the true gradient of ``scale·½Σ(t − p)²`` (``standard_cost``)."""
+        self._no_decisions(fixed)
         t = dl.truth_like(x, truth, f"layer {self.index} [cost]")
         if self.numerics == "darknet":
             cost, _, own = dl.darknet_cost(x, t, self.cost_type, 1.0)
             g = dl.add_grads(own, g_out)
-            return LossResult(cost, g, g * x.dtype.type(self.scale))
+            return LossResult(self.index, cost, g, g * x.dtype.type(self.scale))
         cost, own = dl.standard_cost(x, t, self.cost_type, self.scale)
         g = dl.add_grads(own, g_out)
-        return LossResult(cost, g, g)
+        return LossResult(self.index, cost, g, g)

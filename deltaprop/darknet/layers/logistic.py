@@ -10,7 +10,7 @@ import numpy as np
 from ...functional import darknet_loss as dl
 from ...functional.activation import sigmoid_backward, sigmoid_forward
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
+from .base import LayerSpec, LossLayer, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
@@ -21,7 +21,7 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     return LayerSpec(ctx.index, "logistic", sec, (ctx.prev_index,), shape, shape, common_attrs(sec), 0, 0.0, 0, table)
 
 
-class LogisticLayer(DarknetLayer):
+class LogisticLayer(LossLayer):
     """σ(x); with a truth, trained by binary cross-entropy (``loss``)."""
 
     kind = "logistic"
@@ -36,15 +36,17 @@ class LogisticLayer(DarknetLayer):
         cache = self._take()
         return sigmoid_backward(dout, cache) if self.needs_input_grad else None
 
-    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
-        """Binary cross-entropy of σ(x) against the truth; ``p − t`` at the logits (both numerics). Darknet
-        passes what reached its output down unchanged; standard numerics through σ'."""
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray] = None,
+             fixed: Optional[object] = None) -> LossResult:
+        """docs/equations.md §10 (``[logistic]``): binary cross-entropy of σ(x) against the truth, ``p − t``
+        at the logits (both numerics). Darknet passes what reached its output down unchanged; standard
+        numerics through σ', and ∂BCE/∂p at the output (``bce_output_grad``)."""
+        self._no_decisions(fixed)
         t = dl.truth_like(out, truth, f"layer {self.index} [logistic]")
         p, cost, own = dl.darknet_logistic(x, t)
         if self.numerics == "darknet":
             g = dl.add_grads(own, g_out)
-            return LossResult(cost, g, g)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            own_out = own / (p * (1 - p))
+            return LossResult(self.index, cost, g, g)
         below = self.backward(g_out) if g_out is not None else None
-        return LossResult(cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))
+        return LossResult(self.index, cost, dl.add_grads(dl.bce_output_grad(p, own), g_out),
+                          dl.add_grads(own, below))

@@ -13,7 +13,7 @@ import numpy as np
 from ...functional import darknet_loss as dl
 from ...functional.activation import softmax_backward, softmax_forward
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
+from .base import LayerSpec, LossLayer, LossResult, PlanContext, common_attrs
 
 
 def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
@@ -35,7 +35,7 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     return LayerSpec(ctx.index, "softmax", sec, (ctx.prev_index,), (c, h, w), (c, h, w), attrs, 0, 0.0, 0, table)
 
 
-class SoftmaxLayer(DarknetLayer):
+class SoftmaxLayer(LossLayer):
     """Softmax of x/T per group or per pixel (``spatial``); with a truth, cross-entropy (``loss``)."""
 
     kind = "softmax"
@@ -69,10 +69,13 @@ class SoftmaxLayer(DarknetLayer):
             dx /= dx.dtype.type(self.temperature)
         return dx.reshape(dout.shape)
 
-    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray], **_) -> LossResult:
-        """Darknet numerics: cost ``Σ_{t≠0} −log p``, delta ``t − p`` at the logits plus whatever reached
-        the output, passed down WITHOUT the softmax Jacobian. Standard: cost ``−Σ t log p``, its true
-        gradient at the logits, and ``g_out`` through the softmax's own backward."""
+    def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray] = None,
+             fixed: Optional[object] = None) -> LossResult:
+        """docs/equations.md §10 (``[softmax]`` and ``[cost]``). Darknet numerics: cost ``Σ_{t≠0} −log p``,
+        delta ``t − p`` at the logits plus whatever reached the output, passed down WITHOUT the softmax
+        Jacobian. Standard: cost ``−Σ t log p``, its true gradient at the logits (``standard_softmax_loss``),
+        and ``g_out`` through the softmax's own backward. ``noloss=1``: cost 0, only ``g_out`` goes on."""
+        self._no_decisions(fixed)
         if self.noloss:
             cost, own, own_out = 0.0, None, None
         else:
@@ -81,13 +84,9 @@ class SoftmaxLayer(DarknetLayer):
                 cost, own = dl.darknet_softmax_loss(out, t)
                 own_out = own
             else:
-                nz = t != 0
-                cost = float(-(t[nz].astype(np.float64) * np.log(out[nz].astype(np.float64))).sum())
-                own = dl.softmax_ce_grad(out, t, self.groups, self.spatial, self.temperature)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    own_out = np.where(nz, -t / out, out.dtype.type(0))
+                cost, own, own_out = dl.standard_softmax_loss(out, t, self.groups, self.spatial, self.temperature)
         if self.numerics == "darknet":
             g = dl.darknet_softmax_backward(g_out, own)
-            return LossResult(cost, g, g)
+            return LossResult(self.index, cost, g, g)
         below = self.backward(g_out) if g_out is not None else None
-        return LossResult(cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))
+        return LossResult(self.index, cost, dl.add_grads(own_out, g_out), dl.add_grads(own, below))

@@ -1,10 +1,12 @@
 """``[yolo]`` (``yolo_layer.c``, docs/equations.md §9): per anchor of the mask the planes
 ``[x, y, w, h, obj, class_1..K]``; forward applies the logistic to x, y, objectness and the classes and
-leaves w, h raw. Decoding to boxes is ``deltaprop.detect.boxes``. Training: ``loss`` sets Darknet's deltas
-(``forward_yolo_layer``; the targets in ``functional.yolo_loss``) and the per-batch statistics Darknet prints."""
+leaves w, h raw. Decoding to boxes is ``deltaprop.detect.boxes``. Training: ``loss`` returns a ``YoloLossResult``:
+Darknet's deltas (``forward_yolo_layer``; the targets in ``functional.yolo_loss``), the assignment they come from
+and the per-batch statistics Darknet prints."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,7 +15,7 @@ from ...errors import ShapeError
 from ...functional import yolo_loss as yl
 from ...functional.activation import sigmoid_derivative, sigmoid_forward
 from ..cfg import Section
-from .base import DarknetLayer, LayerSpec, LossResult, PlanContext, common_attrs
+from .base import LayerSpec, LossLayer, LossResult, PlanContext, common_attrs
 
 
 #: Sane upper bounds for counts read from a cfg (Darknet's largest, yolo9000, has 9418 classes and 9 anchors;
@@ -44,17 +46,32 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
         raise sec.error(None, f"expects {need} input channels (len(mask)={len(mask)} × (classes={classes} + 5)) "
                               f"but layer {ctx.index - 1} outputs {c}")
     attrs = dict(common_attrs(sec), classes=classes, total=total, mask=list(mask), anchors=anchors,
+                 net_size=(ctx.input_shape[2], ctx.input_shape[1]),
                  max_boxes=sec.get_int("max", 90, lo=1, hi=MAX_BOXES), jitter=sec.get_float("jitter", 0.2),
                  ignore_thresh=sec.get_float("ignore_thresh", 0.5), truth_thresh=sec.get_float("truth_thresh", 1.0),
                  random=bool(sec.get_int("random", 0)))
     return LayerSpec(ctx.index, "yolo", sec, (ctx.prev_index,), (c, h, w), (c, h, w), attrs, 0, 0.0, 0, "yolo")
 
 
-class YoloLayer(DarknetLayer):
+@dataclass
+class YoloLossResult(LossResult):
+    """A ``LossResult`` of ``[yolo]``: ``assignment`` is the ``YoloAssignment`` the deltas come from and
+    ``stats`` the ``YoloStats`` Darknet prints for this head and forward pass."""
+    assignment: Optional[yl.YoloAssignment] = None
+    stats: Optional[yl.YoloStats] = None
+
+    def stats_row(self) -> Dict[str, float]:
+        """The statistics with Darknet's names and this head's ``layer`` (one "Region" line's numbers)."""
+        return dict(self.stats.as_dict() if self.stats is not None else {}, layer=self.layer)
+
+
+class YoloLayer(LossLayer):
     """Output (N, len(mask)·(5 + classes), H, W) with x, y, obj, classes in (0, 1); w, h raw.
-    ``anchors`` are all ``num`` (width, height) pairs in network pixels; ``mask`` picks this layer's."""
+    ``anchors`` are all ``num`` (width, height) pairs in network pixels; ``mask`` picks this layer's;
+    ``net_size`` is the network input's (width, height), which the box targets are relative to."""
 
     kind = "yolo"
+    detection_head = True
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__(spec, numerics)
@@ -64,9 +81,13 @@ class YoloLayer(DarknetLayer):
                                                    for i in range(self.total)]
         self.max_boxes, self.jitter, self.random = a["max_boxes"], a["jitter"], a["random"]
         self.ignore_thresh, self.truth_thresh = a["ignore_thresh"], a["truth_thresh"]
-        self.assignment: Optional[yl.YoloAssignment] = None     # the last loss's targets and masks
-        self.stats: Dict[str, float] = {}                          # the last loss's statistics
+        self.net_size: Tuple[int, int] = a["net_size"]
         self._warned_max = False
+
+    def resize(self, spec: LayerSpec) -> None:
+        """The new shapes and the new network input size (multi-scale training)."""
+        super().resize(spec)
+        self.net_size = spec.attrs["net_size"]
 
     @property
     def n_anchors(self) -> int:
@@ -120,27 +141,28 @@ class YoloLayer(DarknetLayer):
         return out
 
     def loss(self, x: np.ndarray, out: np.ndarray, truth, g_out: Optional[np.ndarray] = None,
-             net_size: Tuple[int, int] = (0, 0), assignment: Optional[yl.YoloAssignment] = None,
-             **_) -> LossResult:
+             fixed: Optional[yl.YoloAssignment] = None) -> YoloLossResult:
         """Darknet's training of this head (``forward_yolo_layer``; docs/equations.md §9): the targets of
-        ``functional.yolo_loss.yolo_assign`` (or a given ``assignment``, held fixed), delta
-        ``scale·(target − output)``, gradient ``−delta`` at the raw input (no logistic derivative).
+        ``functional.yolo_loss.yolo_assign`` (or ``fixed``, an earlier result's assignment, held fixed),
+        delta ``scale·(target − output)``, gradient ``−delta`` at the raw input (no logistic derivative).
         Darknet numerics: cost ``Σ delta²``; standard: the differentiable loss (``yolo_standard_loss``), whose
-        exact gradient that is. ``net_size``: the network input's (width, height)."""
+        exact gradient that is. The result carries the assignment and its statistics."""
         if g_out is not None:
             raise ShapeError(f"layer {self.index} [yolo]: a layer reads the [yolo] output; only the loss starts "
                              f"at a [yolo] layer")
-        n = out.shape[0]
-        if assignment is None:
-            net_w, net_h = net_size
-            assignment = yl.yolo_assign(out, self.truths(truth, n), self.anchors, self.mask, self.classes,
-                                        net_w, net_h, self.ignore_thresh, self.truth_thresh)
-        self.assignment, self.stats = assignment, dict(assignment.stats, layer=self.index)
+        asg = fixed
+        if asg is None:
+            net_w, net_h = self.net_size
+            asg = yl.yolo_assign(out, self.truths(truth, out.shape[0]), self.anchors, self.mask, self.classes,
+                                 net_w, net_h, self.ignore_thresh, self.truth_thresh)
+        elif asg.mask.shape != self.split(out).shape:
+            raise ShapeError(f"layer {self.index} [yolo]: the assignment to hold fixed is for outputs "
+                             f"{asg.mask.shape}, this pass's are {self.split(out).shape}")
         if self.numerics == "darknet":
-            g = -assignment.delta(out)
-            return LossResult(yl.darknet_yolo_cost(g), g, g)
-        cost, g_in = yl.yolo_standard_loss(x, assignment)
-        return LossResult(cost, yl.yolo_standard_output_grad(out, assignment), g_in)
+            g = -asg.delta(out)
+            return YoloLossResult(self.index, yl.darknet_yolo_cost(g), g, g, asg, asg.stats)
+        cost, g_in = yl.yolo_standard_loss(x, asg)
+        return YoloLossResult(self.index, cost, yl.yolo_standard_output_grad(out, asg), g_in, asg, asg.stats)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         _, y = self._take()
