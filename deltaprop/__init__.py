@@ -5,7 +5,7 @@ from . import functional, gradcheck, nn, optim
 from . import fast
 from .backend import enable_grad, get_default_dtype, is_grad_enabled, manual_seed, no_grad, set_default_dtype
 from .errors import DeltapropError
-from .runtime import blas, calibrate
+from .runtime import blas, calibrate  # deltaprop.blas: the library of the products (bench, docs)
 
 fast.register_all()  # the fast variants register with deltaprop.dispatch, after the references they replace
 

@@ -111,17 +111,7 @@ def _time_direct(g: np.random.Generator, c: int, f: int, side: int, rounds: int)
     geo = conv_geometry(x.shape, w.shape, 1, 1)
     paths = {"direct": lambda: conv_direct.conv2d_direct(x, w, geo),
              "product": lambda: conv.conv2d_forward(x, w, None, 1, 1, keep_cols=False)}
-    times: Dict[str, list] = {k: [] for k in paths}
-    for run in paths.values():          # warm up: the kernel loads, the product's plan is made
-        run()
-        run()
-    for r in range(rounds):
-        for k in (tuple(paths) if r % 2 == 0 else tuple(paths)[::-1]):
-            t0 = time.perf_counter()
-            for _ in range(3):
-                paths[k]()
-            times[k].append((time.perf_counter() - t0) / 3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return calibrate.time_alternating(paths, rounds)
 
 
 calibrate.register_tunable("direct_conv", choose, forget)

@@ -52,29 +52,39 @@ def cache_path() -> Path:
     return blas.cache_path()
 
 
+def time_alternating(paths: Dict[str, Callable[[], None]], rounds: int = ROUNDS, budget_s: Optional[float] = None,
+                     prepare: Callable[[str], None] = lambda name: None) -> Dict[str, float]:
+    """Median seconds of one call of each of ``paths`` ({name: call}), after two warm-up calls each, timed three
+    calls at a time in alternating rounds (the order reversed every other round, so that neither path always runs
+    on a machine warmed by the other); ``prepare(name)`` runs, untimed, before each of the path's turns. Stops
+    after ``budget_s`` seconds once two rounds are done."""
+    names = tuple(paths)
+    times: Dict[str, list] = {name: [] for name in names}
+    for name in names:                       # warm up: wrappers and kernels compile, plans are made
+        prepare(name)
+        paths[name]()
+        paths[name]()
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            prepare(name)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                paths[name]()
+            times[name].append((time.perf_counter() - t0) / 3)
+        if budget_s is not None and r >= 1 and time.perf_counter() - t_start > budget_s:
+            break
+    return {name: float(np.median(v)) for name, v in times.items()}
+
+
 def measure(libraries=("numpy", "mkl"), rounds: int = ROUNDS, budget_s: float = BUDGET_S) -> Dict[str, float]:
-    """Median seconds of one pass of the registered workload per library, alternating libraries round by round.
-    Leaves ``blas`` on the last library timed; the caller puts the chosen one in use."""
+    """Median seconds of one pass of the registered workload per library (``time_alternating``). Leaves ``blas``
+    on the last library timed; the caller puts the chosen one in use."""
     if _workload is None:
         raise RuntimeError("no calibration workload is registered (import deltaprop, which registers "
                            "deltaprop.fast.tune_blas)")
     step = _workload()
-    times: Dict[str, list] = {lib: [] for lib in libraries}
-    for lib in libraries:                    # warm up: MKL's wrappers compile, numba's kernels load
-        blas.use(lib)
-        step()
-        step()
-    t_start = time.perf_counter()
-    for r in range(rounds):
-        for lib in (libraries if r % 2 == 0 else libraries[::-1]):
-            blas.use(lib)
-            t0 = time.perf_counter()
-            for _ in range(3):
-                step()
-            times[lib].append((time.perf_counter() - t0) / 3)
-        if r >= 1 and time.perf_counter() - t_start > budget_s:
-            break
-    return {lib: float(np.median(v)) for lib, v in times.items()}
+    return time_alternating({lib: step for lib in libraries}, rounds, budget_s, prepare=blas.use)
 
 
 def choose_blas(measure_now: bool = True) -> Dict[str, object]:
