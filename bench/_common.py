@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:          # the benches run from a clone without an install, too
     sys.path.insert(0, str(ROOT))
 
-from deltaprop.runtime.calibrate import cpu_model  # noqa: E402  one reader of /proc/cpuinfo for the engine and the benches
+from deltaprop.runtime.machine import cpu_model  # noqa: E402  one reader of /proc/cpuinfo for the engine and the benches
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 ENV_MODES = ("as-is", "unset", "haswell")
 BLAS_CHOICES = ("mkl", "numpy")        # DELTAPROP_BLAS of the deltaprop workers: the matrix {MKL, OpenBLAS}

@@ -109,7 +109,8 @@ def _dp_net(weights: str, size: int):
 def worker_deltaprop(case: str, weights: str, warmup_s: float, measure_s: float) -> dict:
     size, batch, train = CASES[case]
     net = _dp_net(weights, size)
-    from deltaprop import no_grad
+    from deltaprop import no_grad, tune
+    tune()      # as the deltaprop command does first: the direct loops' choice, measured here on a cache miss
     from deltaprop.runtime import jit as _numba
     from deltaprop.optim import SGD
     X = _images(size, batch)

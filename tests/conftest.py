@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REQUIRE_TORCH = os.environ.get("DELTAPROP_REQUIRE_TORCH") == "1"
 # DELTAPROP_BLAS=auto without the per-machine measurement: no test depends on which library this machine prefers
-# (tests/test_blas.py runs both; tests/test_calibrate.py switches the measurement back on).
+# (tests/test_blas.py runs both; tests/test_calibrate.py switches the measurement back on). Set before deltaprop
+# is imported (its first product reads it).
 os.environ.setdefault("DELTAPROP_CALIBRATE", "0")
+
+from deltaprop.runtime import settings  # noqa: E402  the one reader of DELTAPROP_* variables
+
+REQUIRE_TORCH = settings.get("DELTAPROP_REQUIRE_TORCH")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FIXTURES = ROOT / "tests" / "fixtures"

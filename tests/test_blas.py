@@ -1,4 +1,4 @@
-"""deltaprop.blas: MKL-backed products equal np.matmul for every layout the layers use, and decline the rest."""
+"""deltaprop.runtime.blas: MKL-backed products equal np.matmul for every layout the layers use, and decline the rest."""
 import numpy as np
 import pytest
 
@@ -107,18 +107,28 @@ def test_info_reports_the_choice():
     assert info["cpu_vendor"] in ("intel", "amd", "other")
 
 
-def test_auto_takes_the_calibrated_choice(monkeypatch, restore_backend, tmp_path):
-    from deltaprop.runtime import calibrate
+def test_auto_takes_the_cached_choice_and_never_measures(monkeypatch, restore_backend, tmp_path):
+    """``set_backend("auto")`` (the first product's choice) reads the cache of ``deltaprop.tune()``: the cached
+    library when there is one, else NumPy's BLAS marked unmeasured; it never times anything."""
+    from deltaprop.runtime import cache, calibrate, machine
     monkeypatch.setenv("DELTAPROP_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("DELTAPROP_CALIBRATE", "1")
-    monkeypatch.setattr(calibrate, "measure", lambda: {"numpy": 1.0, "mkl": 2.0})
+    monkeypatch.setattr(machine, "mkl_candidates", lambda: [str(tmp_path / "libmkl_rt.so.2")])
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the first use measured")
+    monkeypatch.setattr(calibrate, "measure", no_measuring)
     assert blas.set_backend("auto") == "numpy"
-    assert blas.info()["choice"]["choice"] == "numpy" and "measured" in blas.info()["choice"]["reason"]
+    assert blas.info()["choice"]["uncalibrated"] and not (tmp_path / "blas.json").exists()
+    cache.store(blas.cache_path(), cache.machine_key(), {"choice": "numpy", "reason": "measured: test"}, "choice",
+                blas.LIBRARIES, 0.0)
+    assert blas.set_backend("auto") == "numpy"
+    assert blas.info()["choice"]["cached"] and blas.info()["choice"]["reason"] == "measured: test"
 
 
 def test_mkl_request_without_the_library_names_the_problem(monkeypatch, restore_backend):
     monkeypatch.setattr(blas, "_lib", None)
-    monkeypatch.setattr(blas, "_candidates", lambda: [])
+    monkeypatch.setattr(blas.machine, "mkl_candidates", lambda: [])
     with pytest.raises(blas.BlasError, match="libmkl_rt was not found"):
         blas.set_backend("mkl")
     assert blas.set_backend("auto") == "numpy"
@@ -171,7 +181,7 @@ def test_an_old_mkl_without_the_needed_functions_is_refused(monkeypatch, tmp_pat
         cblas_sgemm = cblas_dgemm = cblas_sgemv = cblas_dgemv = object()
 
     monkeypatch.setattr(blas, "_lib", None)
-    monkeypatch.setattr(blas, "_candidates", lambda: [str(fake)])
+    monkeypatch.setattr(blas.machine, "mkl_candidates", lambda: [str(fake)])
     monkeypatch.setattr(blas.ctypes, "CDLL", lambda path: _OldLib())
     with pytest.raises(blas.BlasError, match="lacks cblas_sgemm_batch_strided"):
         blas.set_backend("mkl")

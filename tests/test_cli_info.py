@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_mkl
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -62,3 +64,32 @@ def test_a_bad_setting_is_one_line_naming_the_variable(tmp_path, value):
     assert "Traceback" not in r.stderr
     assert "DELTAPROP_BLAS" in r.stderr and "auto" in r.stderr and "mkl" in r.stderr and "numpy" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_settings_in_effect_and_variants_are_listed(tmp_path):
+    """Every engine setting with its value (set or default), a DELTAPROP_* variable deltaprop does not read, and
+    each variant registered with deltaprop.dispatch with its on/off state."""
+    import deltaprop
+    from deltaprop import dispatch
+    from deltaprop.runtime import settings
+    unknown = "DELTAPROP" + "_BLAS_THREDS"
+    out = json.loads(info(tmp_path, "--json", DELTAPROP_SPLIT_MIN="4096", **{unknown: "2"}).stdout)
+    by_name = {s["name"]: s for s in out["settings"]}
+    assert set(by_name) == {s.name for s in settings.TABLE if not s.test_only}
+    assert by_name["DELTAPROP_SPLIT_MIN"]["value"] == 4096 and by_name["DELTAPROP_SPLIT_MIN"]["set"]
+    assert by_name["DELTAPROP_MALLOC"]["value"] is True and not by_name["DELTAPROP_MALLOC"]["set"]
+    assert out["unknown_settings"] == [unknown]
+    assert deltaprop.__version__ and [v["key"] for v in out["variants"]] == [v.key for v in dispatch.variants()]
+    assert all(v["on"] is True for v in out["variants"])
+    rows = info(tmp_path, DELTAPROP_SPLIT_MIN="4096").stdout.splitlines()
+    assert any(r.strip() == "setting: DELTAPROP_SPLIT_MIN=4096" for r in rows)
+    assert any(r.strip() == "setting: DELTAPROP_MALLOC=1 (default)" for r in rows)
+
+
+def test_recalibrate_measures_again(tmp_path):
+    first = json.loads(info(tmp_path, "--json").stdout)
+    if not first["calibration_seconds"]:
+        need_mkl("libmkl_rt not found: nothing to measure")
+    again = json.loads(info(tmp_path, "--json", "--recalibrate").stdout)
+    assert again["recalibrated"] and again["calibration_cached"] is False
+    assert again["calibration_seconds"] != first["calibration_seconds"]

@@ -92,7 +92,8 @@ def test_parallel_kernels_choose_their_build_by_size_and_fork(monkeypatch):
     assert small is not large
     assert small.py_func.__qualname__.endswith("__serial")          # its own on-disk cache entry
     assert large.py_func.__qualname__ == "_relu_bwd"
-    monkeypatch.setattr(_numba, "_forked", True)
+    from deltaprop.runtime import threads
+    monkeypatch.setattr(threads, "_forked", True)
     assert kernel.compiled(10 ** 9) is small and _numba.in_forked_child()
 
 

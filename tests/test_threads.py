@@ -1,4 +1,4 @@
-"""deltaprop.threads: the pools of the products and of the numba kernels never spin against each other.
+"""deltaprop.runtime.threads: the pools of the products and of the numba kernels never spin against each other.
 
 The guard (issue 17): a training step with NumPy's BLAS (OpenBLAS) forced and numba's parallel kernels on must not
 be more than 3× slower than the same step with numba off. With numba's GNU OpenMP threads spinning beside
@@ -42,7 +42,7 @@ _STEP = textwrap.dedent("""
     times, t0 = [], time.perf_counter()
     while len(times) < 60 and time.perf_counter() - t0 < 1.0 or len(times) < 5:
         s = time.perf_counter(); step(i); i += 1; times.append(time.perf_counter() - s)
-    print(json.dumps({"median_s": sorted(times)[len(times) // 2], "threads": dp.blas.info()["threads"],
+    print(json.dumps({"median_s": sorted(times)[len(times) // 2], "threads": dp.runtime.blas.info()["threads"],
                       "env_same": dict(os.environ) == env0}))
 """)
 
@@ -73,8 +73,8 @@ def test_openblas_with_numba_is_not_many_times_slower_than_without():
 def test_mkl_shares_the_kernels_pool():
     """DELTAPROP_BLAS=mkl with numba: MKL on GNU OpenMP, numba's layer omp, OpenMP's default wait policy."""
     require_numba()
-    from deltaprop.runtime import blas
-    if not blas._candidates():
+    from deltaprop.runtime import machine
+    if not machine.mkl_candidates():
         need_mkl("libmkl_rt not found")
     code = "import json, deltaprop as dp; print(json.dumps(dp.tune()))"
     e = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_THREADING_LAYER")}
@@ -103,3 +103,25 @@ def test_libgomp_loaded_before_moves_the_kernels_off_it():
     assert out.returncode == 0, out.stderr[-2000:]
     t = json.loads(out.stdout)
     assert t["libgomp_loaded_before"] and t["numba_layer"] == "workqueue"
+
+
+def test_one_rule_chooses_the_design(monkeypatch):
+    """``threads.design_for`` is the one place the pools' design is decided, for products on a library and for the
+    calibration that runs both: MKL shares one pool; OpenBLAS needs the passive pool only beside numba."""
+    from deltaprop.runtime import numba_loader, threads
+    monkeypatch.setattr(numba_loader, "numba_module", lambda: object())          # numba on
+    assert [threads.design_for(lib) for lib in ("mkl", "numpy", None)] == ["shared", "passive", "passive"]
+    monkeypatch.setattr(numba_loader, "numba_module", lambda: None)              # numba off
+    assert [threads.design_for(lib) for lib in ("mkl", "numpy", None)] == ["shared", None, "shared"]
+
+
+def test_blas_threads_limit_is_the_runtimes(monkeypatch):
+    """``threads.limit_blas_threads`` (threadpoolctl) limits the products' threads for a command; nothing for 0."""
+    import contextlib
+    from deltaprop.runtime import threads
+    assert isinstance(threads.limit_blas_threads(0), contextlib.nullcontext)
+    assert isinstance(threads.limit_blas_threads(None), contextlib.nullcontext)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threads.limit_blas_threads(1):
+        blas_pools = [d for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"]
+        assert blas_pools and all(d["num_threads"] == 1 for d in blas_pools)

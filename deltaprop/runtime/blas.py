@@ -5,19 +5,20 @@ NumPy's PyPI wheels call OpenBLAS. On Intel CPUs, oneMKL (PyPI package ``mkl``, 
 on x86-64; PyTorch's CPU build links the same library) runs the products of the dense and convolutional layers
 faster: on this project's 2-core Xeon the MLP's forward product 784→256 at batch 64 took 142 µs against 222 µs
 (``bench/README.md`` has the measured table). Which one is faster depends on the CPU, the libraries' versions and
-the core count, so ``auto`` measures it.
+the core count, so ``auto`` is measured (``runtime.calibrate``, by ``deltaprop.tune()``).
 
-Choice of library (``DELTAPROP_BLAS``, or ``set_backend`` at run time), made on first use (the first product),
-never at import:
+Choice of library (``DELTAPROP_BLAS``, or ``set_backend`` at run time), made on first use (the first product or
+parallel kernel, ``ensure``) or by ``deltaprop.tune()``, never at import:
 
-- ``auto`` (default): the faster of the two on this machine, measured once by ``deltaprop.calibrate`` (the
-  engine's products with the numba kernels in between, well under a second) and cached per machine; NumPy's
-  own BLAS when MKL is not installed;
+- ``auto`` (default): the choice measured on this machine and cached (``blas.json``); until ``deltaprop.tune()``
+  (which the ``deltaprop`` command runs) has measured it, NumPy's own BLAS (``auto_choice``). The first product
+  never measures;
 - ``mkl``: MKL wherever it loads (an error names the problem when it does not);
 - ``numpy``: always ``np.matmul``.
 
-The threads of the products are set up with the library (``deltaprop.threads``): MKL on GNU OpenMP shares one
-pool with the numba kernels; NumPy's BLAS keeps its own and numba's threads sleep between kernels.
+The threads of the products are set up with the library by ``runtime.threads`` (the one thread policy): MKL on
+GNU OpenMP shares one pool with the numba kernels; NumPy's BLAS keeps its own and numba's threads sleep between
+kernels.
 
 MKL is called through ``ctypes`` (``cblas_?gemm``, ``cblas_?gemm_batch_strided``, ``cblas_?gemv``) on the arrays'
 own memory: row-major operands, or transposed views of them, are passed with the transpose flag and leading
@@ -27,22 +28,24 @@ goes to ``np.matmul``, which gives the same result up to float rounding.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
-import os
-import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .settings import env_choice, env_flag
+from . import cache, machine, malloc, numba_loader, settings, threads
 from ..errors import DeltapropError
+# the thread rules products and passes follow live in ``threads``; these names are kept here for their callers
+from .threads import (OPENBLAS_PASS_MIN, RELEASE_BEFORE_KERNEL, before_parallel_kernel,  # noqa: F401
+                      disable_openblas_release, enable_openblas_release, max_threads, openblas_stopper,
+                      release_threads)
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _INT_MAX = 2 ** 31 - 1          # MKL's LP64 interface: 32-bit sizes
 _FLOATS = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}
 BACKENDS = ("auto", "mkl", "numpy")   # the values of DELTAPROP_BLAS and set_backend
+LIBRARIES = ("mkl", "numpy")          # what ``auto`` chooses between
+DEFAULT = "numpy"                     # ``auto`` before this machine was measured (see ``auto_choice``)
 
 _lib = None                     # the loaded libmkl_rt (or None)
 _funcs: Dict[str, object] = {}  # "sgemm" -> ctypes function, ...
@@ -55,61 +58,25 @@ _PLANS_MAX = 512
 _use_mkl = False
 _via_numba = False
 _backend = "numpy"
-_ready = False                  # a library was chosen (first use, ``ensure``, or ``set_backend``)
+_ready = False                  # a library was chosen (first use, ``ensure``, ``set_backend`` or ``choose``)
 _ensuring = False
-_choice: Dict[str, object] = {}  # how the library was chosen (``deltaprop.calibrate``'s record for ``auto``)
+_choice: Dict[str, object] = {}  # how the library was chosen (``auto_choice``'s or the calibration's record)
 CTYPES_MIN_MACS = 1 << 18       # OpenBLAS's own one-thread limit (65536 × GEMM_MULTITHREAD_THRESHOLD 4)
 _load_error: Optional[str] = None
-_threading: Optional[str] = None  # MKL's threading layer once chosen: "gnu", "intel", or MKL_THREADING_LAYER's value
-_MKL_THREADING_GNU = 3            # MKL_Set_Threading_Layer codes: INTEL 0, SEQUENTIAL 1, PGI 2, GNU 3, TBB 4
-_OMP_PAUSE_SOFT = 1               # omp_pause_resource_t (OpenMP 5.0)
-_pause = None                     # libgomp's omp_pause_resource_all (OpenMP 5.0) when MKL runs on libgomp
+_spin = threads.openblas        # NumPy's OpenBLAS threads as the numba path tracks them
 
 
 class BlasError(DeltapropError):
     """The requested BLAS library cannot be used."""
 
 
-def _candidates() -> List[str]:
-    """Places where pip, conda or the system put ``libmkl_rt``."""
-    names = ["libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "mkl_rt.2.dll", "mkl_rt.dll", "libmkl_rt.dylib"]
-    dirs = []
-    for prefix in dict.fromkeys([sys.prefix, sys.base_prefix, sys.exec_prefix]):
-        dirs += [Path(prefix) / "lib", Path(prefix) / "Library" / "bin"]
-    try:
-        import site
-        dirs.append(Path(site.getuserbase()) / "lib")
-    except Exception:  # pragma: no cover - site can be unusual in embedded interpreters
-        pass
-    out = [str(d / n) for d in dirs for n in names if (d / n).exists()]
-    found = ctypes.util.find_library("mkl_rt")
-    if found:
-        out.append(found)
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _cpu_vendor() -> str:
-    """'intel', 'amd' or 'other' (from /proc/cpuinfo, else the platform string)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    v = line.split(":", 1)[1].strip()
-                    return "intel" if v == "GenuineIntel" else "amd" if v == "AuthenticAMD" else "other"
-    except OSError:
-        pass
-    import platform
-    p = platform.processor().lower()
-    return "intel" if "intel" in p else "amd" if "amd" in p else "other"
-
-
 def _load() -> Optional[str]:
-    """Load libmkl_rt and declare its functions; returns None, or why it failed."""
+    """Load libmkl_rt, put it on its threading layer (``threads.choose_mkl_threading``) and declare its functions;
+    returns None, or why it failed."""
     global _lib
     if _lib is not None:
         return None
-    paths = _candidates()
+    paths = machine.mkl_candidates()
     if not paths:
         return "libmkl_rt was not found (pip install mkl)"
     errors = []
@@ -125,7 +92,7 @@ def _load() -> Optional[str]:
                if not hasattr(lib, name)]
     if missing:
         return f"{path} lacks {', '.join(missing)} (oneMKL 2020 or newer is needed)"
-    _choose_threading(lib)
+    threads.choose_mkl_threading(lib)
     P, I = ctypes.c_void_p, ctypes.c_int
     for t, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
         gemm = getattr(lib, f"cblas_{t}gemm")
@@ -142,175 +109,12 @@ def _load() -> Optional[str]:
     return None
 
 
-def _choose_threading(lib) -> None:
-    """Run MKL on GNU OpenMP (``libgomp``) when it can: one pool of threads, which the library can hand back.
-
-    - With numba's parallel kernels on GNU OpenMP (``functional/_numba.py``), the products and the kernels
-      share that one pool.
-    - Without numba (the NumPy path), GNU OpenMP's pool can be released between products
-      (``release_threads``), so the NumPy passes can use the cores while MKL is idle; Intel OpenMP's threads
-      spin for 200 ms after each product and take a core from any other thread.
-
-    Must come before MKL's first call; ``deltaprop.threads`` has loaded ``libgomp`` by then.
-    ``MKL_THREADING_LAYER``, when set, is left to MKL; when ``libgomp`` did not load, or numba's kernels run on
-    another layer, MKL keeps its default (Intel OpenMP)."""
-    global _threading, _pause
-    if "MKL_THREADING_LAYER" in os.environ:
-        _threading = os.environ["MKL_THREADING_LAYER"].lower()
-        return
-    from . import threads
-    from . import jit as _numba
-    _threading = "intel"
-    if not hasattr(lib, "MKL_Set_Threading_Layer"):
-        return
-    gomp = threads.gomp()
-    if gomp is None or not (_numba.omp_available() or _numba.numba_module() is None):
-        return
-    lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
-    lib.MKL_Set_Threading_Layer.restype = ctypes.c_int
-    if lib.MKL_Set_Threading_Layer(_MKL_THREADING_GNU) == _MKL_THREADING_GNU:
-        _threading = "gnu"
-        _pause = getattr(gomp, "omp_pause_resource_all", None)
-        if _pause is not None:
-            _pause.argtypes = [ctypes.c_int]
-            _pause.restype = ctypes.c_int
-
-
-def release_threads(size: int = 0) -> bool:
-    """Let the products' threads go before a NumPy pass of ``size`` elements is split over threads
-    (``functional/_split.py``), so that the slices get the cores; the next product starts them again.
-
-    - MKL on GNU OpenMP: ``omp_pause_resource_all``, for any size (measured: no slower).
-    - NumPy's OpenBLAS: ``blas_thread_shutdown_`` (``openblas_stopper``) for passes of at least
-      ``OPENBLAS_PASS_MIN`` elements. On a 2-vCPU Xeon the yolov3-tiny NumPy-path training step at 320 went from
-      831 to 732 ms. Releasing for every split pass (2^18 elements) made LeNet's step 16% slower and the conv-BN
-      net's 5%: a restart costs 0.1–0.2 ms, and now and then tens of ms.
-
-    True when released. False with Intel OpenMP, whose idle threads keep spinning; for a smaller pass on
-    OpenBLAS; or with ``DELTAPROP_OPENBLAS_RELEASE=0``. Called from the thread that runs the products. Never
-    needed with numba: its kernels share MKL's pool, or follow ``enable_openblas_release``."""
-    if _use_mkl:
-        return _pause is not None and _pause(_OMP_PAUSE_SOFT) == 0   # set only when MKL runs on libgomp
-    if size < OPENBLAS_PASS_MIN:
-        return False
-    stop, _ = openblas_stopper()
-    if stop is None:
-        return False
-    stop()
-    return True
-
-
-OPENBLAS_PASS_MIN = 1 << 21     # NumPy path: OpenBLAS's threads are stopped before a split pass this large
-RELEASE_BEFORE_KERNEL = 1 << 20  # numba path: ... before a parallel kernel over this many elements
-_openblas_spinning = False      # numba path: a product ran since OpenBLAS's threads were last stopped
-_openblas_shutdown = None       # NumPy's OpenBLAS's ``blas_thread_shutdown_`` once releasing is on (numba)
-_openblas_found = None          # (blas_thread_shutdown_ or None, what), looked up once (``openblas_stopper``)
-
-
-def _openblas_path() -> Optional[str]:
-    """The first OpenBLAS library mapped into this process (NumPy's), or None."""
-    from . import threads
-    return next((p for p in threads.loaded_library_paths() if "openblas" in os.path.basename(p).lower()), None)
-
-
-def openblas_stopper() -> Tuple[Optional[Callable[[], int]], str]:
-    """NumPy's OpenBLAS's ``blas_thread_shutdown_`` (stops its threads; its next product starts them again), or
-    None, and a line saying which: off under ``DELTAPROP_OPENBLAS_RELEASE=0``, without an OpenBLAS library or
-    without the function. The library is looked up once per process."""
-    global _openblas_found
-    if not env_flag("DELTAPROP_OPENBLAS_RELEASE", True):
-        return None, "off (DELTAPROP_OPENBLAS_RELEASE=0)"
-    if _openblas_found is None:
-        path = _openblas_path()
-        if path is None:
-            _openblas_found = (None, "off (no OpenBLAS library loaded)")
-        else:
-            try:
-                fn = ctypes.CDLL(path).blas_thread_shutdown_
-                fn.restype, fn.argtypes = ctypes.c_int, []
-                _openblas_found = (fn, f"on ({os.path.basename(path)}: blas_thread_shutdown_)")
-            except (OSError, AttributeError):
-                _openblas_found = (None, f"off ({os.path.basename(path)} has no blas_thread_shutdown_)")
-    return _openblas_found
-
-
-def enable_openblas_release() -> str:
-    """With NumPy's OpenBLAS and numba's kernels (``threads``' passive design): after a product, OpenBLAS's
-    threads spin for about 2²⁸ cycles on the core that the numba kernels which follow need, and a parallel
-    kernel run then is no faster than a serial one, often slower. So from here on each parallel kernel asks
-    ``before_parallel_kernel`` first. A kernel over at least ``RELEASE_BEFORE_KERNEL`` elements stops OpenBLAS's
-    threads (``blas_thread_shutdown_``; the next product starts them again) and runs in parallel. A smaller one
-    runs its serial build on the core the product's caller holds.
-
-    Measured on a 2-vCPU Xeon, paired in one process, against stopping them after each product of 2^20 outputs
-    that ran 2 ms:
-
-    - yolov3-tiny with numba: inference at 416, batch 1, 47.2 → 40.3 ms; at 320, batch 1, 27.8 → 25.8 ms;
-      training at 320, 662 → 626 ms;
-    - the conv-BN net's step: 21.7 → 20.3 ms;
-    - LeNet and the MLP: unchanged or faster.
-
-    Each restart costs 0.1–0.2 ms, and now and then tens of ms, so smaller kernels do not pay for one. Stopping
-    before every parallel kernel of 2^20 elements while the small ones stayed parallel made the conv-BN step
-    28 ms and LeNet's 27% slower.
-
-    Needs no other thread to run an OpenBLAS product meanwhile (deltaprop's own threads do not).
-    ``DELTAPROP_OPENBLAS_RELEASE=0`` turns it off. Returns what was done."""
-    global _openblas_shutdown, _openblas_spinning
-    fn, what = openblas_stopper()
-    if fn is None:
-        return what
-    _openblas_shutdown, _openblas_spinning = fn, True
-    return (f"on (before parallel kernels of at least 2^{RELEASE_BEFORE_KERNEL.bit_length() - 1} elements; "
-            f"smaller ones run serially after a product)")
-
-
-def disable_openblas_release() -> None:
-    """Leave OpenBLAS's threads alone: every parallel kernel runs in parallel (tests compare both)."""
-    global _openblas_shutdown, _openblas_spinning
-    _openblas_shutdown, _openblas_spinning = None, False
-
-
 def _np_matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
-    """``np.matmul``, noting for ``before_parallel_kernel`` that OpenBLAS's threads may now spin."""
-    global _openblas_spinning
+    """``np.matmul``, noting for ``threads.before_parallel_kernel`` that OpenBLAS's threads may now spin."""
     c = np.matmul(a, b, out=out)
-    if _openblas_shutdown is not None:
-        _openblas_spinning = True
+    if _spin.stop is not None:
+        _spin.spinning = True
     return c
-
-
-def before_parallel_kernel(size: int) -> bool:
-    """Whether a parallel numba kernel over ``size`` elements should run in parallel, called just before it
-    runs (``_numba.jit``). With releasing on (``enable_openblas_release``) and a product since OpenBLAS's
-    threads were last stopped: stop them and say yes for at least ``RELEASE_BEFORE_KERNEL`` elements, say no
-    (the serial build) below. Otherwise yes."""
-    global _openblas_spinning
-    if not _openblas_spinning or _openblas_shutdown is None:
-        return True
-    if size < RELEASE_BEFORE_KERNEL:
-        return False
-    _openblas_shutdown()
-    _openblas_spinning = False
-    return True
-
-
-def max_threads() -> int:
-    """The number of threads MKL's products run on (its own setting, or threadpoolctl's limit); the CPU count
-    when MKL is not in use."""
-    if _use_mkl and _lib is not None and hasattr(_lib, "MKL_Get_Max_Threads"):
-        return max(1, int(_lib.MKL_Get_Max_Threads()))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-
-
-def _after_fork_in_child() -> None:
-    """A forked child cannot use the parent's OpenMP pool (GNU OpenMP would hang): MKL runs on one thread."""
-    if _lib is not None and _threading == "gnu" and hasattr(_lib, "MKL_Set_Num_Threads"):
-        _lib.MKL_Set_Num_Threads(1)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _kernel(key: str):
@@ -359,63 +163,98 @@ def _small_for_ctypes(macs: int) -> bool:
 def setting() -> str:
     """``DELTAPROP_BLAS``: "auto" (default), "mkl" or "numpy"; a ``ConfigError`` naming the variable and the
     allowed values for anything else."""
-    return env_choice("DELTAPROP_BLAS", "auto", BACKENDS)
+    return settings.get("DELTAPROP_BLAS")
+
+
+def cache_path() -> Path:
+    """Where ``auto``'s measured choice is kept: ``blas.json`` in the cache folder (``runtime.cache``)."""
+    return cache.path("blas.json")
+
+
+def auto_choice() -> Dict[str, object]:
+    """The library for ``auto`` and why, without measuring: {"choice", "reason", ...}.
+
+    - ``DELTAPROP_CALIBRATE=0`` or MKL not installed: NumPy's own BLAS;
+    - the choice cached for this machine (``cache.machine_key``), measured earlier by ``deltaprop.tune()``;
+    - else ``DEFAULT``, NumPy's own BLAS, marked ``"uncalibrated": True`` (``deltaprop.tune()`` measures then).
+      NumPy's is the safe default: always there, nothing extra loaded into the process (MKL brings its own
+      OpenMP and a threading layer that cannot be undone), the library the test suite runs, and never far off;
+      MKL was the slower library on the AMD host of issue 17, so guessing it could cost more than it gains."""
+    if not settings.get("DELTAPROP_CALIBRATE"):
+        return {"choice": "numpy", "reason": "DELTAPROP_CALIBRATE=0: no measurement, NumPy's own BLAS"}
+    if not machine.mkl_candidates():
+        return {"choice": "numpy", "reason": "MKL is not installed (pip install mkl, or the fast extra)"}
+    hit = cache.lookup(cache_path(), cache.machine_key(), "choice", LIBRARIES)
+    if hit is not None:
+        return hit
+    return {"choice": DEFAULT, "uncalibrated": True,
+            "reason": "not measured on this machine yet: NumPy's own BLAS until deltaprop.tune() (run by every "
+                      "deltaprop command and deltaprop info) measures both libraries"}
 
 
 def set_backend(name: str = "auto") -> str:
     """Choose the library for ``matmul``: "auto", "mkl" or "numpy"; returns the one in use ("mkl"/"numpy").
-    ``auto`` takes the calibrated choice (``deltaprop.calibrate``: cached per machine, measured on a miss).
+    ``auto`` takes ``auto_choice()`` (the cached measurement, else NumPy's BLAS; never measures).
     With numba (and ``DELTAPROP_NUMBA`` not 0) MKL is called through compiled wrappers; without it through
     ctypes, whose ~10 µs per call only pays off on products of at least ``CTYPES_MIN_MACS`` multiply-adds
     (smaller ones stay with NumPy, whose BLAS runs them on one thread). The threads are set up for the library
-    chosen first in the process (``deltaprop.threads``); a later switch keeps them."""
-    global _ready, _choice
+    chosen first in the process (``threads.start_for``); a later switch keeps them."""
     name = str(name).lower()
     if name not in BACKENDS:
         raise BlasError(f"set_backend: expected 'auto', 'mkl' or 'numpy', got {name!r}")
-    _ready = True
     if name == "auto":
-        from . import calibrate
-        _choice = calibrate.choose()
-        name = str(_choice["choice"])
-    else:
-        _choice = {"choice": name, "reason": "set by DELTAPROP_BLAS or set_backend"}
-    return use(name)
+        return choose(auto_choice())
+    return choose({"choice": name, "reason": "set by DELTAPROP_BLAS or set_backend"})
+
+
+def choose(record: Dict[str, object]) -> str:
+    """Put ``record["choice"]`` in use and keep ``record`` as the reason (``info()["choice"]``)."""
+    global _ready, _choice
+    _ready = True
+    _choice = dict(record)
+    return use(str(record["choice"]))
+
+
+def choice() -> Dict[str, object]:
+    """The record of how the library in use was chosen ({} before the first choice)."""
+    return dict(_choice)
+
+
+def ready() -> bool:
+    """Whether a library was chosen in this process."""
+    return _ready
 
 
 def use(name: str) -> str:
     """Put ``name`` ("mkl" or "numpy") in use for ``matmul``, starting the threads for it if none run yet
-    (``set_backend`` without the calibration; ``deltaprop.calibrate`` times each library through it)."""
+    (``set_backend`` without the record; the calibration times each library through it)."""
     global _use_mkl, _via_numba, _backend, _load_error
-    from . import threads
-    from . import jit as _numba
     _use_mkl = False
+    threads.products_on("numpy")
     _plans.clear()
+    threads.start_for(name)
     if name == "mkl":
-        if threads.started() is None:
-            threads.start("shared")
         _load_error = _load()
         if _load_error:
+            _backend = "numpy"
             raise BlasError(f"MKL requested but unusable: {_load_error}")
         _use_mkl = True
-    elif _numba.numba_module() is not None and threads.started() is None:
-        threads.start("passive")
-    _via_numba = _use_mkl and _numba.numba_module() is not None
+    _via_numba = _use_mkl and numba_loader.numba_module() is not None
     _backend = "mkl" if _use_mkl else "numpy"
+    threads.products_on(_backend)
     return _backend
 
 
 def ensure() -> str:
     """Choose the library (``DELTAPROP_BLAS``, default ``auto``) and set up the threads, once per process: on the
     first product, the first parallel kernel, or ``deltaprop.tune()``. Also keeps freed memory for reuse
-    (``deltaprop._malloc``). Returns the library in use."""
+    (``malloc``). Never measures. Returns the library in use."""
     global _ensuring
     if _ready or _ensuring:
         return _backend
     _ensuring = True
     try:
-        from . import malloc as _malloc
-        _malloc.tune()
+        malloc.tune()
         set_backend(setting())
     finally:
         _ensuring = False
@@ -430,11 +269,10 @@ def backend() -> str:
 
 def info() -> Dict[str, object]:
     """What is in use and why (for ``deltaprop info`` and bench result lines); chooses the library if not yet."""
-    from . import threads
     ensure()
     return {"backend": _backend, "calls": ("numba" if _via_numba else "ctypes") if _use_mkl else "numpy",
-            "cpu_vendor": _cpu_vendor(), "mkl_loaded": _lib is not None,
-            "mkl_error": _load_error, "mkl_threading": _threading,
+            "cpu_vendor": machine.cpu_vendor(), "mkl_loaded": _lib is not None,
+            "mkl_error": _load_error, "mkl_threading": threads.mkl_threading(),
             "setting": setting(), "choice": dict(_choice),
             "threads": threads.describe()}
 

@@ -7,7 +7,7 @@ outputs, batch-norm buffers). With glibc's defaults the large ones are handed ba
 Raising the mmap and trim thresholds keeps them in the heap, as deep-learning frameworks' caching
 allocators do; the peak RSS does not change (freed blocks are reused, not added to).
 
-Applied on first use (``deltaprop.blas.ensure``: the first product) or by ``deltaprop.tune()``, never at import.
+Applied on first use (``runtime.blas.ensure``: the first product) or by ``deltaprop.tune()``, never at import.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import ctypes
 import ctypes.util
 import sys
 
-from .settings import env_flag
+from . import settings
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -30,7 +30,7 @@ def tune() -> bool:
     global applied
     if applied:
         return True
-    if not env_flag("DELTAPROP_MALLOC", True) or not sys.platform.startswith("linux"):
+    if not settings.get("DELTAPROP_MALLOC") or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
