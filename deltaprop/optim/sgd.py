@@ -40,11 +40,11 @@ class SGD(Optimizer):
 
     def _update(self, p: Parameter, grad: np.ndarray, state: Dict[str, Any], group: Dict[str, Any]) -> None:
         momentum = float(group["momentum"])
-        buf = None
-        if momentum != 0 and state.get("momentum_buffer") is not None:
-            buf = self._buffer(state, "momentum_buffer", p)      # in p's dtype (the model may have been converted)
+        buf = state.get("momentum_buffer") if momentum != 0 else None
+        if buf is not None and buf.dtype != p.data.dtype:          # the model was converted since the last step
+            buf = self._buffer(state, "momentum_buffer", p)
         _, buf = sgd_update(p.data, grad, buf, float(group["lr"]), momentum, float(group["dampening"]),
-                            float(group["weight_decay"]), bool(group["nesterov"]), bool(group["maximize"]))
+                            float(group["weight_decay"]), group["nesterov"], group["maximize"])
         if momentum != 0:
             state["momentum_buffer"] = buf
         state["step"] = int(state.get("step", 0)) + 1
