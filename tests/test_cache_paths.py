@@ -121,7 +121,8 @@ def test_each_cross_entropy_path_leaves_its_own_type(rng):
     kinds = {type(L.cross_entropy_forward(m, lab)[1]), type(L.cross_entropy_forward(m, A.softmax_forward(m)[0])[1])}
     assert kinds == {L.CrossEntropyLabelCache, L.CrossEntropyProbCache}
     if _numba.enabled():
-        assert type(L.cross_entropy_fast_forward(m, lab)[1]) is L.CrossEntropyFastCache
+        from deltaprop.fast.loss_numba import CrossEntropyFastCache
+        assert type(L.cross_entropy_checked_forward(m, lab)[1]) is CrossEntropyFastCache
 
 
 def test_every_backward_takes_the_upstream_gradient_then_the_cache():
