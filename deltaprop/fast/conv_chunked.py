@@ -39,6 +39,7 @@ def chunk_samples(g: ConvGeometry, itemsize: int) -> int:
 
 class ChunkedCache(ConvCache):
     """``conv2d_chunked``'s cache: the reference's fields with x kept and no columns."""
+    __slots__ = ()
 
 
 def conv2d_chunked(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1), padding=(0, 0),

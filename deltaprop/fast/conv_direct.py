@@ -184,6 +184,7 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 class DirectCache(ConvCache):
     """``conv2d_loops``' cache: the reference's fields with x kept and no columns."""
+    __slots__ = ()
 
 
 def conv2d_loops(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1), padding=(0, 0),

@@ -67,6 +67,7 @@ def per_sample(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 class PerSampleCache(ConvCache):
     """``conv2d_per_sample``'s cache: the reference's fields (``ConvCache``)."""
+    __slots__ = ()
 
 
 def conv2d_per_sample(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=(1, 1), padding=(0, 0),

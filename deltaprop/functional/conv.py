@@ -84,9 +84,9 @@ def prepare(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray], stride, paddi
 
 
 def make_cache(cols: Optional[np.ndarray], w2: np.ndarray, g: ConvGeometry, mode: str, kind: str, x: np.ndarray,
-               keep_cols: bool, kind_of_cache: type = ConvCache) -> ConvCache:
+               keep_cols: bool, cache_type: type = ConvCache) -> ConvCache:
     """The cache a forward leaves: the columns (``keep_cols``), else the input x (and no columns)."""
-    return kind_of_cache(cols, w2, g, mode, kind) if keep_cols else kind_of_cache(None, w2, g, mode, kind, x)
+    return cache_type(cols, w2, g, mode, kind) if keep_cols else cache_type(None, w2, g, mode, kind, x)
 
 
 @dispatch.op("conv2d")
@@ -164,9 +164,10 @@ def conv2d_backward(dout: np.ndarray, cache: ConvCache, need_dx: bool = True
     return (input_grad(dout, w2, g, d) if need_dx else None), dw, db
 
 
-def bias_grad(d: np.ndarray, dout: np.ndarray, kind: str) -> Optional[np.ndarray]:
-    """Conv-2 from δ as (F, N·Ho·Wo) (``d``) and as (N, F, Ho, Wo) (``dout``): Σ over samples and positions as
-    ``δ @ ones`` (tied), Σ over samples as ``ones @ δ`` (untied, (F, Ho, Wo)), or None without a bias."""
+def bias_grad(d: Optional[np.ndarray], dout: np.ndarray, kind: str) -> Optional[np.ndarray]:
+    """Conv-2 from δ as (F, N·Ho·Wo) (``d``, read for the tied bias only) and as (N, F, Ho, Wo) (``dout``): Σ over
+    samples and positions as ``δ @ ones`` (tied), Σ over samples as ``ones @ δ`` (untied, (F, Ho, Wo)), or None
+    without a bias."""
     if kind == "tied":
         return matmul(d, np.ones(d.shape[1], dtype=d.dtype))
     if kind == "untied":
