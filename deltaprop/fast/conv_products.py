@@ -5,11 +5,11 @@ suits the weight's width (docs/conv.md).
   (F, N·Ho·Wo), and copies that into NCHW. For a layer with one group and few filters (fewer than
   ``THIN_FILTERS`` with at least 64 output positions) or a large map (at least ``PER_SAMPLE_POSITIONS``
   positions), one product per sample, W @ cols_n (C·kh·kw, Ho·Wo), writes each sample's (F, Ho, Wo) output in
-  place: no transposing copy. Measured on a 2-vCPU Xeon: a single (6, 50176) product (LeNet's first layer) ran
-  at a third of the speed; on the conv-BN net's layers per sample was equal or faster than one product and the
-  copy. Its backward: for the thin layers Conv-3 per sample too, dW = Σ_n δ_n cols_nᵀ (the (N, F, C·kh·kw)
-  products summed by a product with ones), and Conv-2 as Σ_n then Σ_{i,j} by products; for the others the
-  reference's backward.
+  place: no transposing copy. Measured on the project's 2-vCPU Xeon: a single (6, 50176) product (LeNet's first
+  layer) ran at a third of the speed; on the conv-BN net's layers per sample was equal or faster than one product
+  and the copy (its training step about 3% faster with numba, commit c1f88d0). Its backward: for the thin layers
+  Conv-3 per sample too, dW = Σ_n δ_n cols_nᵀ (the (N, F, C·kh·kw) products summed by a product with ones), and
+  Conv-2 as Σ_n then Σ_{i,j} by products; for the others the reference's backward.
 - **Conv-3 transposed** (``conv2d_weight_grad``): the reference computes dW = δ colsᵀ, written in place. A weight
   with fewer than ``WIDE_WEIGHT`` entries (F·C·kh·kw), and every grouped one, is computed as (cols δᵀ)ᵀ, a
   transposed view of the small result. Measured on a 2-vCPU Xeon (OpenBLAS / MKL): yolov3-tiny's 512→1024 layer
@@ -113,7 +113,8 @@ def applies_per_sample(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = N
 
 
 def weight_grad_transposed(cols: np.ndarray, d: np.ndarray, groups: int = 1) -> np.ndarray:
-    """Conv-3 as (cols δᵀ)ᵀ per group: a transposed view of the (C/G·kh·kw, F/G) products (one copy when grouped)."""
+    """Conv-3 as (cols δᵀ)ᵀ per group: a transposed view of the (C/G·kh·kw, F/G) products (one copy when
+    grouped)."""
     if groups == 1:
         return matmul(cols, d.T).T
     f, p = d.shape

@@ -1,7 +1,7 @@
 """``im2col`` and ``col2im`` as numba loops (parallel), and Conv-1 through them.
 
 Plain loops with the bounds test inside the innermost loop: measured faster (0.4–0.7 ms vs 1.1–2.8 ms on the
-LeNet and conv-BN shapes, 2-vCPU Xeon) than splitting each row into precomputed valid ranges, which numba did not
+LeNet and conv-BN shapes) than splitting each row into precomputed valid ranges, which numba did not
 vectorise. Both copy or add the same values in the same order as the references in ``functional/im2col.py``
 (col2im adds each pixel's terms tap by tap, as the reference's strided additions do), so the numbers are equal bit
 for bit. They serve whenever numba is on (``runtime.jit``).
