@@ -220,3 +220,23 @@ def test_the_direct_loops_follow_the_machines_choice(restore):
     assert _first("conv2d", x, w, None, 1, 1, keep_cols=True) == "per-sample products"
     second = _yolo_calls()[1][0]                                   # 16 → 32 channels: 144 taps
     assert second.taps == 144 and not conv_direct.applies(second)
+
+
+def test_a_bad_setting_is_named_where_the_loops_are_asked_for(restore, monkeypatch):
+    """A bad DELTAPROP_CONV_DIRECT does not stop ``import deltaprop``: it raises ConfigError, naming the variable
+    and its values, from ``max_taps`` and from the first convolution the loops could serve (inside a command, where
+    the command line reports a user's mistake in one line); other convolutions run."""
+    from deltaprop.errors import ConfigError
+    monkeypatch.setenv("DELTAPROP_CONV_DIRECT", "sometimes")
+    _numba.set_enabled(True)
+    conv_direct._setting_at_import()
+    x, w = np.zeros((1, 3, 64, 64), np.float32), np.zeros((4, 3, 3, 3), np.float32)
+    with pytest.raises(ConfigError, match="DELTAPROP_CONV_DIRECT='sometimes': expected one of auto, on, off"):
+        conv_direct.max_taps()
+    with pytest.raises(ConfigError, match="DELTAPROP_CONV_DIRECT"):
+        C.conv2d_forward(x, w, None, 1, 1, keep_cols=False)
+    assert C.conv2d_forward(x, w, None, 1, 1)[0].shape == (1, 4, 64, 64)          # columns kept: not the loops
+    monkeypatch.setenv("DELTAPROP_CONV_DIRECT", "off")
+    conv_direct.set_max_taps(None)
+    assert conv_direct.max_taps() == 0
+    assert C.conv2d_forward(x, w, None, 1, 1, keep_cols=False)[0].shape == (1, 4, 64, 64)

@@ -31,6 +31,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .. import dispatch
+from ..errors import ConfigError
 from ..functional import conv as C
 from ..functional.conv import ConvCache
 from ..functional.im2col import ConvGeometry, zero_padded
@@ -46,6 +47,7 @@ SETTINGS = ("auto", "on", "off")   # the values of DELTAPROP_CONV_DIRECT
 KERNELS = "rows, 3x3 two filters"  # what the loops are: part of the calibration's cache key (a change re-measures)
 _max_taps: Optional[int] = None    # the choice made with ``set_max_taps``; None: DELTAPROP_CONV_DIRECT's
 _limit = MAX_TAPS                  # the largest tap count served while the variant is on
+_bad_setting: Optional[ConfigError] = None   # DELTAPROP_CONV_DIRECT's error, raised when the loops are asked for
 
 
 def _from_setting() -> int:
@@ -55,18 +57,33 @@ def _from_setting() -> int:
 
 
 def set_max_taps(n: Optional[int]) -> None:
-    """Serve layers of at most ``n`` taps by the direct loops (0: none, the variant switched off), the choice
-    the runtime makes from its measurement; None: back to ``DELTAPROP_CONV_DIRECT`` (read again now)."""
-    global _max_taps, _limit
+    """Serve layers of at most ``n`` taps by the direct loops (0: none, the variant switched off): the choice the
+    runtime makes from its measurement where ``DELTAPROP_CONV_DIRECT`` is ``auto`` (``on`` and ``off`` are the
+    user's). None: back to ``DELTAPROP_CONV_DIRECT`` (read again now; a bad value raises ConfigError)."""
+    global _max_taps, _limit, _bad_setting
     taps = _from_setting() if n is None else max(0, int(n))
-    _max_taps = None if n is None else taps
+    _max_taps, _bad_setting = (None if n is None else taps), None
     if taps:
         _limit = min(taps, MAX_TAPS)
     dispatch.set_enabled(taps > 0, KEY)
 
 
+def _setting_at_import() -> None:
+    """``set_max_taps(None)`` when the package is imported. A bad DELTAPROP_CONV_DIRECT is raised where the loops
+    are first asked for (``max_taps``, or a convolution they could serve), so that the command line reports it as
+    a user's mistake rather than failing at import."""
+    global _bad_setting
+    try:
+        set_max_taps(None)
+    except ConfigError as exc:
+        _bad_setting = exc
+        dispatch.set_enabled(True, KEY)     # the variant is asked, and raises
+
+
 def max_taps() -> int:
     """The largest C·kh·kw the direct loops serve now (0: none). Never measures."""
+    if _bad_setting is not None:
+        raise _bad_setting
     return _limit if KEY not in dispatch.disabled_variants() else 0
 
 
@@ -214,6 +231,8 @@ def _applies(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, strid
     if keep_cols or not _numba.enabled():
         return False
     g = conv_products.geometry(x, w, stride, padding, dilation, groups)
+    if _bad_setting is not None and eligible(g):
+        raise _bad_setting
     return eligible(g) and g.taps <= _limit
 
 
@@ -246,4 +265,4 @@ dispatch.register(dispatch.Variant(
     exact=False, rtol=1e-5, atol=1e-3,
     mirrors="functional.conv.conv2d_forward",
     doc="few taps on a large map, x kept: the convolution as direct numba loops, no columns (this machine's choice)"))
-set_max_taps(None)
+_setting_at_import()
