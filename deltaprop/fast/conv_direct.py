@@ -19,9 +19,9 @@ Registered as the variant ``conv2d/direct loops`` for calls that keep x rather t
 EPYC with OpenBLAS, ``_direct_rows`` ran yolov3-tiny's layers 0 and 2 2.5× and 1.3× faster. On a 2-vCPU Intel Xeon
 (AVX-512) it was 2–6× slower with either library. ``_direct_3x3`` there runs layer 0 (3→16) 1.2–1.9× faster than
 im2col and the product, and layer 2 (16→32) about as fast. So the largest tap count they serve is this machine's
-choice, made outside any kernel: the runtime measures it (``deltaprop.tune()``, or its cached result) and calls
-``set_max_taps``; ``DELTAPROP_CONV_DIRECT`` = ``on`` (up to ``MAX_TAPS``) or ``off`` overrides it. Nothing measured
-(``auto``): the loops are not used. The choice is the variant's switch in ``dispatch`` (``max_taps() == 0``: off),
+choice, made outside any kernel: the runtime measures it (``deltaprop.tune()``) and calls ``set_max_taps``; without
+``tune()`` the first convolution the loops could serve reads the cached choice (never measuring); nothing measured:
+the loops are not used. ``DELTAPROP_CONV_DIRECT`` = ``on`` (up to ``MAX_TAPS``) or ``off`` overrides it. The choice is the variant's switch in ``dispatch`` (``max_taps() == 0``: off),
 so ``deltaprop.dispatch.disabled_variants()`` names the loops where this machine does not use them.
 """
 from __future__ import annotations
@@ -48,6 +48,7 @@ KERNELS = "rows, 3x3 two filters"  # what the loops are: part of the calibration
 _max_taps: Optional[int] = None    # the choice made with ``set_max_taps``; None: DELTAPROP_CONV_DIRECT's
 _limit = MAX_TAPS                  # the largest tap count served while the variant is on
 _bad_setting: Optional[ConfigError] = None   # DELTAPROP_CONV_DIRECT's error, raised when the loops are asked for
+_pending = False                   # auto, nothing chosen yet: the first call the loops could serve reads the cache
 
 
 def _from_setting() -> int:
@@ -59,13 +60,27 @@ def _from_setting() -> int:
 def set_max_taps(n: Optional[int]) -> None:
     """Serve layers of at most ``n`` taps by the direct loops (0: none, the variant switched off): the choice the
     runtime makes from its measurement where ``DELTAPROP_CONV_DIRECT`` is ``auto`` (``on`` and ``off`` are the
-    user's). None: back to ``DELTAPROP_CONV_DIRECT`` (read again now; a bad value raises ConfigError)."""
-    global _max_taps, _limit, _bad_setting
+    user's). None: back to ``DELTAPROP_CONV_DIRECT`` (read again now; a bad value raises ConfigError); under
+    ``auto`` the choice is then pending: the first call the loops could serve reads this machine's cached choice
+    (``_resolve``), never measuring."""
+    global _max_taps, _limit, _bad_setting, _pending
     taps = _from_setting() if n is None else max(0, int(n))
     _max_taps, _bad_setting = (None if n is None else taps), None
+    _pending = n is None and _env.env_choice("DELTAPROP_CONV_DIRECT", "auto", SETTINGS) == "auto"
     if taps:
         _limit = min(taps, MAX_TAPS)
-    dispatch.set_enabled(taps > 0, KEY)
+    dispatch.set_enabled(taps > 0 or _pending, KEY)
+
+
+def _resolve() -> None:
+    """Under ``auto`` with nothing chosen yet: put this machine's cached choice in use (``fast/tune_conv_direct``
+    through the runtime's tunables: a cache read, no measurement; 0 taps where nothing was measured)."""
+    global _pending
+    if _pending:
+        _pending = False
+        from ..runtime import tunables
+        if tunables.choose("direct_conv", measure=False) is None:
+            set_max_taps(0)
 
 
 def _setting_at_import() -> None:
@@ -81,9 +96,11 @@ def _setting_at_import() -> None:
 
 
 def max_taps() -> int:
-    """The largest C·kh·kw the direct loops serve now (0: none). Never measures."""
+    """The largest C·kh·kw the direct loops serve now (0: none). Never measures (a pending ``auto`` choice is read
+    from the cache: ``_resolve``)."""
     if _bad_setting is not None:
         raise _bad_setting
+    _resolve()
     return _limit if KEY not in dispatch.disabled_variants() else 0
 
 
@@ -231,9 +248,11 @@ def _applies(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, strid
     if keep_cols or not _numba.enabled():
         return False
     g = conv_products.geometry(x, w, stride, padding, dilation, groups)
-    if _bad_setting is not None and eligible(g):
+    if not eligible(g):
+        return False
+    if _bad_setting is not None:
         raise _bad_setting
-    return eligible(g) and g.taps <= _limit
+    return g.taps <= max_taps()
 
 
 def _examples() -> List[dispatch.Example]:
