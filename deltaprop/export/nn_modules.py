@@ -96,8 +96,10 @@ def input_shape(model, layers: List[Tuple[str, Any]], size: Optional[Tuple[int, 
     raise ExportError(f"{type(model).__name__}: no convolution or linear layer tells the input size")
 
 
-def trace_shapes(model, layers: List[Tuple[str, Any]], shape: Tuple[int, ...]) -> List[Tuple[int, ...]]:
-    """The shape (without the batch) entering each layer and leaving the last, from one eval forward of zeros."""
+def trace_shapes(model, layers: List[Tuple[str, Any]], shape: Tuple[int, ...], sized: bool = False
+                 ) -> List[Tuple[int, ...]]:
+    """The shape (without the batch) entering each layer and leaving the last, from one eval forward of zeros;
+    ``sized``: the size was asked for (the refusal then says the model takes another)."""
     was = model.training
     model.eval()
     x = np.zeros((1,) + tuple(shape), dtype=model.dtype)
@@ -109,8 +111,9 @@ def trace_shapes(model, layers: List[Tuple[str, Any]], shape: Tuple[int, ...]) -
                     x = m.forward(x)
                 except (DeltapropError, ValueError) as e:
                     size = "x".join(str(d) for d in shape[::-1][:2]) if len(shape) >= 2 else str(shape[0])
+                    hint = "the model takes another input size" if sized else "give its input size with --size W H"
                     raise ExportError(f"input {size}: layer {path!r} ({type(m).__name__}) cannot take it: {e}; "
-                                      f"give the model's input size with --size W H") from None
+                                      f"{hint}") from None
                 shapes.append(tuple(x.shape[1:]))
     finally:
         model.train(was)
@@ -315,7 +318,7 @@ def build_sequential(b: GraphBuilder, model, size: Optional[Tuple[int, int]], fo
             raise ExportError(f"layer {path!r} ({type(m).__name__}): no ONNX converter for this module (exported: "
                               f"{', '.join(sorted(c.__name__ for c in CONVERTERS))})")
     shape = input_shape(model, layers, size)
-    shapes = trace_shapes(model, layers, shape)
+    shapes = trace_shapes(model, layers, shape, size is not None)
     b.fresh("input")
     x, folded_next = "input", False
     for i, (path, m) in enumerate(layers):
