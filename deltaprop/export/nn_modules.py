@@ -11,8 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import backend
-from .. import models, nn
+from .. import backend, models, nn
 from ..errors import DeltapropError
 from ..functional.im2col import padding4
 from ..functional.pool_geometry import pair2, pool_padding
@@ -35,7 +34,6 @@ class Node:
     out_shape: Tuple[int, ...]
     x: str
     out: str
-    fold_bn: bool
     bn: Optional[ops.BatchNormStats] = None
     folded: bool = False          # a batch norm whose statistics went into the layer before it
 
@@ -324,7 +322,7 @@ def build_sequential(b: GraphBuilder, model, size: Optional[Tuple[int, int]], fo
     for i, (path, m) in enumerate(layers):
         last = i == len(layers) - 1
         n = Node(path, m, shapes[i], shapes[i + 1], x, "output" if last else f"{type(m).__name__.lower()}_{path}",
-                 fold_bn, folded=folded_next)
+                 folded=folded_next)
         folded_next = False
         if fold_bn and not last and _foldable(m, layers[i + 1][1]):
             n.bn = bn_stats(layers[i + 1][1], f"layer {layers[i + 1][0]!r} ({type(layers[i + 1][1]).__name__})")
