@@ -230,7 +230,7 @@ def _read_resume(path: str):
 
 def _run_directory(base: Path, exist_ok: bool) -> Path:
     from ..distributed import is_main_process
-    from ._files import run_directory
+    from ..training.lock import run_directory
     if not is_main_process():   # under mpirun only rank 0 writes (docs/distributed.md)
         return base
     out = run_directory(base, exist_ok)
@@ -245,7 +245,7 @@ class _locked:
     removed again, so a refused run leaves nothing behind."""
 
     def __init__(self, out: Path) -> None:
-        from ._files import RunLock
+        from ..training.lock import RunLock
         self.out, self.created = out, not out.exists()
         self.lock = RunLock(out)
 
