@@ -135,7 +135,7 @@ def test_fit_checkpoints_history_and_clear(tmp_path):
     lines = [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert lines == json.loads(json.dumps(hist))
     assert sorted(p.name for p in tmp_path.glob("*.weights")) == ["tiny_2.weights", "tiny_4.weights",
-                                                                   "tiny_final.weights"]
+                                                                   "tiny_final.weights", "tiny_last.weights"]
     back = dn.load_cfg_text(NO_BN.format(sub=2, bn=""), (tmp_path / "tiny_final.weights").read_bytes())
     assert back.seen == 48
     for p, q in zip(net.parameters(), back.parameters()):

@@ -7,7 +7,7 @@ a Darknet ``.weights`` beside it is a copy for Darknet's tools, written after it
 - at each epoch end (``at_epoch_end``): ``last``;
 - when an evaluation improves (``Loop.save("best")``, from Evaluation): ``best``;
 - on Ctrl-C: ``last`` at the batch boundary where the run stopped (its path is then in ``loop.state.checkpoint``);
-- at the end: ``last`` and ``final`` (``final_roles``).
+- at the end, when the run trained: ``last`` and ``final`` (``final_roles``).
 
 ``keep``: the newest ``keep`` numbered checkpoints stay, older ones (of this run, or of the run it resumes) are
 removed after the new one is complete; ``best``, ``last`` and ``final`` are always kept. None keeps them all.
@@ -67,6 +67,8 @@ class Checkpoints(Callback):
         self.save(loop, "last")
 
     def on_end(self, loop: Loop) -> None:
+        if loop.task.steps_done == loop.state.start_step:    # nothing trained: nothing new to write
+            return
         for role in self.final_roles:
             self.save(loop, role)
 

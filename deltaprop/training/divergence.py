@@ -84,10 +84,10 @@ def diagnose_nonfinite(model, loss, x: np.ndarray, y, rng_state: Optional[dict] 
     return report
 
 
-def first_nonfinite_layer(net) -> Optional[str]:
-    """The first layer of a Darknet network whose last output, or whose parameters, hold a NaN or an infinity,
-    as ``"layer i [kind] (its output)"`` (None when all are finite)."""
-    outs = getattr(net, "layer_outputs", None) or []
+def first_nonfinite_layer(net, outputs: bool = True) -> Optional[str]:
+    """The first layer of a Darknet network whose last output (``outputs``), or whose parameters, hold a NaN or
+    an infinity, as ``"layer i [kind] (its output)"`` (None when all are finite)."""
+    outs = (getattr(net, "layer_outputs", None) or []) if outputs else []
     for i, out in enumerate(outs):
         if isinstance(out, np.ndarray) and out.size and not np.isfinite(out).all():
             return f"layer {i} [{net.layers[i].kind}] (its output)"

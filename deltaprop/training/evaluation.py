@@ -24,8 +24,8 @@ def better(value: Optional[float], best: Optional[float], mode: str, min_delta: 
 class Evaluation(Callback):
     """``measure``: a function returning ``{name: value}`` (None: the numbers are already in the epoch record,
     e.g. the training loss). ``every``: updates between measurements; ``at_epoch_end``: measure at each epoch
-    end instead (the numbers join that epoch's record). ``announce(values, path of the best checkpoint or
-    None)``: the line printed after a measurement (None: nothing printed). ``step_key``: the record's name
+    end instead (the numbers join that epoch's record). ``announce(updates done, values, path of the new best
+    checkpoint or None)``: the line printed after a measurement (None: nothing printed). ``step_key``: the record's name
     for the update count."""
 
     key = "evaluation"
@@ -33,7 +33,7 @@ class Evaluation(Callback):
     def __init__(self, measure: Optional[Callable[[], Dict[str, Any]]], *, monitor: str, mode: str = "max",
                  every: Optional[int] = None, at_epoch_end: bool = False, min_delta: float = 0.0,
                  patience: Optional[int] = None, step_key: str = "batch",
-                 announce: Optional[Callable[[Dict[str, Any], Any], Optional[str]]] = None) -> None:
+                 announce: Optional[Callable[[int, Dict[str, Any], Any], Optional[str]]] = None) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.measure_fn = measure
@@ -65,7 +65,7 @@ class Evaluation(Callback):
         return improved
 
     def _say(self, loop: Loop, values: Dict[str, Any], path) -> None:
-        line = self.announce(values, path) if self.announce is not None else None
+        line = self.announce(loop.task.steps_done, values, path) if self.announce is not None else None
         if line:
             from .progress import Progress
             bar = loop.callback(Progress)
