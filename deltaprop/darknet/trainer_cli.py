@@ -161,6 +161,7 @@ def _run(args, resume=None) -> int:
     from . import load
     from .. import backend
     from ..training import Chart, StopRequest
+    from ..training.checkpoints import resolve_keep
     from .trainer import DarknetTrainer, evaluate
 
     numerics = getattr(args, "numerics", None) or "darknet"
@@ -218,7 +219,7 @@ def _run(args, resume=None) -> int:
     with stop.active():     # from the header on, a Ctrl-C is never lost: it stops at a batch boundary
         _header(args, net, numerics, desc, X, Xt, trainer, base, out, resume)
         history = trainer.fit(X, y, classes, out_dir=out, base=base, save_every=save_every,
-                              keep=_keep(args), eval_data=val, eval_every=eval_every, seed=seed,
+                              keep=resolve_keep(getattr(args, "keep", None)), eval_data=val, eval_every=eval_every, seed=seed,
                               progress=progress, stop=stop, resume=args.resume if resume is not None else None,
                               files={"last": ("last.npz", "{base}_last.weights")}, settings=settings,
                               resume_command=lambda path: f"deltaprop train --resume {path}",
@@ -238,12 +239,6 @@ def _run(args, resume=None) -> int:
     print(f"test accuracy: {100 * test_acc:.2f}% ({int(round(test_acc * len(yt)))}/{len(yt)}), loss {test_loss:.4f}; "
           f"wall time {wall:.1f} s; weights saved to {out / (base + '_final.weights')}")
     return 0
-
-
-def _keep(args) -> Optional[int]:
-    """``--keep``: the numbered checkpoints kept (None: all; default 3)."""
-    keep = getattr(args, "keep", None)
-    return None if keep == "all" else (3 if keep is None else int(keep))
 
 
 def _what_ran(trainer, numerics: str, seed: int, save_every: int, desc: str, n_train: int, val_split

@@ -19,6 +19,13 @@ from typing import Optional, Sequence
 
 from .loop import Callback, Loop, Record, StepOutput
 
+KEEP = 3     # numbered checkpoints kept when nothing is said
+
+
+def resolve_keep(keep) -> Optional[int]:
+    """A ``--keep`` value as ``Checkpoints`` takes it: the count, None for ``"all"``, ``KEEP`` when not given."""
+    return None if keep == "all" else (KEEP if keep is None else int(keep))
+
 
 class Checkpoints(Callback):
     def __init__(self, *, every: Optional[int] = None, keep: Optional[int] = None, at_epoch_end: bool = False,
@@ -73,4 +80,4 @@ class Checkpoints(Callback):
             self.save(loop, role)
 
 
-__all__ = ["Checkpoints"]
+__all__ = ["Checkpoints", "resolve_keep", "KEEP"]

@@ -131,6 +131,31 @@ class RunLock:
         self.release()
 
 
+class RunFolder:
+    """``with RunFolder(out):`` the run lock of ``out`` (rank 0 only, under ``mpirun``) for a command's whole run;
+    a folder this run created and left empty (it failed before writing) is removed again, so a refused run
+    leaves nothing behind."""
+
+    def __init__(self, out: PathLike, option: str = "--out", main: bool = True) -> None:
+        self.out = Path(out)
+        self.created = not self.out.exists()
+        self.lock = RunLock(self.out, option)
+        self.main = main
+
+    def __enter__(self) -> "RunFolder":
+        if self.main:
+            self.lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.release()
+        if self.created:
+            try:
+                self.out.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
 class FolderLock(Callback):
     """The loop's hold on its run folder: taken (rank 0) before anything is written, released when the loop
     ends, however it ends. Once held, the temporary files of atomic writes that a killed run left
@@ -149,4 +174,4 @@ class FolderLock(Callback):
         self.lock.release()
 
 
-__all__ = ["RunLock", "FolderLock", "run_directory", "occupied", "LOCK_NAME"]
+__all__ = ["RunLock", "RunFolder", "FolderLock", "run_directory", "occupied", "LOCK_NAME"]

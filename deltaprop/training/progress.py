@@ -43,7 +43,7 @@ def on_terminal() -> bool:
 
 class Progress(Callback):
     """``bar``: a tqdm bar (per epoch over its samples with ``per_epoch``, else one over all updates); without a
-    bar, ``task.log_lines`` every ``every`` updates, the last ending in the ETA, but no more often than every
+    bar, ``task.log_lines`` every ``every`` updates, the first ending in the ETA, but no more often than every
     ``min_interval`` seconds (0: every ``every`` updates, and after the last one). Epoch lines
     (``task.epoch_line``) are printed at each epoch end either way."""
 
@@ -113,7 +113,7 @@ class Progress(Callback):
         lines = task.log_lines(out, loop.state.history[-1] if loop.state.history else {})
         left = eta(loop)
         if lines and left is not None and not last:
-            lines[-1] += f", ETA {duration(left)}"
+            lines[0] += f", ETA {duration(left)}"
         for line in lines:
             loop.say(line)
 
