@@ -12,7 +12,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
-from ._options import (float_range, int_range, keep_count, momentum_range, nonneg_float, positive_float,
+from ._options import (int_range, keep_count, momentum_range, nonneg_float, positive_float,
                        positive_int, unit_fraction)
 
 # Defaults chosen so that `deltaprop train --model mlp` passes 98% on MNIST in 10 epochs (see docs/training.md).
@@ -294,8 +294,7 @@ def _preflight(model, X, name: str) -> None:
 
 
 def _run(args, ck=None) -> int:
-    import deltaprop as dp
-    from .. import io, models, nn
+    from .. import backend, io, models, nn
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
     from ..distributed import is_main_process
     from ..train import StopRequest, TrainingInterrupted, evaluate, fit
@@ -325,7 +324,7 @@ def _run(args, ck=None) -> int:
     val = None
     if s["val_split"]:
         (X, y), val = train_val_split(X, y, s["val_split"], seed=s["seed"])
-    dp.manual_seed(s["seed"])
+    backend.manual_seed(s["seed"])
     if args.resume:
         model = io.build_from_architecture(ck.architecture, budget=ck.build_budget, where=str(args.resume))
     else:

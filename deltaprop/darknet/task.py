@@ -20,7 +20,7 @@ from ..training import (Checkpoints, DivergenceGuard, Evaluation, FolderLock, Hi
                         Progress, ResumeCommand, StepOutput, Task, first_nonfinite_layer)
 from ..training.history import HISTORY
 from . import checkpoint as ckpt
-from .trainer import region_line
+from .yolo_stats import combined_stats, region_line
 
 FILES: Dict[str, Tuple[Optional[str], Optional[str]]] = {
     "numbered": ("{base}_{n}.state.npz", "{base}_{n}.weights"),
@@ -28,24 +28,6 @@ FILES: Dict[str, Tuple[Optional[str], Optional[str]]] = {
     "best": ("{base}_best.state.npz", "{base}_best.weights"),
     "final": (None, "{base}_final.weights"),
 }
-
-
-def combined_stats(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    """The [yolo] heads' statistics of one update as one, weighted by their object counts (Darknet prints them
-    per head): avg_iou, recall50, recall75, class, obj; no_obj averaged over the heads."""
-    out: Dict[str, float] = {}
-    count = sum(int(s.get("count", 0) or 0) for s in stats)
-    for key in ("avg_iou", "recall50", "recall75", "class", "obj"):
-        if count:
-            out[key] = sum(float(s[key]) * int(s["count"]) for s in stats
-                           if int(s.get("count", 0) or 0) and math.isfinite(float(s.get(key, math.nan))))
-            out[key] /= count
-        else:
-            out[key] = math.nan
-    noobj = [float(s["no_obj"]) for s in stats if "no_obj" in s]
-    out["no_obj"] = sum(noobj) / len(noobj) if noobj else math.nan
-    out["count"] = count
-    return out
 
 
 def _num(v) -> Optional[float]:
@@ -253,4 +235,4 @@ def run(trainer, data: Iterator, *, out_dir=None, base: str = "model", save_ever
     return Loop(task, parts, comm=trainer.dp.comm, stop=stop, log=log, history=history, state=state).run()
 
 
-__all__ = ["DarknetTask", "run", "open_checkpoint", "combined_stats", "FILES"]
+__all__ = ["DarknetTask", "run", "open_checkpoint", "FILES"]

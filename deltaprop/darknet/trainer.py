@@ -34,6 +34,7 @@ from ..optim.darknet_policy import DarknetLR
 from ..training import StepOutput, first_nonfinite_layer
 from ..training.multiscale import MultiScale
 from .train_loss import loss_layer_indices
+from .yolo_stats import merge_yolo_stats, region_line
 
 
 @dataclass
@@ -56,29 +57,6 @@ def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
     t = np.zeros((labels.shape[0], classes), dtype=dtype)
     t[np.arange(labels.shape[0]), labels] = 1
     return t
-
-
-def merge_yolo_stats(parts: Sequence[Sequence[Dict[str, float]]]) -> List[Dict[str, float]]:
-    """Per head, the statistics of several forward passes (the subdivisions of a batch) as one: averages
-    weighted by each pass's ``count`` (no_obj by its number of predictions)."""
-    if not parts:
-        return []
-    out = []
-    for heads in zip(*parts):
-        cnt = sum(h["count"] for h in heads)
-        preds = sum(h["predictions"] for h in heads)
-        m: Dict[str, float] = {"layer": heads[0]["layer"], "count": cnt, "predictions": preds}
-        for k in ("avg_iou", "class", "obj", "recall50", "recall75"):
-            m[k] = sum(h[k] * h["count"] for h in heads if h["count"]) / cnt if cnt else float("nan")
-        m["no_obj"] = sum(h["no_obj"] * h["predictions"] for h in heads) / max(preds, 1)
-        out.append(m)
-    return out
-
-
-def region_line(st: Dict[str, float]) -> str:
-    """Darknet's per-head line (``forward_yolo_layer``'s printf)."""
-    return (f"Region {st['layer']} Avg IOU: {st['avg_iou']:f}, Class: {st['class']:f}, Obj: {st['obj']:f}, "
-            f"No Obj: {st['no_obj']:f}, .5R: {st['recall50']:f}, .75R: {st['recall75']:f},  count: {st['count']}")
 
 
 # --- data parallelism (deltaprop.distributed; docs/distributed.md) ------------------------------
@@ -397,3 +375,6 @@ def _policy_options(o: Dict[str, Any]) -> Dict[str, Any]:
         if isinstance(v, (list, tuple)):
             out[k] = ",".join(str(x) for x in v) if v else None
     return out
+
+
+__all__ = ["DarknetTrainer", "StepResult", "one_hot", "evaluate", "merge_yolo_stats", "region_line"]

@@ -28,6 +28,8 @@ def resolve_keep(keep) -> Optional[int]:
 
 
 class Checkpoints(Callback):
+    saves_checkpoints = True       # Loop.save goes through this callback
+
     def __init__(self, *, every: Optional[int] = None, keep: Optional[int] = None, at_epoch_end: bool = False,
                  last_with_every: bool = True, final_roles: Sequence[str] = ("last", "final")) -> None:
         if keep is not None and int(keep) < 1:

@@ -188,10 +188,9 @@ class Loop:
         return next((c for c in self.callbacks if isinstance(c, kind)), None)
 
     def save(self, role: str) -> Optional[Any]:
-        """Write checkpoint ``role`` through the loop's Checkpoints callback (None without one)."""
-        from .checkpoints import Checkpoints
-        ck = self.callback(Checkpoints)
-        return ck.save(self, role) if ck is not None else None
+        """Write checkpoint ``role`` through the loop's checkpoint callback (``Checkpoints``; None without one)."""
+        saver = next((c for c in self.callbacks if getattr(c, "saves_checkpoints", False)), None)
+        return saver.save(self, role) if saver is not None else None
 
     # --- state for checkpoints ----------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
