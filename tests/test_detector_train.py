@@ -261,3 +261,24 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_and_resume_names_it(sce
     assert rc == 0, err
     assert (backup / "digits-tiny-32_final.weights").read_bytes() == \
         (tmp_path / "c" / "digits-tiny-32_final.weights").read_bytes()
+
+
+def test_a_live_run_holds_the_backup_folder(scenes, straight, tmp_path):
+    """Even with --exist-ok, a second run into a folder whose run is alive is refused before it writes."""
+    import socket
+    import subprocess
+    import sys
+    from cli_testutil import snapshot
+    cfg, _ = straight
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (busy / ".lock").write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        before = snapshot(tmp_path)
+        rc, _, err = _train_cli(scenes, cfg, busy, "--exist-ok")
+        assert rc == 1 and f"--backup {busy}: another run (pid {sleeper.pid})" in err
+        assert snapshot(tmp_path) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()

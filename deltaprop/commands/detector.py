@@ -248,8 +248,7 @@ def _resume_command(args, seed: int):
 def _resumed_state(args):
     """(the checkpoint's state file, its run state) when WEIGHTS is a checkpoint to resume, else (None, None);
     a .weights whose state disagrees raises CheckpointError naming the newest whole checkpoint."""
-    from .. import io
-    from ..darknet.checkpoint import run_state, state_path
+    from ..darknet.checkpoint import state_path
     from ..darknet.task import open_checkpoint
     from ._files import file_kind
     if not args.weights or args.clear:
@@ -257,8 +256,7 @@ def _resumed_state(args):
     w = Path(args.weights)
     if file_kind(w) != "npz" and not state_path(w).is_file():
         return None, None                    # a plain Darknet .weights: fine-tune from its seen
-    sp = open_checkpoint(w, _cfg_base(args.cfg))
-    return sp, run_state(io.read_checkpoint(sp))
+    return open_checkpoint(w, _cfg_base(args.cfg))
 
 
 def _backup_folder(args, data, resumed) -> Path:

@@ -151,7 +151,7 @@ class DarknetTask(Task):
         """Load checkpoint ``path`` (a state file, or a ``.weights`` with its state beside it) into the
         trainer, its net, the loader; (the history so far, the loop's state)."""
         from ..io import load_checkpoint
-        sp = open_checkpoint(path, self.base)
+        sp = open_checkpoint(path, self.base)[0] if str(path).endswith(".weights") else Path(path)
         ck = load_checkpoint(sp, model=self.net, optimizer=self.trainer.optimizer, restore_rng=True)
         state = ckpt.run_state(ck)
         self.trainer.load_state(state)
@@ -164,18 +164,19 @@ class DarknetTask(Task):
         return list(ck.history), state
 
 
-def open_checkpoint(path, base: Optional[str] = None) -> Path:
-    """The state file of checkpoint ``path``: ``path`` itself when it is a state file, else the
-    ``.state.npz`` beside a ``.weights``, checked to be from the same moment (the same ``seen``): a pair
+def open_checkpoint(path, base: Optional[str] = None) -> Tuple[Path, Dict[str, Any]]:
+    """(the state file, its run state) of checkpoint ``path``: ``path`` itself when it is a state file, else
+    the ``.state.npz`` beside a ``.weights``, checked to be from the same moment (the same ``seen``): a pair
     that disagrees (a save killed between its two files) raises CheckpointError naming the newest whole
-    checkpoint of the folder. CheckpointError also when there is no state."""
+    checkpoint of the folder. CheckpointError also when there is no state, or it is not a Darknet run's."""
+    from ..io import read_checkpoint
     p = Path(path)
     if not p.name.endswith(".weights"):
-        return p
+        return p, ckpt.run_state(read_checkpoint(p))
     sp = ckpt.state_path(p)
     if not sp.is_file():
         raise CheckpointError(f"{p}: no {sp.name} beside it (a plain Darknet .weights: nothing to resume)")
-    from ..io import read_checkpoint
+    state: Dict[str, Any] = {}
     try:
         state = ckpt.run_state(read_checkpoint(sp))
         seen = ckpt.weights_seen(p)
@@ -184,7 +185,7 @@ def open_checkpoint(path, base: Optional[str] = None) -> Path:
     except CheckpointError as e:
         whole, why = False, str(e)
     if whole:
-        return sp
+        return sp, state
     stem = base or p.stem.rsplit("_", 1)[0]
     best = ckpt.newest_checkpoint(p.parent, stem)
     hint = (f"; the newest whole checkpoint is {best.name} (batch {best.batch}): resume from it"

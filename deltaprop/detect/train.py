@@ -106,7 +106,7 @@ class DetectorTraining:
         p = Path(weights)
         if p.name.endswith(".weights") and not state_path(p).is_file():
             return False
-        self._resume = open_checkpoint(p, self.base)
+        self._resume = open_checkpoint(p, self.base)[0] if p.name.endswith(".weights") else p
         return True
 
     def measure_map(self):
