@@ -256,11 +256,12 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_and_resume_names_it(sce
                      "--workers", "0", "--no-progress")
     whole = tmp_path / "c" / "digits-tiny-32_4.weights"
     assert rc == 1 and "not a whole checkpoint" in err and f"newest whole checkpoint is {whole} (batch 4)" in err
-    rc, _, err = cli("detector", "train", scenes, cfg, whole, "--max-batches", "6", "--batch", "2", "--save-every",
-                     "2", "--workers", "0", "--no-progress")
-    assert rc == 0, err
-    assert (backup / "digits-tiny-32_final.weights").read_bytes() == \
-        (tmp_path / "c" / "digits-tiny-32_final.weights").read_bytes()
+    final = backup / "digits-tiny-32_final.weights"
+    for start in (tmp_path / "c" / "digits-tiny-32_last.state.npz", whole):   # the state file is whole too
+        rc, out, err = cli("detector", "train", scenes, cfg, start, "--max-batches", "6", "--batch", "2",
+                           "--save-every", "2", "--workers", "0", "--no-progress")
+        assert rc == 0 and "from batch 4 to 6 (resumed exactly" in out, err
+        assert final.read_bytes() == (tmp_path / "c" / final.name).read_bytes(), start
 
 
 def test_a_live_run_holds_the_backup_folder(scenes, straight, tmp_path):

@@ -31,7 +31,7 @@ from .. import backend
 from ..errors import ConfigError, DivergenceError, ShapeError
 from ..optim.darknet import DarknetSGD
 from ..optim.darknet_policy import DarknetLR
-from ..training import StepOutput, first_nonfinite_layer
+from ..training import Evaluation, StepOutput, first_nonfinite_layer
 from ..training.multiscale import MultiScale
 from .train_loss import loss_layer_indices
 from .yolo_stats import merge_yolo_stats, region_line
@@ -312,14 +312,17 @@ class DarknetTrainer:
             for idx in it:
                 yield X[idx], one_hot(labels[idx], classes, X.dtype)
 
-        measure = None
+        evaluation = None
         if eval_data is not None and eval_every:
             def measure() -> Dict[str, Any]:
                 loss, acc = evaluate(self.net, *eval_data)
                 return {"eval_loss": loss, "eval_acc": acc}
+            evaluation = Evaluation(measure, monitor="eval_acc", mode="max", every=eval_every,
+                                    announce=lambda n, v, best: f"batch {n}: eval loss {v['eval_loss']:.4f}, acc "
+                                                                f"{v['eval_acc']:.4f}" + (" (best so far)" if best else ""))
         return run(self, data(), out_dir=out_dir, base=base, save_every=save_every, keep=keep,
                    log_every=log_every, progress=progress, log=log, stop=stop, callbacks=callbacks, resume=resume,
-                   evaluation=(measure, eval_every, "eval_acc") if measure else None, **run_options)
+                   evaluation=evaluation, **run_options)
 
     def fit_detection(self, loader: Iterable, *, out_dir=None, base: str = "model", save_every: int = 1000,
                       keep: Optional[int] = 3, log_every: int = 10, progress: bool = True,
