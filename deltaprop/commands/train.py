@@ -349,7 +349,8 @@ def _run(args, ck=None) -> int:
             history = fit(model, nn.CrossEntropyLoss(), optimizer, train_loader, val, epochs=s["epochs"],
                           scheduler=scheduler, scheduler_interval=interval, out_dir=out, resume=args.resume,
                           patience=s["patience"], progress=progress, extra={"preprocess": spec, "cli": s},
-                          stop=stop, callbacks=[Chart(out / "chart.png", title=f"{s['model']}: training")])
+                          stop=stop, callbacks=[Chart(out / "chart.png", title=f"{s['model']}: training",
+                                           evaluation_keys=())])
         except TrainingInterrupted as e:
             if e.checkpoint is not None:
                 print(f"interrupted in epoch {e.epoch}: the state is saved in {e.checkpoint}; continue with:\n"

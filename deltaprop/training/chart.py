@@ -1,7 +1,8 @@
-"""The training chart (``chart.png``): the history drawn again at every evaluation, live while the run goes (at
-most every ``interval`` seconds, when a record comes), on Ctrl-C and at the end. ``draw(history, path, title)``
-is the trainer's picture (default ``explain.plot_history``: loss, accuracy and learning-rate panels;
-detectors pass Darknet's loss + mAP chart). Without matplotlib the chart is skipped with one note."""
+"""The training chart (``chart.png``): the history drawn again at every evaluation (a record holding one of
+``evaluation_keys``), live while the run goes (at most every ``interval`` seconds, when a record comes), on
+Ctrl-C and at the end, once the history has two records (a curve). ``draw(history, path, title)`` is the
+trainer's picture (default ``explain.plot_history``: loss, accuracy and learning-rate panels; detectors pass
+Darknet's loss + mAP chart). Without matplotlib the chart is skipped with one note."""
 from __future__ import annotations
 
 import time
@@ -31,8 +32,8 @@ class Chart(Callback):
         self._dead = False
 
     def draw(self, loop: Loop) -> Optional[Path]:
-        """Draw the history now (rank 0); None when there is nothing to draw or no matplotlib."""
-        if self._dead or not loop.is_main or not loop.state.history:
+        """Draw the history now (rank 0); None when there is no curve to draw yet or no matplotlib."""
+        if self._dead or not loop.is_main or len(loop.state.history) < 2:
             return None
         self._last = time.perf_counter()
         try:
