@@ -97,19 +97,6 @@ def is_grad_enabled() -> bool:
     return _grad_mode() is not False
 
 
-# --- BLAS threads ---------------------------------------------------------------------------
-
-def blas_threads(n: Optional[int]) -> "contextlib.AbstractContextManager":
-    """A context limiting the BLAS library to ``n`` threads (through threadpoolctl, when installed);
-    does nothing for ``n`` None/0 or without threadpoolctl."""
-    if not n:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n), user_api="blas")
-
 
 # --- input validation ----------------------------------------------------------------------
 

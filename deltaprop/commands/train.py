@@ -260,9 +260,8 @@ def run(args) -> int:
         return _darknet_resume(args, ck)
     if args.cfg:
         return _darknet(args)
-    from ..runtime.settings import env_int
-    from ..backend import blas_threads
-    with blas_threads(getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 0)):
+    from ..runtime import threads
+    with threads.limit_blas_threads(threads.product_threads(getattr(args, "threads", None), 0)):
         return _run(args, ck)
 
 

@@ -144,7 +144,7 @@ class DarknetTrainer:
         self.avg_loss: Optional[float] = None
         last = net.layers[-1]
         self.scales: Optional[MultiScale] = None
-        if multiscale is not False and getattr(last, "random", False) and last.kind == "yolo":
+        if multiscale is not False and last.detection_head and last.random:
             _, h, w = net.input_shape
             self.scales = MultiScale((w, h), None if multiscale in (None, True) else tuple(multiscale), self.rng)
         self.keep_layer_grads = bool(keep_layer_grads)

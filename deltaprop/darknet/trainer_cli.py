@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..runtime.settings import env_int
+from ..runtime import threads
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 
@@ -142,9 +142,7 @@ def run(args, resume=None) -> int:
     """Train (or, with ``resume``, a ``deltaprop.io.Checkpoint`` holding ``darknet_fit``, continue) a cfg run."""
     if resume is not None:
         apply_resume_settings(args, resume.extra["darknet_fit"]["settings"])
-    threads = getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 1, minimum=1)
-    from ..backend import blas_threads
-    with blas_threads(int(threads)):
+    with threads.limit_blas_threads(threads.product_threads(getattr(args, "threads", None), 1)):
         return _run(args, resume)
 
 
@@ -174,7 +172,7 @@ def _run(args, resume=None) -> int:
         net = load(args.cfg, args.weights, numerics=numerics)
         if getattr(args, "clear", False):
             object.__setattr__(net, "seen", 0)
-    yolo = [i for i, layer in enumerate(net.layers) if layer.kind == "yolo"]
+    yolo = [layer.index for layer in net.detection_heads]
     if yolo:
         raise ConfigError(f"{args.cfg}: layer {yolo[0]} is [yolo]: a detector trains on detection data (a .data "
                           f"file): deltaprop detector train DATA {args.cfg} (or DarknetTrainer.fit_detection)")
