@@ -186,33 +186,6 @@ def test_sync_bn_by_argument_or_environment(monkeypatch, arg, env, synced):
     assert par.reducer is not None
 
 
-@pytest.mark.parametrize("numerics", ["darknet", "standard", None])
-def test_a_synchronised_forward_keeps_its_sum_in_the_cache(numerics):
-    """The backward follows the forward through its cache: a training forward keeps the ``allsum`` it normalised
-    with (and sums BN 2.1–2.3 with it); evaluation normalises with the running statistics and keeps none."""
-    from deltaprop.nn.normalization import DarknetBatchNorm
-    x = np.random.default_rng(5).standard_normal((4, 3, 2, 2))
-    layer = nn.Sequential(nn.BatchNorm2d(3, dtype="float64") if numerics is None
-                          else DarknetBatchNorm(3, numerics, dtype="float64"))
-    calls = []
-
-    class Counting(LocalComm):
-        def allreduce_sum(self, buf):
-            calls.append(buf.size)
-            return buf
-    convert_sync_batchnorm(layer, Counting())
-    bn = layer[0]
-    bn(x)
-    allsum = bn._cache.allsum if numerics == "darknet" else bn._cache.stats.allsum
-    assert allsum is bn.allsum and calls == [3 + 1, 3]        # Σz and m, then Σ(z − μ)²
-    assert bn.backward(np.ones_like(x)).shape == x.shape and calls[2:] == [6]   # Σδ and Σδ·ẑ
-    bn.eval()
-    with dp.enable_grad():                                 # evaluation keeps a cache only when asked
-        bn(x)
-    assert (bn._cache.allsum if numerics == "darknet" else bn._cache.stats.allsum) is None
-    assert bn.backward(np.ones_like(x)).shape == x.shape and len(calls) == 3
-
-
 def test_sync_batchnorm_needs_two_values_per_channel_over_all_ranks():
     bn = convert_sync_batchnorm(nn.Sequential(nn.BatchNorm1d(3, dtype="float64")), LocalComm())[0]
     with pytest.raises(ShapeError, match=r"over all processes: m = 1"):

@@ -186,21 +186,49 @@ def test_darknet_convolutional_layer_two_ranks_normalise_as_one_process(numerics
     assert not _agree(whole, ranks, atol=1e-3)
 
 
+class CountingComm(LocalComm):
+    """One rank that records the size of each allreduce."""
+
+    def __init__(self) -> None:
+        self.calls: List[int] = []
+
+    def allreduce_sum(self, buf: np.ndarray) -> np.ndarray:
+        self.calls.append(buf.size)
+        return buf
+
+
+@pytest.mark.parametrize("numerics", ["darknet", "standard", None])
+def test_a_synchronised_forward_keeps_its_sum_in_the_cache(numerics):
+    """The backward follows the forward through its cache: a training forward keeps the ``allsum`` it normalised
+    with (and sums BN 2.1–2.3 with it); evaluation normalises with the running statistics and keeps none."""
+    from deltaprop.nn.normalization import DarknetBatchNorm
+    x = np.random.default_rng(5).standard_normal((4, 3, 2, 2))
+    bn = nn.BatchNorm2d(3, dtype="float64") if numerics is None else DarknetBatchNorm(3, numerics, dtype="float64")
+    comm = CountingComm()
+    convert_sync_batchnorm(bn, comm)
+
+    def kept_sum():
+        return bn._cache.allsum if numerics == "darknet" else bn._cache.stats.allsum
+    bn(x)
+    assert kept_sum() is bn.allsum and comm.calls == [3 + 1, 3]        # Σz and m, then Σ(z − μ)²
+    assert bn.backward(np.ones_like(x)).shape == x.shape and comm.calls[2:] == [6]   # Σδ and Σδ·ẑ
+    bn.eval()
+    with enable_grad():                                    # evaluation keeps a cache only when asked
+        bn(x)
+    assert kept_sum() is None
+    assert bn.backward(np.ones_like(x)).shape == x.shape and len(comm.calls) == 3
+
+
 def test_evaluation_communicates_nothing():
     """Evaluation normalises with the running statistics: a rank may evaluate alone (no allreduce to wait in)."""
     layer = _darknet_conv("standard", "leaky")()
-    calls = []
-
-    class Counting(LocalComm):
-        def allreduce_sum(self, buf):
-            calls.append(buf.size)
-            return buf
-    convert_sync_batchnorm(layer, Counting())
+    comm = CountingComm()
+    convert_sync_batchnorm(layer, comm)
     layer.train()
     layer.forward(_batch((2, 5, 6)))
-    assert calls == [4, 3]
+    assert comm.calls == [4, 3]
     layer.eval()
     layer.forward(_batch((2, 5, 6)))                          # the folded inference path
     with enable_grad():
         layer.forward(_batch((2, 5, 6)))                      # the cached path
-    assert calls == [4, 3]
+    assert comm.calls == [4, 3]

@@ -196,8 +196,6 @@ def _pool_act_grad(dout, idx, xc, scale, beta, code, slope, dz):
                     dz[s, ch, r, 2 * j + 1] = g if k == c1 else zero
 
 
-
-
 # --- the variants ---------------------------------------------------------------------------------------------
 
 FUSED_POOL_MIN_WIDTH = 16  # pooled rows shorter than this do not vectorise: bn + activation, then the pooling

@@ -100,8 +100,9 @@ def global_sums(allsum: AllSum, *parts: np.ndarray) -> Tuple[np.ndarray, ...]:
 # --- the statistics (BN forward) -----------------------------------------------------------------------------
 
 def batch_mean(x3: np.ndarray, allsum: Optional[AllSum] = None) -> Tuple[np.ndarray, int]:
-    """(μ, m) of BN forward for an (N, C, S) view: μ = Σz/m per channel over the m = N·S values. With
-    ``allsum``, Σz and m are summed over the processes in one call and μ is divided in float64."""
+    """(μ, m) of BN forward (and of Darknet batch norm, §10) for an (N, C, S) view: μ = Σz/m per channel over the
+    m = N·S values. With ``allsum``, Σz and m are summed over the processes in one call and μ is divided in
+    float64."""
     m = x3.shape[0] * x3.shape[2]
     if allsum is None:
         return channel_sum(x3) / x3.dtype.type(m), m
@@ -111,8 +112,8 @@ def batch_mean(x3: np.ndarray, allsum: Optional[AllSum] = None) -> Tuple[np.ndar
 
 
 def batch_variance(xc: np.ndarray, m: int, allsum: Optional[AllSum] = None, ddof: int = 0) -> np.ndarray:
-    """σ² = Σ(z − μ)²/(m − ddof) per channel from the centred values (BN forward: ddof 0; Darknet's unbiased
-    variance: 1). With ``allsum`` the sums are the processes' together, divided in float64."""
+    """σ² = Σ(z − μ)²/(m − ddof) per channel from the centred values (BN forward: ddof 0; the unbiased variance
+    of Darknet batch norm, §10: 1). With ``allsum`` the sums are the processes' together, divided in float64."""
     q = channel_dot(xc, xc)
     if allsum is None:
         return q / xc.dtype.type(m - ddof)

@@ -50,9 +50,7 @@ class DarknetBatchNormAct(DarknetBatchNorm):
     def forward(self, z: np.ndarray) -> np.ndarray:
         """σ(BN(z)): one op (``_one_op``), or ``DarknetBatchNorm``'s forward then the activation's."""
         if not self._one_op(z):
-            y, cache = self._normalize(z)
-            self._save(cache)
-            return self.act.forward(y)
+            return self.act.forward(super().forward(z))
         rm, rv = self.running_stats(z.dtype)
         y, cache = batchnorm_act_forward(z, self.weight.data, self.bias.data, rm, rv, training=self.training,
                                          momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS, activation=self.act.name,
