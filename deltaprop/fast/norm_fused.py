@@ -167,9 +167,14 @@ def _pool_applies(x, gamma, beta, running_mean=None, running_var=None, training=
     return _has_gamma(x, gamma) and (activation != "leaky" or negative_slope >= 0)
 
 
+def _one_process_sum(v: np.ndarray) -> np.ndarray:
+    """An ``allsum`` over one process: the vector itself (the synchronised batch norm's code path)."""
+    return np.array(v, dtype=np.float64)
+
+
 def examples(shapes, acts):
     """Calls of the batch-norm + activation ops: each shape × σ (name, slope) × training and evaluation ×
-    float32 and float64, with running statistics; and once without them."""
+    float32 and float64, with running statistics; then without them, and with an ``allsum``."""
     out = []
     for k, shape in enumerate(shapes):
         for dt in (np.float32, np.float64):
@@ -183,7 +188,10 @@ def examples(shapes, acts):
                     rm, rv = g.standard_normal(c).astype(dt), (g.random(c) + 0.5).astype(dt)
                     out.append(dispatch.Example((x, gamma, beta, rm, rv, training, 0.1, 1e-5, act, slope),
                                                 backward_kwargs={"consume_cache": training}))
-            out.append(dispatch.Example((x, gamma, beta), {"activation": acts[0][0], "negative_slope": acts[0][1]}))
+            act, slope = acts[0]
+            out.append(dispatch.Example((x, gamma, beta), {"activation": act, "negative_slope": slope}))
+            out.append(dispatch.Example((x, gamma, beta), {"activation": act, "negative_slope": slope,
+                                                           "allsum": _one_process_sum}))
     return out
 
 
