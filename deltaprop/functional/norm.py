@@ -12,8 +12,8 @@ take from BN 2.5 and 2.6, are then the global batch's. The forward keeps it in i
 follows.
 
 The per-channel sums (``channel_sum``, ``channel_dot``), the centring (``channel_center``) and BN 2.3
-(``bn_input_grad``) are ops of their own: ``deltaprop.fast`` runs them as BLAS products, passes split over the
-batch or numba loops. Darknet's batch norm is ``norm_darknet``; batch norm + activation (+ pooling) as one op
+(``bn_input_grad``) are ops of their own: ``deltaprop.fast`` runs them as BLAS products or passes split over the
+batch. Darknet's batch norm is ``norm_darknet``; batch norm + activation (+ pooling) as one op
 is ``norm_fused``; evaluation folded into a scale and shift is ``conv_bn``.
 """
 from __future__ import annotations
@@ -134,11 +134,14 @@ def update_running_stats(running_mean: np.ndarray, running_var: np.ndarray, mean
 
 def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_var: Optional[np.ndarray],
                   training: bool, momentum: float, eps: float, allsum: Optional[AllSum] = None,
-                  shape: Optional[tuple] = None) -> Tuple[np.ndarray, BNStats]:
+                  shape: Optional[tuple] = None,
+                  center: Callable[[np.ndarray, np.ndarray], np.ndarray] = channel_center
+                  ) -> Tuple[np.ndarray, BNStats]:
     """The statistics of BN forward for an (N, C, S) view, the one home every standard batch-norm path calls:
     ``(z − μ, BNStats)``. Training (or no running statistics): μ = Σz/m, biased σ² = Σ(z − μ)²/m of the batch
     (of the processes' batches together with ``allsum``), and the running statistics, if any, move in place.
-    Evaluation: the running statistics. inv_std = 1/√(σ² + ε). ``shape`` is the input's, for errors."""
+    Evaluation: the running statistics. inv_std = 1/√(σ² + ε). ``shape`` is the input's, for errors; ``center``
+    forms z − μ (``channel_center``; the numba pass of ``fast.norm_numba`` passes its loop, the same numbers)."""
     t = x3.dtype.type
     if training or running_mean is None:
         mean, m = batch_mean(x3, allsum)
@@ -146,12 +149,12 @@ def bn_statistics(x3: np.ndarray, running_mean: Optional[np.ndarray], running_va
             over = "" if allsum is None else f" (over all processes: m = {m})"
             raise ShapeError(f"Expected more than 1 value per channel when training{over}, "
                              f"got input size {tuple(x3.shape if shape is None else shape)}")
-        xc = channel_center(x3, mean)
+        xc = center(x3, mean)
         var = batch_variance(xc, m, allsum)
         if training and running_mean is not None:
             update_running_stats(running_mean, running_var, mean, var, m, momentum)
     else:
-        xc = channel_center(x3, running_mean.astype(x3.dtype, copy=False))
+        xc = center(x3, running_mean.astype(x3.dtype, copy=False))
         var, m, allsum = running_var.astype(x3.dtype, copy=False), 0, None
     inv_std = (1.0 / np.sqrt(var + t(eps))).astype(x3.dtype, copy=False)
     return xc, BNStats(inv_std, m, allsum)
