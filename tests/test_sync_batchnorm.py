@@ -108,17 +108,22 @@ def _stats(m):
     return bn.running_mean, bn.running_var
 
 
-def _agree(whole, ranks, atol: float = 1e-11) -> bool:
-    """Outputs and input gradients put together, parameter gradients summed, running statistics on each rank."""
+def _disagree(whole, ranks, atol: float = 1e-11) -> List[str]:
+    """What differs from the one-process run: outputs and input gradients put together, parameter gradients
+    summed, running statistics on each rank."""
     (y, dx, grads, stats), parts = whole, ranks
-    ok = np.allclose(np.concatenate([p[0] for p in parts]), y, rtol=0, atol=atol)
-    if dx is not None:
-        ok &= np.allclose(np.concatenate([p[1] for p in parts]), dx, rtol=0, atol=atol)
+    bad = []
+    if not np.allclose(np.concatenate([p[0] for p in parts]), y, rtol=0, atol=atol):
+        bad.append("output")
+    if dx is not None and not np.allclose(np.concatenate([p[1] for p in parts]), dx, rtol=0, atol=atol):
+        bad.append("input gradient")
     for k, g in enumerate(grads):
-        ok &= np.allclose(parts[0][2][k] + parts[1][2][k], g, rtol=0, atol=atol * max(1.0, np.abs(g).max()))
-    for p in parts:
-        ok &= all(np.allclose(a, b, rtol=0, atol=atol) for a, b in zip(p[3], stats))
-    return bool(ok)
+        if not np.allclose(parts[0][2][k] + parts[1][2][k], g, rtol=0, atol=atol * max(1.0, np.abs(g).max())):
+            bad.append(f"gradient of parameter {k}")
+    for r, p in enumerate(parts):
+        if not all(np.allclose(a, b, rtol=0, atol=atol) for a, b in zip(p[3], stats)):
+            bad.append(f"running statistics of rank {r}")
+    return bad
 
 
 NN_LAYERS = {
@@ -140,10 +145,8 @@ def test_two_ranks_normalise_as_one_process(name, numba_mode):
         m.bias.data[...] = g.standard_normal(3)
         return m
     x = _batch(shape)
-    whole, ranks = _run(made, x, True)
-    assert _agree(whole, ranks)
-    whole, ranks = _run(made, x, False)          # control: local statistics are not the batch's
-    assert not _agree(whole, ranks, atol=1e-3)
+    assert not _disagree(*_run(made, x, True))
+    assert "output" in _disagree(*_run(made, x, False), atol=1e-3)     # control: local statistics are not the batch's
 
 
 CFG = """[net]
@@ -180,10 +183,8 @@ def test_darknet_convolutional_layer_two_ranks_normalise_as_one_process(numerics
     the batch norm and the activation in turn; Darknet's numerics divide the variance by M − 1."""
     make = _darknet_conv(numerics, act)
     x = _batch((2, 5, 6))
-    whole, ranks = _run(make, x, True)
-    assert _agree(whole, ranks)
-    whole, ranks = _run(make, x, False)
-    assert not _agree(whole, ranks, atol=1e-3)
+    assert not _disagree(*_run(make, x, True))
+    assert "output" in _disagree(*_run(make, x, False), atol=1e-3)
 
 
 class CountingComm(LocalComm):
