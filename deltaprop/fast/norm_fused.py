@@ -133,7 +133,8 @@ def bn_act_backward(dout: np.ndarray, cache: NumpyCache, need_dx: bool = True,
 def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                         running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                         training: bool = True, momentum: float = 0.1, eps: float = 1e-5, activation: str = "leaky",
-                        negative_slope: float = 0.01, allsum: Optional[AllSum] = None) -> Tuple[np.ndarray, NumpyPoolCache]:
+                        negative_slope: float = 0.01,
+                        allsum: Optional[AllSum] = None) -> Tuple[np.ndarray, NumpyPoolCache]:
     """``batchnorm_act_maxpool2_forward`` in the NumPy passes: σ(BN(z)) without its mask, pooled; the cache keeps
     z − μ and p > 0."""
     pool_geometry(x.shape, 2, name="batchnorm_act_maxpool2")

@@ -294,7 +294,8 @@ def bn_act_backward(dout: np.ndarray, cache: NumbaCache, need_dx: bool = True, c
 def bn_act_pool_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
                         running_mean: Optional[np.ndarray] = None, running_var: Optional[np.ndarray] = None,
                         training: bool = True, momentum: float = 0.1, eps: float = 1e-5, activation: str = "leaky",
-                        negative_slope: float = 0.01, allsum: Optional[AllSum] = None) -> Tuple[np.ndarray, FusedPoolCache]:
+                        negative_slope: float = 0.01,
+                        allsum: Optional[AllSum] = None) -> Tuple[np.ndarray, FusedPoolCache]:
     """``batchnorm_act_maxpool2_forward`` in one pass over z − μ (even H and W): σ(BN(z)) of each cell of every
     2×2/2 window, then the window's maximum and its index (``_apply_pool``); the activated map is never stored."""
     g = pool_geometry(x.shape, 2, name="batchnorm_act_maxpool2")
