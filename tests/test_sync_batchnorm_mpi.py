@@ -46,8 +46,8 @@ def runs(tmp_path_factory) -> Path:
     cmd = ["mpirun", "-n", "2", "--oversubscribe"]
     for k in ("DELTAPROP_SYNC_BN", "PYTHONPATH") + ONE_THREAD:
         cmd += ["-x", k]
-    runs = [_train_args(n, root / "mnist", root / f"two-{n}") for n in NUMERICS]
-    script = f"import sys; from deltaprop.cli import main; sys.exit(max(main(a) for a in {runs!r}))"
+    trainings = [_train_args(n, root / "mnist", root / f"two-{n}") for n in NUMERICS]
+    script = f"import sys; from deltaprop.cli import main; sys.exit(max(main(a) for a in {trainings!r}))"
     r = subprocess.run(cmd + [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return root
