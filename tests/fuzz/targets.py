@@ -474,6 +474,8 @@ class CheckpointTarget:
 
 
 TARGETS = {"cfg": CfgTarget, "weights": WeightsTarget, "idx": IdxTarget, "checkpoint": CheckpointTarget}
+from .data_targets import DATA_TARGETS  # noqa: E402  (label files, .data files, image headers; they use the helpers above)
+TARGETS.update(DATA_TARGETS)
 
 
 def run_one(target, data: bytes) -> str:
