@@ -150,6 +150,10 @@ def _check(args) -> int:
             print(e)
             count += 1
             continue
+        if not len(listing):
+            what = "folder" if os.path.isdir(source) else "image list"
+            print(f"{source}: {what} with no images")
+            count += 1
         bar = progress(len(listing), f"checking {name}", args.progress)
         found = background = 0
         try:

@@ -95,7 +95,12 @@ def text_problem(path: PathLike, what: str, limit: int) -> Tuple[Optional[str], 
             size = os.fstat(f.fileno()).st_size
             if size > limit:
                 return None, f"{what} of {size:,} bytes, more than the {limit:,} allowed"
-            data = f.read(limit + 1)             # the file may grow while it is read
+            data = f.read(size + 1)              # read(n) allocates n bytes: the size, not the budget
+            while len(data) > size and len(data) <= limit:   # it grew while being read: on, up to the budget
+                more = f.read(min(2 ** 20, limit + 1 - len(data)))
+                if not more:
+                    break
+                data += more
         except OSError as e:
             return None, f"cannot read {what} ({e.strerror or e})"
     if len(data) > limit:
@@ -103,7 +108,7 @@ def text_problem(path: PathLike, what: str, limit: int) -> Tuple[Optional[str], 
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as e:
-        return None, f"{what} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        return None, f"cannot read {what} (not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start})"
 
 
 def read_text(path: PathLike, what: str, limit: int) -> str:

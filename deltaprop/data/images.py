@@ -78,6 +78,8 @@ def _identify(f, path: str):
     loop of ``Image.open`` without its decompression-bomb check (the pixel budget replaces it)."""
     Image = _pil()
     prefix = f.read(16)
+    if not prefix:
+        return None
     Image.preinit()
     tried = set()
     for load in (None, Image.init):
@@ -88,11 +90,11 @@ def _identify(f, path: str):
                 continue
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            ok = not accept or accept(prefix)
-            if not ok or isinstance(ok, str):
-                continue
-            f.seek(0)
             try:
+                ok = not accept or accept(prefix)
+                if not ok or isinstance(ok, str):
+                    continue
+                f.seek(0)
                 return factory(f, path)
             except (SyntaxError, IndexError, TypeError, struct.error):   # not this format after all
                 continue
@@ -111,15 +113,18 @@ def open_image(path: PathLike, max_pixels: Optional[int] = None) -> Iterator:
     the block (decoding, converting) becomes a DataError naming the file."""
     name = os.fspath(path)
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
+    _pil()                                      # Pillow missing: say what to install before anything else
     with open_regular(name, "image file") as f:
         try:
             im = _identify(f, name)
         except DataError:
             raise
         except Exception as e:  # noqa: BLE001 - a plugin's own failure on a damaged header
-            raise file_error(name, f"cannot read the image header ({_reason(e)})") from None
+            raise file_error(name, f"cannot read image: a damaged header ({_reason(e)})") from None
         if im is None:
-            raise file_error(name, "not an image Pillow can read (unknown format or empty file)")
+            empty = os.fstat(f.fileno()).st_size == 0
+            raise file_error(name, "cannot read image: an empty file" if empty else
+                             "cannot read image: not a picture Pillow knows (unknown format)")
         w, h = im.size
         if w < 1 or h < 1:
             raise file_error(name, f"image of {w}x{h} pixels: no pixels")
@@ -133,7 +138,7 @@ def open_image(path: PathLike, max_pixels: Optional[int] = None) -> Iterator:
         except MemoryError:
             raise file_error(name, f"out of memory decoding the {w}x{h} image") from None
         except Exception as e:  # noqa: BLE001 - Pillow's decoders raise OSError, SyntaxError, ValueError, zlib...
-            raise file_error(name, f"cannot decode the image ({_reason(e)})") from None
+            raise file_error(name, f"cannot read image: damaged pixels ({_reason(e)})") from None
         finally:
             im.close()
 

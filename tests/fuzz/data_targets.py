@@ -19,7 +19,7 @@ from typing import Iterator, List
 
 import numpy as np
 
-from .targets import HOSTILE_TEXT, Scratch, _tmpdir, mutate_bytes
+from .common import HOSTILE_TEXT, Scratch, _tmpdir, mutate_bytes
 
 #: Wall-clock seconds one input may take before it counts as blocked.
 WALL_SECONDS = 10.0
@@ -219,6 +219,25 @@ def png_bomb(width: int, height: int, channels: int = 1) -> bytes:
     raw = min((width * channels + 1) * height, 12 * 2 ** 20)
     idat = _zeros_deflated(raw)
     return _png(np.zeros((1, 1), np.uint8), 8, {1: 0, 3: 2}[channels], width, height, idat)
+
+
+def png_blank(width: int, height: int, channels: int = 1, value: int = 0) -> bytes:
+    """A whole 8-bit PNG of one grey (or RGB) value, compressed row by row (a 9000×9000 one is about 80 KB and
+    never 81 MB in memory here)."""
+    c = zlib.compressobj(9)
+    row = b"\0" + bytes([value]) * (width * channels)
+    body = [c.compress(row) for _ in range(height)]
+    body.append(c.flush())
+    return _png(np.zeros((1, 1), np.uint8), 8, {1: 0, 3: 2}[channels], width, height, b"".join(body))
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small valid JPEG whose frame header (SOF) declares ``width × height``."""
+    from PIL import Image
+    data = bytearray(_pil_bytes(Image.new("RGB", (16, 16), (90, 120, 200)), "JPEG"))
+    i = _sof_offset(bytes(data))
+    data[i:i + 4] = struct.pack(">HH", height, width)
+    return bytes(data)
 
 
 _ZEROS = {}
