@@ -77,7 +77,8 @@ def _long_list(lines: int, distinct: int, tree: Path) -> None:
                            f"print(len(DetectionDataset({str(root / 'train.txt')!r}, 3, 416, 416)), 'images')"}
         for what, code in runs.items():
             env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
-            p = subprocess.run([sys.executable, "-c", measure + code], env=env, capture_output=True, text=True)
+            p = subprocess.run([sys.executable, "-c", measure + code], env=env, capture_output=True, text=True,
+                               cwd=root)          # not this checkout: -c puts the working directory first
             seconds, kib = p.stderr.strip().splitlines()[-1].split()[1:]
             tail = (p.stdout.strip().splitlines() or [""])[-1]
             print(json.dumps({**common, "what": what, "seconds": float(seconds), "peak_rss_mib": round(int(kib) / 1024),

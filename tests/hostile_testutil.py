@@ -61,8 +61,9 @@ with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     except SystemExit as e:
         rc = e.code if isinstance(e.code, int) else 1
 seconds = time.perf_counter() - t
-grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-print(json.dumps({{"rc": rc, "seconds": seconds, "mib": grew / 1024, "out": out.getvalue(), "err": err.getvalue()}}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"rc": rc, "seconds": seconds, "mib": (peak - base) / 1024, "peak_mib": peak / 1024,
+                  "out": out.getvalue(), "err": err.getvalue()}}))
 """
 
 #: What a measured command imports (and sets up: ``deltaprop.tune()``, which the CLI calls first) before its
@@ -73,9 +74,9 @@ WARM = ("import numpy, PIL.Image, PIL.PngImagePlugin, PIL.JpegImagePlugin\n"
 
 
 def measured(argv, cwd, limit_mib: int = 1024, warm: str = WARM, timeout: float = 120) -> dict:
-    """``deltaprop ARGV`` in a fresh process, every import done first: ``{"rc", "seconds", "mib", "out",
-    "err"}`` where ``seconds`` is the command's own time and ``mib`` the growth of its peak resident memory
-    over the warmed process. The process may not grow its address space by more than ``limit_mib`` (a
+    """``deltaprop ARGV`` in a fresh process, every import done first: ``{"rc", "seconds", "mib", "peak_mib",
+    "out", "err"}`` where ``seconds`` is the command's own time, ``mib`` the growth of its peak resident memory
+    over the warmed process and ``peak_mib`` the process's peak. The process may not grow its address space by more than ``limit_mib`` (a
     runaway allocation ends in MemoryError instead of taking the machine); ``timeout`` ends one that blocks."""
     import json
     import os

@@ -140,13 +140,17 @@ def read_image_list(source: PathLike) -> ImageList:
     base = str(p.resolve().parent)
     here = os.getcwd()
     out: List[str] = []
-    seen = set()
+    written = set()                 # the lines as written: a repeat costs a set lookup, not a stat
+    seen = set()                    # the paths they name, normalised
     lines = 0
-    for line in text.splitlines():
+    for line in _lines(text):
         line = line.strip()
-        if not line or line.startswith("#"):
+        if not line or line[0] == "#":
             continue
         lines += 1
+        if line in written:
+            continue
+        written.add(line)
         path = os.path.expanduser(line)
         if not os.path.isabs(path):
             beside = os.path.join(base, path)
@@ -155,8 +159,18 @@ def read_image_list(source: PathLike) -> ImageList:
         if key not in seen:
             seen.add(key)
             out.append(key if key == path else path)      # one string object when the spelling is normal
-    del text
     return ImageList(p, out, lines, lines - len(out))
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (``splitlines`` would hold a million strings at once)."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start)
+        if end < 0:
+            end = n
+        yield text[start:end]
+        start = end + 1
 
 
 def image_list(source: PathLike) -> List[Path]:
