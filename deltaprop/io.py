@@ -38,6 +38,7 @@ from .atomic import atomic_writer
 from .checkpoint_schema import Schema, architecture_kind, guarded, memory_budget
 from .errors import CheckpointError, StateDictError
 from .nn.parameter import allocation_limit
+from .safetensors_io import load_safetensors, save_safetensors  # deltaprop.io.save_safetensors, as the docs say
 
 FORMAT = "deltaprop-checkpoint"
 VERSION = 1
@@ -390,5 +391,5 @@ def load_model(path: PathLike, model=None):
     return load_checkpoint(path, model=model).model
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "save_model", "load_model", "Checkpoint",
+__all__ = ["save_safetensors", "load_safetensors", "save_checkpoint", "load_checkpoint", "read_checkpoint", "save_model", "load_model", "Checkpoint",
            "architecture_of", "build_from_architecture", "atomic_write_npz", "encode_value", "decode_value"]
