@@ -44,34 +44,39 @@ def _resolve(cfg_path) -> str:
 
 
 def plan_cfg(cfg_path, width: Optional[int] = None, height: Optional[int] = None,
-             channels: Optional[int] = None, batch: Optional[int] = None) -> NetworkPlan:
+             channels: Optional[int] = None, batch: Optional[int] = None, fork: Optional[str] = None) -> NetworkPlan:
     """Parse a cfg file and infer every layer's shapes and cost without allocating (``summary``)."""
-    return plan_network(parse_cfg(_resolve(cfg_path)), width, height, channels, batch)
+    return plan_network(parse_cfg(_resolve(cfg_path)), width, height, channels, batch, fork)
 
 
 def build(sections: List[Section], numerics: str = "darknet", dtype=None, width: Optional[int] = None,
           height: Optional[int] = None, channels: Optional[int] = None, batch: Optional[int] = None,
-          budget: Optional[int] = None) -> DarknetNet:
+          budget: Optional[int] = None, fork: Optional[str] = None, sums: str = "pairwise") -> DarknetNet:
     """A network from parsed sections; refused (ConfigError) beyond the memory budget, before allocating."""
     if numerics not in NUMERICS:
         raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
-    plan = plan_network(sections, width, height, channels, batch)
+    plan = plan_network(sections, width, height, channels, batch, fork)
     dt = backend.get_default_dtype() if dtype is None else dtype
     check_budget(plan, budget, np.dtype(dt).itemsize)
-    return DarknetNet(plan, numerics, dtype=dt)
+    return DarknetNet(plan, numerics, dtype=dt, sums=sums)
 
 
 def load(cfg_path, weights_path=None, upto: Optional[int] = None, numerics: str = "darknet", dtype=None,
          width: Optional[int] = None, height: Optional[int] = None, channels: Optional[int] = None,
-         batch: Optional[int] = None, budget: Optional[int] = None) -> DarknetNet:
+         batch: Optional[int] = None, budget: Optional[int] = None, fork: Optional[str] = None,
+         sums: str = "pairwise") -> DarknetNet:
     """Build the network of ``cfg_path`` (a path, or the name of a shipped cfg) and load ``weights_path``.
 
     ``upto=N`` loads a file holding only the first N layers (Darknet's ``load_weights_upto``).
     ``numerics``: "darknet" (Darknet's formulas: BN with ε outside the root, ...) or "standard".
-    ``width``/``height``/``channels``/``batch`` override the [net] values; ``budget`` (bytes) overrides the
-    memory budget (``set_memory_budget``, default 4 GiB). Without weights, Darknet's random initialisation.
+    ``fork``: "pjreddie" or "alexeyab", whose Darknet the layers follow (batch norm's ε and rolling rate, the
+    [yolo] training); None: AlexeyAB's for a cfg using options only it has (``[route] groups``, ``[yolo]
+    scale_x_y``, mish, ...), else pjreddie's. ``sums``: "pairwise" (default: the engine's BLAS sums, the more
+    exact) or "darknet" (batch norm summed in Darknet's order, so a training step matches a ``-O2`` Darknet build;
+    slower). ``width``/``height``/``channels``/``batch`` override the [net] values; ``budget`` (bytes) overrides
+    the memory budget (``set_memory_budget``, default 4 GiB). Without weights, Darknet's random initialisation.
     """
-    net = build(parse_cfg(_resolve(cfg_path)), numerics, dtype, width, height, channels, batch, budget)
+    net = build(parse_cfg(_resolve(cfg_path)), numerics, dtype, width, height, channels, batch, budget, fork, sums)
     if weights_path is not None:
         load_weights(net, weights_path, upto)
     return net
@@ -79,7 +84,8 @@ def load(cfg_path, weights_path=None, upto: Optional[int] = None, numerics: str 
 
 def load_cfg_text(text: str, weights: Optional[bytes] = None, upto: Optional[int] = None,
                   numerics: str = "darknet", dtype=None, name: str = "<text>", **overrides) -> DarknetNet:
-    """Like ``load`` from cfg text (and optionally ``.weights`` bytes), e.g. as stored in a checkpoint."""
+    """Like ``load`` from cfg text (and optionally ``.weights`` bytes), e.g. as stored in a checkpoint;
+    ``overrides``: width, height, channels, batch, budget, fork, sums."""
     net = build(parse_cfg_text(text, name), numerics, dtype, **overrides)
     if weights is not None:
         load_weights_bytes(net, weights, upto, name)

@@ -14,7 +14,14 @@ real program instead:
   ``variance_delta_cpu``);
 - ``sequential_square_sum``: ``variance_cpu``'s ``v += pow(x − μ, 2)``: the square and the addition in double,
   the running sum rounded to float32 after each value;
-- ``per_image_sum``: ``backward_bias``: one float32 sum per image (``sum_array``), added image after image.
+- ``per_image_sum``: ``backward_bias``: one float32 sum per image (``sum_array``), added image after image;
+- ``sequential_gemm``: ``gemm_nn``'s ``C[i][j] += A[i][k]·B[k][j]`` with k in the outer loop: every output a
+  float32 sum over k in order, each product rounded first. ``conv2d_forward_darknet`` is the convolution of
+  ``forward_convolutional_layer`` (im2col, then that product per image and group): the forward sums whose
+  rounding the batch-norm sums above then see, bit for bit where the C code's are;
+- ``sequential_dot_nt``: ``gemm_nt``'s ``sum += A[i][k]·B[j][k]`` over k in order: ``conv2d_backward_darknet``'s
+  weight gradient, one such sum per image added image after image (``backward_convolutional_layer``); the
+  bias gradient of a layer without batch norm is ``per_image_sum``.
 
 ``batchnorm_forward``/``batchnorm_backward`` are the whole batch norm of either fork with those sums and the C
 code's float/double promotions, operation for operation (``FORKS``): pjreddie f6afaabc normalises with
@@ -27,11 +34,13 @@ engine's gradient sign (Darknet's delta negated: negation is exact in floating p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, NamedTuple, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from .. import dispatch
+from .conv import ConvCache, conv2d_backward, conv2d_forward
+from .im2col import im2col
 from .norm import channel_dot, channel_sum, channel_view
 
 ORDERS = ("pairwise", "darknet")
@@ -104,6 +113,70 @@ def sequential_dot(a3: np.ndarray, b3: np.ndarray) -> np.ndarray:
     """Σ a·b per channel with each product rounded to the dtype, then summed in Darknet's order
     (``backward_scale_cpu``, ``variance_delta_cpu``; §10, Darknet's summation order)."""
     return sequential_sum(a3 * b3)
+
+
+@dispatch.op("darknet_sums.sequential_gemm")
+def sequential_gemm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``gemm_nn`` (§10, Darknet's summation order): (M, K) @ (K, N) with every output summed over k in order, each
+    product ``a[i, k]·b[k, j]`` rounded to the dtype before it is added (no fused multiply-add)."""
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    tmp = np.empty_like(out)
+    for k in range(a.shape[1]):
+        np.multiply(a[:, k:k + 1], b[k:k + 1, :], out=tmp)
+        out += tmp
+    return out
+
+
+def conv2d_forward_darknet(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride=1, padding=0,
+                           groups: int = 1, keep_cols: bool = True) -> Tuple[np.ndarray, ConvCache]:
+    """Conv forward (§3) summed as ``forward_convolutional_layer`` sums it (§10, Darknet's summation order): per
+    image and group, ``sequential_gemm`` of the weights (F/G, C/G·k·k) with that image's im2col columns, then
+    ``add_bias``. Returns ``functional.conv.conv2d_forward``'s cache (the backward is the engine's)."""
+    z, cache = conv2d_forward(x, w, b, stride=stride, padding=padding, groups=groups, keep_cols=keep_cols)
+    g = cache.geometry
+    cols = (cache.cols if cache.cols is not None else im2col(x, g))
+    cols = cols.reshape(g.groups, g.taps // g.groups, g.n, g.ho * g.wo)
+    w2 = np.ascontiguousarray(w).reshape(g.groups, g.f // g.groups, -1)
+    fg = g.f // g.groups
+    for n in range(g.n):
+        for grp in range(g.groups):
+            z[n, grp * fg:(grp + 1) * fg] = sequential_gemm(w2[grp], np.ascontiguousarray(cols[grp, :, n])
+                                                            ).reshape(fg, g.ho, g.wo)
+    if b is not None:
+        z += b.astype(z.dtype, copy=False)[:, None, None]
+    return z, cache
+
+
+@dispatch.op("darknet_sums.sequential_dot_nt")
+def sequential_dot_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``gemm_nt`` (§10, Darknet's summation order): (M, K) @ (N, K)ᵀ with every output a sum over k in order in
+    the dtype, each product rounded before it is added."""
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.result_type(a, b))
+    for i in range(a.shape[0]):
+        prods = a[i][None, :] * b                   # (N, K): the products of one row, rounded
+        out[i] = np.add.accumulate(prods, axis=1)[:, -1] if prods.shape[1] else 0
+    return out
+
+
+def conv2d_backward_darknet(dout: np.ndarray, cache: ConvCache, need_dx: bool = True
+                            ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Conv-3 and Conv-2 (§3) summed as ``backward_convolutional_layer`` sums them (§10, Darknet's summation
+    order): per image and group ``sequential_dot_nt`` of δ (F/G, Ho·Wo) with that image's columns, the images'
+    results added in order; the bias gradient ``per_image_sum``. Conv-1 (the input's gradient, sums over the
+    filters) is the engine's ``conv2d_backward``. Returns (dx, dw, db) like it; ``cache`` from
+    ``conv2d_forward_darknet`` (or ``conv2d_forward``)."""
+    dx, dw_engine, db_engine = conv2d_backward(dout, cache, need_dx)
+    g = cache.geometry
+    cols = cache.cols if cache.cols is not None else im2col(cache.x, g)
+    cols = cols.reshape(g.groups, g.taps // g.groups, g.n, g.ho * g.wo)
+    fg = g.f // g.groups
+    d = np.ascontiguousarray(dout).reshape(g.n, g.groups, fg, g.ho * g.wo)
+    dw = np.zeros((g.groups, fg, g.taps // g.groups), dtype=dout.dtype)
+    for n in range(g.n):
+        for grp in range(g.groups):
+            dw[grp] += sequential_dot_nt(np.ascontiguousarray(d[n, grp]), np.ascontiguousarray(cols[grp, :, n]))
+    db = None if db_engine is None else per_image_sum(np.ascontiguousarray(dout).reshape(g.n, g.f, -1))
+    return dx, dw.reshape(dw_engine.shape), db
 
 
 # --- batch norm of either fork, Darknet's sums ----------------------------------------------------------
