@@ -119,7 +119,7 @@ BASE = "[net]\nwidth=8\nheight=8\nchannels=3\n\n"
     (BASE + "[convolutional]\nfilters=4\nkernel=3\n", r"<t>:8: \[convolutional\] unknown key 'kernel'"),
     (BASE + "[convolutional]\nfilters=four\n", r"<t>:7: \[convolutional\] key 'filters': expected an integer"),
     (BASE + "[convolutional]\nfilters=0\n", r"<t>:7: \[convolutional\] key 'filters': must be ≥ 1"),
-    (BASE + "[convolutional]\nactivation=swish\n", r"<t>:7: .*'activation': unknown activation 'swish'"),
+    (BASE + "[convolutional]\nactivation=softsign\n", r"<t>:7: .*'activation': unknown activation 'softsign'"),
     (BASE + "[convolutional]\nfilters=4\nfilters=5\n", r"<t>:8: .*'filters' repeated \(first on line 7\)"),
     (BASE + "[region]\nclasses=2\n", r"<t>:6: section \[region\] is not supported"),
     (BASE + "[bogus]\n", r"<t>:6: section \[bogus\] is not a Darknet section"),

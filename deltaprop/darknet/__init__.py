@@ -18,7 +18,7 @@ from .cfg import Section, parse_cfg, parse_cfg_text
 from .layers import NUMERICS
 from .network import (DEFAULT_BUDGET, DarknetNet, NetworkPlan, check_budget, get_memory_budget, parse_net_options,
                       plan_network, set_memory_budget)
-from .weights import load_weights, load_weights_bytes, save_weights, weights_to_bytes
+from .weights import WeightsReport, load_weights, load_weights_bytes, save_weights, weights_to_bytes
 
 SHIPPED_CFG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cfg")
 
@@ -67,7 +67,10 @@ def load(cfg_path, weights_path=None, upto: Optional[int] = None, numerics: str 
          sums: str = "pairwise") -> DarknetNet:
     """Build the network of ``cfg_path`` (a path, or the name of a shipped cfg) and load ``weights_path``.
 
-    ``upto=N`` loads a file holding only the first N layers (Darknet's ``load_weights_upto``).
+    A weights file of only the first M whole layers (``yolov3-tiny.conv.15``) loads those and the rest keep
+    Darknet's initialisation; ``net.weights_report.message`` then says ``loaded layers 0..M-1 of N from FILE; the
+    rest start fresh`` (None for a whole file). ``upto=N`` loads only the first N layers (Darknet's
+    ``load_weights_upto``).
     ``numerics``: "darknet" (Darknet's formulas: BN with ε outside the root, ...) or "standard".
     ``fork``: "pjreddie" or "alexeyab", whose Darknet the layers follow (batch norm's ε and rolling rate, the
     [yolo] training); None: AlexeyAB's for a cfg using options only it has (``[route] groups``, ``[yolo]
@@ -104,6 +107,6 @@ def save_cfg(net: DarknetNet, path) -> None:
 
 
 __all__ = ["load", "load_cfg_text", "save_cfg", "save_weights", "load_weights", "load_weights_bytes",
-           "weights_to_bytes", "cfg_text", "plan_cfg", "build", "parse_cfg", "parse_cfg_text", "DarknetNet",
+           "weights_to_bytes", "WeightsReport", "cfg_text", "plan_cfg", "build", "parse_cfg", "parse_cfg_text", "DarknetNet",
            "NetworkPlan", "plan_network", "parse_net_options", "check_budget", "get_memory_budget",
            "set_memory_budget", "DEFAULT_BUDGET", "NUMERICS", "shipped_cfg", "SHIPPED_CFG_DIR"]

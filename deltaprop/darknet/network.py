@@ -248,6 +248,7 @@ class DarknetNet(Graph):
         object.__setattr__(self, "sums", sums)
         object.__setattr__(self, "seen", 0)
         object.__setattr__(self, "weights_version", (0, 2, 0))
+        object.__setattr__(self, "weights_report", None)    # what the last .weights load read (WeightsReport)
         object.__setattr__(self, "source", plan.net_section.file)
         object.__setattr__(self, "_last_input", None)
         object.__setattr__(self, "_pending_loss", None)
@@ -282,6 +283,7 @@ class DarknetNet(Graph):
         sums, every activation repeats the C code's roundings too (``DarknetActivation.c_rounding``)."""
         for layer in self.layers:
             install(layer, self.fork, self.sums)
+            object.__setattr__(layer, "sums", self.sums)      # [convolutional]: its product's summation order
             act = getattr(layer, "act", None)
             if isinstance(act, DarknetActivation):
                 object.__setattr__(act, "c_rounding", self.sums == "darknet")
