@@ -23,24 +23,44 @@ from .weights import WeightsReport, load_weights, load_weights_bytes, save_weigh
 SHIPPED_CFG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "cfg")
 
 
+def shipped_names() -> List[str]:
+    """The names of the cfgs shipped in ``deltaprop/cfg`` (without ``.cfg``), sorted."""
+    return sorted(f[:-4] for f in os.listdir(SHIPPED_CFG_DIR) if f.endswith(".cfg"))
+
+
+def _shipped_match(name: str) -> Optional[str]:
+    """The shipped cfg a name means: its file name without folders or ``.cfg`` (``cfg/yolov3-tiny.cfg``, as
+    Darknet's command lines write it), ``_`` and ``-`` alike (``digits_tiny``), case aside; None when none is."""
+    base = os.path.basename(os.fspath(name))
+    stem = base[:-4] if base.lower().endswith(".cfg") else base
+    key = stem.lower().replace("_", "-")
+    for have in shipped_names():
+        if have.lower().replace("_", "-") == key:
+            return os.path.join(SHIPPED_CFG_DIR, have + ".cfg")
+    return None
+
+
 def shipped_cfg(name: str) -> str:
-    """Path of a cfg shipped in ``deltaprop/cfg`` (``"yolov3-tiny"`` or ``"yolov3-tiny.cfg"``)."""
-    fname = name if name.endswith(".cfg") else name + ".cfg"
-    path = os.path.join(SHIPPED_CFG_DIR, fname)
-    if not os.path.isfile(path):
-        have = sorted(f for f in os.listdir(SHIPPED_CFG_DIR) if f.endswith(".cfg"))
-        raise ConfigError(f"no shipped cfg {fname!r} (shipped: {', '.join(have)})")
+    """Path of a cfg shipped in ``deltaprop/cfg`` (``"yolov3-tiny"``, ``"yolov3-tiny.cfg"``, ``"cfg/yolov3-tiny.cfg"``,
+    ``"yolov3_tiny"``); a ConfigError listing the shipped names otherwise."""
+    path = _shipped_match(name)
+    if path is None:
+        raise ConfigError(f"no shipped cfg {name!r} (shipped: {', '.join(shipped_names())})")
     return path
 
 
 def _resolve(cfg_path) -> str:
+    """A cfg path as given when the file exists; else the shipped cfg it names (``shipped_cfg``: a bare name, or
+    Darknet's ``cfg/NAME.cfg``); else a ConfigError saying the file does not exist and listing the shipped cfgs."""
     path = os.fspath(cfg_path)
-    if not os.path.exists(path) and os.sep not in path and not path.endswith(".weights"):
-        try:
-            return shipped_cfg(path)
-        except ConfigError:
-            pass
-    return path
+    if os.path.exists(path) or path.endswith(".weights"):
+        return path
+    folder = os.path.dirname(os.path.normpath(path))
+    shipped = _shipped_match(path) if folder in ("", "cfg") else None    # a name, or Darknet's cfg/NAME.cfg
+    if shipped is not None:
+        return shipped
+    raise ConfigError(f"{path}: no such cfg file, and no shipped cfg of that name (shipped: "
+                      f"{', '.join(shipped_names())})")
 
 
 def plan_cfg(cfg_path, width: Optional[int] = None, height: Optional[int] = None,
@@ -109,4 +129,4 @@ def save_cfg(net: DarknetNet, path) -> None:
 __all__ = ["load", "load_cfg_text", "save_cfg", "save_weights", "load_weights", "load_weights_bytes",
            "weights_to_bytes", "WeightsReport", "cfg_text", "plan_cfg", "build", "parse_cfg", "parse_cfg_text", "DarknetNet",
            "NetworkPlan", "plan_network", "parse_net_options", "check_budget", "get_memory_budget",
-           "set_memory_budget", "DEFAULT_BUDGET", "NUMERICS", "shipped_cfg", "SHIPPED_CFG_DIR"]
+           "set_memory_budget", "DEFAULT_BUDGET", "NUMERICS", "shipped_cfg", "shipped_names", "SHIPPED_CFG_DIR"]
