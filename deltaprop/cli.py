@@ -1,6 +1,7 @@
 """The ``deltaprop`` command. Each subcommand lives in ``deltaprop/commands/<name>.py`` with
 ``add_parser(subparsers)`` and ``run(args) -> int``; this file dispatches, and reads Darknet's command-line habits
-first (``darknet_habits``: ``-map``, ``-thresh 0.25``, ``-gpus 0``, ``detector calc_anchors``, ...; docs/cli.md)."""
+first (``darknet_habits``: ``-map``, ``-thresh 0.25``, ``-gpus 0``, ``detector calc_anchors``, ...;
+docs/darknet.md, "Darknet's command-line habits")."""
 from __future__ import annotations
 
 import argparse
@@ -83,7 +84,8 @@ def _verb_parser(parser: argparse.ArgumentParser, argv: List[str]) -> Tuple[argp
 
 
 def darknet_habits(parser: argparse.ArgumentParser, argv: List[str]) -> Tuple[List[str], List[str]]:
-    """``argv`` with Darknet's habits read as deltaprop's (docs/cli.md, "Darknet habits"), and the notes to print:
+    """``argv`` with Darknet's habits read as deltaprop's (docs/darknet.md, "Darknet's command-line habits"), and
+    the notes to print:
     ``detector calc_anchors DATA`` runs ``anchors DATA``; a single-dash Darknet option becomes the verb's own
     long option (``-map`` → ``--map``, ``-thresh 0.25`` → ``--thresh 0.25``, ``-num_of_clusters 9`` →
     ``--num 9``, ``-width``/``-height`` of ``anchors`` → ``--size``), is dropped when it changes nothing here

@@ -375,3 +375,18 @@ def test_alexeyab_convolution_backward_overwrites_its_inputs_gradient():
         assert net.overwriting_layers() == ([0, 1] if (fork, numerics) == ("alexeyab", "darknet") else [])
     assert np.allclose(grads["pjreddie", "darknet"], grads["alexeyab", "standard"])
     assert np.allclose(grads["pjreddie", "darknet"] - grads["alexeyab", "darknet"], 1.0)
+
+
+def test_docs_list_every_key_of_both_forks_with_its_status():
+    import re
+    from conftest import ROOT
+    text = (ROOT / "docs" / "darknet.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `\[(\w+)\]` \| `(\w+)` \| (✓?) \| (✓?) \| (.+) \|$", text, flags=re.M)
+    listed = {(sec, key): status for sec, key, _, _, status in rows}
+    every = {(sec, key) for table in (PJREDDIE_KEYS, ALEXEYAB_KEYS) for sec, keys in table.items() for key in keys}
+    assert set(listed) == every
+    for (sec, key), status in listed.items():
+        if status.startswith("refused ("):       # read by the planner, which refuses it ([yolo] map, [softmax] tree)
+            assert key in SECTION_KEYS[sec], (sec, key)
+        else:
+            assert status.startswith("refused") == (key not in SECTION_KEYS[sec]), (sec, key, status)
