@@ -104,8 +104,9 @@ def test_partial_file_loads_its_layers_and_says_so(tmp_path):
     darknet.save_weights(net, tmp_path / "part.conv.2", upto=2)  # Darknet's `partial ... 2`, whatever the name
     fresh = darknet.load(_cfg_file(tmp_path), tmp_path / "part.conv.2")
     rep = fresh.weights_report
-    assert (rep.layers, rep.total, rep.partial) == (2, 6, True)
-    assert rep.message == f"loaded layers 0..1 of 6 from {tmp_path / 'part.conv.2'}; the rest start fresh"
+    # layers 0, 1 (conv) hold the file's values, 2 (maxpool) has none: 3 (connected) is the first that starts fresh
+    assert (rep.layers, rep.total, rep.partial) == (3, 6, True)
+    assert rep.message == f"loaded layers 0..2 of 6 from {tmp_path / 'part.conv.2'}; the rest start fresh"
     for i in (0, 1):
         assert np.array_equal(fresh.layers[i].weight.data, net.layers[i].weight.data)
     assert not np.array_equal(fresh.layers[3].weight.data, net.layers[3].weight.data)

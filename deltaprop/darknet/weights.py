@@ -87,8 +87,8 @@ def _prefix_sizes(net) -> List[int]:
 
 @dataclass(frozen=True)
 class WeightsReport:
-    """What a ``.weights`` load did: ``layers`` of the network's ``total`` were read from ``source`` (the first
-    ``layers`` cfg layers: every layer below holds its values from the file, the others their initial ones)."""
+    """What a ``.weights`` load did: the first ``layers`` of the network's ``total`` layers are as ``source`` has
+    them, and layer ``layers`` (one with weights) is the first that keeps its initial values."""
     source: str
     layers: int
     total: int
@@ -153,7 +153,7 @@ def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str =
     prefix = _prefix_sizes(net)
     holds = [k for k, s in enumerate(prefix) if s == got and k > 0]
     if upto is None and got != want and holds and partial:
-        n, want = holds[0], got                   # Darknet reads the whole layers the file holds
+        n, want = holds[-1], got                  # every layer before the first that starts fresh
     # with upto=N, a file of the whole net or of its first M ≥ N whole layers serves: Darknet reads the first N
     longer = upto is not None and got > want and got in prefix[n:]
     if got != want and not longer:
