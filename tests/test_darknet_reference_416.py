@@ -16,7 +16,6 @@ import pytest
 
 import deltaprop.darknet as dn
 from conftest import ROOT, fixture_dir, rel_err
-from deltaprop.darknet.layers import bn_order
 from deltaprop.darknet.trainer import DarknetTrainer
 from deltaprop.functional import darknet_sums
 
@@ -65,17 +64,16 @@ def one_step(name: str, max_boxes: int, truth_size: int, monkeypatch):
     assert hashlib.sha256(body).hexdigest() == (d / "init.sha256").read_text().split()[0]
     x, truth = inputs_and_truths(PHOTOS, 416, 416, max_boxes, truth_size)
     stats: Dict[str, np.ndarray] = {}
-    forward = bn_order.OrderedDarknetBatchNorm.forward
+    bn_layers = iter([i for i, lay in enumerate(net.layers) if getattr(lay, "bn", None) is not None])
+    forward = darknet_sums.batchnorm_forward
 
-    def spy_forward(bn, z):                       # the batch statistics, before the backward takes the cache
-        y = forward(bn, z)
-        layer = next(i for i, lay in enumerate(net.layers) if getattr(lay, "bn", None) is bn)
-        stats[f"forward/L{layer:02d}_bn_mean"] = bn._cache.mean
-        stats[f"forward/L{layer:02d}_bn_variance"] = bn._cache.var
-        stats[f"forward/L{layer:02d}_rolling_mean"] = bn.running_mean
-        stats[f"forward/L{layer:02d}_rolling_variance"] = bn.running_var
-        return y
-    monkeypatch.setattr(bn_order.OrderedDarknetBatchNorm, "forward", spy_forward)
+    def spy_forward(*args, **kwargs):             # the batch statistics, one batch norm after another
+        y, cache, rolling = forward(*args, **kwargs)
+        layer = next(bn_layers)
+        stats[f"forward/L{layer:02d}_bn_mean"], stats[f"forward/L{layer:02d}_bn_variance"] = cache.mean, cache.var
+        stats[f"forward/L{layer:02d}_rolling_mean"], stats[f"forward/L{layer:02d}_rolling_variance"] = rolling
+        return y, cache, rolling
+    monkeypatch.setattr(darknet_sums, "batchnorm_forward", spy_forward)
     tr = DarknetTrainer(net, keep_layer_grads=True)
     grads: Dict[str, np.ndarray] = {}
     update = tr.optimizer.step

@@ -108,14 +108,16 @@ def test_sums_and_fork_switch_install_the_batch_norm_that_computes_them():
     text = "[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=4\nbatch_normalize=1\nactivation=leaky\n"
     net = dn.load_cfg_text(text)
     assert (net.fork, net.sums) == ("pjreddie", "pairwise")
-    assert type(net.layers[0].bn) is not bn_order.OrderedDarknetBatchNorm        # the plain module: same kernels
-    weight = net.layers[0].bn.weight
+    plain = net.layers[0].bn
+    assert not isinstance(plain, bn_order.OrderedBatchNorm)                    # the plain module: same kernels
     net.set_sums("darknet")
     bn = net.layers[0].bn
-    assert isinstance(bn, bn_order.OrderedDarknetBatchNorm) and bn.sums == "darknet" and bn.weight is weight
-    assert net.layers[0].act.c_rounding
+    assert isinstance(bn, bn_order.OrderedBatchNorm) and isinstance(bn, type(plain)) and bn.sums == "darknet"
+    assert bn.weight is plain.weight and bn.running_var is plain.running_var     # shared, not copied
+    assert bn_order.activation_of(net.layers[0]).c_rounding
     ab = dn.load_cfg_text(text, fork="alexeyab")
-    assert isinstance(ab.layers[0].bn, bn_order.OrderedDarknetBatchNorm) and ab.layers[0].bn.fork == "alexeyab"
+    assert isinstance(ab.layers[0].bn, bn_order.OrderedBatchNorm) and ab.layers[0].bn.fork == "alexeyab"
+
     with pytest.raises(ValueError, match=r"sums must be one of \('pairwise', 'darknet'\)"):
         dn.load_cfg_text(text, sums="kahan")
     with pytest.raises(ValueError, match=r"fork must be one of \('pjreddie', 'alexeyab'\)"):

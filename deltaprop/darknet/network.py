@@ -17,7 +17,7 @@ from ..nn.graph import Graph
 from .cfg import Section, cfg_fork, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 from .activations import DarknetActivation
-from .layers.bn_order import FORKS, SUMS, check_fork_sums, install
+from .layers.bn_order import FORKS, SUMS, activation_of, check_fork_sums, install
 from .train_loss import NetworkLoss, backpropagate, compute_losses
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
@@ -284,7 +284,7 @@ class DarknetNet(Graph):
         for layer in self.layers:
             install(layer, self.fork, self.sums)
             object.__setattr__(layer, "sums", self.sums)      # [convolutional]: its product's summation order
-            act = getattr(layer, "act", None)
+            act = activation_of(layer)
             if isinstance(act, DarknetActivation):
                 object.__setattr__(act, "c_rounding", self.sums == "darknet")
 
