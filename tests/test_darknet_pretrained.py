@@ -48,6 +48,8 @@ def test_fine_tune_from_a_conv_n_file(tmp_path):
     final = tmp_path / "backup" / f"{cfg.stem}_final.weights"
     tuned = darknet.load(cfg, final)
     assert tuned.seen == 4 and tuned.weights_report.message is None
-    # trained from the file's backbone: two small steps move layer 0 only a little away from it
+    # trained from the file's backbone: two steps move layer 0 away from it, far less than another start differs
     start, now = pretrained.layers[0].weight.data, tuned.layers[0].weight.data
-    assert 0 < np.abs(now - start).max() < 0.1 * np.abs(start).max()
+    backend.manual_seed(3)
+    fresh = darknet.load(cfg).layers[0].weight.data
+    assert 0 < np.abs(now - start).mean() < 0.3 * np.abs(fresh - start).mean()
