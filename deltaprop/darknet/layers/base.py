@@ -117,6 +117,9 @@ class DarknetLayer(Module):
     kind = ""
     detection_head = False
     network_output = True
+    #: the summation order of the layer's products ("pairwise": the engine's BLAS; "darknet": ``functional.darknet_sums``),
+    #: set by the network (``DarknetNet.set_sums``)
+    sums = "pairwise"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__()
