@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, Dict, Optional, Tuple
 
 from ._options import positive_int
@@ -62,10 +63,12 @@ def _in_kind(path: str) -> str:
 
 
 def _out_kind(path: str, src: str, upto: Optional[int]) -> str:
-    """OUT's kind: by its extension; a name without one (``x.conv.15``) is a Darknet ``.weights`` file when IN is
-    one or ``--upto`` cuts it (Darknet's ``partial``)."""
+    """OUT's kind: by its extension; a Darknet-style name with none or a number for one (``x.conv.15``) is a
+    ``.weights`` file when IN is one or ``--upto`` cuts it (Darknet's ``partial``). Another extension: refused."""
     kind = _kind(path)
-    return kind or (".weights" if src == ".weights" or upto is not None else "")
+    suffix = os.path.splitext(path)[1]
+    darknet_name = suffix == "" or suffix[1:].isdigit()
+    return kind or (".weights" if darknet_name and (src == ".weights" or upto is not None) else "")
 
 
 def _upto(net, upto: Optional[int]) -> int:
