@@ -17,7 +17,7 @@ from ..nn.graph import Graph
 from .cfg import Section, cfg_fork, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 from .activations import DarknetActivation
-from .layers.bn_order import FORKS, SUMS, activation_of, check_fork_sums, install
+from .layers.bn_order import FORKS, activation_of, check_fork_sums, install
 from .train_loss import NetworkLoss, backpropagate, compute_losses
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
