@@ -303,6 +303,10 @@ def test_anchors_are_written_beside_the_data_and_drawn(world, tmp_path, monkeypa
     assert all(any(sum(abs(a - b) for a, b in zip(c, t)) < 12 for c in colours) for t in tab10)
     rc, out2, err = cli("anchors", data, "-n", "3", "--size", "64", "64", "--out", tmp_path / "a" / "mine.txt")
     assert rc == 0 and (tmp_path / "a" / "mine.txt").read_text() == line[len("anchors = "):] + "\n"
+    before = snapshot(tmp_path)
+    rc, out3, err = cli("anchors", data, "-n", "3", "--out", tmp_path / "a")
+    assert rc == 1 and err.strip().endswith(f"--out {tmp_path / 'a'}: is a folder; name the file to write")
+    assert snapshot(tmp_path) == before
 
 
 def test_anchors_without_matplotlib_for_plot_say_so_before_any_work(world, tmp_path, monkeypatch):

@@ -5,7 +5,6 @@ FILE.png`` draws the boxes' shapes coloured by cluster with the anchors marked (
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ._options import int_range, positive_int
@@ -44,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def default_out(data: str) -> Path:
     """``anchors.txt`` beside DATA (a .data file, a list file or an image folder): with the data set, not
     wherever the command was typed (AlexeyAB writes into the working directory)."""
-    return Path(os.path.abspath(data)).parent / ANCHORS_FILE
+    return Path(data).parent / ANCHORS_FILE
 
 
 def run(args) -> int:
@@ -55,6 +54,11 @@ def run(args) -> int:
     w, h = args.size
     if w < 1 or h < 1:
         raise DataError(f"--size must be positive, got {w} {h}")
+    from ..errors import ConfigError
+    out = Path(args.out) if args.out else default_out(args.data)
+    for option, path in (("--out", out), ("--plot", args.plot)):
+        if path is not None and Path(path).is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; name the file to write")
     if args.plot:
         from ..explain import _figure
         _figure()                   # matplotlib missing: say so before any work
@@ -74,11 +78,10 @@ def run(args) -> int:
         print(ds.describe())
     print("counters_per_class = " + ", ".join(str(c) for c in counts))
     print(f"avg IoU = {100 * result.avg_iou:.2f} %")
-    out = Path(args.out) if args.out else default_out(args.data)
+    atomic_write_text(out, result.values(w) + "\n")
     if args.plot:
         plot_anchors(result, label_shapes(rows, w, h), args.plot, title=f"{args.data}: {args.num} anchors for {w}x{h}")
         print(f"drew the clusters in {args.plot}")
-    atomic_write_text(out, result.values(w) + "\n")
     print(f"saved the anchors to {out}")
     print(result.cfg_line(w))
     return 0

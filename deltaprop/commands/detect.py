@@ -4,8 +4,9 @@ print the boxes and write a PNG with the labelled boxes beside each image (or in
 
 Every picture is checked (and decoded) before the first PNG is written. A photo far larger than the network
 input is reduced as it is decoded (``data.images.reduction``): its boxes are printed in its own pixels (to within
-the reduction factor) and drawn on the reduced picture (``detect.predict``, shared with ``detector test``). Two images whose PNG names would meet in one folder get
-their folder's name in front (``commands._files.prediction_paths``)."""
+the reduction factor) and drawn on the reduced picture (``detect.predict``, shared with ``detector test``). Two
+images whose PNG names would meet in one folder get their folder's name in front
+(``commands._files.prediction_paths``)."""
 from __future__ import annotations
 
 import argparse

@@ -90,8 +90,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                    ".list: one path a line), '-' for standard input; without any, the paths piped "
                                    "in (one a line), or typed at the 'Enter Image Path:' prompt on a terminal.")
     common(s)
-    s.add_argument("images", nargs="*", metavar="IMG",
-                   help="image files, folders of images, list files (.txt, .list) or - (standard input)")
+    pictures = s.add_argument("images", nargs="+", metavar="IMG",
+                              help="image files, folders of images, list files (.txt, .list) or - (standard "
+                                   "input); none: the paths piped in, or typed at the prompt")
+    pictures.required = False       # none may be given; "+" (not "*") so that IMG may follow the options
     thresholds(s, 0.5, "score threshold")
     s.add_argument("--ext-output", action="store_true",
                    help="list each box as AlexeyAB's -ext_output: 'name: P%%  (left_x: L   top_y: T   width: W   "

@@ -42,10 +42,11 @@ class DemoResult:
 
     def summary(self) -> str:
         """Darknet's ``AVG_FPS`` in one line: frames, boxes, the network's rate and the whole loop's."""
-        fps = self.frames / max(self.network_s, 1e-9)
-        return (f"{self.frames} frames, {self.boxes} boxes in {self.wall_s:.2f} s: AVG_FPS {self.frames / max(self.wall_s, 1e-9):.1f} "
-                f"(decoding, detection, drawing, writing); the network alone {1000 * self.network_s / max(self.frames, 1):.1f} ms "
-                f"a frame ({fps:.1f} FPS); wrote {self.out}")
+        overall = self.frames / max(self.wall_s, 1e-9)
+        per_frame = 1000 * self.network_s / max(self.frames, 1)
+        return (f"{self.frames} frames, {self.boxes} boxes in {self.wall_s:.2f} s: AVG_FPS {overall:.1f} (decoding, "
+                f"detection, drawing, writing); the network alone {per_frame:.1f} ms a frame "
+                f"({self.frames / max(self.network_s, 1e-9):.1f} FPS); wrote {self.out}")
 
 
 def is_video_name(path: PathLike) -> bool:
@@ -201,8 +202,6 @@ def run_demo(net, source: PathLike, out: Optional[PathLike] = None, *, thresh: f
     ok = False
     try:
         for name, image, header in frames:
-            if limit is not None and done >= limit:
-                break
             t0 = time.perf_counter()
             found = detect_boxes(net, image, thresh, nms, names, name)
             p = Prediction(name, image, found, header, time.perf_counter() - t0)
@@ -217,6 +216,8 @@ def run_demo(net, source: PathLike, out: Optional[PathLike] = None, *, thresh: f
                 sink.write(np.asarray(picture))
             else:
                 sink.write(picture, names_of(done - 1))
+            if limit is not None and done >= limit:
+                break
         ok = True
     finally:
         frames.close()
