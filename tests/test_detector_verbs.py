@@ -322,3 +322,13 @@ def test_anchors_without_matplotlib_for_plot_say_so_before_any_work(world, tmp_p
     rc, out, err = cli("anchors", data, "-n", "3", "--plot", tmp_path / "k.png", "--out", tmp_path / "a.txt")
     assert rc == 1 and "matplotlib" in err and "deltaprop[plot]" in err and out == ""
     assert not (tmp_path / "a.txt").exists() and not (tmp_path / "k.png").exists()
+
+
+def test_standard_input_that_names_nothing_or_cannot_be_read_is_one_line(world, monkeypatch):
+    class Closed(io.StringIO):
+        def read(self, *a):
+            raise OSError("reading from a closed stream")
+    for stdin, words in ((io.StringIO("\n# nothing\n"), "standard input: no picture paths (one a line)"),
+                         (Closed(), "standard input: cannot read the picture paths (reading from a closed stream)")):
+        rc, out, err = _test(world, "--no-draw", stdin=stdin, monkeypatch=monkeypatch)
+        assert rc == 1 and err.strip() == f"deltaprop detector: error: {words}", err
