@@ -283,3 +283,108 @@ def test_a_live_run_holds_the_backup_folder(scenes, straight, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# --- the run's header, the default backup folder, sizes, the chart, mosaic=1 (issue 29) ---------------------------
+
+def _with_background(scenes, tmp: Path) -> Path:
+    """A .data file in ``tmp`` whose train list is the scenes' (one line twice) plus a picture with no label file."""
+    from PIL import Image
+    (tmp / "extra").mkdir(parents=True)
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(tmp / "extra" / "empty_road.png")
+    lines = (scenes.parent / "train.txt").read_text().split()
+    (tmp / "train.txt").write_text("\n".join([str(scenes.parent / p) for p in lines] + [
+        str(scenes.parent / lines[0]), "extra/empty_road.png"]) + "\n")
+    (tmp / "set.data").write_text(f"classes = 10\ntrain = train.txt\nvalid = {scenes.parent / 'test.txt'}\n"
+                                  f"names = {scenes.parent / 'digits.names'}\n")
+    return tmp / "set.data"
+
+
+def test_the_header_counts_background_images_and_the_backup_lies_beside_the_data(scenes, tmp_path, monkeypatch):
+    """No backup= in the .data: checkpoints go to backup/ beside the .data file, wherever the command is typed;
+    the header says what the list held (9 images, one without labels, one line repeated)."""
+    from cli_testutil import cli
+    data = _with_background(scenes, tmp_path / "d")
+    cfg = small_cfg(tmp_path, 32)
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    rc, out, err = cli("detector", "train", data, cfg, "--max-batches", "1", "--batch", "2", "--workers", "0",
+                       "--no-progress", "--save-every", "0")
+    assert rc == 0, err
+    header = next(line for line in out.splitlines() if "training" in line or "images," in line)
+    assert "9 images, " in header and "1 background images (no label file)" in header
+    assert "1 repeated list lines dropped" in header, header
+    backup = data.parent / "backup"
+    assert f"checkpoints in {backup}" in header
+    assert (backup / "digits-tiny-32_final.weights").is_file() and not list(elsewhere.iterdir())
+
+
+def test_a_width_that_does_not_fit_the_cfg_names_the_sizes_that_do(scenes, tmp_path):
+    from cli_testutil import cli
+    cfg = small_cfg(tmp_path, 32)
+    for verb, extra in (("train", []), ("map", [str(tmp_path / "w.weights")])):
+        if extra:
+            darknet.weights.save_weights(darknet.load(cfg), extra[0])
+        rc, out, err = cli("detector", verb, scenes, cfg, *extra, "--width", "100", "--no-progress"
+                           if verb == "train" else "--limit", *([] if verb == "train" else ["1"]))
+        assert rc == 1 and err.count("\n") == 1, err
+        assert "--width 100: must be a multiple of 32" in err and "e.g. 96 or 128" in err, err
+
+
+def test_the_chart_is_drawn_at_every_evaluation_and_on_ctrl_c(scenes, tmp_path, monkeypatch):
+    """With --map-every 2 over 6 batches the chart is drawn right after each of the three mAP records (the
+    drawn history ends with it); interrupted at batch 3, chart.png is drawn with the history up to then."""
+    from cli_testutil import cli
+    from deltaprop.detect import draw
+    cfg = small_cfg(tmp_path, 32)
+    drawn = []
+    real = draw.plot_training_curve
+
+    def recording(history, path, title=""):
+        drawn.append([dict(r) for r in history])
+        return real(history, path, title)
+    monkeypatch.setattr(draw, "plot_training_curve", recording)
+    rc, out, err = _train_cli(scenes, cfg, tmp_path / "m", "--map", "--map-every", "2", "--map-images", "2")
+    assert rc == 0, err
+    maps = [r for r in drawn[-1] if "map50" in r]
+    assert [r["batch"] for r in maps] == [2, 4, 6]
+    for record in maps:                      # a drawing whose last record is that mAP
+        assert any(h[-1] == record for h in drawn), record["batch"]
+    assert (tmp_path / "m" / "chart.png").is_file()
+    drawn.clear()
+    with monkeypatch.context() as m:
+        _interrupt_at_update(m, 3)
+        rc, out, err = _train_cli(scenes, cfg, tmp_path / "i", "--map", "--map-every", "2", "--map-images", "2")
+    assert rc == 130, err
+    assert drawn and drawn[-1][-1]["batch"] == 3 and any("map50" in r for r in drawn[-1])
+    assert (tmp_path / "i" / "chart.png").is_file()
+
+
+def test_mosaic_in_the_cfg_trains_on_mosaics(scenes, tmp_path, monkeypatch):
+    """[net] mosaic=1 (AlexeyAB) reaches the loader: half the samples are mosaics, and training runs on them."""
+    from deltaprop.darknet import cfg as cfgmod
+    from deltaprop.data import detection
+    if "mosaic" not in cfgmod.SECTION_KEYS["net"]:     # until darknet/cfg.py lists it (docs/darknet.md)
+        monkeypatch.setitem(cfgmod.SECTION_KEYS, "net", cfgmod.SECTION_KEYS["net"] | {"mosaic", "mosaic_bound"})
+    cfg = small_cfg(tmp_path, 32)
+    cfg.write_text(cfg.read_text().replace("[net]\n", "[net]\nmosaic=1\n", 1))
+    backend.manual_seed(0)
+    run = _training(darknet.load(cfg), scenes, tmp_path / "mo", max_batches=2, batch=2)
+    assert run.augment.mosaic and not run.augment.mosaic_bound
+    assert run.dataset.augment == run.augment
+    made = []
+    real = detection.mosaic_sample
+
+    def counting(pictures, *a, **kw):
+        made.append(len(pictures))
+        return real(pictures, *a, **kw)
+    monkeypatch.setattr(detection, "mosaic_sample", counting)
+    for epoch in range(3):
+        for i in range(len(run.dataset)):
+            x, rows = run.dataset.sample(i, epoch)
+            assert x.shape == (3, 32, 32) and rows.shape[1] == 5
+    assert made and set(made) == {4} and 0.25 < len(made) / (3 * len(run.dataset)) < 0.75
+    made.clear()
+    hist = run.fit()
+    assert [r["batch"] for r in hist if "loss" in r] == [1, 2] and made

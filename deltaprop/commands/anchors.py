@@ -1,10 +1,16 @@
 """``deltaprop anchors DATA -n 6 --size W H``: anchors for a [yolo] cfg by k-means on IoU over the train set's
-boxes (AlexeyAB's ``darknet detector calc_anchors``), printed as the cfg line ``anchors = ...``."""
+boxes (AlexeyAB's ``darknet detector calc_anchors``), printed as the cfg line ``anchors = ...`` and written into
+``anchors.txt`` beside DATA (``--out FILE``: elsewhere; AlexeyAB writes it into the working directory); ``--plot
+FILE.png`` draws the boxes' shapes coloured by cluster with the anchors marked (matplotlib, the ``plot`` extra)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ._options import int_range, positive_int
+
+#: AlexeyAB's file name (``calc_anchors`` writes it into the working directory).
+ANCHORS_FILE = "anchors.txt"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,16 +31,37 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=positive_int, default=10,
                    help="keep the best of this many random starts, ≥ 1 (default 10; 1 = AlexeyAB's single run)")
     p.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of refusing")
+    p.add_argument("--out", metavar="FILE",
+                   help="write the anchors into FILE (default: anchors.txt beside DATA), as AlexeyAB's anchors.txt: "
+                        "the value of the cfg line")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the boxes' widths and heights coloured by cluster, the anchors marked (needs "
+                        "matplotlib: the plot extra)")
     return p
 
 
+def default_out(data: str) -> Path:
+    """``anchors.txt`` beside DATA (a .data file, a list file or an image folder): with the data set, not
+    wherever the command was typed (AlexeyAB writes into the working directory)."""
+    return Path(data).parent / ANCHORS_FILE
+
+
 def run(args) -> int:
-    from ..data.anchors import kmeans_anchors, label_shapes
+    from ..atomic import atomic_write_text
+    from ..data.anchors import kmeans_anchors, label_shapes, plot_anchors
     from ..errors import DataError
     from .data import load_split
     w, h = args.size
     if w < 1 or h < 1:
         raise DataError(f"--size must be positive, got {w} {h}")
+    from ..errors import ConfigError
+    out = Path(args.out) if args.out else default_out(args.data)
+    for option, path in (("--out", out), ("--plot", args.plot)):
+        if path is not None and Path(path).is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; name the file to write")
+    if args.plot:
+        from ..explain import _figure
+        _figure()                   # matplotlib missing: say so before any work
     ds, _ = load_split(args.data, args.classes, args.skip_bad_labels, "train")
     rows = [ds.labels(i) for i in range(len(ds))]
     counts = [0] * ds.classes
@@ -51,5 +78,10 @@ def run(args) -> int:
         print(ds.describe())
     print("counters_per_class = " + ", ".join(str(c) for c in counts))
     print(f"avg IoU = {100 * result.avg_iou:.2f} %")
+    atomic_write_text(out, result.values(w) + "\n")
+    if args.plot:
+        plot_anchors(result, label_shapes(rows, w, h), args.plot, title=f"{args.data}: {args.num} anchors for {w}x{h}")
+        print(f"drew the clusters in {args.plot}")
+    print(f"saved the anchors to {out}")
     print(result.cfg_line(w))
     return 0

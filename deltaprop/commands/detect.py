@@ -4,14 +4,16 @@ print the boxes and write a PNG with the labelled boxes beside each image (or in
 
 Every picture is checked (and decoded) before the first PNG is written. A photo far larger than the network
 input is reduced as it is decoded (``data.images.reduction``): its boxes are printed in its own pixels (to within
-the reduction factor) and drawn on the reduced picture. Two images whose PNG names would meet in one folder get
-their folder's name in front (``commands._files.prediction_paths``)."""
+the reduction factor) and drawn on the reduced picture (``detect.predict``, shared with ``detector test``). Two
+images whose PNG names would meet in one folder get their folder's name in front
+(``commands._files.prediction_paths``)."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
+from ..detect.predict import in_picture  # noqa: F401 - the home of the rule, shared with detector test
 from ._options import positive_int, unit_interval
 
 
@@ -49,10 +51,9 @@ def run(args) -> int:
 
     from .. import darknet
     from ..data.detection import read_names
-    from ..data.images import image_header, load_image
-    from ..detect import detect_image
     from ..detect.draw import draw_boxes, save_png
     from ._darknet import plan_sized
+    from ..detect.predict import box_lines, predict_picture
     from ._files import check_images, prediction_paths, require_weights
     plan = plan_sized(args.cfg, width=args.width, height=args.height)
     if not any(s.type == "yolo" for s in plan.specs):
@@ -75,39 +76,21 @@ def run(args) -> int:
               "estimated): the boxes below mean nothing", file=sys.stderr)
         quiet = np.errstate(all="ignore")   # random weights overflow; that is expected, not news
     net.eval()
-    c, net_h, net_w = net.input_shape
     outs = prediction_paths(args.images, args.out)
+    hint = ("random weights give such outputs; use trained --weights" if args.random_weights else
+            f"are {args.weights} really the weights of {args.cfg}?")
     with quiet:
         for path, out in zip(args.images, outs):
-            header = image_header(path)
-            img = load_image(path, channels=c, fit=(net_w, net_h))
-            try:
-                boxes = detect_image(net, img, args.thresh, args.nms, names)
-            except OverflowError:   # a box of infinite size cannot become pixel corners
-                from ..errors import ValueRangeError
-                raise ValueRangeError(f"{path}: the network's box sizes overflow to infinity: "
-                                      + ("random weights give such outputs; use trained --weights"
-                                         if args.random_weights else
-                                         f"are {args.weights} really the weights of {args.cfg}?")) from None
-            reduced = (img.shape[2], img.shape[1]) != (header.width, header.height)
-            print(f"{path}: {len(boxes)} box(es)" + (f" (found on the picture reduced to {img.shape[2]}x"
-                                                       f"{img.shape[1]}; pixels of the {header.width}x"
-                                                       f"{header.height} original)" if reduced else ""))
-            for b in boxes:
-                print(f"  {in_picture(b, img.shape[2], img.shape[1], header) if reduced else b}")
+            p = predict_picture(net, path, args.thresh, args.nms, names, overflow_hint=hint)
+            print(f"{path}: {len(p.boxes)} box(es)" + (f" (found on the picture reduced to {p.image.shape[2]}x"
+                                                         f"{p.image.shape[1]}; pixels of the {p.header.width}x"
+                                                         f"{p.header.height} original)" if p.reduced else ""))
+            for line in box_lines(p.original_boxes()):
+                print(line)
             if not args.no_draw:
                 if args.out:
                     os.makedirs(args.out, exist_ok=True)
-                save_png(draw_boxes(img, boxes, classes), out)
+                save_png(draw_boxes(p.image, p.boxes, classes), out)
                 print(f"  wrote {out}")
     return 0
 
-
-def in_picture(box, width: int, height: int, header):
-    """``box`` (pixels of a ``width × height`` reduced picture) in the pixels of the original ``header``."""
-    import dataclasses
-    sx, sy = header.width / width, header.height / height
-    return dataclasses.replace(box, left=min(int(box.left * sx), header.width - 1),
-                               top=min(int(box.top * sy), header.height - 1),
-                               right=min(int(box.right * sx), header.width - 1),
-                               bottom=min(int(box.bottom * sy), header.height - 1))

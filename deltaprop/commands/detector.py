@@ -1,12 +1,15 @@
-"""``deltaprop detector train|test|map|valid``: Darknet's ``detector`` verbs on a ``.data`` file and a cfg.
+"""``deltaprop detector train|test|demo|map|valid``: Darknet's ``detector`` verbs on a ``.data`` file and a cfg.
 
-- ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup`` (a
-  folder an earlier run used is not written into: the run goes to ``backup-2``..., unless ``--exist-ok``); the
-  initial weights come from ``--seed``; WEIGHTS written by an earlier run (a ``.weights`` with its
-  ``.state.npz``, or the state file) resumes it exactly, in its folder; Ctrl-C saves ``_last`` and prints the
-  command that resumes.
-- ``test DATA CFG WEIGHTS IMG...``: boxes of each image, printed and drawn (``<name>_pred.png``;
-  ``--mosaic F``: all of them in one PNG).
+- ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup`` (without
+  one: ``backup`` beside the ``.data`` file; a folder an earlier run used is not written into: the run goes to
+  ``backup-2``..., unless ``--exist-ok``); the initial weights come from ``--seed``; WEIGHTS written by an
+  earlier run (a ``.weights`` with its ``.state.npz``, or the state file) resumes it exactly, in its folder;
+  Ctrl-C saves ``_last`` and prints the command that resumes.
+- ``test DATA CFG WEIGHTS [IMG...]``: boxes of each picture (files, folders, list files, ``-`` or piped standard
+  input: one path a line; typed at the ``Enter Image Path:`` prompt on a terminal), ``FILE: Predicted in N ms``,
+  the boxes (``--ext-output``: AlexeyAB's listing), drawn (``<name>_pred.png``; ``--mosaic F``: all in one PNG).
+- ``demo DATA CFG WEIGHTS SOURCE``: every frame of a video file or a folder of pictures, detected and drawn
+  into a video or a folder of frames (deltaprop.detect.demo), with the time of each and the frames per second.
 - ``map DATA CFG WEIGHTS``: mAP@0.5, mAP@[.5:.95], per-class AP and P/R at a threshold on ``valid``.
 - ``valid DATA CFG WEIGHTS``: every detection of ``valid`` as COCO-style JSON.
 """
@@ -36,8 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         sp.add_argument("cfg", metavar="CFG", help="Darknet .cfg (or a shipped cfg name, e.g. digits-tiny)")
         if weights:
             sp.add_argument("weights", metavar="WEIGHTS", help="Darknet .weights")
-        sp.add_argument("--width", type=int_range(1), help="network input width (default: the cfg's)")
-        sp.add_argument("--height", type=int_range(1), help="network input height (default: the cfg's)")
+        sp.add_argument("--width", type=int_range(1), help="network input width, a multiple of the network's "
+                                                           "total stride (32 for YOLOv3) (default: the cfg's)")
+        sp.add_argument("--height", type=int_range(1), help="network input height, likewise (default: the cfg's)")
 
     def thresholds(sp, thresh: float, what: str):
         sp.add_argument("--thresh", type=_UNIT, default=thresh, help=f"{what} ({thresh:g})")
@@ -64,8 +68,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--map", action="store_true", help="measure mAP on valid while training; keep _best.weights")
     t.add_argument("--map-every", type=int_range(1), help="batches between mAP measurements (default: an epoch)")
     t.add_argument("--map-images", type=int_range(1), help="measure on the first N valid images only")
-    t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup; when resuming, "
-                                                   "the checkpoint's folder)")
+    t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup, else backup "
+                                                   "beside the .data file; when resuming, the checkpoint's folder)")
     t.add_argument("--exist-ok", action="store_true", help="write into a backup folder that holds an earlier run "
                                                            "(its files may be replaced)")
     t.add_argument("--workers", type=int_range(0), default=2, help="data loader threads (2)")
@@ -80,15 +84,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.set_defaults(_verb=run_train)
 
     s = sub.add_parser("test", help="detect objects in images and draw them",
-                       description="Print each box (class, score, pixel corners) and save <image>_pred.png.")
+                       description="For each picture print 'FILE: Predicted in N ms' and its boxes (class, score, "
+                                   "pixel corners; --ext-output: AlexeyAB's left_x/top_y/width/height listing) and "
+                                   "save <image>_pred.png. Pictures: image files, folders, list files (.txt, "
+                                   ".list: one path a line), '-' for standard input; without any, the paths piped "
+                                   "in (one a line), or typed at the 'Enter Image Path:' prompt on a terminal.")
     common(s)
-    s.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    pictures = s.add_argument("images", nargs="+", metavar="IMG",
+                              help="image files, folders of images, list files (.txt, .list) or - (standard "
+                                   "input); none: the paths piped in, or typed at the prompt")
+    pictures.required = False       # none may be given; "+" (not "*") so that IMG may follow the options
     thresholds(s, 0.5, "score threshold")
+    s.add_argument("--ext-output", action="store_true",
+                   help="list each box as AlexeyAB's -ext_output: 'name: P%%  (left_x: L   top_y: T   width: W   "
+                        "height: H)' in the picture's pixels")
     s.add_argument("--out", metavar="DIR", help="folder for the PNGs (default: beside each image)")
     s.add_argument("--scale", type=int_range(1, 16), default=1, help="enlarge the drawing N times (1)")
     s.add_argument("--no-draw", action="store_true", help="only print the boxes")
     s.add_argument("--mosaic", metavar="FILE", help="also draw all the images into one PNG, 3 a row")
     s.set_defaults(_verb=run_test)
+
+    d = sub.add_parser("demo", help="detect objects in every frame of a video or a folder of frames",
+                       description="Darknet's demo without a window: each frame of SOURCE (a video file: PyAV, "
+                                   "the video extra; or a folder of pictures, sorted by name) through the path of "
+                                   "'detector test', drawn into --out: a video (.mp4, .mkv, .mov, .avi) or a "
+                                   "folder of PNG frames. Prints each frame's time and boxes and the frames per "
+                                   "second.")
+    common(d)
+    d.add_argument("source", metavar="SOURCE", help="a video file, or a folder of pictures (the frames)")
+    thresholds(d, 0.5, "score threshold")
+    d.add_argument("--out", "--out-filename", dest="out", metavar="OUT",
+                   help="a video (.mp4, .mkv, .mov, .avi) or a folder of PNG frames (default: beside SOURCE, "
+                        "<video>_pred.mp4 or <folder>_pred)")
+    d.add_argument("--fps", type=float_range(0, 1000, lo_open=True), default=25.0,
+                   help="frames per second of a video made from a folder of frames (25)")
+    d.add_argument("--frames", type=int_range(1), metavar="N", help="only the first N frames")
+    d.add_argument("--exist-ok", action="store_true", help="write frames into an --out folder that holds files")
+    d.add_argument("--ext-output", action="store_true", help="list each box as AlexeyAB's -ext_output")
+    d.set_defaults(_verb=run_demo)
 
     m = sub.add_parser("map", help="mAP on the valid list",
                        description="mAP@0.5 and COCO mAP@[.5:.95] (101-point, pycocotools' rules) on DATA's valid "
@@ -119,16 +152,20 @@ def run(args) -> int:
 # --- shared --------------------------------------------------------------------------------------
 
 def _setup(args, weights_required: bool = True):
-    """(DataConfig, net, names) of the command line; one-line errors for missing or mismatched files."""
+    """(DataConfig, net, names) of the command line; one-line errors for missing or mismatched files, and for a
+    ``--width``/``--height`` that is not a multiple of the cfg's total stride (naming the sizes that work)."""
     from .. import darknet
     from ..data.detection import read_data_file, read_names
     from ..detect.detector import yolo_layers
     from ..errors import ConfigError
+    from ._darknet import plan_sized
     from ._files import require_weights
     data = read_data_file(args.data)
     weights = getattr(args, "weights", None)
     if weights:
         require_weights(weights, "WEIGHTS")
+    if args.width is not None or args.height is not None:
+        plan_sized(args.cfg, width=args.width, height=args.height)
     net = darknet.load(args.cfg, weights, width=args.width, height=args.height)
     yolo_layers(net, data.classes, args.data)
     names = read_names(data.names) if data.names else [str(k) for k in range(data.classes)]
@@ -154,33 +191,81 @@ def _cfg_base(cfg: str) -> str:
 
 # --- verbs ---------------------------------------------------------------------------------------
 
+def _test_pictures(args) -> "tuple[list, bool]":
+    """(the pictures named on the command line or piped in, whether to prompt for them one at a time): no IMG
+    reads standard input when it is not a terminal, else prompts (Darknet's ``Enter Image Path:``)."""
+    from ._detections import picture_paths
+    if args.images:
+        return picture_paths(args.images, sys.stdin), False
+    if sys.stdin is None or not sys.stdin.isatty():
+        return picture_paths(["-"], sys.stdin), False
+    return [], True
+
+
+def _prompted(ask=None):
+    """Paths typed at Darknet's ``Enter Image Path:`` prompt (``ask``: ``input``), until end of input (Ctrl-D)."""
+    ask = ask or input
+    while True:
+        try:
+            line = ask("Enter Image Path: ")
+        except EOFError:
+            print()
+            return
+        if line.strip():
+            yield line.strip()
+
+
 def run_test(args) -> int:
-    from ..detect import detect_image, load_image
+    from ..data.images import check_image
     from ..detect.draw import draw_boxes, mosaic, save_png
-    from ._files import check_images
+    from ..detect.predict import box_lines, predict_picture
+    from ..errors import DeltapropError
+    from ._files import check_images, prediction_paths
     data, net, names = _setup(args)
-    check_images(args.images)       # every picture readable before the first PNG is written
+    paths, prompt = _test_pictures(args)
+    check_images(paths)       # every picture readable before the first PNG is written
     net.eval()
     drawn = []
-    for path in args.images:
-        img = load_image(path, channels=net.input_shape[0])
-        boxes = detect_image(net, img, args.thresh, args.nms, names)
-        print(f"{path}: {len(boxes)} box(es)")
-        for b in boxes:
-            print(f"  {b}")
-        picture = draw_boxes(img, boxes, data.classes, scale=args.scale) if args.mosaic or not args.no_draw else None
+
+    def one(path: str, out: Path) -> None:
+        p = predict_picture(net, path, args.thresh, args.nms, names)
+        print(p.headline())
+        for line in box_lines(p.original_boxes(), args.ext_output):
+            print(line)
+        picture = draw_boxes(p.image, p.boxes, data.classes, scale=args.scale) \
+            if args.mosaic or not args.no_draw else None
         if args.mosaic:
             drawn.append(picture)
         if not args.no_draw:
-            out_dir = Path(args.out) if args.out else Path(os.path.abspath(path)).parent
-            out_dir.mkdir(parents=True, exist_ok=True)
-            out = out_dir / (Path(path).stem + "_pred.png")
+            out.parent.mkdir(parents=True, exist_ok=True)
             save_png(picture, out)
             print(f"  wrote {out}")
-    if args.mosaic:
+
+    for path, out in zip(paths, prediction_paths(paths, args.out)):
+        one(path, out)
+    if prompt:
+        typed: list = []
+        for path in _prompted():
+            try:
+                check_image(path)
+                typed.append(path)
+                one(path, prediction_paths(typed, args.out)[-1])
+            except DeltapropError as e:       # a mistyped path: say so and ask again, as Darknet's prompt goes on
+                print(f"deltaprop detector: error: {e}", file=sys.stderr)
+    if args.mosaic and drawn:
         Path(args.mosaic).parent.mkdir(parents=True, exist_ok=True)
         save_png(mosaic(drawn, columns=3), args.mosaic)
         print(f"wrote {args.mosaic}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from ..detect.demo import run_demo as demo
+    data, net, names = _setup(args)
+    net.eval()
+    result = demo(net, args.source, args.out, thresh=args.thresh, nms=args.nms, names=names, classes=data.classes,
+                  fps=args.fps, limit=args.frames, exist_ok=args.exist_ok, ext_output=args.ext_output)
+    print(result.summary())
     return 0
 
 
@@ -260,13 +345,14 @@ def _resumed_state(args):
 
 
 def _backup_folder(args, data, resumed) -> Path:
-    """Where the run writes: --backup, else the resumed checkpoint's folder, else the data's backup; a folder
-    that holds an earlier run (not the one resumed) is numbered (backup-2, ...) unless --exist-ok."""
+    """Where the run writes: --backup, else the resumed checkpoint's folder, else the data's backup (without
+    one, ``backup`` beside the .data file, never the working directory); a folder that holds an earlier run (not
+    the one resumed) is numbered (backup-2, ...) unless --exist-ok."""
     from ..distributed import is_main_process
     from ..training.lock import run_directory
     if args.backup is None and resumed is not None:
         return resumed.parent
-    base = Path(args.backup) if args.backup else (data.backup or Path("backup"))
+    base = Path(args.backup) if args.backup else (data.backup or data.path.resolve().parent / "backup")
     if not is_main_process() or (resumed is not None and base.resolve() == resumed.parent.resolve()):
         return base
     out = run_directory(base, args.exist_ok, option="--backup")
@@ -316,7 +402,7 @@ def run_train(args) -> int:
             opts.map_every = args.map_every or max(1, len(run.loader))
         resumed = state_file is not None and run.resume(state_file)
         start = int(state["batch"]) if resumed else run.trainer.current_batch
-        print(f"{args.cfg}: {len(run.dataset)} training images, batch {run.trainer.batch} "
+        print(f"{args.cfg}: {run.dataset.describe()}; batch {run.trainer.batch} "
               f"(subdivisions {run.trainer.subdivisions}), from batch {start} to {run.trainer.max_batches}"
               f"{' (resumed exactly from ' + str(args.weights) + ')' if resumed else ''}, seed {seed}; "
               f"checkpoints in {backup}", flush=True)

@@ -46,12 +46,12 @@ def _is_mnist_dir(path: Path) -> bool:
 
 
 def load_image_folder(root, shape: Tuple[int, int, int]) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-    """Images under ``root/<class>/`` as float32 (N, C, H, W) in [0, 1] (Darknet's scaling), resized to the
-    cfg's width×height (Pillow, bilinear), grey for C = 1, RGB for C = 3; labels by sorted class name."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ImportError("training on an image folder needs Pillow: pip install 'deltaprop[images]'") from None
+    """Images under ``root/<class>/`` as float32 (N, C, H, W) in [0, 1] (Darknet's scaling), each opened by
+    ``data.images.load_image`` (regular files only, the pixel budget, 16-bit and palette pictures decoded right, a
+    large photo reduced in 8 bits first; any failure names the file) and brought to the cfg's width×height by
+    Darknet's ``resize_image``; grey for C = 1, RGB for C = 3; labels by sorted class name."""
+    from ..data.images import load_image
+    from ..geometry.letterbox import resize_image
     root = Path(root)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not classes:
@@ -63,13 +63,7 @@ def load_image_folder(root, shape: Tuple[int, int, int]) -> Tuple[np.ndarray, np
     for k, name in enumerate(classes):
         files = sorted(f for f in (root / name).iterdir() if f.suffix.lower() in IMAGE_EXT)
         for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert("L" if c == 1 else "RGB").resize((w, h), Image.BILINEAR)
-                    a = np.asarray(im, dtype=np.float32) / np.float32(255)
-            except OSError as e:
-                raise DataError(f"{f}: cannot read the image ({e})") from None
-            xs.append(a[None] if c == 1 else a.transpose(2, 0, 1))
+            xs.append(resize_image(load_image(f, c, fit=(w, h)), w, h))
             ys.append(k)
     if not xs:
         raise DataError(f"{root}: no images ({', '.join(IMAGE_EXT)}) in the class folders")

@@ -33,10 +33,19 @@ class AnchorResult:
     rounds: int                  # assignment rounds of the kept run
     boxes: int                   # how many boxes were clustered
 
-    def cfg_line(self, width: int) -> str:
-        """``anchors = 10,14, 23,27, ...`` as AlexeyAB prints it (rounded pixels; 4 decimals for width <= 32)."""
+    def values(self, width: int) -> str:
+        """``10,14, 23,27, ...``: the anchors as AlexeyAB writes them into ``anchors.txt`` (rounded pixels; 4
+        decimals for width <= 32), the value of the cfg line."""
         fmt = "{:.0f},{:.0f}" if width > 32 else "{:.4f},{:.4f}"
-        return "anchors = " + ", ".join(fmt.format(w, h) for w, h in self.anchors)
+        return ", ".join(fmt.format(w, h) for w, h in self.anchors)
+
+    def cfg_line(self, width: int) -> str:
+        """``anchors = 10,14, 23,27, ...`` as AlexeyAB prints it."""
+        return "anchors = " + self.values(width)
+
+    def clusters(self, shapes: np.ndarray) -> np.ndarray:
+        """The anchor (index into ``anchors``) each of the (n, 2) ``shapes`` is nearest to (highest IoU)."""
+        return np.argmax(shape_iou(np.asarray(shapes, dtype=np.float64).reshape(-1, 2), self.anchors), axis=1)
 
 
 def _kmeans_once(points: np.ndarray, k: int, rng: np.random.Generator):
@@ -85,4 +94,33 @@ def label_shapes(rows: Sequence[np.ndarray], width: int, height: int) -> np.ndar
     return shapes * np.array([width, height], dtype=np.float64)
 
 
-__all__ = ["kmeans_anchors", "label_shapes", "shape_iou", "AnchorResult"]
+def plot_anchors(result: AnchorResult, shapes: np.ndarray, path, title: str = "", dpi: int = 100):
+    """A PNG of the clustering (AlexeyAB's ``-show`` window, as a file): each box's (width, height) in network
+    pixels, coloured by the anchor it is nearest to, and the anchors as black-edged crosses in their cluster's
+    colour, with the mean IoU. Matplotlib (the ``plot`` extra) is imported here only; written atomically."""
+    from ..explain import _figure, _save_png
+    shapes = np.asarray(shapes, dtype=np.float64).reshape(-1, 2)
+    assign = result.clusters(shapes)
+    fig = _figure(figsize=(5.6, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    k = len(result.anchors)
+    from matplotlib import colormaps
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]     # distinct colours; beyond 20 anchors they repeat
+    dot = float(np.clip(4000 / max(len(shapes), 1), 3, 30))  # few boxes: large dots; a big set: small ones
+    for j in range(k):
+        members = shapes[assign == j]
+        colour = cmap(j % cmap.N)
+        ax.scatter(members[:, 0], members[:, 1], s=dot, alpha=0.5, color=colour, linewidths=0)
+        ax.scatter([result.anchors[j, 0]], [result.anchors[j, 1]], s=140, marker="X", color=colour,
+                   edgecolors="black", linewidths=1.0, zorder=3,
+                   label=f"{result.anchors[j, 0]:.0f}x{result.anchors[j, 1]:.0f} ({len(members)})")
+    ax.set_xlabel("box width (network pixels)")
+    ax.set_ylabel("box height (network pixels)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best", title="anchor (boxes)", title_fontsize=7)
+    fig.suptitle(title or f"{k} anchors", fontsize=10)
+    ax.set_title(f"{len(shapes)} boxes, avg IoU {100 * result.avg_iou:.2f} %", fontsize=9)
+    return _save_png(fig, path, dpi)
+
+
+__all__ = ["kmeans_anchors", "label_shapes", "shape_iou", "plot_anchors", "AnchorResult"]

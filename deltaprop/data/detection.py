@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import DataError, LabelError
 from ..geometry.boxes import letterbox_size
 from ..geometry.letterbox import letterbox, letterbox_image
-from .augment import Augment, augment_sample, correct_boxes
+from .augment import Augment, augment_sample, correct_boxes, mosaic_sample
 from .files import DATA_FILE_BYTES, LIST_BYTES, NAMES_BYTES, progress as progress_bar, read_text, shorten
 from .images import load_image
 from .labels import IMAGE_EXTENSIONS, LabelProblem, check_entry, check_images, label_path, read_labels
@@ -281,8 +281,10 @@ class DetectionDataset:
     def sample(self, index: int, epoch: int = 0, width: Optional[int] = None,
                height: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Image ``index`` as a float32 (3, h, w) input and its (k, 5) rows: augmented when the dataset has
-        an ``Augment`` (deterministic in seed, epoch and index), else letterboxed. A photo far larger than the
-        input is reduced as it is decoded (:func:`~deltaprop.data.images.reduction`)."""
+        an ``Augment`` (deterministic in seed, epoch and index), else letterboxed. With ``Augment(mosaic=True)``,
+        on a coin toss, a mosaic of this image (in a random quadrant) and three drawn from the set at random
+        (:func:`~deltaprop.data.augment.mosaic_sample`). A photo far larger than the input is reduced as it is
+        decoded (:func:`~deltaprop.data.images.reduction`)."""
         w = self.width if width is None else int(width)
         h = self.height if height is None else int(height)
         im = load_image(self.images[index], 3, fit=(w, h))
@@ -290,7 +292,14 @@ class DetectionDataset:
         if self.augment is None:
             _, ih, iw = im.shape
             return letterbox_image(im, w, h), letterbox_rows(rows, iw, ih, w, h)
-        return augment_sample(im, rows, w, h, self.augment, self.rng(index, epoch))
+        rng = self.rng(index, epoch)
+        if self.augment.mosaic and rng.random() < 0.5:     # AlexeyAB: mosaic for half the samples
+            main = int(rng.integers(4))
+            others = [int(i) for i in rng.integers(0, len(self), 3)]
+            pictures = [(load_image(self.images[i], 3, fit=(w, h)), self._labels(i)) for i in others]
+            pictures.insert(main, (im, rows))
+            return mosaic_sample(pictures, w, h, self.augment, rng)
+        return augment_sample(im, rows, w, h, self.augment, rng)
 
     def __getitem__(self, index: int) -> Tuple[np.ndarray, np.ndarray]:
         return self.sample(index)
