@@ -11,11 +11,14 @@ import re
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from .distributed.comm import rank_prefix
 from .errors import DeltapropError
+from .runtime import calibrate
 
 # name -> module under deltaprop.commands (imported lazily so `deltaprop --help` is fast)
 # optional packages -> the pyproject extra that installs them (named when one is missing)
-EXTRA_OF = {"matplotlib": "plot", "PIL": "images", "numba": "fast", "threadpoolctl": "fast", "mpi4py": "mpi"}
+EXTRA_OF = {"matplotlib": "plot", "PIL": "images", "numba": "fast", "threadpoolctl": "fast", "mpi4py": "mpi",
+            "onnx": "onnx", "av": "video"}
 COMMANDS = ["train", "eval", "predict", "gradcheck", "explain", "summary", "detect", "convert", "data", "anchors",
             "detector", "info", "export"]
 
@@ -96,9 +99,6 @@ def darknet_habits(parser: argparse.ArgumentParser, argv: List[str]) -> Tuple[Li
     if argv[:2] == ["detector", "calc_anchors"]:
         argv = ["anchors"] + argv[2:]
         notes.append("detector calc_anchors is `deltaprop anchors`")
-    if argv[:2] == ["detector", "demo"] and "demo" not in _subcommands(parser, "detector"):
-        raise HabitError("detector demo: deltaprop has no demo (video) verb; for images: `deltaprop detector test "
-                         "DATA CFG WEIGHTS IMG...`")
     verb, name = _verb_parser(parser, argv)
     known = verb._option_string_actions
     out: List[str] = []
@@ -143,16 +143,16 @@ def darknet_habits(parser: argparse.ArgumentParser, argv: List[str]) -> Tuple[Li
     return out, notes
 
 
-def _subcommands(parser: argparse.ArgumentParser, command: str) -> List[str]:
-    """The verbs of ``deltaprop COMMAND`` (empty when it has none)."""
-    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-    cmd = sub.choices.get(command) if sub is not None else None
-    inner = next((a for a in cmd._actions if isinstance(a, argparse._SubParsersAction)), None) if cmd else None
-    return list(inner.choices) if inner is not None else []
-
 
 def _error_line(command: str, e: BaseException) -> str:
-    """One line naming the problem: the project's message, or the file and reason of an OSError."""
+    """One line naming the problem: the project's message, or the file and reason of an OSError; in a run of
+    several processes the rank that failed is named first (``rank 1 of 2: ...``)."""
+    line = _problem(command, e)
+    who = rank_prefix()
+    return line.replace(": error: ", f": error: {who}", 1) if who else line
+
+
+def _problem(command: str, e: BaseException) -> str:
     if isinstance(e, OSError) and not isinstance(e, DeltapropError):
         where = e.filename if e.filename is not None else ""
         where2 = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
@@ -195,14 +195,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        from . import tune
-        tune()          # malloc tuning, the BLAS library and the threads, before the command (docs/core.md)
+        if args.command != "info":      # info tunes itself (and measures again with --recalibrate)
+            calibrate.tune()            # malloc, the BLAS library, the threads, the tunables (docs/runtime.md)
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"deltaprop {args.command}: interrupted", file=sys.stderr)
+        print(f"deltaprop {args.command}: {rank_prefix()}interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # the reader of our output went away (``| head``): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (Exception, MemoryError) as e:  # noqa: BLE001 - the command line's last line of defence
         if debug:
             raise

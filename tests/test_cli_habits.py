@@ -77,9 +77,12 @@ def test_calc_anchors_runs_anchors(tmp_path):
     assert "anchors" in out.lower()
 
 
-def test_demo_is_answered(detector):
-    rc, out, err = cli("detector", "demo", detector / "x.data", TINY_YOLO, detector / "w.weights", "v.mp4")
-    assert rc == 2 and "no demo (video) verb" in one_line(err)
+def test_demo_takes_darknets_arguments(detector):
+    """``detector demo DATA CFG WEIGHTS VIDEO -out_filename OUT`` reaches the verb: here its missing video is named."""
+    rc, out, err = cli("detector", "demo", detector / "x.data", TINY_YOLO, detector / "w.weights",
+                       detector / "v.mp4", "-out_filename", detector / "o.avi")
+    note, error = err.strip().splitlines()
+    assert rc == 1 and "-out_filename read as --out-filename" in note and "v.mp4: no such video file" in error
 
 
 def test_shipped_cfg_names_as_darknet_writes_them(tmp_path, monkeypatch):

@@ -39,8 +39,9 @@ def test_unimplemented_keys_of_both_forks_are_refused_by_name():
                                           r"deltaprop does not implement; remove the line \(or set focal_loss=0\)"):
         parse_cfg_text(NET + "[yolo]\nfocal_loss=1\n", "<t>")
     parse_cfg_text(NET + "[yolo]\nfocal_loss=0\n", "<t>")                 # at its inert value it is accepted
-    with pytest.raises(ConfigError, match=r"\[net\] key 'mosaic=1' is a AlexeyAB Darknet option"):
-        parse_cfg_text("[net]\nwidth=8\nheight=8\nchannels=3\nmosaic=1\n", "<t>")
+    with pytest.raises(ConfigError, match=r"\[net\] key 'mixup=1' is a AlexeyAB Darknet option"):
+        parse_cfg_text("[net]\nwidth=8\nheight=8\nchannels=3\nmixup=1\n", "<t>")
+    parse_cfg_text("[net]\nwidth=8\nheight=8\nchannels=3\nmosaic=1\n", "<t>")    # mosaic is implemented
     with pytest.raises(ConfigError, match=r"\[convolutional\] key 'dilation=2' is a AlexeyAB Darknet option"):
         parse_cfg_text(NET + "[convolutional]\ndilation=2\n", "<t>")
     with pytest.raises(ConfigError, match=r"\[convolutional\] unknown key 'kernel'"):

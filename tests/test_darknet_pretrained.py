@@ -45,6 +45,7 @@ def test_fine_tune_from_a_conv_n_file(tmp_path):
                        "--batch", "2", "--subdivisions", "1", "--workers", "0", "--save-every", "0",
                        "--backup", tmp_path / "backup", "--no-progress")
     assert rc == 0, err
+    assert f"loaded layers 0..11 of 24 from {tmp_path / 'digits-tiny.conv.12'}; the rest start fresh" in out
     final = tmp_path / "backup" / f"{cfg.stem}_final.weights"
     tuned = darknet.load(cfg, final)
     assert tuned.seen == 4 and tuned.weights_report.message is None

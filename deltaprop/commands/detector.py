@@ -167,6 +167,9 @@ def _setup(args, weights_required: bool = True):
     if args.width is not None or args.height is not None:
         plan_sized(args.cfg, width=args.width, height=args.height)
     net = darknet.load(args.cfg, weights, width=args.width, height=args.height)
+    report = getattr(net, "weights_report", None)
+    if report is not None and report.message:          # a pretrained partial file (Darknet's .conv.N)
+        print(report.message)
     yolo_layers(net, data.classes, args.data)
     names = read_names(data.names) if data.names else [str(k) for k in range(data.classes)]
     if len(names) < data.classes:

@@ -15,6 +15,7 @@ from .. import backend
 from ..errors import ConfigError
 from ..atomic import atomic_write_bytes
 from .cfg import Section, parse_cfg, parse_cfg_text
+from . import model_file  # noqa: F401  (registers darknet_cfg models and the memory budget with checkpoint_schema)
 from .layers import NUMERICS
 from .network import (DEFAULT_BUDGET, DarknetNet, NetworkPlan, check_budget, get_memory_budget, parse_net_options,
                       plan_network, set_memory_budget)

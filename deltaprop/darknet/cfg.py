@@ -27,7 +27,7 @@ NET_KEYS = {"batch", "learning_rate", "momentum", "decay", "subdivisions", "time
             "adam", "B1", "B2", "eps", "height", "width", "channels", "inputs", "max_crop", "min_crop",
             "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure", "hue",
             "policy", "burn_in", "power", "step", "scale", "gamma", "steps", "scales", "max_batches", "jitter",
-            "flip"}
+            "flip", "mosaic", "mosaic_bound"}
 
 #: Per-section keys deltaprop implements, for the sections it builds (docs/darknet.md, "Every key of both forks").
 SECTION_KEYS: Dict[str, set] = {
@@ -126,7 +126,7 @@ INERT_VALUES: Dict[Tuple[str, str], float] = {
     ("convolutional", "rotate"): 0, ("convolutional", "stretch"): 0, ("convolutional", "stretch_sway"): 0,
     ("convolutional", "grad_centr"): 0, ("convolutional", "coordconv"): 0, ("maxpool", "antialiasing"): 0,
     ("maxpool", "maxpool_zero_nonmax"): 0, ("dropout", "dropblock"): 0, ("yolo", "focal_loss"): 0,
-    ("yolo", "objectness_smooth"): 0, ("yolo", "new_coords"): 0, ("net", "mosaic"): 0, ("net", "mixup"): 0,
+    ("yolo", "objectness_smooth"): 0, ("yolo", "new_coords"): 0, ("net", "mixup"): 0,
     ("net", "cutmix"): 0, ("net", "blur"): 0, ("net", "gaussian_noise"): 0, ("net", "letter_box"): 0,
     ("net", "track"): 0, ("net", "contrastive"): 0, ("net", "unsupervised"): 0, ("net", "adversarial_lr"): 0,
     ("net", "label_smooth_eps"): 0, ("net", "ema_alpha"): 0, ("net", "equidistant_point"): 0,
@@ -135,7 +135,7 @@ INERT_VALUES: Dict[Tuple[str, str], float] = {
     ("net", "dynamic_minibatch"): 0, ("net", "optimized_memory"): 0, ("net", "loss_scale"): 1,
     ("net", "attention"): 0, ("net", "weights_reject_freq"): 0, ("net", "sequential_subdivisions"): 0,
     ("net", "augment_speed"): 2, ("net", "max_chart_loss"): 20, ("net", "workspace_size_limit_MB"): 1024,
-    ("net", "resize_step"): 32, ("net", "mosaic_bound"): 0, ("net", "contrastive_jit_flip"): 0,
+    ("net", "resize_step"): 32, ("net", "contrastive_jit_flip"): 0,
     ("net", "contrastive_color"): 0, ("net", "sgdr_cycle"): 1000, ("net", "sgdr_mult"): 2,
     ("net", "learning_rate_min"): 0.00001, ("net", "seq_scales"): 1,
     ("shortcut", "weights_normalization"): 0, ("yolo", "embedding_layer"): 999999,

@@ -164,6 +164,9 @@ def _run(args, resume=None) -> int:
         net = _resumed_net(args, resume)
     else:
         net = load(args.cfg, args.weights, numerics=numerics)
+        report = getattr(net, "weights_report", None)
+        if report is not None and report.message:      # a pretrained partial file (Darknet's .conv.N)
+            print(report.message)
         if getattr(args, "clear", False):
             object.__setattr__(net, "seen", 0)
     yolo = [layer.index for layer in net.detection_heads]

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.detection import DetectionDataset, DetectionLoader
-from ..data.images import load_image
+from ..data.images import image_header, load_image
 from ..geometry.letterbox import letterbox_image
 from .boxes import Detections, network_detections, network_nms
 from .map import MapResult, evaluate
@@ -86,17 +86,21 @@ def coco_json_detections(net, images: Sequence, thresh: float = 0.005, nms: floa
                          category_ids: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
     """Darknet's ``validate_detector`` with ``eval=coco``: for every image, every box and class with a score
     above ``thresh`` as ``{"image_id", "category_id", "bbox": [left, top, width, height] in pixels of the
-    original image, "score"}``; ``category_ids[k]`` names class k (default k itself)."""
+    original image, "score"}``; ``category_ids[k]`` names class k (default k itself). A photo far larger than the
+    network is reduced as it is decoded (``data.images.load_image(..., fit=)``); its boxes, relative to the picture,
+    are given in the original's pixels."""
     c, h, w = net.input_shape
     out: List[Dict[str, Any]] = []
     for path in images:
-        img = load_image(path, channels=c)
-        _, ih, iw = img.shape
+        header = image_header(path)
+        img = load_image(path, channels=c, fit=(w, h))
+        _, rh, rw = img.shape                          # the decoded picture (reduced when the photo is huge)
+        iw, ih = header.width, header.height           # the original's pixels, for the boxes
         x = letterbox_image(img, w, h)[None].astype(net.dtype, copy=False)
         outs = net.predict(x)
         outs = outs if isinstance(outs, list) else [outs]
         with np.errstate(over="ignore", invalid="ignore"):
-            d = network_detections(net, outs, iw, ih, thresh, letterbox=True)
+            d = network_detections(net, outs, rw, rh, thresh, letterbox=True)
             if nms > 0:
                 d = network_nms(net, d, nms)
         iid = image_id(path)
