@@ -9,7 +9,7 @@ from .runtime import blas, calibrate  # deltaprop.blas: the library of the produ
 
 fast.register_all()  # the fast variants register with deltaprop.dispatch, after the references they replace
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def tune(recalibrate: bool = False) -> dict:

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="deltaprop",
         description="deltaprop: train and inspect neural networks whose backpropagation is written out "
                     "equation by equation; run Darknet .cfg/.weights models in plain Python.")
-    from . import __version__
+    from .version import __version__
     parser.add_argument("--version", action="version", version=f"deltaprop {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of an error (allowed anywhere on the line)")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "deltaprop"
 #: Lowest first. A module may import its own package (without a cycle) and any package of a lower rank; never one
 #: of its own rank or above. ``deltaprop/__init__.py`` (the facade) and ``__main__`` are outside the order.
 LAYERS: List[Tuple[str, ...]] = [
-    ("errors",),
+    ("errors", "version"),
     ("atomic", "dispatch"),
     ("backend",),
     ("runtime", "geometry"),

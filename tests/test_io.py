@@ -112,20 +112,23 @@ def test_pickled_member_is_refused(tmp_path):
 
 
 def test_darknet_hook(tmp_path, monkeypatch):
-    """A model carrying a darknet_cfg architecture is planned, then rebuilt by deltaprop.darknet.load_cfg_text."""
+    """A model carrying a darknet_cfg architecture is planned from its cfg text first (darknet.model_file), then
+    rebuilt as that network."""
     from deltaprop import darknet
+    from deltaprop.darknet import model_file
     seen = {}
-    real = darknet.load_cfg_text
+    real = model_file.plan_network
 
-    def load_cfg_text(text, **kw):
-        seen["text"] = text
-        return real(text, **kw)
+    def plan_network(sections, *a, **k):
+        seen["types"] = [s.type for s in sections]
+        return real(sections, *a, **k)
     cfg = "[net]\nwidth=2\nheight=1\nchannels=1\n[connected]\noutput=2\nactivation=linear\n"
     m = darknet.load_cfg_text(cfg)
     io.save_model(tmp_path / "d.npz", m)
-    monkeypatch.setattr(darknet, "load_cfg_text", load_cfg_text)
+    monkeypatch.setattr(model_file, "plan_network", plan_network)
     m2 = io.load_model(tmp_path / "d.npz")
-    assert seen["text"] == m.cfg_text()
+    assert seen["types"] == ["net", "connected"]
+    assert isinstance(m2, darknet.DarknetNet) and m2.cfg_text() == m.cfg_text()
     np.testing.assert_array_equal(m2.state_dict()["0.weight"], m.state_dict()["0.weight"])
 
 

@@ -20,7 +20,7 @@ from ..errors import CheckpointError
 from ..nn.parameter import allocation_limit
 from .cfg import parse_cfg_text
 from .layers import NUMERICS
-from .network import get_memory_budget, plan_network
+from .network import DarknetNet, get_memory_budget, plan_network
 
 KIND = "darknet_cfg"
 
@@ -36,16 +36,14 @@ def check(schema: Schema, arch: Dict[str, Any], field: str) -> None:
 
 def build(arch: Dict[str, Any], budget: int, schema: Schema, over: Callable[[int], CheckpointError]):
     """The network of a checked ``darknet_cfg`` architecture: planned (nothing allocated) and its parameter
-    count checked against ``budget`` before ``load_cfg_text`` builds it."""
-    from . import load_cfg_text
+    count checked against ``budget`` before the network is built."""
     where, field = schema.where, "architecture.cfg"
     plan = guarded(where, field, lambda: plan_network(parse_cfg_text(arch["cfg"], f"{where}:{field}")))
-    itemsize = np.dtype(arch.get("dtype") or backend.get_default_dtype()).itemsize
-    if plan.n_params * itemsize > budget:
-        raise over(plan.n_params * itemsize)
+    dtype = np.dtype(arch.get("dtype") or backend.get_default_dtype())
+    if plan.n_params * dtype.itemsize > budget:
+        raise over(plan.n_params * dtype.itemsize)
     with allocation_limit(budget, over):
-        model = guarded(where, field, lambda: load_cfg_text(arch["cfg"], numerics=arch.get("numerics", "darknet"),
-                                                              name=f"{where}:{field}"))
+        model = guarded(where, field, lambda: DarknetNet(plan, arch.get("numerics", "darknet"), dtype=dtype))
     if model.__dict__.get("_architecture") is None:
         object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
     return model
