@@ -1,0 +1,94 @@
+"""A cfg network's evaluation forward as an ``EvalProgram`` (``functional.inference``), and the planned forward.
+
+``program(net)`` describes each layer by its step: ``[convolutional]`` with a linear, ReLU or leaky activation a
+``ConvStep`` (its weights, its bias or its batch norm's γ, β and rolling statistics with ε where the numerics put
+it), ``[maxpool]`` a ``MaxPoolStep`` (Darknet's padding), ``[route]`` a ``ConcatStep``, ``[upsample]`` an
+``UpsampleStep``, every other layer (``[yolo]``, ``[shortcut]``, other activations, a layer whose ``forward`` was
+wrapped by a hook) a ``CallStep`` of its own evaluation forward.
+
+``planned_forward(net, x)`` runs the network's program through the op ``eval_program``: its compiled plan with
+numba (docs/inference.md), else the reference. ``DarknetNet.forward`` takes it in evaluation inside ``no_grad()``.
+The program is kept on the network while it describes the same layers with the same arrays; a forward that keeps
+caches (training, ``enable_grad``) drops it, since the weights may change after it; ``refold(net)`` drops it by
+hand (after editing weights in place outside training).
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import numpy as np
+
+from ..functional import inference as fi
+from ..functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
+from .activations import LEAKY_SLOPE
+from .layers import ConvolutionalLayer, MaxpoolLayer, RouteLayer, UpsampleLayer
+from .layers.batchnorm import STANDARD_EPS
+
+_ATTR = "_eval_program"
+
+
+def _wrapped(module) -> bool:
+    """Whether ``module.forward`` was replaced on the instance (a hook, a profiler): then the layer runs as is."""
+    return module is not None and "forward" in module.__dict__
+
+
+def _conv_step(layer: ConvolutionalLayer, src: int) -> Optional[fi.ConvStep]:
+    if layer.activation not in fi.ACTIVATIONS or _wrapped(layer) or _wrapped(layer.bn):
+        return None
+    bn = None
+    if layer.bn is not None:
+        darknet = layer.bn.numerics == "darknet"
+        bn = fi.BatchNormEval(layer.bn.weight.data, layer.bn.bias.data, layer.bn.running_mean,
+                              layer.bn.running_var, DARKNET_EPS if darknet else STANDARD_EPS, darknet)
+    p = layer.padding
+    return fi.ConvStep(src, layer.weight.data, None if layer.bias is None else layer.bias.data, bn,
+                       layer.activation, LEAKY_SLOPE, (layer.stride, layer.stride), (p, p, p, p), layer.groups)
+
+
+def _step(layer, ins) -> fi.Step:
+    step = None
+    if isinstance(layer, ConvolutionalLayer):
+        step = _conv_step(layer, ins[0])
+    elif _wrapped(layer):
+        step = None
+    elif isinstance(layer, MaxpoolLayer):
+        step = fi.MaxPoolStep(ins[0], (layer.size, layer.size), (layer.stride, layer.stride), tuple(layer.pads))
+    elif isinstance(layer, RouteLayer):
+        step = fi.ConcatStep(tuple(ins))
+    elif isinstance(layer, UpsampleLayer):
+        step = fi.UpsampleStep(ins[0], layer.stride, layer.scale)
+    return step if step is not None else fi.CallStep(tuple(ins), layer.forward, layer.kind)
+
+
+def program(net) -> fi.EvalProgram:
+    """The evaluation program of ``net`` as its layers are now."""
+    steps: List[fi.Step] = [_step(layer, net.node_inputs(i)) for i, layer in enumerate(net.layers)]
+    outputs = tuple(net.output_indices or [len(steps) - 1])
+    return fi.EvalProgram(steps, outputs, tuple(net.input_shape))
+
+
+def current_program(net) -> fi.EvalProgram:
+    """The program kept on ``net`` when it still describes the network, else a new one (kept)."""
+    new = program(net)
+    old = net.__dict__.get(_ATTR)
+    if old is not None and fi.same_program(old, new):
+        return old
+    object.__setattr__(net, _ATTR, new)
+    return new
+
+
+def refold(net) -> None:
+    """Forget the kept program (and so its folded weights): the next planned forward folds the weights again.
+    Needed only after editing arrays in place outside training (loading weights replaces them: detected)."""
+    object.__setattr__(net, _ATTR, None)
+
+
+def planned_forward(net, x: np.ndarray):
+    """The evaluation forward through ``functional.inference.run_program`` (its compiled plan with numba): the
+    output array, or a list with one per output layer. ``layer_outputs`` then holds the outputs only."""
+    outs = fi.run_program(current_program(net), x)
+    keep: List[Optional[np.ndarray]] = [None] * len(net.layers)
+    for i, o in zip(net.output_indices or [len(keep) - 1], outs):
+        keep[i] = o
+    object.__setattr__(net, "layer_outputs", keep)
+    return outs[0] if len(outs) == 1 else outs
