@@ -101,7 +101,7 @@ def main() -> None:
     t0 = time.perf_counter()
     train = ["train", str(data), str(cfg)] + ([str(last)] if args.resume and last.is_file() else [])
     detector(*train, "--map", "--map-every", "50", "--save-every", "20", "--log-every", "5", "--no-progress",
-             "--seed", str(args.seed))
+             "--seed", str(args.seed), "--exist-ok")
     wall = time.perf_counter() - t0
     res = {"bench": "coco128_overfit", "images": len(imgs), "size": 320, "batch": args.batch, "lr": args.lr,
            "max_batches": args.max_batches, "train_wall_s": round(wall, 1),

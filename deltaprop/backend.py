@@ -1,8 +1,9 @@
-"""Default dtype, random numbers and the gradient-recording mode.
+"""Default dtype, random numbers, the gradient-recording mode and the input checks.
 
 NumPy is the array library. float32 is the default dtype; float64 is available everywhere for
 checks. One global ``numpy.random.Generator`` serves initialisation, shuffling and dropout;
-``manual_seed`` resets it.
+``manual_seed`` resets it. ``check_array`` names what is wrong with an input; its scan for NaN and infinite
+values is the op ``count_nonfinite`` (a one-pass numba variant registers from ``deltaprop.fast``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from . import dispatch
 from .errors import DTypeError, NonFiniteError, ShapeError
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
@@ -95,27 +97,13 @@ def is_grad_enabled() -> bool:
     return _grad_mode() is not False
 
 
-# --- BLAS threads ---------------------------------------------------------------------------
-
-def blas_threads(n: Optional[int]) -> "contextlib.AbstractContextManager":
-    """A context limiting the BLAS library to ``n`` threads (through threadpoolctl, when installed);
-    does nothing for ``n`` None/0 or without threadpoolctl."""
-    if not n:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=int(n), user_api="blas")
-
 
 # --- input validation ----------------------------------------------------------------------
 
-def _count_nonfinite(x: np.ndarray) -> int:
-    """NaN and infinite entries of ``x``: one parallel pass with numba, else ``np.isfinite``."""
-    from .fast import elementwise_numba as _elementwise_numba
-    n = _elementwise_numba.count_nonfinite(x)
-    return int(x.size - np.count_nonzero(np.isfinite(x))) if n is None else n
+@dispatch.op("count_nonfinite")
+def count_nonfinite(x: np.ndarray) -> int:
+    """The number of NaN or infinite entries of the float array ``x``: its size less its finite entries."""
+    return int(x.size - np.count_nonzero(np.isfinite(x)))
 
 
 def check_array(x, name: str = "input", ndim=None, dtype=None, finite: bool = False) -> np.ndarray:
@@ -133,7 +121,7 @@ def check_array(x, name: str = "input", ndim=None, dtype=None, finite: bool = Fa
         if x.ndim not in allowed:
             raise ShapeError(f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
                              f"got shape {x.shape}")
-    bad = _count_nonfinite(x) if finite else 0
+    bad = count_nonfinite(x) if finite else 0
     if bad:
         raise NonFiniteError(f"{name} contains {bad} NaN or infinite value(s) (shape {x.shape})")
     return x

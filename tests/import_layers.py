@@ -24,7 +24,7 @@ LAYERS: List[Tuple[str, ...]] = [
     ("fast",),
     ("nn",),
     ("optim", "models", "gradcheck", "explain"),
-    ("data", "checkpoint_schema"),
+    ("data", "checkpoint_schema", "safetensors_io"),
     ("io",),
     ("distributed",),
     ("training",),

@@ -238,3 +238,64 @@ def test_errors(rng):
         nn.BatchNorm2d(3)(x)
     with pytest.raises(ValueError, match="activation"):
         nn.BatchNormAct2d(3, "swish")
+
+
+# --- which path computes a call (the choices of the code before issue 26's redesign) -------------------------
+
+def _chosen(op: str, *args, **kwargs) -> str:
+    """The name of the variant that computes ``op(*args, **kwargs)`` now, or "reference"."""
+    from deltaprop import dispatch
+    for v in dispatch.variants(op):
+        if dispatch.enabled(v.key) and v.applies(*args, **kwargs):
+            return v.name
+    return "reference"
+
+
+@pytest.mark.parametrize("use_numba", [False, True], ids=["numpy", "numba"])
+def test_each_pass_runs_where_it_ran_before(use_numba, rng):
+    if use_numba:
+        pytest.importorskip("numba")
+    x3 = rng.standard_normal((4, 3, 20)).astype(np.float32)
+    c = np.ones(3, np.float32)
+    before = _numba.enabled()
+    _numba.set_enabled(use_numba)
+    try:
+        assert _chosen("channel_sum", x3) == _chosen("channel_dot", x3, x3) == "blas"      # BLAS sums, always
+        assert _chosen("channel_center", x3, c) == "split"     # the plain batch norm's z − μ: NumPy (fused: numba)
+        assert _chosen("bn_input_grad", x3, x3, c, c, c) == "split"        # the plain batch norm's BN 2.3: NumPy
+        assert _chosen("affine_act", x3[..., None], c, c, "leaky") == ("numba" if use_numba else "split")
+        assert _chosen("batch_norm", x3, c, c) == "reference"
+        fused = "numba" if use_numba else "numpy fused"
+        assert _chosen("batchnorm_act", x3, c, c) == fused
+        assert _chosen("batchnorm_act", x3, None, None) == "reference"    # no γ: batch norm, then σ
+        for act, slope in (("leaky", 0.1), ("relu", 0.0), ("linear", 0.0), ("leaky", -0.5)):
+            _, cache = FF.batchnorm_act_forward(x3.reshape(4, 3, 4, 5), c, c, activation=act, negative_slope=slope)
+            assert type(cache).__name__ == ("NumbaCache" if use_numba else "NumpyCache")
+    finally:
+        _numba.set_enabled(before)
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: nn.BatchNorm2d(3), (4, 3, 6, 8)),
+                                        (lambda: nn.BatchNormAct2d(3, "leaky", 0.1), (4, 3, 6, 8)),
+                                        (lambda: nn.BatchNormActPool2d(3, "relu"), (4, 3, 6, 40))])
+def test_the_references_alone_give_the_fast_paths_numbers(make, shape, rng, numba_mode):
+    """``dispatch.reference_only()``: every op by its textbook reference (NumPy sums, no fused pass, no split, no
+    numba): the numbers of the fast paths to float32 rounding, and no variant's cache is left."""
+    from deltaprop import dispatch
+    from deltaprop.functional.norm import BNCache
+    x = (rng.standard_normal(shape) * 2 + 0.5).astype(np.float32)
+    runs = []
+    for reference in (False, True):
+        layer = make()
+        layer.weight.data[...] = np.linspace(0.5, 1.5, 3)
+        layer.bias.data[...] = np.linspace(-0.2, 0.3, 3)
+        with dispatch.reference_only(reference):
+            y = layer(x)
+            if reference:
+                inner = layer._cache
+                while not isinstance(inner, BNCache):     # the parts' caches, down to batch norm's
+                    inner = inner[0]
+            dx = layer.backward(np.cos(np.arange(y.size, dtype=np.float32)).reshape(y.shape))
+        runs.append((y, dx, layer.weight.grad, layer.bias.grad, layer.running_mean, layer.running_var))
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)

@@ -10,6 +10,7 @@ import deltaprop as dp
 import deltaprop.nn as nn
 from deltaprop import enable_grad, io, models
 from deltaprop.runtime import jit as _numba
+from deltaprop.fast import norm_fused as FNF, norm_numba as NB
 from deltaprop.functional import norm_fused as F
 from deltaprop.gradcheck import check_module
 from deltaprop.nn.normalization import BatchNormActPool2d
@@ -60,11 +61,11 @@ def test_the_fused_kernels_run_where_they_apply(rng):
     before = _numba.enabled()
     try:
         g, b = np.ones(3, np.float32), np.zeros(3, np.float32)
-        for flag, shape, slope, kind in [(True, (2, 3, 8, 64), 0.1, F.FusedPoolCache),
-                                         (True, (2, 3, 8, 30), 0.1, F.SeparatePoolCache),
-                                         (True, (2, 3, 7, 64), 0.1, F.SeparatePoolCache),
-                                         (False, (2, 3, 8, 64), 0.1, F.NumpyPoolCache),
-                                         (False, (2, 3, 8, 64), -0.5, F.SeparatePoolCache)]:
+        for flag, shape, slope, kind in [(True, (2, 3, 8, 64), 0.1, NB.FusedPoolCache),
+                                         (True, (2, 3, 8, 30), 0.1, NB.NumbaThenPoolCache),
+                                         (True, (2, 3, 7, 64), 0.1, NB.NumbaThenPoolCache),
+                                         (False, (2, 3, 8, 64), 0.1, FNF.NumpyPoolCache),
+                                         (False, (2, 3, 8, 64), -0.5, F.BNActPoolCache)]:
             _numba.set_enabled(flag)
             x = rng.standard_normal(shape).astype(np.float32)
             _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", slope)
@@ -84,7 +85,7 @@ def test_numba_switched_off_between_forward_and_backward(rng):
         for off_after_forward in (False, True):
             _numba.set_enabled(True)
             _, cache = F.batchnorm_act_maxpool2_forward(x, g, b, None, None, True, 0.1, 1e-5, "leaky", 0.1)
-            assert type(cache) is F.FusedPoolCache
+            assert type(cache) is NB.FusedPoolCache
             _numba.set_enabled(not off_after_forward)
             res.append(F.batchnorm_act_maxpool2_backward(d, cache))
         for a, c in zip(*res):

@@ -95,18 +95,21 @@ def _bn_act_run(x, gamma, beta, pool: bool, switch_off: bool):
 @pytest.mark.parametrize("pool", [False, True])
 def test_a_numba_cache_is_differentiated_by_numba_when_switched_off_in_between(pool, monkeypatch, rng):
     require_numba()
+    from deltaprop.fast import norm_fused as FNF, norm_numba as NB
     x = rng.standard_normal((2, 3, 6, 40)).astype(np.float32)       # pooled width 20: the fused pooled kernel
     gamma, beta = rng.standard_normal(3).astype(np.float32), rng.standard_normal(3).astype(np.float32)
     before = _numba.enabled()
     try:
         cache, want = _bn_act_run(x, gamma, beta, pool, switch_off=False)
-        assert type(cache) is (NF.FusedPoolCache if pool else NF.NumbaCache)
+        assert type(cache) is (NB.FusedPoolCache if pool else NB.NumbaCache)
 
         def numpy_path(*args, **kwargs):
             raise AssertionError("the NumPy backward ran on a numba cache")
-        monkeypatch.setattr(NF, "_bn_backward_np", numpy_path)
+        monkeypatch.setattr(FNF, "_bn_backward", numpy_path)
+        monkeypatch.setattr(N.bn_input_grad, "reference", numpy_path)
         monkeypatch.setattr(P, "max_pool2d_backward", numpy_path)
         monkeypatch.setattr(NF, "max_pool2d_backward", numpy_path)
+        monkeypatch.setattr(NB, "max_pool2d_backward", numpy_path)
         _, got = _bn_act_run(x, gamma, beta, pool, switch_off=True)
     finally:
         _numba.set_enabled(before)
@@ -121,7 +124,8 @@ def test_each_cross_entropy_path_leaves_its_own_type(rng):
     kinds = {type(L.cross_entropy_forward(m, lab)[1]), type(L.cross_entropy_forward(m, A.softmax_forward(m)[0])[1])}
     assert kinds == {L.CrossEntropyLabelCache, L.CrossEntropyProbCache}
     if _numba.enabled():
-        assert type(L.cross_entropy_fast_forward(m, lab)[1]) is L.CrossEntropyFastCache
+        from deltaprop.fast.loss_numba import CrossEntropyFastCache
+        assert type(L.cross_entropy_checked_forward(m, lab)[1]) is CrossEntropyFastCache
 
 
 def test_every_backward_takes_the_upstream_gradient_then_the_cache():

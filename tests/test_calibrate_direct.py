@@ -27,19 +27,21 @@ def cache(monkeypatch, tmp_path):
 
 
 def test_settings_override_the_measurement(cache, monkeypatch):
+    """``set_max_taps(None)`` reads DELTAPROP_CONV_DIRECT again: on serves up to MAX_TAPS taps, off none, a bad
+    value is named; auto with nothing measured serves none, and nothing is measured on the way."""
     path, calls = cache
     monkeypatch.setenv("DELTAPROP_CONV_DIRECT", "on")
+    conv_direct.set_max_taps(None)
     assert conv_direct.max_taps() == conv_direct.MAX_TAPS
-    conv_direct.set_max_taps(None)
     monkeypatch.setenv("DELTAPROP_CONV_DIRECT", "off")
-    assert conv_direct.max_taps() == 0
     conv_direct.set_max_taps(None)
+    assert conv_direct.max_taps() == 0
     monkeypatch.setenv("DELTAPROP_CONV_DIRECT", "sometimes")
     with pytest.raises(ConfigError, match="DELTAPROP_CONV_DIRECT='sometimes': expected one of auto, on, off"):
-        conv_direct.max_taps()
-    conv_direct.set_max_taps(None)
+        conv_direct.set_max_taps(None)
     monkeypatch.delenv("DELTAPROP_CONV_DIRECT")
     monkeypatch.setenv("DELTAPROP_CALIBRATE", "0")           # the test suite's setting: the product path
+    conv_direct.set_max_taps(None)
     assert conv_direct.max_taps() == 0 and calls == [] and not path.exists()
 
 

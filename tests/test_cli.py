@@ -74,16 +74,16 @@ def test_train_eval_predict(tmp_path, mnist_dir, capsys):
 
 def test_resume_via_cli_matches_one_run(tmp_path, mnist_dir, capsys, monkeypatch):
     assert _train(tmp_path / "a", mnist_dir, "--epochs", "2") == 0
-    import deltaprop.train as T
-    line = T._epoch_line
+    import deltaprop.training.supervised as T
+    line = T.epoch_line
 
     def interrupt_after_first_epoch(rec, epochs):   # Ctrl-C right after epoch 1's checkpoint
         if rec["epoch"] == 1:
             raise KeyboardInterrupt
         return line(rec, epochs)
-    monkeypatch.setattr(T, "_epoch_line", interrupt_after_first_epoch)
+    monkeypatch.setattr(T, "epoch_line", interrupt_after_first_epoch)
     assert _train(tmp_path / "b", mnist_dir, "--epochs", "2") == 130
-    monkeypatch.setattr(T, "_epoch_line", line)
+    monkeypatch.setattr(T, "epoch_line", line)
     assert not (tmp_path / "b" / "model.npz").exists()
     assert main(["train", "--resume", str(tmp_path / "b" / "last.npz"), "--no-progress"]) == 0
     assert "resumed from" in capsys.readouterr().out

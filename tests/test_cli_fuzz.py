@@ -82,7 +82,7 @@ FILES = {"MODEL": "run/model.npz", "LAST": "run/last.npz", "HISTORY": "run/histo
          "IMG": "img.png", "BLANK": "blank.png", "TEXT": "notes.txt", "EMPTY": "empty.bin", "DIR": "dir",
          "DATA": "mnist", "IDX": "mnist/t10k-images-idx3-ubyte", "DETDATA": "digits/digits.data",
          "TRAINLIST": "digits/train.txt", "MISSING": "no/such/file", "UNDERFILE": "notes.txt/below",
-         "NEW": "new/out", "NEWFILE": "new.npz", "NEWW": "new.weights"}
+         "NEW": "new/out", "NEWFILE": "new.npz", "NEWW": "new.weights", "NEWONNX": "new.onnx"}
 
 ODD_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8)
 paths = st.one_of(st.sampled_from(sorted(FILES)).map(lambda k: "{" + k + "}"),
@@ -121,7 +121,8 @@ SPECS = {
                    "--seed": ints(0, 3, big=True), "--out": paths, "--resume": paths, "--data": paths,
                    "--val-split": numbers(0, 1), "--patience": ints(1, 3, big=True),
                    "--limit": ints(1, 40, big=True), "--progress": flag(), "--no-progress": flag(),
-                   "--threads": ints(1, 2), "--exist-ok": flag(), "--cfg": paths, "--weights": paths,
+                   "--threads": ints(1, 2), "--exist-ok": flag(), "--keep": st.sampled_from(["1", "all", "0", "x"]),
+                   "--cfg": paths, "--weights": paths,
                    "--clear": flag(), "--subdivisions": ints(1, 4), "--numerics": st.sampled_from(["darknet", "x"]),
                    "--save-every": ints(1, 3)},
               ["--limit", "40", "--epochs", "1", "--no-progress"]),
@@ -142,6 +143,10 @@ SPECS = {
                          "--height": ints(16, 96, big=True), "--numerics": st.sampled_from(["darknet", "std"]),
                          "--out": paths, "--no-draw": flag()}, []),
     "convert": ([paths, paths], {"--cfg": paths, "--upto": ints(1, 12, big=True)}, []),
+    "export": ([paths, paths], {"--cfg": paths, "--weights": paths, "--size": ints(16, 96, big=True),
+                                "--batch": ints(1, 3, big=True), "--dynamic-batch": flag(),
+                                "--opset": ints(7, 30, big=True), "--no-fold": flag(),
+                                "--numerics": st.sampled_from(["darknet", "x"])}, []),
     "data check": ([paths], {"--classes": ints(1, 12, big=True)}, []),
     "data digits": ([], {"--out": paths, "--train": ints(1, 3), "--test": ints(1, 2), "--size": ints(16, 40),
                          "--digit-size": ints(4, 16), "--digits": ints(1, 3), "--noise": numbers(0, 0.5),
@@ -158,7 +163,8 @@ SPECS = {
                                         "--save-every": ints(0, 2), "--log-every": ints(1, 2), "--map": flag(),
                                         "--map-every": ints(1, 2), "--map-images": ints(1, 2),
                                         "--backup": paths, "--workers": ints(0, 1), "--seed": ints(0, 3),
-                                        "--skip-bad-labels": flag()},
+                                        "--skip-bad-labels": flag(), "--keep": st.sampled_from(["1", "3", "all", "0", "x"]),
+                                        "--exist-ok": flag()},
                        ["--max-batches", "1", "--workers", "0", "--no-progress"]),
     "detector test": ([paths, paths, paths, paths], {"--thresh": numbers(0, 1), "--nms": numbers(0, 1),
                                                      "--width": ints(16, 64, big=True),
@@ -175,7 +181,8 @@ CHECKERS = {"gradcheck", "data"}        # exit 1 when they find a problem, liste
 TWO_VALUES = {"--digit-size", "--digits", "--size"}     # options taking two numbers (data digits, anchors)
 # the positionals that make a run valid (drawn often, so that the options are reached)
 GOOD = {"eval": ["{MODEL}"], "predict": ["{MODEL}", "{IMG}"], "explain": ["{MODEL}"], "summary": ["{YCFG}"],
-        "detect": ["{IMG}"], "convert": ["{CLSW}", "{NEWFILE}"], "data check": ["{DETDATA}"],
+        "detect": ["{IMG}"], "convert": ["{CLSW}", "{NEWFILE}"], "export": ["{MODEL}", "{NEWONNX}"],
+        "data check": ["{DETDATA}"],
         "anchors": ["{DETDATA}"], "detector train": ["{DETDATA}", "{DCFG}"],
         "detector test": ["{DETDATA}", "{DCFG}", "{DW}", "{IMG}"], "detector map": ["{DETDATA}", "{DCFG}", "{DW}"],
         "detector valid": ["{DETDATA}", "{DCFG}", "{DW}"]}
@@ -258,7 +265,7 @@ def _test(name: str, examples: int):
 
 # examples per subcommand: the whole file takes about 20 s of CPU (under 30 s on a quiet 2-core machine)
 EXAMPLES = {"train": 20, "eval": 15, "predict": 15, "gradcheck": 6, "explain": 8, "summary": 15, "detect": 15,
-            "convert": 15, "data check": 10, "data digits": 12, "anchors": 12, "detector train": 8,
+            "convert": 15, "export": 12, "data check": 10, "data digits": 12, "anchors": 12, "detector train": 8,
             "detector test": 10, "detector map": 8, "detector valid": 8, "info": 2}
 for _name, _n in EXAMPLES.items():
     globals()[f"test_fuzz_{_name.replace(' ', '_')}"] = _test(_name, _n)

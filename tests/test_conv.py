@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 from conftest import rel_err
 
+from deltaprop import dispatch
+from deltaprop.fast import conv_chunked as K
+from deltaprop.fast import conv_products as P
 from deltaprop.runtime import jit as _numba
 from deltaprop.functional import conv as C
 
@@ -101,13 +104,21 @@ def test_torch_parity_and_naive_grid(case, torch_ref, monkeypatch):
     out, cache = C.conv2d_forward(x, w, b, *_args(case))
     dout = rs.standard_normal(out.shape)
     dx, dw, db = C.conv2d_backward(dout, cache)
-    # the one-product path and the per-sample path (few filters) agree
-    per_sample = C._per_sample_forward(cache[2]) or C._thin(cache[2])
-    monkeypatch.setattr(C, "THIN_FILTERS", 0 if per_sample else 10**6)
-    monkeypatch.setattr(C, "PER_SAMPLE_POSITIONS", 10**9 if per_sample else 0)
-    o2, c2 = C.conv2d_forward(x, w, b, *_args(case))
-    for mine, other in zip((out, dx, dw, db), (o2,) + C.conv2d_backward(dout, c2)):
-        assert rel_err(mine, other) <= 1e-12
+    # the reference (one product) and, with one group, the per-sample products of a thin layer agree with
+    # whatever the dispatch chose
+    with dispatch.reference_only():
+        o2, c2 = C.conv2d_forward(x, w, b, *_args(case))
+        others = [(o2,) + C.conv2d_backward(dout, c2)]
+    assert type(c2) is C.ConvCache
+    if case["groups"] == 1:
+        monkeypatch.setattr(P, "THIN_FILTERS", 10**6)
+        monkeypatch.setattr(P, "THIN_POSITIONS", 0)
+        o3, c3 = C.conv2d_forward(x, w, b, *_args(case))
+        assert isinstance(c3, P.PerSampleCache) and P.thin(c3.geometry)
+        others.append((o3,) + C.conv2d_backward(dout, c3))
+    for other in others:
+        for mine, theirs in zip((out, dx, dw, db), other):
+            assert rel_err(mine, theirs) <= 1e-12
     # PyTorch: outputs and every gradient with the same weights
     ot, xt, wt, bt = _torch_conv(torch_ref, x, w, b, *_args(case))
     ot.backward(torch_ref.tensor(dout))
@@ -233,13 +244,13 @@ def test_convolution_vs_cross_correlation_training():
 
 @pytest.mark.parametrize("thin", [True, False])
 def test_untied_bias_both_product_paths(rng, monkeypatch, thin):
-    """Untied bias through the per-sample path (few filters, ≥ 64 positions) and the one-product path."""
-    monkeypatch.setattr(C, "THIN_FILTERS", 10**6 if thin else 0)
+    """Untied bias through the per-sample products (few filters, ≥ 64 positions) and the reference's one product."""
+    monkeypatch.setattr(P, "THIN_FILTERS", 10**6 if thin else 0)
     x = rng.standard_normal((2, 2, 9, 10))
     w = rng.standard_normal((3, 2, 2, 3))
     b = rng.standard_normal((3, 8, 8))
     out, cache = C.conv2d_forward(x, w, b)
-    assert C._thin(cache[2]) == thin
+    assert P.thin(cache.geometry) == thin and isinstance(cache, P.PerSampleCache) == thin
     on, cn = C.conv2d_forward_naive(x, w, b)
     dout = rng.standard_normal(out.shape)
     for mine, ref in zip((out,) + C.conv2d_backward(dout, cache), (on,) + C.conv2d_backward_naive(dout, cn)):
@@ -301,14 +312,18 @@ def test_float32_stays_float32(rng, torch_ref):
 @pytest.mark.parametrize("keep_cols", [True, False])
 @pytest.mark.parametrize("wide", [True, False])
 def test_weight_gradient_both_product_orders(rng, monkeypatch, mode, keep_cols, wide):
-    """Conv-3 as δ @ colsᵀ (a wide weight, written in place) or (cols @ δᵀ)ᵀ (a thin one): both equal the
-    naive loops, on one product and on the chunked backward (a few samples at a time)."""
-    monkeypatch.setattr(C, "WIDE_WEIGHT", 0 if wide else 1 << 62)
-    monkeypatch.setattr(C, "THIN_FILTERS", 0)                            # the one-product path, not per sample
+    """Conv-3 as δ @ colsᵀ (a wide weight, written in place: the reference) or (cols @ δᵀ)ᵀ (a thin one: the
+    transposed-product variant): both equal the naive loops, on one product and on the chunked backward (a few
+    samples at a time)."""
+    monkeypatch.setattr(P, "WIDE_WEIGHT", 0 if wide else 1 << 62)
+    monkeypatch.setattr(P, "THIN_FILTERS", 0)                            # the one-product path, not per sample
     if not keep_cols:
-        monkeypatch.setattr(C, "COLS_CHUNK_BYTES", 8 * 5 * 9 * 36)         # one sample's columns per chunk
+        monkeypatch.setattr(K, "COLS_CHUNK_BYTES", 8 * 5 * 9 * 36)         # one sample's columns per chunk
     x, w, b = rng.normal(size=(3, 5, 6, 6)), rng.normal(size=(7, 5, 3, 3)), rng.normal(size=7)
+    cols, d = np.empty((45, 108)), np.empty((7, 108))
+    assert dispatch.variants("conv2d_weight_grad")[0].applies(cols, d) != wide
     out, cache = C.conv2d_forward(x, w, b, 1, 1, mode=mode, keep_cols=keep_cols)
+    assert isinstance(cache, K.ChunkedCache) != keep_cols
     dout = rng.normal(size=out.shape)
     on, cn = C.conv2d_forward_naive(x, w, b, 1, 1, mode=mode)
     for mine, ref in zip((out,) + C.conv2d_backward(dout, cache), (on,) + C.conv2d_backward_naive(dout, cn)):

@@ -128,3 +128,32 @@ def test_affine_act_is_the_engine_activation_on_both_paths(act, slope, dtype, rn
             np.testing.assert_array_equal(got, want, err_msg=f"numba={on}")
     finally:
         _numba.set_enabled(before)
+
+
+@pytest.mark.parametrize("numerics", ["darknet", "standard"])
+@pytest.mark.parametrize("act", ["leaky", "logistic"])
+@pytest.mark.parametrize("bn", [1, 0])
+def test_the_layer_calls_its_tail_module(rng, numerics, act, bn):
+    """[convolutional] is its convolution, then its tail (``bn``: batch norm + activation; else ``act``), called
+    through the tail's attributes: a wrapper of the tail (hooks, the synchronised batch norm) sees every call,
+    the folded evaluation included (``infer``)."""
+    net = darknet.load_cfg_text(CFG.format(bn=bn, stride=1, act=act), numerics=numerics, dtype=np.float64)
+    layer = net.layers[0]
+    tail = layer.bn if bn else layer.act
+    assert (layer.act is None) == bool(bn) and (layer.bn is None) == (not bn)
+    seen = []
+    for name in ("forward", "backward", "infer"):
+        inner = getattr(tail, name, None)
+        if inner is not None:
+            object.__setattr__(tail, name, lambda a, _f=inner, _n=name: seen.append(_n) or _f(a))
+    x = rng.normal(size=(2, 3, 6, 7))
+    layer.train()
+    y = layer.forward(x)
+    layer.backward(np.ones_like(y))
+    layer.eval()
+    with backend.no_grad():
+        layer.forward(x)
+    # evaluation without a cache: the one-pass fold for a linear, ReLU or leaky σ (``bn.infer``; without batch norm
+    # σ alone, in place, as before), else the tail's forward
+    in_eval = ["forward"] if act != "leaky" else (["infer"] if bn else [])
+    assert seen == ["forward", "backward"] + in_eval

@@ -1,6 +1,6 @@
 """``conv2d_forward(..., keep_cols=False)``: the cache keeps x instead of the im2col columns, the forward builds
-the columns a few samples at a time and the backward builds them again, also in chunks (functional/conv.py,
-``COLS_CHUNK_BYTES``). Against the one-product path that keeps the columns and against the naive loops
+the columns a few samples at a time and the backward builds them again, also in chunks (fast/conv_chunked.py,
+``COLS_CHUNK_BYTES``), or the direct loops run (fast/conv_direct.py). Against the one-product path that keeps the columns and against the naive loops
 (docs/equations.md §3, Conv-1..3), float64, with the numba kernels on and off; the chunk size is lowered so
 that small tensors are split."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import rel_err
 
+from deltaprop.fast import conv_chunked as K
 from deltaprop.functional import conv as C
 
 CASES = [  # (x shape, w shape, stride, padding, bias)
@@ -28,12 +29,12 @@ def test_chunked_columns_match_kept_columns_and_naive(rng, numba_mode, monkeypat
     wo = (xs[3] + 2 * pad - ws[3]) // stride + 1
     b = None if bias is None else rng.normal(size=(ws[0],) if bias == "tied" else (ws[0], ho, wo))
     taps = xs[1] * ws[2] * ws[3]
-    monkeypatch.setattr(C, "COLS_CHUNK_BYTES", chunk * taps * ho * wo * 8)     # `chunk` samples of columns
+    monkeypatch.setattr(K, "COLS_CHUNK_BYTES", chunk * taps * ho * wo * 8)     # `chunk` samples of columns
     g = C.conv_geometry(x.shape, w.shape, stride, pad)
-    assert C._chunk_samples(g, 8) == chunk < xs[0]                            # the chunked paths are taken
+    assert K.chunk_samples(g, 8) == chunk < xs[0]                            # the chunked paths are taken
     z_keep, cache_keep = C.conv2d_forward(x, w, b, stride, pad, keep_cols=True)
     z, cache = C.conv2d_forward(x, w, b, stride, pad, keep_cols=False)
-    assert cache.cols is None and cache.x is x
+    assert cache.cols is None and cache.x is x and isinstance(cache, K.ChunkedCache)
     dout = rng.normal(size=z.shape)
     for need_dx in (True, False):
         got = C.conv2d_backward(dout, cache, need_dx=need_dx)
@@ -55,7 +56,7 @@ def test_chunked_columns_match_kept_columns_and_naive(rng, numba_mode, monkeypat
 def test_chunked_float32_stays_float32(rng, monkeypatch):
     x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
     w = rng.normal(size=(16, 3, 3, 3)).astype(np.float32)
-    monkeypatch.setattr(C, "COLS_CHUNK_BYTES", 27 * 64 * 4)
+    monkeypatch.setattr(K, "COLS_CHUNK_BYTES", 27 * 64 * 4)
     z, cache = C.conv2d_forward(x, w, None, 1, 1, keep_cols=False)
     dx, dw, db = C.conv2d_backward(np.ones_like(z), cache)
     assert z.dtype == dx.dtype == dw.dtype == np.float32 and db is None
@@ -66,7 +67,7 @@ def test_chunked_float32_stays_float32(rng, monkeypatch):
                                                           ((2, 2, 67, 66), 0, "cross_correlation", "untied", (4, 3, 3)),
                                                           ((1, 2, 66, 65), (2, 1, 0, 2), "convolution", "tied", (3, 5, 4))])
 def test_direct_loops_match_columns(rng, shape, pad, mode, bias, kernel):
-    """functional/conv_direct.py (numba, few taps on a large map) against the im2col product, float64: the 3×3
+    """fast/conv_direct.py (numba, few taps on a large map) against the im2col product, float64: the 3×3
     loops (odd and even filter counts, asymmetric padding) and the general rows (a 5×4 kernel)."""
     pytest.importorskip("numba")
     from deltaprop.runtime import jit as _numba
@@ -91,7 +92,7 @@ def test_direct_loops_match_columns(rng, shape, pad, mode, bias, kernel):
         _numba.set_enabled(before)
         conv_direct.set_max_taps(taps)
     assert rel_err(z, ref) < 1e-13 and rel_err(z, ref_np) < 1e-13
-    assert cache.cols is None and cache.x is x
+    assert cache.cols is None and cache.x is x and isinstance(cache, conv_direct.DirectCache)
 
 
 def test_direct_3x3_float32(rng):

@@ -55,15 +55,20 @@ def _record(net):
         rec["forward/L00_rolling_variance"] = bn.running_var.copy()
         return y
 
-    def bn_bwd(dout, _b=bn.backward):
+    def act_bwd(dout, _b=bn.act.backward):   # bn is batch norm + activation: its BN's δ comes after σ'
         from deltaprop.functional.norm_darknet import darknet_bn_intermediates
-        md, vd = darknet_bn_intermediates(dout, bn._cache)
+        dy = _b(dout)
+        md, vd = darknet_bn_intermediates(dy, bn._cache)
         rec["backward/L00_bn_mean_delta"], rec["backward/L00_bn_variance_delta"] = md, vd
+        return dy
+
+    def bn_bwd(dout, _b=bn.backward):
         dz = _b(dout)
         rec["backward/L00_delta"] = dz.copy()
         return dz
     object.__setattr__(bn, "forward", bn_fwd)
     object.__setattr__(bn, "backward", bn_bwd)
+    object.__setattr__(bn.act, "backward", act_bwd)
     return rec
 
 

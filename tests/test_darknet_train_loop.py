@@ -135,7 +135,7 @@ def test_fit_checkpoints_history_and_clear(tmp_path):
     lines = [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert lines == json.loads(json.dumps(hist))
     assert sorted(p.name for p in tmp_path.glob("*.weights")) == ["tiny_2.weights", "tiny_4.weights",
-                                                                   "tiny_final.weights"]
+                                                                   "tiny_final.weights", "tiny_last.weights"]
     back = dn.load_cfg_text(NO_BN.format(sub=2, bn=""), (tmp_path / "tiny_final.weights").read_bytes())
     assert back.seen == 48
     for p, q in zip(net.parameters(), back.parameters()):
@@ -184,3 +184,38 @@ def test_cli_on_an_image_folder(tmp_path, capsys):
     rc = main(["train", "--cfg", str(cfg), "--weights", str(tmp_path / "run" / "tiny_final.weights"), "--clear",
                "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "run2"), "--no-progress", "--epochs", "1"])
     assert rc == 0 and json.loads((tmp_path / "run2" / "result.json").read_text())["seen"] == 40   # ⌈36/8⌉ = 5
+
+
+def test_fit_evaluates_keeps_the_best_and_resumes_exactly(tmp_path):
+    """eval_data every 2 batches (records, `_best`), then a run stopped at batch 3 by Ctrl-C and resumed from
+    its `_last` ends with the uninterrupted run's weights, byte for byte."""
+    import signal
+    from deltaprop.training import TrainingInterrupted
+    r = np.random.default_rng(2)
+    X = r.standard_normal((40, 2, 6, 6)).astype(np.float32)
+    y = r.integers(0, 3, 40)
+    kw = dict(base="tiny", save_every=2, log_every=1, eval_data=(X[:8], y[:8]), eval_every=2, progress=False,
+              log=lambda s: None)
+    hist = DarknetTrainer(_net(2, dtype=np.float32)).fit(X, y, 3, out_dir=tmp_path / "a", **kw)
+    evals = [h for h in hist if "eval_acc" in h]
+    assert [h["batch"] for h in evals] == [2, 4, 6] and all(0 <= h["eval_acc"] <= 1 for h in evals)
+    assert (tmp_path / "a" / "tiny_best.weights").is_file() and (tmp_path / "a" / "tiny_best.state.npz").is_file()
+    tr = DarknetTrainer(_net(2, dtype=np.float32))
+    step, calls = tr.optimizer.step, [0]
+
+    def interrupting(*a, **k):
+        step(*a, **k)
+        calls[0] += 1
+        if calls[0] == 3:
+            signal.raise_signal(signal.SIGINT)
+    object.__setattr__(tr.optimizer, "step", interrupting)
+    with pytest.raises(TrainingInterrupted) as e:
+        tr.fit(X, y, 3, out_dir=tmp_path / "b", **kw)
+    assert e.value.checkpoint == tmp_path / "b" / "tiny_last.state.npz" and e.value.batch == 3
+    again = DarknetTrainer(_net(2, dtype=np.float32))           # a fresh process: other momentum, seen 0
+    again.fit(X, y, 3, out_dir=tmp_path / "b", resume=tmp_path / "b" / "tiny_last.weights", **kw)
+    for name in ("tiny_final.weights", "tiny_4.weights", "tiny_best.weights"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    untimed = [{k: v for k, v in h.items() if k not in ("images_per_s", "elapsed_s")} for h in hist]
+    lines = [json.loads(s) for s in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in h.items() if k not in ("images_per_s", "elapsed_s")} for h in lines] == untimed

@@ -147,3 +147,139 @@ def test_user_mistakes_are_one_line(scenes, tmp_path, capsys):
     assert "classes=10" in err and "classes = 3" in err and err.count("\n") == 1
     assert main(["detector", "map", str(scenes), str(cfg), str(tmp_path / "missing.weights")]) == 1
     assert "missing.weights" in capsys.readouterr().err
+
+
+# --- `deltaprop detector train` end to end: seed, Ctrl-C, the backup folder, --keep, a save cut short -----------
+
+def _train_cli(scenes, cfg, backup, *extra):
+    from cli_testutil import cli
+    return cli("detector", "train", scenes, cfg, "--max-batches", "6", "--batch", "2", "--seed", "5",
+               "--save-every", "2", "--log-every", "1", "--workers", "0", "--no-progress", "--backup", backup, *extra)
+
+
+@pytest.fixture(scope="module")
+def straight(scenes, tmp_path_factory):
+    """One uninterrupted run of 6 batches: (cfg, its backup folder)."""
+    tmp = tmp_path_factory.mktemp("straight")
+    cfg = small_cfg(tmp, 32)
+    rc, out, err = _train_cli(scenes, cfg, tmp / "backup")
+    assert rc == 0, err
+    return cfg, tmp / "backup"
+
+
+def _interrupt_at_update(monkeypatch, k: int) -> None:
+    """A real SIGINT right after the k-th update."""
+    import signal
+    from deltaprop.optim.darknet import DarknetSGD
+    step, calls = DarknetSGD.step, [0]
+
+    def interrupting(self, *a, **kw):
+        r = step(self, *a, **kw)
+        calls[0] += 1
+        if calls[0] == k:
+            signal.raise_signal(signal.SIGINT)
+        return r
+    monkeypatch.setattr(DarknetSGD, "step", interrupting)
+
+
+def test_seed_makes_the_weights_and_a_second_run_leaves_the_first_alone(scenes, straight):
+    """The same command twice: the second run finds the backup folder used, writes to backup-2 without touching
+    a file of the first, and its weights are byte-identical (the initial weights come from --seed)."""
+    from cli_testutil import snapshot
+    cfg, backup = straight
+    before = snapshot(backup)
+    rc, out, err = _train_cli(scenes, cfg, backup)
+    assert rc == 0, err
+    second = backup.with_name("backup-2")
+    assert f"this one writes to {second}" in err and snapshot(backup) == before
+    for name in ("digits-tiny-32_final.weights", "digits-tiny-32_last.weights", "digits-tiny-32_4.weights"):
+        assert (backup / name).read_bytes() == (second / name).read_bytes(), name
+    first = darknet.load(cfg, backup / "digits-tiny-32_final.weights")
+    backend.manual_seed(6)
+    other = darknet.load(cfg)        # another seed: other initial weights
+    assert not all(np.array_equal(a.data, b.data) for a, b in zip(first.parameters(), other.parameters()))
+
+
+def test_ctrl_c_saves_prints_the_command_and_the_resumed_run_ends_as_the_straight_one(scenes, straight, tmp_path,
+                                                                                      monkeypatch):
+    from cli_testutil import cli, leftovers
+    cfg, backup = straight
+    with monkeypatch.context() as m:
+        _interrupt_at_update(m, 3)
+        rc, out, err = _train_cli(scenes, cfg, tmp_path / "b")
+    assert rc == 130, err
+    last = tmp_path / "b" / "digits-tiny-32_last.weights"
+    assert "interrupted at batch 3 of 6" in err and "Traceback" not in err
+    command = err.split("continue with:\n")[1].splitlines()[0].split()
+    assert command[:3] == ["deltaprop", "detector", "train"] and command[5] == str(last), command
+    assert (tmp_path / "b" / "chart.png").is_file() and not (tmp_path / "b" / ".lock").exists()
+    assert not leftovers(tmp_path) and not (tmp_path / "b" / "digits-tiny-32_final.weights").exists()
+    rc, out, err = cli(*command[1:])
+    assert rc == 0 and "resumed exactly" in out, err
+    for name in ("digits-tiny-32_final.weights", "digits-tiny-32_4.weights"):
+        assert (backup / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    hist = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    ref = [json.loads(line) for line in (backup / "history.jsonl").read_text().splitlines()]
+    assert [r["batch"] for r in hist] == list(range(1, 7))
+    assert [r["loss"] for r in hist] == [r["loss"] for r in ref]
+
+
+def test_keep_bounds_the_numbered_checkpoints(scenes, straight, tmp_path):
+    cfg, _ = straight
+    rc, _, err = _train_cli(scenes, cfg, tmp_path / "k", "--save-every", "1", "--keep", "2")
+    assert rc == 0, err
+    names = sorted(p.name for p in (tmp_path / "k").iterdir() if p.name[-1] != "g")   # not chart.png
+    assert names == ["digits-tiny-32_4.state.npz", "digits-tiny-32_4.weights", "digits-tiny-32_5.state.npz",
+                     "digits-tiny-32_5.weights", "digits-tiny-32_final.weights", "digits-tiny-32_last.state.npz",
+                     "digits-tiny-32_last.weights", "history.jsonl"]
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_and_resume_names_it(scenes, straight, tmp_path,
+                                                                          monkeypatch):
+    """Killed between a checkpoint's two files (the state written, its .weights not): the pair disagrees, the
+    resume refuses it naming the newest whole checkpoint, and from that one the run ends as the straight one."""
+    from cli_testutil import cli
+    from deltaprop.darknet import weights as dw
+    cfg, backup = straight
+    save, calls = dw.save_weights, [0]
+
+    def dies_at_fourth(net, path, *a, **kw):     # batch 2: _2, _last; batch 4: _4, then _last's .weights
+        calls[0] += 1
+        if calls[0] == 4:
+            raise KeyboardInterrupt               # as a kill would: the .weights of _last stays the old one
+        return save(net, path, *a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(dw, "save_weights", dies_at_fourth)
+        assert _train_cli(scenes, cfg, tmp_path / "c")[0] == 130
+    last = tmp_path / "c" / "digits-tiny-32_last.weights"
+    rc, _, err = cli("detector", "train", scenes, cfg, last, "--max-batches", "6", "--batch", "2",
+                     "--workers", "0", "--no-progress")
+    whole = tmp_path / "c" / "digits-tiny-32_4.weights"
+    assert rc == 1 and "not a whole checkpoint" in err and f"newest whole checkpoint is {whole} (batch 4)" in err
+    final = backup / "digits-tiny-32_final.weights"
+    for start in (tmp_path / "c" / "digits-tiny-32_last.state.npz", whole):   # the state file is whole too
+        rc, out, err = cli("detector", "train", scenes, cfg, start, "--max-batches", "6", "--batch", "2",
+                           "--save-every", "2", "--workers", "0", "--no-progress")
+        assert rc == 0 and "from batch 4 to 6 (resumed exactly" in out, err
+        assert final.read_bytes() == (tmp_path / "c" / final.name).read_bytes(), start
+
+
+def test_a_live_run_holds_the_backup_folder(scenes, straight, tmp_path):
+    """Even with --exist-ok, a second run into a folder whose run is alive is refused before it writes."""
+    import socket
+    import subprocess
+    import sys
+    from cli_testutil import snapshot
+    cfg, _ = straight
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (busy / ".lock").write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        before = snapshot(tmp_path)
+        rc, _, err = _train_cli(scenes, cfg, busy, "--exist-ok")
+        assert rc == 1 and f"--backup {busy}: another run (pid {sleeper.pid})" in err
+        assert snapshot(tmp_path) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -11,7 +11,7 @@ from deltaprop.data import DataLoader
 from deltaprop.distributed import (GradientReducer, LocalComm, SyncBatchNorm, convert_sync_batchnorm,
                                    shard_batches, shard_bounds, world_size_from_env)
 from deltaprop.distributed.comm import rank_from_env
-from deltaprop.errors import BackwardError, ConfigError, ShapeError
+from deltaprop.errors import BackwardError, ShapeError
 
 
 @pytest.mark.parametrize("n,size", [(16, 2), (17, 3), (5, 8), (64, 7)])
@@ -99,7 +99,7 @@ def test_sync_batchnorm_on_one_rank_is_batchnorm(shape):
     synced = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(3, dtype="float64")
     synced.load_state_dict(plain.state_dict())
     convert_sync_batchnorm(synced, LocalComm())
-    assert isinstance(synced, SyncBatchNorm)
+    assert synced.allsum is not None and plain.allsum is None
     np.testing.assert_allclose(synced(x), plain(x), rtol=0, atol=1e-12)
     np.testing.assert_allclose(synced.backward(dy), plain.backward(dy), rtol=0, atol=1e-12)
     np.testing.assert_allclose(synced.weight.grad, plain.weight.grad, atol=1e-12)
@@ -120,7 +120,7 @@ def test_sync_darknet_batchnorm_on_one_rank_is_darknets(numerics):
     holder[0].load_state_dict(plain.state_dict())
     convert_sync_batchnorm(holder, LocalComm())
     synced = holder[0]
-    assert type(synced).__name__ == "SyncDarknetBatchNorm"
+    assert synced.allsum is not None and plain.allsum is None
     np.testing.assert_allclose(synced(x), plain(x), rtol=0, atol=1e-12)
     np.testing.assert_allclose(synced.backward(dy), plain.backward(dy), rtol=0, atol=1e-12)
     np.testing.assert_allclose(synced.weight.grad, plain.weight.grad, atol=1e-12)
@@ -137,10 +137,20 @@ def test_sync_batchnorm_input_gradient_is_the_derivative():
     assert res.ok(), str(res)
 
 
-def test_fused_batchnorm_cannot_synchronise():
-    model = nn.Sequential(nn.BatchNormAct2d(3, dtype="float64"))
-    with pytest.raises(ConfigError, match="fused batch norm"):
-        convert_sync_batchnorm(model, LocalComm())
+def test_every_batch_norm_module_synchronises():
+    """The fused modules and the batch norm + activation of a Darknet layer are converted too (they pass their
+    ``allsum`` to their ops); the modules and their state-dict keys stay as they were."""
+    from deltaprop import darknet
+    net = darknet.load_cfg_text("[net]\nwidth=4\nheight=4\nchannels=2\n\n[convolutional]\nbatch_normalize=1\n"
+                                "filters=3\nsize=1\nactivation=leaky\n", dtype=np.float64)
+    model = nn.Sequential(nn.BatchNormAct2d(3, dtype="float64"), nn.BatchNormActPool2d(3, dtype="float64"),
+                          nn.BatchNorm1d(3, dtype="float64"), net)
+    keys = list(model.state_dict())
+    classes = [type(m) for m in model.modules()]
+    convert_sync_batchnorm(model, LocalComm())
+    assert [model[0].allsum, model[1].allsum, model[2].allsum, net.layers[0].bn.allsum].count(None) == 0
+    assert list(model.state_dict()) == keys and [type(m) for m in model.modules()] == classes
+    assert SyncBatchNorm(3).allsum is not None                # synchronised over world() from the start
 
 
 def test_launcher_environment(monkeypatch):
@@ -172,32 +182,8 @@ def test_sync_bn_by_argument_or_environment(monkeypatch, arg, env, synced):
         monkeypatch.setenv("DELTAPROP_SYNC_BN", env)
     model = nn.Sequential(nn.Linear(3, 4, dtype="float64"), nn.BatchNorm1d(4, dtype="float64"))
     par = DataParallel(model, _TwoRankShape(), sync_bn=arg)
-    assert isinstance(model[1], SyncBatchNorm) is synced
+    assert (model[1].allsum is not None) is synced
     assert par.reducer is not None
-
-
-@pytest.mark.parametrize("numerics", ["darknet", "standard", None])
-def test_a_synchronised_forward_leaves_its_own_cache_type(numerics):
-    """The backward dispatches on the cache's type (no string tag): a training forward leaves SyncBNCache
-    (standard rule: ``norm.batch_norm_forward`` with global sums) or SyncDarknetBNCache; evaluation leaves the
-    plain layer's cache, differentiated by the plain kernel."""
-    from deltaprop.darknet.layers.batchnorm import DarknetBatchNorm
-    from deltaprop.distributed.sync_batchnorm import SyncBNCache, SyncDarknetBNCache
-    from deltaprop.functional.norm import BNCache
-    from deltaprop.functional.norm_darknet import DarknetBNCache
-    x = np.random.default_rng(5).standard_normal((4, 3, 2, 2))
-    layer = nn.Sequential(nn.BatchNorm2d(3, dtype="float64") if numerics is None
-                          else DarknetBatchNorm(3, numerics, dtype="float64"))
-    convert_sync_batchnorm(layer, LocalComm())
-    bn = layer[0]
-    bn(x)
-    assert type(bn._cache) is (SyncDarknetBNCache if numerics == "darknet" else SyncBNCache)
-    assert bn.backward(np.ones_like(x)).shape == x.shape
-    bn.eval()
-    with dp.enable_grad():                                 # evaluation keeps a cache only when asked
-        bn(x)
-    assert type(bn._cache) is (DarknetBNCache if numerics == "darknet" else BNCache)
-    assert bn.backward(np.ones_like(x)).shape == x.shape
 
 
 def test_sync_batchnorm_needs_two_values_per_channel_over_all_ranks():

@@ -67,8 +67,8 @@ def equality_run(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _one_blas_thread():
-    from deltaprop.backend import blas_threads
-    with blas_threads(1):
+    from deltaprop.runtime.threads import limit_blas_threads
+    with limit_blas_threads(1):
         yield
 
 

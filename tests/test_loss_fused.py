@@ -41,15 +41,27 @@ def test_fast_path_matches_numpy_path(dtype, reduction, rng):
 
 
 def test_fast_path_is_taken_and_declines_other_cases(rng):
+    """With numba the checked op runs the one-pass variant; outside its case, and on input it rejects, the variant
+    and the reference both return None (the layer then checks and names the problem)."""
     require_numba()
+    from deltaprop.fast import loss_numba as LN
     x = rng.standard_normal((5, 4)).astype(np.float32)
     y = rng.integers(0, 4, 5)
-    value, cache = F.cross_entropy_fast_forward(x, y)
-    assert type(cache) is F.CrossEntropyFastCache and np.isclose(value, F.cross_entropy_forward(x, y)[0], rtol=1e-6)
-    assert F.cross_entropy_fast_forward(x, y, reduction="none") is None
-    assert F.cross_entropy_fast_forward(x, y.astype(np.float32)) is None            # probabilities
-    assert F.cross_entropy_fast_forward(x[None], y[None]) is None                   # 3-D scores
-    assert F.cross_entropy_fast_forward(x, np.full(5, -100)) is None                 # nothing to average
+    value, cache = F.cross_entropy_checked_forward(x, y)
+    assert type(cache) is LN.CrossEntropyFastCache and np.isclose(value, F.cross_entropy_forward(x, y)[0], rtol=1e-6)
+    ref = F.cross_entropy_checked_forward.reference
+    assert type(ref(x, y)[1]) is F.CrossEntropyLabelCache
+    for args, kw in [((x, y), dict(reduction="none")),
+                     ((x, y.astype(np.float32)), {}),                   # probabilities
+                     ((x[None], y[None]), {})]:                         # 3-D scores
+        assert F.cross_entropy_checked_forward(*args, **kw) is None and ref(*args, **kw) is None
+    bad_x = x.copy()
+    bad_x[1, 2] = np.inf
+    for args in [(x, np.full(5, -100)),                                 # nothing to average
+                 (x, np.array([0, 1, 4, 2, 3])), (x, np.array([0, -1, 1, 2, 3])),   # labels out of range
+                 (bad_x, y)]:                                           # a logit that is not finite
+        assert LN.cross_entropy_fast_forward(*args) is None and ref(*args) is None
+        assert F.cross_entropy_checked_forward(*args) is None
 
 
 def test_bad_labels_and_nan_logits_keep_their_errors(rng):

@@ -119,6 +119,16 @@ def test_numba_input_grad_mirrors_bn_input_grad(dtype, rng):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_center_mirrors_channel_center(dtype, rng):
+    """BN forward's z − μ: _norm_numba._center (the fused numba path's) and norm.channel_center, bit for bit."""
+    require_numba()
+    from deltaprop.fast import norm_numba as NB
+    x3 = rng.standard_normal((3, 4, 33)).astype(dtype)
+    mean = rng.standard_normal(4).astype(dtype)
+    np.testing.assert_array_equal(NB.center_numba(x3, mean), N.channel_center.reference(x3, mean))
+
+
 def test_weight_decay_has_one_home():
     """update-4 in SGD and Adam is sgd.decayed_gradient (the fused kernel's equality: test_train_fused)."""
     from deltaprop import optim

@@ -1,4 +1,4 @@
-"""The NumPy path's batch split over threads (``functional/_split.py``): when it applies, that it covers the
+"""The NumPy path's batch split over threads (``fast/split.py``): when it applies, that it covers the
 batch, that errors come back, and that every split kernel gives bit-identical numbers to one pass."""
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from deltaprop.runtime import blas
 from deltaprop.functional import im2col as I, norm_fused as NF, pool as P
 from deltaprop.runtime import jit as _numba
 from deltaprop.fast import split as _split
+from deltaprop.fast.col2im_wide import col2im_wide
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -162,7 +163,7 @@ def test_im2col_col2im_split_is_bit_identical(forced, kwargs):
         wp = g.w + g.pl + g.pr
         wide = np.zeros((g.taps, g.n * g.ho * wp))
         wide.reshape(g.taps, g.n, g.ho, wp)[..., :g.wo] = d.reshape(g.taps, g.n, g.ho, g.wo)
-        _same(I.col2im_wide(wide, g), _whole(lambda: I.col2im_wide(wide, g)))
+        _same(col2im_wide(wide, g), _whole(lambda: col2im_wide(wide, g)))
     assert forced
 
 

@@ -133,7 +133,9 @@ def test_fit_detection_on_an_in_memory_iterable(tmp_path):
     assert any(line.startswith("Region 3 Avg IOU:") for line in logs)
     assert any(line.startswith("Region 6 Avg IOU:") for line in logs)
     names = sorted(p.name for p in tmp_path.glob("*.weights"))
-    assert names == ["small_10.weights", "small_20.weights", "small_final.weights"]
+    assert names == ["small_10.weights", "small_20.weights", "small_final.weights", "small_last.weights"]
+    assert sorted(p.name for p in tmp_path.glob("*.state.npz")) == \
+        ["small_10.state.npz", "small_20.state.npz", "small_last.state.npz"]
     back = dn.load_cfg_text(small_cfg())
     dn.load_weights(back, tmp_path / "small_final.weights")
     assert back.seen == 120

@@ -2,7 +2,7 @@
 refuses it with one line naming the allowed values (argparse prefixes the option: ``argument --lr: ...``).
 
 ``positive_int``, ``nonneg_int``, ``int_range(lo, hi)``, ``float_range(lo, hi, lo_open, hi_open)`` (finite
-numbers only: ``nan`` and ``inf`` are refused everywhere)."""
+numbers only: ``nan`` and ``inf`` are refused everywhere), ``keep_count`` (an integer ≥ 1 or ``all``)."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,19 @@ def float_range(lo: Optional[float] = None, hi: Optional[float] = None, lo_open:
     return _bounded(float, lo, hi, lo_open, hi_open)
 
 
+def keep_count(text: str):
+    """An argparse type: how many numbered checkpoints stay, an integer ≥ 1 or ``all``."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        v = int(text, 10)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 1 or 'all', got {text!r}")
+    return v
+
+
 positive_int = int_range(1)
 nonneg_int = int_range(0)
 positive_float = float_range(0.0, lo_open=True)
@@ -67,5 +80,5 @@ unit_interval = float_range(0.0, 1.0)                  # thresholds, probabiliti
 unit_fraction = float_range(0.0, 1.0, hi_open=True)    # a held-out fraction: [0, 1)
 momentum_range = float_range(0.0, 1.0, hi_open=True)   # SGD momentum: [0, 1)
 
-__all__ = ["int_range", "float_range", "positive_int", "nonneg_int", "positive_float", "nonneg_float",
+__all__ = ["int_range", "float_range", "keep_count", "positive_int", "nonneg_int", "positive_float", "nonneg_float",
            "unit_interval", "unit_fraction", "momentum_range"]

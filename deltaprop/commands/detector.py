@@ -1,7 +1,10 @@
 """``deltaprop detector train|test|map|valid``: Darknet's ``detector`` verbs on a ``.data`` file and a cfg.
 
-- ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup``;
-  WEIGHTS written by an earlier run resumes it exactly.
+- ``train DATA CFG [WEIGHTS]``: train (deltaprop.detect.train), checkpoints into the data's ``backup`` (a
+  folder an earlier run used is not written into: the run goes to ``backup-2``..., unless ``--exist-ok``); the
+  initial weights come from ``--seed``; WEIGHTS written by an earlier run (a ``.weights`` with its
+  ``.state.npz``, or the state file) resumes it exactly, in its folder; Ctrl-C saves ``_last`` and prints the
+  command that resumes.
 - ``test DATA CFG WEIGHTS IMG...``: boxes of each image, printed and drawn (``<name>_pred.png``;
   ``--mosaic F``: all of them in one PNG).
 - ``map DATA CFG WEIGHTS``: mAP@0.5, mAP@[.5:.95], per-class AP and P/R at a threshold on ``valid``.
@@ -15,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from ._options import float_range, int_range
+from ._options import float_range, int_range, keep_count
 
 _UNIT = float_range(0.0, 1.0)
 
@@ -42,24 +45,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a detector (checkpoints into the data's backup folder)",
                        description="Train CFG on the train list of DATA. Writes <cfg>_<n>.weights, _last, _final "
-                                   "(and _best with --map) into backup; WEIGHTS from such a run resumes it "
-                                   "exactly (any other .weights: fine-tune from its seen).")
+                                   "(and _best with --map), each with its .state.npz, into backup (one an earlier "
+                                   "run used: backup-2, ...); WEIGHTS from such a run resumes it exactly, in its "
+                                   "folder (any other .weights: fine-tune from its seen). Ctrl-C saves _last and "
+                                   "prints the command that resumes.")
     common(t, weights=False)
-    t.add_argument("weights", metavar="WEIGHTS", nargs="?", help="initial or resumed .weights")
+    t.add_argument("weights", metavar="WEIGHTS", nargs="?",
+                   help="initial .weights, or a checkpoint of an earlier run to resume (its .weights or .state.npz)")
     t.add_argument("--clear", action="store_true", help="start the batch count at 0 (Darknet's -clear)")
     t.add_argument("--max-batches", type=int_range(1), help="train until this batch (default: the cfg's)")
     t.add_argument("--batch", type=int_range(1), help="images per update (default: the cfg's batch)")
     t.add_argument("--subdivisions", type=int_range(1), help="passes per update (default: the cfg's)")
     t.add_argument("--lr", type=float_range(0, lo_open=True), help="learning_rate (default: the cfg's)")
     t.add_argument("--save-every", type=int_range(0), default=100, help="batches between checkpoints (100)")
+    t.add_argument("--keep", type=keep_count, metavar="N",
+                   help="keep the newest N numbered checkpoints, or 'all' (3; _last, _best, _final always)")
     t.add_argument("--log-every", type=int_range(1), default=10, help="batches between history records (10)")
     t.add_argument("--map", action="store_true", help="measure mAP on valid while training; keep _best.weights")
     t.add_argument("--map-every", type=int_range(1), help="batches between mAP measurements (default: an epoch)")
     t.add_argument("--map-images", type=int_range(1), help="measure on the first N valid images only")
-    t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup)")
+    t.add_argument("--backup", metavar="DIR", help="checkpoint folder (default: the data's backup; when resuming, "
+                                                   "the checkpoint's folder)")
+    t.add_argument("--exist-ok", action="store_true", help="write into a backup folder that holds an earlier run "
+                                                           "(its files may be replaced)")
     t.add_argument("--workers", type=int_range(0), default=2, help="data loader threads (2)")
-    t.add_argument("--seed", type=int_range(0, 2 ** 32 - 1), default=0,
-                   help="seed of the initial weights, shuffling and augmentation, 0..2^32-1 (0)")
+    t.add_argument("--seed", type=int_range(0, 2 ** 32 - 1),
+                   help="seed of the initial weights, shuffling and augmentation, 0..2^32-1 (0; when resuming, "
+                        "the run's)")
     t.add_argument("--skip-bad-labels", action="store_true", help="skip bad label lines instead of stopping")
     bar = t.add_mutually_exclusive_group()
     bar.add_argument("--progress", action="store_true", help="a progress bar even when stderr is not a terminal")
@@ -204,27 +216,109 @@ def run_valid(args) -> int:
     return 0
 
 
+# options of `detector train` that the resume command repeats (the backup folder is the checkpoint's)
+_RESUME_OPTIONS = (("width", "--width"), ("height", "--height"), ("max_batches", "--max-batches"),
+                   ("batch", "--batch"), ("subdivisions", "--subdivisions"), ("lr", "--lr"),
+                   ("save_every", "--save-every"), ("keep", "--keep"), ("log_every", "--log-every"),
+                   ("map", "--map"), ("map_every", "--map-every"), ("map_images", "--map-images"),
+                   ("workers", "--workers"), ("skip_bad_labels", "--skip-bad-labels"))
+
+
+def _resume_command(args, seed: int):
+    """The command line that continues this run from a checkpoint (printed on Ctrl-C)."""
+    from ..darknet.checkpoint import weights_path
+
+    def command(state) -> str:
+        weights = weights_path(state)
+        parts = ["deltaprop", "detector", "train", str(args.data), str(args.cfg),
+                 str(weights if weights.is_file() else state)]
+        for attr, flag in _RESUME_OPTIONS:
+            value = getattr(args, attr, None)
+            if value is True:
+                parts.append(flag)
+            elif value is not None and value is not False:
+                parts += [flag, str(value)]
+        parts += ["--seed", str(seed)]
+        if args.no_progress:
+            parts.append("--no-progress")
+        return " ".join(parts)
+    return command
+
+
+def _resumed_state(args):
+    """(the checkpoint's state file, its run state) when WEIGHTS is a checkpoint to resume, else (None, None);
+    a .weights whose state disagrees raises CheckpointError naming the newest whole checkpoint."""
+    from ..darknet.checkpoint import state_path
+    from ..darknet.task import open_checkpoint
+    from ._files import file_kind
+    if not args.weights or args.clear:
+        return None, None
+    w = Path(args.weights)
+    if file_kind(w) != "npz" and not state_path(w).is_file():
+        return None, None                    # a plain Darknet .weights: fine-tune from its seen
+    return open_checkpoint(w, _cfg_base(args.cfg))
+
+
+def _backup_folder(args, data, resumed) -> Path:
+    """Where the run writes: --backup, else the resumed checkpoint's folder, else the data's backup; a folder
+    that holds an earlier run (not the one resumed) is numbered (backup-2, ...) unless --exist-ok."""
+    from ..distributed import is_main_process
+    from ..training.lock import run_directory
+    if args.backup is None and resumed is not None:
+        return resumed.parent
+    base = Path(args.backup) if args.backup else (data.backup or Path("backup"))
+    if not is_main_process() or (resumed is not None and base.resolve() == resumed.parent.resolve()):
+        return base
+    out = run_directory(base, args.exist_ok, option="--backup")
+    if out != base:
+        print(f"note: {base} holds an earlier run; this one writes to {out} (--exist-ok writes into {base})",
+              file=sys.stderr)
+    return out
+
+
 def run_train(args) -> int:
+    from .. import backend, darknet
     from ..detect.train import DetectorTraining, TrainOptions
     from ..distributed import is_main_process, quiet_unless_main
+    from ..errors import ConfigError
+    from ..training import StopRequest
+    from ..training.checkpoints import resolve_keep
+    from ..training.lock import RunFolder
     quiet_unless_main()   # under mpirun -n N rank 0 prints (docs/distributed.md)
-    data, net, names = _setup(args)
+    state_file, state = _resumed_state(args)
+    stored = (state or {}).get("settings") or {}
+    if args.seed is not None and stored.get("seed") is not None and args.seed != stored["seed"]:
+        raise ConfigError(f"--seed {args.seed}: the resumed run used --seed {stored['seed']} (its shuffling and "
+                          f"augmentation); leave --seed out when resuming")
+    seed = args.seed if args.seed is not None else int(stored.get("seed", 0) or 0)
+    backend.manual_seed(seed)     # the initial weights (drawn when the cfg is built), then shuffling, augmentation
+    if state_file is not None and Path(args.weights) == state_file:   # the state file holds the weights
+        weights, args.weights = args.weights, None
+        data, net, names = _setup(args)
+        args.weights = weights
+    else:
+        data, net, names = _setup(args)
     if args.clear:
         object.__setattr__(net, "seen", 0)
-    backup = Path(args.backup) if args.backup else (data.backup or Path("backup"))
+    backup = _backup_folder(args, data, state_file)
     opts = TrainOptions(max_batches=args.max_batches, batch=args.batch, subdivisions=args.subdivisions,
-                        learning_rate=args.lr, save_every=args.save_every, log_every=args.log_every,
-                        map_every=0, map_images=args.map_images, workers=args.workers, seed=args.seed,
+                        learning_rate=args.lr, save_every=args.save_every, keep=resolve_keep(args.keep),
+                        log_every=args.log_every, map_every=0, map_images=args.map_images, workers=args.workers,
+                        seed=seed,
                         progress=(args.progress or not args.no_progress and sys.stderr.isatty()) and is_main_process(),
                         skip_bad_labels=args.skip_bad_labels)
-    run = DetectorTraining(net, data, backup, _cfg_base(args.cfg), opts, names)
-    if args.map or args.map_every:
-        _valid_images(data)
-        opts.map_every = args.map_every or max(1, len(run.loader))
-    resumed = bool(args.weights) and not args.clear and run.resume(args.weights)
-    start = run.trainer.current_batch
-    print(f"{args.cfg}: {len(run.dataset)} training images, batch {run.trainer.batch} "
-          f"(subdivisions {run.trainer.subdivisions}), from batch {start} to {run.trainer.max_batches}"
-          f"{' (resumed exactly)' if resumed else ''}; checkpoints in {backup}")
-    run.fit()
+    stop = StopRequest()
+    with RunFolder(backup, "--backup", main=is_main_process()), stop.active():
+        run = DetectorTraining(net, data, backup, _cfg_base(args.cfg), opts, names,
+                               resume_command=_resume_command(args, seed))
+        if args.map or args.map_every:
+            _valid_images(data)
+            opts.map_every = args.map_every or max(1, len(run.loader))
+        resumed = state_file is not None and run.resume(state_file)
+        start = int(state["batch"]) if resumed else run.trainer.current_batch
+        print(f"{args.cfg}: {len(run.dataset)} training images, batch {run.trainer.batch} "
+              f"(subdivisions {run.trainer.subdivisions}), from batch {start} to {run.trainer.max_batches}"
+              f"{' (resumed exactly from ' + str(args.weights) + ')' if resumed else ''}, seed {seed}; "
+              f"checkpoints in {backup}", flush=True)
+        run.fit(stop=stop)
     return 0

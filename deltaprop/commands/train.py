@@ -12,8 +12,8 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import ConfigError
-from ._options import (float_range, int_range, momentum_range, nonneg_float, positive_float, positive_int,
-                       unit_fraction)
+from ._options import (int_range, keep_count, momentum_range, nonneg_float, positive_float,
+                       positive_int, unit_fraction)
 
 # Defaults chosen so that `deltaprop train --model mlp` passes 98% on MNIST in 10 epochs (see docs/training.md).
 DEFAULTS: Dict[str, Any] = {
@@ -29,7 +29,7 @@ RESUME_APPLIES = ("epochs", "patience", "data")
 NOT_WITH_CFG = {"model": "--model", "optimizer": "--optimizer", "schedule": "--schedule", "patience": "--patience",
                 "resume": "--resume"}
 CFG_ONLY = {"weights": "--weights", "clear": "--clear", "subdivisions": "--subdivisions", "numerics": "--numerics",
-            "save_every": "--save-every"}
+            "save_every": "--save-every", "keep": "--keep"}
 SEED_MAX = 2 ** 32 - 1
 
 
@@ -40,8 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a model on MNIST (found in --data, $DELTAPROP_DATA, ../shared/data or ~/.cache/deltaprop, "
                     "else downloaded once), print progress every epoch and the final test accuracy.\n"
-                    "Writes OUT/last.npz (every epoch), OUT/best.npz (best validation loss), OUT/model.npz (final) "
-                    "and OUT/history.jsonl.\n\n"
+                    "Writes OUT/last.npz (every epoch), OUT/best.npz (best validation loss), OUT/model.npz (final), "
+                    "OUT/history.jsonl and OUT/chart.png.\n\n"
                     "With --cfg FILE.cfg, trains a Darknet cfg model instead (deltaprop.darknet.trainer).",
         epilog="examples:\n  deltaprop train                        # the default model, 10 epochs\n"
                "  deltaprop train --model mlp --epochs 5\n"
@@ -102,8 +102,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                                              "mini-batches, 1..batch (default: the cfg's)")
     g.add_argument("--numerics", choices=["darknet", "standard"],
                    help="with --cfg: Darknet's exact formulas or the standard ones (default darknet)")
-    g.add_argument("--save-every", type=positive_int, metavar="N", help="with --cfg: write .weights every N "
-                                                                        "batches (default 1000)")
+    g.add_argument("--save-every", type=positive_int, metavar="N", help="with --cfg: write a numbered checkpoint "
+                                                                        "(.weights + .state.npz) every N batches "
+                                                                        "(default 1000)")
+    g.add_argument("--keep", type=keep_count, metavar="N", help="with --cfg: keep the newest N numbered checkpoints, "
+                                                               "or 'all' (default 3; _last, _best, _final always)")
     return p
 
 
@@ -230,7 +233,7 @@ def _read_resume(path: str):
 
 def _run_directory(base: Path, exist_ok: bool) -> Path:
     from ..distributed import is_main_process
-    from ._files import run_directory
+    from ..training.lock import run_directory
     if not is_main_process():   # under mpirun only rank 0 writes (docs/distributed.md)
         return base
     out = run_directory(base, exist_ok)
@@ -240,28 +243,11 @@ def _run_directory(base: Path, exist_ok: bool) -> Path:
     return out
 
 
-class _locked:
-    """The run lock of ``out``; a directory this run created and left empty (it failed before writing) is
-    removed again, so a refused run leaves nothing behind."""
-
-    def __init__(self, out: Path) -> None:
-        from ._files import RunLock
-        self.out, self.created = out, not out.exists()
-        self.lock = RunLock(out)
-
-    def __enter__(self):
-        from ..distributed import is_main_process
-        if is_main_process():
-            self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.lock.release()
-        if self.created:
-            try:
-                self.out.rmdir()  # only when empty
-            except OSError:
-                pass
+def _locked(out: Path):
+    """The run lock of ``out`` for the whole command (rank 0 takes it; see ``training.lock.RunFolder``)."""
+    from ..distributed import is_main_process
+    from ..training.lock import RunFolder
+    return RunFolder(out, "--out", main=is_main_process())
 
 
 def run(args) -> int:
@@ -274,9 +260,8 @@ def run(args) -> int:
         return _darknet_resume(args, ck)
     if args.cfg:
         return _darknet(args)
-    from ..runtime.settings import env_int
-    from ..backend import blas_threads
-    with blas_threads(getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 0)):
+    from ..runtime import threads
+    with threads.limit_blas_threads(threads.product_threads(getattr(args, "threads", None), 0)):
         return _run(args, ck)
 
 
@@ -308,11 +293,11 @@ def _preflight(model, X, name: str) -> None:
 
 
 def _run(args, ck=None) -> int:
-    import deltaprop as dp
-    from .. import io, models, nn
+    from .. import backend, io, models, nn
     from ..data import DataLoader, default_preprocess, load_mnist, preprocess, train_val_split
     from ..distributed import is_main_process
     from ..train import StopRequest, TrainingInterrupted, evaluate, fit
+    from ..training import Chart
     from ._files import check_folder
 
     stored: Dict[str, Any] = dict(ck.extra.get("cli", {})) if ck is not None else {}
@@ -338,7 +323,7 @@ def _run(args, ck=None) -> int:
     val = None
     if s["val_split"]:
         (X, y), val = train_val_split(X, y, s["val_split"], seed=s["seed"])
-    dp.manual_seed(s["seed"])
+    backend.manual_seed(s["seed"])
     if args.resume:
         model = io.build_from_architecture(ck.architecture, budget=ck.build_budget, where=str(args.resume))
     else:
@@ -363,7 +348,8 @@ def _run(args, ck=None) -> int:
             history = fit(model, nn.CrossEntropyLoss(), optimizer, train_loader, val, epochs=s["epochs"],
                           scheduler=scheduler, scheduler_interval=interval, out_dir=out, resume=args.resume,
                           patience=s["patience"], progress=progress, extra={"preprocess": spec, "cli": s},
-                          stop=stop)
+                          stop=stop, callbacks=[Chart(out / "chart.png", title=f"{s['model']}: training",
+                                           evaluation_keys=())])
         except TrainingInterrupted as e:
             if e.checkpoint is not None:
                 print(f"interrupted in epoch {e.epoch}: the state is saved in {e.checkpoint}; continue with:\n"

@@ -1,29 +1,28 @@
-"""Darknet's training loop for cfg classifiers (pjreddie f6afaabc ``train_network``, ``update_network``,
-``train_classifier``; docs/equations.md §10).
+"""Darknet's training of cfg networks (pjreddie f6afaabc ``train_network``, ``update_network``,
+``train_classifier``, ``train_detector``; docs/equations.md §10), run by ``deltaprop.training``'s loop.
 
 One update per ``batch`` images: the batch is run as ``subdivisions`` forward/backward passes of
 ``batch/subdivisions`` images each, their gradients ADDED into ``.grad``; ``seen`` grows by each
 sub-batch; then the learning rate of batch ``n = seen/batch`` (``DarknetLR``: burn_in and the policy) and
 one ``DarknetSGD`` step (decay·B on weights, momentum, lr/B, per-layer ``learning_rate``). The reported
 loss of a batch is ``Σ_sub (Σ layer costs / #cost layers) / batch``; the running average ``0.9·avg + 0.1·loss``.
-Training stops when ``seen/batch`` reaches ``max_batches``. Checkpoints are Darknet ``.weights`` files
-(``seen`` in the header, so ``--weights`` resumes at the right batch; ``--clear`` starts it at 0), written
-atomically: ``<base>_<n>.weights`` every ``save_every`` batches and ``<base>_final.weights`` at the end.
+Training stops when ``seen/batch`` reaches ``max_batches``.
 
-Detection (``fit_detection``): batches of (images, one (k, 5) array of ``[class, x, y, w, h]`` per image) from
-a DetectionLoader or any iterable of them (cycled; the images regrouped into batches of ``batch``); each [yolo]
-head's statistics are kept per batch (``StepResult.yolo_stats``) and logged as Darknet's "Region" lines. With ``random=1`` on the last layer,
-Darknet's multi-scale rule: before every 10th batch (the first included) a new square size
-``(rand() % 10 + 10)·32`` (320..608), 608 once fewer than 200 batches remain; the network is resized
-(``DarknetNet.resize``) and the loader asked for that size (``set_size``).
+``fit`` (classifiers, arrays) and ``fit_detection`` (detectors: batches of images and one (k, 5) array of
+``[class, x, y, w, h]`` per image) run the loop with every callback (``darknet.task``): progress with the ETA,
+``history.jsonl``, checkpoints (``<base>_<n>`` every ``save_every`` batches, the newest ``keep`` kept,
+``<base>_last`` with them and at the end, ``<base>_final.weights`` at the end, ``<base>_best`` at each better
+evaluation; each one ``.state.npz`` with its ``.weights`` copy: ``darknet.checkpoint``), exact resume
+(``resume``), Ctrl-C, the divergence guard, the rank guard and, with ``random=1`` on the last layer, Darknet's
+multi-scale rule (``deltaprop.training.multiscale``: a new square size before every 10th batch, 320..608 for a
+416 cfg, the largest once fewer than 200 batches remain; the network is resized and the loader asked for that
+size with ``set_size``).
 """
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -32,7 +31,10 @@ from .. import backend
 from ..errors import ConfigError, DivergenceError, ShapeError
 from ..optim.darknet import DarknetSGD
 from ..optim.darknet_policy import DarknetLR
+from ..training import Evaluation, StepOutput, first_nonfinite_layer
+from ..training.multiscale import MultiScale
 from .train_loss import loss_layer_indices
+from .yolo_stats import merge_yolo_stats, region_line
 
 
 @dataclass
@@ -55,29 +57,6 @@ def one_hot(labels: np.ndarray, classes: int, dtype=np.float32) -> np.ndarray:
     t = np.zeros((labels.shape[0], classes), dtype=dtype)
     t[np.arange(labels.shape[0]), labels] = 1
     return t
-
-
-def merge_yolo_stats(parts: Sequence[Sequence[Dict[str, float]]]) -> List[Dict[str, float]]:
-    """Per head, the statistics of several forward passes (the subdivisions of a batch) as one: averages
-    weighted by each pass's ``count`` (no_obj by its number of predictions)."""
-    if not parts:
-        return []
-    out = []
-    for heads in zip(*parts):
-        cnt = sum(h["count"] for h in heads)
-        preds = sum(h["predictions"] for h in heads)
-        m: Dict[str, float] = {"layer": heads[0]["layer"], "count": cnt, "predictions": preds}
-        for k in ("avg_iou", "class", "obj", "recall50", "recall75"):
-            m[k] = sum(h[k] * h["count"] for h in heads if h["count"]) / cnt if cnt else float("nan")
-        m["no_obj"] = sum(h["no_obj"] * h["predictions"] for h in heads) / max(preds, 1)
-        out.append(m)
-    return out
-
-
-def region_line(st: Dict[str, float]) -> str:
-    """Darknet's per-head line (``forward_yolo_layer``'s printf)."""
-    return (f"Region {st['layer']} Avg IOU: {st['avg_iou']:f}, Class: {st['class']:f}, Obj: {st['obj']:f}, "
-            f"No Obj: {st['no_obj']:f}, .5R: {st['recall50']:f}, .75R: {st['recall75']:f},  count: {st['count']}")
 
 
 # --- data parallelism (deltaprop.distributed; docs/distributed.md) ------------------------------
@@ -116,26 +95,15 @@ def _sum_gradients(dp, total: float) -> float:
     return dp.totals(total)[0]
 
 
-def _guarded(method):
-    """Run a trainer method so that a failure on one rank ends every rank with its error."""
-    import functools
-
-    @functools.wraps(method)
-    def run(self, *args, **kwargs):
-        from ..distributed import failure_guard
-        with failure_guard(self.dp.comm):
-            return method(self, *args, **kwargs)
-    return run
-
-
 class DarknetTrainer:
     """Trains a ``DarknetNet`` the way Darknet does (see the module docstring).
 
     ``numerics`` switches the network ("darknet": Darknet's BN and loss deltas; "standard": textbook BN and
     true loss gradients); the update rule and schedule are Darknet's in both. Overrides (None: the cfg's):
     ``batch``, ``subdivisions``, ``learning_rate``, ``momentum``, ``decay``, ``max_batches``.
-    ``multiscale``: (smallest, largest) square size of Darknet's ``random=1`` rule, multiples of 32
-    (default (320, 608), Darknet's); ``False`` turns the rule off even where the cfg has ``random=1``.
+    ``multiscale``: (smallest, largest) square size of Darknet's ``random=1`` rule, multiples of 32 (default:
+    Darknet's 320..608 scaled to the cfg's width, ``training.multiscale.darknet_range``); ``False`` turns the
+    rule off even where the cfg has ``random=1``.
     ``keep_layer_grads``: keep ``net.layer_grads`` of each step's last pass (a copy of every layer's output
     gradient; off by default: it costs as much memory again as the activations).
     Like Darknet, it turns off the gradient of the network input (``net.needs_input_grad = False``).
@@ -175,14 +143,10 @@ class DarknetTrainer:
         self.rng = rng if rng is not None else backend.rng()
         self.avg_loss: Optional[float] = None
         last = net.layers[-1]
-        self.multiscale: Optional[Tuple[int, int]] = None
-        if multiscale is not False and getattr(last, "random", False) and last.kind == "yolo":
-            lo, hi = (320, 608) if multiscale in (None, True) else (int(multiscale[0]), int(multiscale[1]))
-            if lo < 32 or hi < lo or lo % 32 or hi % 32:
-                raise ConfigError(f"multiscale sizes must be multiples of 32 with 32 ≤ smallest ≤ largest, "
-                                  f"got ({lo}, {hi})")
-            self.multiscale = (lo, hi)
-        self._scale_count = 0
+        self.scales: Optional[MultiScale] = None
+        if multiscale is not False and last.detection_head and last.random:
+            _, h, w = net.input_shape
+            self.scales = MultiScale((w, h), None if multiscale in (None, True) else tuple(multiscale), self.rng)
         self.keep_layer_grads = bool(keep_layer_grads)
         object.__setattr__(net, "needs_input_grad", False)   # Darknet never computes the input's delta
         self.dp = _data_parallel(net, comm, sync_bn, self.mini_batch)
@@ -192,9 +156,26 @@ class DarknetTrainer:
         """Darknet's ``get_current_batch``: seen / batch."""
         return int(self.net.seen) // self.batch
 
-    def train_step(self, X: np.ndarray, truth) -> StepResult:
-        """One Darknet update on ``batch`` images X (N, C, H, W) with truths: an array (N, ...) for
-        classifier loss layers, or a list of N (k, 5) arrays ``[class, x, y, w, h]`` for [yolo]."""
+    @property
+    def multiscale(self) -> Optional[Tuple[int, int]]:
+        """(smallest, largest) size of the multi-scale rule, None when it is off."""
+        return None if self.scales is None else self.scales.sizes
+
+    @property
+    def _scale_count(self) -> int:
+        return 0 if self.scales is None else self.scales.count
+
+    @_scale_count.setter
+    def _scale_count(self, value: int) -> None:
+        if self.scales is not None:
+            self.scales.count = int(value)
+
+    # --- one update ---------------------------------------------------------------------------------
+    def forward_backward(self, X: np.ndarray, truth) -> StepOutput:
+        """The ``subdivisions`` forward/backward passes of one update on ``batch`` images X (N, C, H, W) with
+        truths (an array (N, ...) for classifier loss layers, or a list of N (k, 5) arrays ``[class, x, y, w,
+        h]`` for [yolo]), gradients added into ``.grad`` and summed over the ranks; the weights do not change.
+        ``StepOutput.info`` holds the costs of each pass and the merged [yolo] statistics."""
         if len(X) != self.batch or len(truth) != self.batch:
             raise ShapeError(f"train_step: expected {self.batch} images and truths (batch {self.batch} = "
                              f"{self.subdivisions} × {self.mini_batch}), got {len(X)} and {len(truth)}")
@@ -220,34 +201,44 @@ class DarknetTrainer:
             object.__setattr__(net, "keep_layer_grads", keep)
         total = _sum_gradients(self.dp, total)                         # over the ranks (Σ, Darknet's deltas)
         loss = total / self.batch                                      # train_network: sum/(n·batch)
-        if not math.isfinite(loss):
-            raise DivergenceError(f"batch {self.current_batch}: the loss is {loss} (costs {per_sub}); lower the "
-                                  f"learning rate or check the data")
+        return StepOutput(loss, self.batch, {"costs": per_sub, "yolo_stats": merge_yolo_stats(stats),
+                                             "size": (int(X.shape[-1]), int(X.shape[-2]))})
+
+    def update(self, out: StepOutput) -> StepResult:
+        """The update after ``forward_backward``: the learning rate of this batch, Darknet's SGD step, the
+        running loss average."""
         n = self.current_batch
         lr = self.policy(n, self.rng)
         self.optimizer.set_lr(lr)
         self.optimizer.step()
         self.optimizer.zero_grad()
-        self.avg_loss = loss if self.avg_loss is None else 0.9 * self.avg_loss + 0.1 * loss
-        return StepResult(loss, lr, n, int(net.seen), per_sub, merge_yolo_stats(stats))
+        self.avg_loss = out.loss if self.avg_loss is None else 0.9 * self.avg_loss + 0.1 * out.loss
+        out.info.update(lr=lr, batch=n, seen=int(self.net.seen))
+        return StepResult(out.loss, lr, n, int(self.net.seen), out.info["costs"], out.info["yolo_stats"])
 
-    def next_size(self) -> Optional[int]:
+    def diverged(self, out: StepOutput) -> DivergenceError:
+        """The error of a non-finite loss: the batch and the first layer whose output or weights are not finite."""
+        where = first_nonfinite_layer(self.net) or "no layer output or parameter (the loss itself)"
+        return DivergenceError(f"batch {self.current_batch}: the loss is {out.loss}; the first NaN/inf is in "
+                               f"{where}. Lower learning_rate (or raise burn_in) in the cfg, or check the data")
+
+    def train_step(self, X: np.ndarray, truth) -> StepResult:
+        """One Darknet update (``forward_backward``, then ``update``); a non-finite loss raises DivergenceError
+        before the weights change."""
+        out = self.forward_backward(X, truth)
+        if not math.isfinite(out.loss):
+            raise self.diverged(out)
+        return self.update(out)
+
+    def next_size(self) -> Optional[Tuple[int, int]]:
         """Darknet's multi-scale rule, asked before each batch: a new size before every 10th (the first
-        included), else None. The size is drawn from ``multiscale`` in steps of 32; the largest once
-        fewer than 200 batches remain."""
-        if self.multiscale is None:
+        included), else None (always None when the rule is off)."""
+        if self.scales is None:
             return None
-        count = self._scale_count
-        self._scale_count += 1
-        if count % 10:
-            return None
-        lo, hi = self.multiscale
-        dim = lo + 32 * int(self.rng.integers((hi - lo) // 32 + 1))
-        if self.current_batch + 200 > self.max_batches:
-            dim = hi
-        return dim
+        size = self.scales.next_size(self.current_batch, self.max_batches)
+        return None if size is None else size[0]
 
-    # --- the loop -----------------------------------------------------------------------------------
+    # --- the data -----------------------------------------------------------------------------------
     def batches(self, n_images: int, seed: int = 0) -> Iterator[np.ndarray]:
         """Image indices of the coming batches: epoch e is a permutation drawn from ``(seed, e)``, read
         from image ``seen`` on, so a run resumed from a checkpoint sees what an uninterrupted run would."""
@@ -262,45 +253,10 @@ class DarknetTrainer:
                 k += take
             yield np.asarray(idx)
 
-    def fit(self, X: np.ndarray, labels: np.ndarray, classes: int, *, out_dir=None, base: str = "model",
-            save_every: int = 1000, log_every: int = 10, eval_data: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-            eval_every: Optional[int] = None, seed: int = 0, progress: bool = True,
-            log: Callable[[str], None] = print, stop=None) -> List[Dict[str, Any]]:
-        """Train a classifier on (X, labels) until ``max_batches``. Writes ``history.jsonl`` (every
-        ``log_every`` batches) and ``.weights`` checkpoints into ``out_dir``; returns the history records.
-        Ctrl-C (SIGINT in the main thread; ``stop``: a ``deltaprop.train.StopRequest`` the caller activated
-        earlier) stops at the next batch boundary with ``TrainingInterrupted``: the trainer's state (the
-        net, ``seen``, the optimizer, ``avg_loss``) is then consistent, ready to be saved and resumed."""
-        it = self.batches(len(X), seed)
-
-        def data():
-            for idx in it:
-                yield X[idx], one_hot(labels[idx], classes, X.dtype)
-
-        def evaluate_hook(n: int, rec: Dict[str, Any]) -> None:
-            if eval_data is not None and eval_every and n % eval_every == 0:
-                rec["eval_loss"], rec["eval_acc"] = evaluate(self.net, *eval_data)
-                log(f"batch {n}: loss {rec['loss']:.4f} avg {rec['avg_loss']:.4f} | eval acc {rec['eval_acc']:.4f}")
-        return self._loop(data(), out_dir, base, save_every, log_every, progress, log, evaluate_hook, stop)
-
-    def fit_detection(self, loader: Iterable, *, out_dir=None, base: str = "model", save_every: int = 1000,
-                      log_every: int = 10, progress: bool = True,
-                      log: Callable[[str], None] = print, stop=None) -> List[Dict[str, Any]]:
-        """Train a detector until ``max_batches`` on ``loader``: an iterable of ``(x (n, C, H, W), targets)``
-        with one (k, 5) array of ``[class, x, y, w, h]`` per image (``DetectionLoader``, or a list of such
-        batches, cycled); its images are regrouped into updates of ``batch`` images. With multi-scale
-        (``random=1``) the loader must have ``set_size(width, height)``; a batch still at the old size
-        (loaded ahead) is dropped, as Darknet drops the batch it had loaded. History records carry each
-        head's statistics; Darknet's "Region" lines are logged every ``log_every`` batches. Ctrl-C: as
-        ``fit``."""
-        if self.multiscale is not None and not hasattr(loader, "set_size"):
-            raise ConfigError(f"layer {len(self.net.layers) - 1} [yolo] has random=1 (multi-scale training): the "
-                              f"data must offer set_size(width, height), as DetectionLoader does; or train "
-                              f"with multiscale=False")
-        return self._loop(self._detection_batches(loader), out_dir, base, save_every, log_every, progress, log,
-                          None, stop)
-
-    def _detection_batches(self, loader: Iterable) -> Iterator[Tuple[np.ndarray, List[np.ndarray]]]:
+    def detection_batches(self, loader: Iterable) -> Iterator[Tuple[np.ndarray, List[np.ndarray]]]:
+        """Updates of ``batch`` images from ``loader``'s batches (regrouped; an iterable is cycled). Images
+        not at the network's current size (built ahead before a multi-scale resize) are dropped, as Darknet
+        drops the batch it had loaded."""
         def cycle():
             while True:
                 got = False
@@ -315,10 +271,6 @@ class DarknetTrainer:
         rows: List[np.ndarray] = []
         stale = 0
         while True:
-            dim = self.next_size()
-            if dim is not None and (dim, dim) != tuple(self.net.input_shape[1:]):
-                self.net.resize(dim, dim)
-                loader.set_size(dim, dim)
             want = tuple(self.net.input_shape)
             keep = [k for k, im in enumerate(images) if im.shape == want]
             images, rows = [images[k] for k in keep], [rows[k] for k in keep]
@@ -340,81 +292,68 @@ class DarknetTrainer:
             images, rows = images[self.batch:], rows[self.batch:]
             yield X, T
 
-    @_guarded
-    def _loop(self, data: Iterator, out_dir, base: str, save_every: int, log_every: int, progress: bool,
-              log: Callable[[str], None], hook: Optional[Callable[[int, Dict[str, Any]], None]] = None,
-              stop=None) -> List[Dict[str, Any]]:
-        from ..train import StopRequest, TrainingInterrupted
-        stop = stop if stop is not None else StopRequest()
-        if not self.dp.is_main:   # only rank 0 prints and writes
-            out_dir, progress, log = None, False, (lambda line: None)
-        if self.max_batches <= 0:
-            raise ConfigError("max_batches is 0: give the cfg a max_batches (or --epochs), else Darknet "
-                              "trains forever")
-        out = Path(out_dir) if out_dir is not None else None
-        hist_path = None
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            hist_path = out / "history.jsonl"
-        from .weights import save_weights
-        history: List[Dict[str, Any]] = []
-        start_batch = self.current_batch
-        todo = self.max_batches - start_batch
-        if todo <= 0:
-            log(f"already at batch {start_batch} ≥ max_batches {self.max_batches}: nothing to train "
-                f"(--clear restarts the count)")
-        bar = _progress(todo, progress)
-        t0 = time.perf_counter()
-        last_t, last_n = t0, start_batch
-        try:
-            with stop.active():
-                while self.current_batch < self.max_batches:
-                    if stop.requested:      # at a batch boundary: the state is consistent
-                        raise TrainingInterrupted(None, None, self.current_batch)
-                    X, T = next(data)
-                    res = self.train_step(X, T)
-                    n = res.batch_num
-                    if bar is not None:
-                        bar.update(1)
-                        extra = {}
-                        heads = [st for st in res.yolo_stats if st["count"]]
-                        cnt = sum(st["count"] for st in heads)
-                        if cnt:   # the heads together: IoU and recall of the truths trained this batch
-                            extra["iou"] = f"{sum(st['avg_iou'] * st['count'] for st in heads) / cnt:.3f}"
-                            extra["R50"] = f"{sum(st['recall50'] * st['count'] for st in heads) / cnt:.2f}"
-                        bar.set_postfix(loss=f"{res.loss:.4f}", avg=f"{self.avg_loss:.4f}", lr=f"{res.lr:.3g}", **extra)
-                    rec: Dict[str, Any] = {"batch": n, "seen": res.seen, "loss": res.loss, "avg_loss": self.avg_loss,
-                                           "lr": res.lr}
-                    logged = n % log_every == 0 or n == self.max_batches
-                    if logged:
-                        now = time.perf_counter()
-                        rec["images_per_s"] = round((n - last_n) * self.batch / max(now - last_t, 1e-9), 1)
-                        rec["elapsed_s"] = round(now - t0, 2)
-                        if res.yolo_stats:
-                            rec["size"] = int(X.shape[-1])
-                            rec["yolo"] = [{k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v)
-                                            for k, v in st.items()} for st in res.yolo_stats]
-                        last_t, last_n = now, n
-                    if hook is not None:
-                        hook(n, rec)
-                    if logged or "eval_acc" in rec:
-                        history.append(rec)
-                        if hist_path is not None:
-                            with open(hist_path, "a") as f:
-                                f.write(json.dumps(rec) + "\n")
-                        if bar is None and logged:
-                            for st in res.yolo_stats:
-                                log(region_line(st))
-                            log(f"{n}: {res.loss:.6f}, {self.avg_loss:.6f} avg, {res.lr:.6g} rate, "
-                                f"{rec.get('elapsed_s', 0.0):.1f} s, {res.seen} images")
-                    if out is not None and save_every and n % save_every == 0 and n < self.max_batches:
-                        save_weights(self.net, out / f"{base}_{n}.weights")
-        finally:
-            if bar is not None:
-                bar.close()
-        if out is not None:
-            save_weights(self.net, out / f"{base}_final.weights")
-        return history
+    # --- the runs -----------------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, labels: np.ndarray, classes: int, *, out_dir=None, base: str = "model",
+            save_every: int = 1000, keep: Optional[int] = 3, log_every: int = 10,
+            eval_data: Optional[Tuple[np.ndarray, np.ndarray]] = None, eval_every: Optional[int] = None,
+            seed: int = 0, progress: bool = True, log: Callable[[str], None] = print, stop=None,
+            callbacks: Sequence = (), resume=None, **run_options) -> List[Dict[str, Any]]:
+        """Train a classifier on (X, labels) until ``max_batches`` (see the module docstring for what is
+        written into ``out_dir``); returns the history records. ``eval_data`` (X, labels): accuracy every
+        ``eval_every`` batches (and ``<base>_best`` when it improves). Ctrl-C (SIGINT in the main thread;
+        ``stop``: a ``deltaprop.training.StopRequest`` the caller activated earlier) stops at the next batch
+        boundary, writes ``<base>_last`` and raises ``TrainingInterrupted`` naming it. ``resume``: a checkpoint
+        (``.state.npz``, or a ``.weights`` with its state beside it) of this run to continue exactly.
+        ``run_options``: ``darknet.task.run``'s (``files``, ``settings``, ``resume_command``)."""
+        from .task import run
+        it = self.batches(len(X), seed)
+
+        def data():
+            for idx in it:
+                yield X[idx], one_hot(labels[idx], classes, X.dtype)
+
+        evaluation = None
+        if eval_data is not None and eval_every:
+            def measure() -> Dict[str, Any]:
+                loss, acc = evaluate(self.net, *eval_data)
+                return {"eval_loss": loss, "eval_acc": acc}
+            evaluation = Evaluation(measure, monitor="eval_acc", mode="max", every=eval_every,
+                                    announce=lambda n, v, best: f"batch {n}: eval loss {v['eval_loss']:.4f}, acc "
+                                                                f"{v['eval_acc']:.4f}" + (" (best so far)" if best else ""))
+        return run(self, data(), out_dir=out_dir, base=base, save_every=save_every, keep=keep,
+                   log_every=log_every, progress=progress, log=log, stop=stop, callbacks=callbacks, resume=resume,
+                   evaluation=evaluation, **run_options)
+
+    def fit_detection(self, loader: Iterable, *, out_dir=None, base: str = "model", save_every: int = 1000,
+                      keep: Optional[int] = 3, log_every: int = 10, progress: bool = True,
+                      log: Callable[[str], None] = print, stop=None, callbacks: Sequence = (), resume=None,
+                      **run_options) -> List[Dict[str, Any]]:
+        """Train a detector until ``max_batches`` on ``loader``: an iterable of ``(x (n, C, H, W), targets)``
+        with one (k, 5) array of ``[class, x, y, w, h]`` per image (``DetectionLoader``, or a list of such
+        batches, cycled; see ``detection_batches``). With multi-scale (``random=1``) the loader must have
+        ``set_size(width, height)``. History records carry each head's statistics; Darknet's "Region" lines
+        are logged every ``log_every`` batches. Checkpoints, Ctrl-C, ``resume``: as ``fit``."""
+        from .task import run
+        if self.scales is not None and not hasattr(loader, "set_size"):
+            raise ConfigError(f"layer {len(self.net.layers) - 1} [yolo] has random=1 (multi-scale training): the "
+                              f"data must offer set_size(width, height), as DetectionLoader does; or train "
+                              f"with multiscale=False")
+        return run(self, self.detection_batches(loader), out_dir=out_dir, base=base, save_every=save_every,
+                   keep=keep, log_every=log_every, progress=progress, log=log, stop=stop, callbacks=callbacks,
+                   resume=resume, loader=loader, **run_options)
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        """What a checkpoint keeps of the trainer beyond the net and the optimizer."""
+        return {"seen": int(self.net.seen), "batch": self.current_batch, "max_batches": int(self.max_batches),
+                "avg_loss": self.avg_loss, "rng": json.dumps(self.rng.bit_generator.state)}
+
+    def load_state(self, state: Dict[str, Any]) -> None:
+        """Restore ``state()`` (``seen``, the running loss, the generator)."""
+        object.__setattr__(self.net, "seen", int(state["seen"]))
+        self.avg_loss = state.get("avg_loss")
+        if state.get("rng"):
+            self.rng.bit_generator.state = json.loads(state["rng"])
 
 
 def evaluate(net, X: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> Tuple[float, float]:
@@ -441,11 +380,4 @@ def _policy_options(o: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _progress(total: int, enabled: bool):
-    if not enabled or total <= 0:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a core dependency
-        return None
-    return tqdm(total=total, unit="batch", desc="train", dynamic_ncols=True)
+__all__ = ["DarknetTrainer", "StepResult", "one_hot", "evaluate", "merge_yolo_stats", "region_line"]

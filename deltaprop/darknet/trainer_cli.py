@@ -6,13 +6,17 @@ with one sub-folder per class, optionally split into ``train/`` and ``test/``), 
 learning_rate), ``batch_size`` (the cfg's batch), ``momentum``, ``weight_decay`` (Darknet's decay), ``epochs``
 (max_batches = the current batch + ⌈epochs·N/batch⌉; else the cfg's max_batches), ``seed``, ``out``,
 ``val_split``, ``limit``, ``progress``/``no_progress`` (a bar only on a terminal unless ``progress``); and, when
-the parser has them, ``numerics`` (darknet|standard), ``save_every`` (batches between ``.weights`` checkpoints,
-default 1000), ``subdivisions``, ``threads``.
+the parser has them, ``numerics`` (darknet|standard), ``save_every`` (batches between numbered checkpoints,
+default 1000), ``keep`` (the numbered checkpoints kept: N or "all", default 3), ``subdivisions``, ``threads``.
 
+The run writes into ``out`` (darknet.task): ``<cfg>_<n>.weights`` + ``.state.npz`` every ``save_every`` batches,
+``last.npz`` (the state) + ``<cfg>_last.weights`` with them and at the end, ``<cfg>_final.weights``,
+``<cfg>_best.*`` at each better validation accuracy, ``history.jsonl``, ``chart.png`` and ``result.json``.
 Ctrl-C stops at the next batch boundary and writes ``OUT/last.npz``: the net, ``seen``, the optimizer's momentum,
-the running loss average, the random state and these settings; ``deltaprop train --resume OUT/last.npz`` then
-ends exactly where the uninterrupted run would have (the same final ``.weights``, byte for byte). On resume only
-``data`` (where the same images are) may be given anew; other settings that differ are refused.
+the running loss average, the random states, the loop's state and these settings; ``deltaprop train --resume
+OUT/last.npz`` (or any ``.state.npz`` of the run) then ends exactly where the uninterrupted run would have (the
+same final ``.weights``, byte for byte). On resume only ``data`` (where the same images are) and ``keep`` may be
+given anew; other settings that differ are refused.
 
 BLAS threads: training runs with ONE BLAS thread unless ``threads`` or ``$DELTAPROP_BLAS_THREADS`` says
 otherwise (needs threadpoolctl; without it nothing is changed). Measured on the 2-core machine shared with
@@ -30,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..runtime.settings import env_int
+from ..runtime import threads
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, DataError
 
@@ -117,8 +121,8 @@ def _classes_of(net) -> int:
 
 # the options a cfg run stores in its Ctrl-C checkpoint (extra["darknet_fit"]["settings"]) and resumes with
 SETTINGS = ("cfg", "data", "lr", "batch_size", "subdivisions", "momentum", "weight_decay", "epochs", "seed",
-            "val_split", "limit", "numerics", "save_every")
-RESUME_APPLIES = ("data",)
+            "val_split", "limit", "numerics", "save_every", "keep")
+RESUME_APPLIES = ("data", "keep")
 
 
 def apply_resume_settings(args, stored: Dict[str, Any]) -> None:
@@ -138,38 +142,37 @@ def run(args, resume=None) -> int:
     """Train (or, with ``resume``, a ``deltaprop.io.Checkpoint`` holding ``darknet_fit``, continue) a cfg run."""
     if resume is not None:
         apply_resume_settings(args, resume.extra["darknet_fit"]["settings"])
-    threads = getattr(args, "threads", None) or env_int("DELTAPROP_BLAS_THREADS", 1, minimum=1)
-    from ..backend import blas_threads
-    with blas_threads(int(threads)):
+    with threads.limit_blas_threads(threads.product_threads(getattr(args, "threads", None), 1)):
         return _run(args, resume)
 
 
 def _resumed_net(args, resume):
-    """The net of a Ctrl-C checkpoint (its weights, ``seen`` and the random state restored)."""
+    """The net of a cfg run's checkpoint (built from the cfg it stores, at its ``seen``; the trainer loads the
+    rest)."""
     from .. import io
-    net = io.load_checkpoint(args.resume, restore_rng=True).model
+    net = io.load_checkpoint(args.resume).model
     object.__setattr__(net, "seen", int(resume.extra["darknet_fit"]["seen"]))
     return net
 
 
 def _run(args, resume=None) -> int:
-    import deltaprop as dp
     from . import load
-    from .. import io
-    from ..train import StopRequest, TrainingInterrupted
+    from .. import backend
+    from ..training import Chart, StopRequest
+    from ..training.checkpoints import resolve_keep
     from .trainer import DarknetTrainer, evaluate
 
     numerics = getattr(args, "numerics", None) or "darknet"
     seed = 0 if getattr(args, "seed", None) is None else int(args.seed)
     t_start = time.perf_counter()
-    dp.manual_seed(seed)
+    backend.manual_seed(seed)
     if resume is not None:
         net = _resumed_net(args, resume)
     else:
         net = load(args.cfg, args.weights, numerics=numerics)
         if getattr(args, "clear", False):
             object.__setattr__(net, "seen", 0)
-    yolo = [i for i, layer in enumerate(net.layers) if layer.kind == "yolo"]
+    yolo = [layer.index for layer in net.detection_heads]
     if yolo:
         raise ConfigError(f"{args.cfg}: layer {yolo[0]} is [yolo]: a detector trains on detection data (a .data "
                           f"file): deltaprop detector train DATA {args.cfg} (or DarknetTrainer.fit_detection)")
@@ -202,9 +205,6 @@ def _run(args, resume=None) -> int:
     trainer = DarknetTrainer(net, batch=batch, subdivisions=subdiv, learning_rate=getattr(args, "lr", None),
                              momentum=getattr(args, "momentum", None), decay=getattr(args, "weight_decay", None),
                              max_batches=max_batches)
-    if resume is not None:
-        io.load_checkpoint(args.resume, model=net, optimizer=trainer.optimizer)    # the momentum buffers
-        trainer.avg_loss = resume.extra["darknet_fit"]["avg_loss"]
     base = Path(args.cfg).stem
     out = Path(args.out) if getattr(args, "out", None) else Path("runs") / base
     save_every = int(getattr(args, "save_every", None) or 1000)
@@ -216,15 +216,17 @@ def _run(args, resume=None) -> int:
     stop = StopRequest()
     with stop.active():     # from the header on, a Ctrl-C is never lost: it stops at a batch boundary
         _header(args, net, numerics, desc, X, Xt, trainer, base, out, resume)
-        try:
-            history = trainer.fit(X, y, classes, out_dir=out, base=base, save_every=save_every, eval_data=val,
-                                  eval_every=eval_every, seed=seed, progress=progress, stop=stop)
-        except TrainingInterrupted as e:
-            raise _interrupted(e, trainer, out, settings) from None
+        history = trainer.fit(X, y, classes, out_dir=out, base=base, save_every=save_every,
+                              keep=resolve_keep(getattr(args, "keep", None)), eval_data=val, eval_every=eval_every, seed=seed,
+                              progress=progress, stop=stop, resume=args.resume if resume is not None else None,
+                              files={"last": ("last.npz", "{base}_last.weights")}, settings=settings,
+                              resume_command=lambda path: f"deltaprop train --resume {path}",
+                              callbacks=[Chart(out / "chart.png", title=f"{base}: training")])
     test_loss, test_acc = evaluate(net, Xt, yt)
     wall = time.perf_counter() - t_start
+    losses = [r["loss"] for r in history if "loss" in r]
     summary = {"cfg": str(args.cfg), "numerics": numerics, "batches": trainer.current_batch, "seen": int(net.seen),
-               "final_loss": history[-1]["loss"] if history else None,
+               "final_loss": losses[-1] if losses else None,
                "avg_loss": trainer.avg_loss, "test_loss": test_loss, "test_acc": test_acc,
                "wall_time_s": round(wall, 1), "weights": str(out / f"{base}_final.weights"),
                "settings": settings, "ran": _what_ran(trainer, numerics, seed, save_every, desc, len(X), vs),
@@ -260,20 +262,3 @@ def _header(args, net, numerics: str, desc: str, X, Xt, trainer, base: str, out:
           + f", momentum {trainer.optimizer.param_groups[0]['momentum']:g}, "
           f"decay {trainer.optimizer.defaults['decay']:g}; batches {trainer.current_batch} -> "
           f"{trainer.max_batches} (seen {net.seen}) -> {out}", flush=True)
-
-
-def _interrupted(e, trainer, out: Path, settings: Dict[str, Any]):
-    """Write ``out/last.npz`` (the state at the batch boundary where Ctrl-C stopped the run), print the
-    command that resumes it, and return the TrainingInterrupted that names it."""
-    from .. import io
-    from ..distributed import is_main_process
-    from ..train import TrainingInterrupted
-    path = out / "last.npz"
-    if is_main_process():
-        state = {"settings": settings, "seen": int(trainer.net.seen), "max_batches": int(trainer.max_batches),
-                 "avg_loss": trainer.avg_loss}
-        io.save_checkpoint(path, trainer.net, trainer.optimizer, step=trainer.current_batch,
-                           extra={"darknet_fit": state})
-        print(f"interrupted at batch {trainer.current_batch} of {trainer.max_batches}: the state is saved in "
-              f"{path}; continue with:\n  deltaprop train --resume {path}", file=sys.stderr, flush=True)
-    return TrainingInterrupted(path, None, e.batch)

@@ -137,30 +137,6 @@ def failure_guard(comm: Optional[Communicator] = None) -> Iterator[None]:
         _restore_sigterm(previous)
 
 
-def guarded(fn):
-    """Decorator: run ``fn`` inside ``failure_guard(world())`` (a training loop that must not leave other ranks
-    waiting when it fails)."""
-    import functools
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        with failure_guard(world()):
-            return fn(*args, **kwargs)
-    return run
-
-
-def main_rank_only(fn):
-    """Decorator: call ``fn`` on rank 0 (or in a one-process run) only; the other ranks get None. For the
-    methods that write files or print."""
-    import functools
-    from .comm import is_main_process
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        return fn(*args, **kwargs) if is_main_process() else None
-    return run
-
-
 class Terminated(Exception):
     """This rank received SIGTERM."""
 

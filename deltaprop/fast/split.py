@@ -1,11 +1,15 @@
 """The NumPy path on several cores: one pass over a batch run as slices of the batch on parallel threads.
 
 NumPy runs each elementwise pass on one thread; while it does, the cores that ran the matrix products sit
-idle. With numba the kernels are parallel themselves (``_numba.jit(parallel=True)``) and nothing here is
+idle. With numba the kernels are parallel themselves (``runtime.jit.jit(parallel=True)``) and nothing here is
 used. Without it, a pass that is large enough (``SPLIT_MIN`` elements) is cut along the batch axis into as
 many slices as MKL has threads, and the slices run at once: the caller's thread takes the first, a small pool
 of Python threads the others (NumPy lets go of the GIL inside its loops). Every element is computed by the
 same operations on the same operands, so the numbers are bit-identical to one pass.
+
+The variants that split a reference's pass (``fast/conv_split.py`` and others) call the reference's function for
+the rows lo:hi of the batch in each slice (``map_batch``), and register for its op with ``splittable`` as their
+``applies``: a test without side effects; ``ranges`` decides at run time whether the pass is really split.
 
 This pays only when the products' threads are out of the way. Before a split, ``blas.release_threads`` hands
 back MKL's GNU OpenMP threads. With NumPy's OpenBLAS it stops OpenBLAS's threads, but only before passes of
@@ -49,11 +53,18 @@ def set_enabled(flag: bool) -> None:
     ENABLED = bool(flag)
 
 
+def splittable(n: int, size: int) -> bool:
+    """Whether a pass over ``size`` elements of a batch of ``n`` is one ``ranges`` may split: splitting on, at
+    least two samples and ``SPLIT_MIN`` elements. No side effect (the products' threads are left alone): the
+    ``applies`` of the split variants."""
+    return ENABLED and n >= 2 and size >= SPLIT_MIN
+
+
 def ranges(n: int, size: int) -> Optional[List[Tuple[int, int]]]:
     """Batch slices [(lo, hi), ...] for a pass over ``size`` elements of a batch of ``n``; None when the pass
     should run whole: numba enabled, splitting off, small, one thread, inside a slice already, or the
     products' threads could not be released."""
-    if not ENABLED or n < 2 or size < SPLIT_MIN or _numba.enabled() or getattr(_local, "inside", False):
+    if not splittable(n, size) or _numba.enabled() or getattr(_local, "inside", False):
         return None
     parts = min(n, blas.max_threads())
     if parts < 2 or not blas.release_threads(size):

@@ -4,6 +4,7 @@ reorganises the arithmetic have a naive twin written straight from their equatio
 tests check one against the other."""
 from . import activation, dense
 from . import conv, im2col, shape
-from . import loss
+from . import loss, loss_binary, loss_margin
 from . import norm, pool
 from . import darknet_loss, norm_darknet
+from . import update

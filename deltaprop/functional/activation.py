@@ -1,17 +1,18 @@
-"""Activation kernels (docs/equations.md §5). Each backward multiplies the incoming gradient by σ'(z)
-(P2 of §2), computed from what the forward kept; none recomputes the forward.
+"""Activation kernels (docs/equations.md §5), each the reference of its op (``dispatch.op``). Each backward
+multiplies the incoming gradient by σ'(z) (P2 of §2), computed from what the forward kept; none recomputes the
+forward.
 
 This module is the one home of each activation's derivative (``sigmoid_derivative``, ``tanh_derivative``,
 ``leaky_relu_derivative``; ReLU's is its mask) and of the leaky forward (``leaky_relu_into``): the fused batch
-norm kernels (``norm``), the Darknet activations (``darknet.activations``) call them, and the numba kernels
-that mirror them (``_elementwise_numba``, ``_norm_numba._sigma``) are tested equal to them."""
+norm kernels (``norm_fused``), the Darknet activations (``darknet.activations``) call them, and the numba kernels
+that mirror them (``fast.elementwise_numba``, ``fast.norm_numba._sigma``) are tested equal to them."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..fast import elementwise_numba as _ew
+from .. import dispatch
 
 
 # --- the caches: one typed record per kernel ---------------------------------------------------
@@ -50,8 +51,9 @@ class LogSoftmaxCache(NamedTuple):
     axis: int
 
 
+@dispatch.op("sigmoid")
 def sigmoid_forward(z: np.ndarray, steepness: float = 1.0) -> Tuple[np.ndarray, SigmoidCache]:
-    """Logistic f(z) = 1/(1 + e^{−λz}) (λ = steepness, seed 004), computed without overflow."""
+    """Logistic (§5) f(z) = 1/(1 + e^{−λz}) (λ = steepness, seed 004), computed without overflow."""
     t = z * steepness if steepness != 1.0 else z
     # 1/(1+e^{-t}) for t ≥ 0 and e^{t}/(1+e^{t}) for t < 0 never overflow.
     e = np.exp(-np.abs(t))
@@ -66,8 +68,9 @@ def sigmoid_derivative(y: np.ndarray) -> np.ndarray:
     return d
 
 
+@dispatch.backward("sigmoid")
 def sigmoid_backward(dy: np.ndarray, cache: SigmoidCache) -> np.ndarray:
-    """P2 with f' = λ f (1 − f): dy ⊙ ``sigmoid_derivative(y)``, times λ."""
+    """P2 of the logistic (§5), f' = λ f (1 − f): dy ⊙ ``sigmoid_derivative(y)``, times λ."""
     y, lam = cache
     dz = sigmoid_derivative(y)
     dz *= dy
@@ -76,21 +79,17 @@ def sigmoid_backward(dy: np.ndarray, cache: SigmoidCache) -> np.ndarray:
     return dz
 
 
+@dispatch.op("relu")
 def relu_forward(z: np.ndarray) -> Tuple[np.ndarray, ReluCache]:
-    """max(0, z), computed as z · [z > 0] (a numba kernel does it in one parallel pass when available)."""
-    fused = _ew.relu_forward(z)
-    if fused is not None:
-        return fused[0], ReluCache(fused[1])
+    """ReLU (§5): max(0, z), computed as z · [z > 0] (so −0.0 and NaN pass as the product gives them)."""
     mask = z > 0
     return z * mask, ReluCache(mask)
 
 
+@dispatch.backward("relu")
 def relu_backward(dy: np.ndarray, cache: ReluCache) -> np.ndarray:
-    """P2 with ReLU's f' = 1 where z > 0, else 0 (§5), as a multiply by the stored mask (~10× faster than
-    np.where); ``_elementwise_numba._relu_bwd`` mirrors it."""
-    mask = cache[0]
-    fused = _ew.relu_backward(dy, mask)
-    return fused if fused is not None else dy * mask
+    """P2 of ReLU (§5), f' = 1 where z > 0, else 0: a multiply by the stored mask (~10× faster than np.where)."""
+    return dy * cache[0]
 
 
 def leaky_relu_into(z: np.ndarray, slope: float, out: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
@@ -105,8 +104,9 @@ def leaky_relu_into(z: np.ndarray, slope: float, out: np.ndarray, mask: Optional
     return np.multiply(z, leaky_relu_derivative(z > 0 if mask is None else mask, slope, z.dtype), out=out)
 
 
+@dispatch.op("leaky_relu")
 def leaky_relu_forward(z: np.ndarray, negative_slope: float = 0.01) -> Tuple[np.ndarray, LeakyReluCache]:
-    """z for z > 0, slope·z otherwise (Darknet's ``leaky`` uses 0.1), by ``leaky_relu_into``. Only the mask
+    """Leaky ReLU (§5): z for z > 0, slope·z otherwise (Darknet's ``leaky`` uses 0.1), by ``leaky_relu_into``. Only the mask
     z > 0 is kept (one byte per value)."""
     mask = z > 0
     return leaky_relu_into(z, negative_slope, np.empty_like(z), mask), LeakyReluCache(mask, negative_slope)
@@ -125,14 +125,16 @@ def leaky_relu_derivative(mask: np.ndarray, slope: float, dtype) -> np.ndarray:
     return np.where(mask, t(1), t(slope))
 
 
+@dispatch.backward("leaky_relu")
 def leaky_relu_backward(dy: np.ndarray, cache: LeakyReluCache) -> np.ndarray:
-    """P2: dy ⊙ ``leaky_relu_derivative`` (1 for z > 0, slope otherwise)."""
+    """P2 of the leaky ReLU (§5): dy ⊙ ``leaky_relu_derivative`` (1 for z > 0, slope otherwise)."""
     mask, slope = cache
     k = leaky_relu_derivative(mask, slope, dy.dtype)
     k *= dy
     return k
 
 
+@dispatch.op("tanh")
 def tanh_forward(z: np.ndarray) -> Tuple[np.ndarray, TanhCache]:
     """tanh(z) (§5)."""
     y = np.tanh(z)
@@ -144,18 +146,21 @@ def tanh_derivative(y: np.ndarray) -> np.ndarray:
     return 1 - y * y
 
 
+@dispatch.backward("tanh")
 def tanh_backward(dy: np.ndarray, cache: TanhCache) -> np.ndarray:
-    """P2: dy ⊙ ``tanh_derivative(y)``."""
+    """P2 of tanh (§5): dy ⊙ ``tanh_derivative(y)``."""
     return dy * tanh_derivative(cache[0])
 
 
+@dispatch.op("softmax")
 def softmax_forward(x: np.ndarray, axis: int = -1) -> Tuple[np.ndarray, SoftmaxCache]:
-    """y_i = e^{x_i − max}/Σ_k e^{x_k − max} along ``axis`` (max-subtracted: stable)."""
+    """Softmax (§5): y_i = e^{x_i − max}/Σ_k e^{x_k − max} along ``axis`` (max-subtracted: stable)."""
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     y = e / e.sum(axis=axis, keepdims=True)
     return y, SoftmaxCache(y, axis)
 
 
+@dispatch.backward("softmax")
 def softmax_backward(dy: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
     """The softmax's backward (§5): the vector–Jacobian product with ∂y_i/∂x_j = y_i(δ_ij − y_j):
     dx = y ⊙ (dy − Σ_k dy_k y_k).
@@ -164,15 +169,17 @@ def softmax_backward(dy: np.ndarray, cache: SoftmaxCache) -> np.ndarray:
     return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
 
 
+@dispatch.op("log_softmax")
 def log_softmax_forward(x: np.ndarray, axis: int = -1) -> Tuple[np.ndarray, LogSoftmaxCache]:
-    """log softmax via log-sum-exp."""
+    """ln of the softmax (§5) along ``axis``, by log-sum-exp: (x − max) − ln Σ_k e^{x_k − max}."""
     s = x - x.max(axis=axis, keepdims=True)
     out = s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
     return out, LogSoftmaxCache(out, axis)
 
 
+@dispatch.backward("log_softmax")
 def log_softmax_backward(dy: np.ndarray, cache: LogSoftmaxCache) -> np.ndarray:
-    """dx = dy − softmax(x)·Σ_k dy_k."""
+    """The log-softmax's backward (§5, softmax's Jacobian divided by y): dx = dy − softmax(x)·Σ_k dy_k."""
     out, axis = cache
     return dy - np.exp(out) * dy.sum(axis=axis, keepdims=True)
 

@@ -1,12 +1,14 @@
-"""Fully connected kernels (docs/equations.md §1). Weight layout (out, in), as PyTorch and Darknet:
-``z = x Wᵀ + b`` for a batch ``x`` of shape (N, in)."""
+"""Fully connected layer (docs/equations.md §1): FC forward, FC-1, FC-2, FC-3. Weight layout (out, in), as PyTorch
+and Darknet: ``z = x Wᵀ + b`` for a batch ``x`` of shape (N, in). The reference: one product per equation, through
+the product hook (``dispatch.matmul``); the loops ``*_naive`` are the tests' independent check."""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..runtime.blas import matmul
+from .. import dispatch
+from ..dispatch import matmul
 
 Grads = Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]
 
@@ -19,6 +21,7 @@ class LinearCache(NamedTuple):
     has_bias: bool
 
 
+@dispatch.op("linear")
 def linear_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tuple[np.ndarray, LinearCache]:
     """z = x Wᵀ + b (FC forward, the batch form of ``z^l = W^l a^{l-1} + b^l``). x (N, in), w (out, in), b (out,)."""
     z = matmul(x, w.T)
@@ -27,12 +30,13 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> Tup
     return z, LinearCache(x, w, b is not None)
 
 
+@dispatch.backward("linear")
 def linear_backward(dz: np.ndarray, cache: LinearCache, need_dx: bool = True) -> Grads:
     """Returns (dx, dw, db).
 
     FC-1 (without σ', which the activation layer applies): dx = δ W.
-    FC-3: dW = Σ_x δ^x (a^x)ᵀ = δᵀ x.  FC-2: db = Σ_x δ^x, computed as ones @ δ (a BLAS
-    matrix-vector product: faster and more accurate in float32 than a row-by-row sum).
+    FC-3: dW = Σ_x δ^x (a^x)ᵀ = δᵀ x.  FC-2: db = Σ_x δ^x, computed as ones @ δ (a matrix-vector
+    product: faster and more accurate in float32 than a row-by-row sum).
     """
     x, w, has_b = cache
     dw = matmul(dz.T, x)

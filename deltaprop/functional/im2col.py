@@ -5,10 +5,12 @@ output position::
 
     cols[c, a, b, n, i, j] = x[n, c, i·s_h + a·d_h − p_top, j·s_w + b·d_w − p_left]   (0 outside x)
 
-so the forward pass is ``W (F, C·kh·kw) @ cols``. ``col2im`` is its adjoint: it adds every column entry
-back onto the input pixel it was copied from (the scatter half of Conv-1). Both have a NumPy path
-(a strided window view copied once in the matrix product's order; K² strided slice additions) and an
-optional numba path (plain loops) that gives the same numbers.
+so the Conv forward pass (docs/equations.md §3) is ``W (F, C·kh·kw) @ cols``. ``col2im`` is its adjoint: it adds
+every column entry back onto the input pixel it was copied from (the scatter half of Conv-1).
+
+These are the references: one NumPy pass over the whole batch each. ``im2col_rows`` and ``col2im_rows`` compute
+the samples ``lo:hi`` of it, so that a variant that runs slices of the batch at once (``deltaprop.fast``) does
+the same arithmetic; the numba loops there give the same numbers too.
 """
 from __future__ import annotations
 
@@ -17,10 +19,8 @@ from typing import NamedTuple, Sequence, Tuple, Union
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .. import dispatch
 from ..errors import ShapeError
-from ..runtime import jit as _numba
-from ..fast import split as _split
-from ..runtime.jit import prange
 
 IntPair = Union[int, Sequence[int]]
 
@@ -110,23 +110,6 @@ def conv_geometry(x_shape: Tuple[int, ...], w_shape: Tuple[int, ...], stride: In
                         (hp - ekh) // sh + 1, (wp - ekw) // sw + 1)
 
 
-def _tap_range(k_off: int, pad: int, size: int, stride: int, out: int) -> Tuple[int, int, int]:
-    """Output indices i0..i1 (exclusive) whose input index i·stride + k_off − pad lies in [0, size);
-    returns (i0, i1, first input index)."""
-    start = pad - k_off
-    i0 = max(0, -(-start // stride))
-    i1 = min(out, (size - 1 + start) // stride + 1) if size - 1 + start >= 0 else 0
-    return i0, max(i0, i1), i0 * stride - start
-
-
-# --- NumPy path ------------------------------------------------------------------------------
-
-def _im2col_numpy(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
-    _split.map_batch(lambda lo, hi: _im2col_part(x[lo:hi], g, cols[:, :, :, lo:hi]), g.n, cols.size)
-    return cols.reshape(g.taps, g.positions)
-
-
 def zero_padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """x (n, C, H, W) with g's zero padding around each map (one copy), or x itself without padding."""
     if not (g.pt or g.pb or g.pl or g.pr):
@@ -136,131 +119,57 @@ def zero_padded(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return xp
 
 
-def _im2col_part(x: np.ndarray, g: ConvGeometry, cols: np.ndarray) -> None:
-    """The columns of the batch slice x into cols (C, kh, kw, n, Ho, Wo), a slice of the whole."""
-    xp = zero_padded(x, g)
+def tap_range(k_off: int, pad: int, size: int, stride: int, out: int) -> Tuple[int, int, int]:
+    """Output indices i0..i1 (exclusive) whose input index i·stride + k_off − pad lies in [0, size);
+    returns (i0, i1, first input index)."""
+    start = pad - k_off
+    i0 = max(0, -(-start // stride))
+    i1 = min(out, (size - 1 + start) // stride + 1) if size - 1 + start >= 0 else 0
+    return i0, max(i0, i1), i0 * stride - start
+
+
+def column_blocks(cols: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """The (C·kh·kw, N·Ho·Wo) column matrix as its (C, kh, kw, N, Ho, Wo) view."""
+    return cols.reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo)
+
+
+@dispatch.op("im2col")
+def im2col(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """The (C·kh·kw, N·Ho·Wo) column matrix of ``x`` (layout in the module docstring): Conv forward (§3) is one
+    matrix product with it."""
+    cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
+    im2col_rows(x, g, cols, 0, g.n)
+    return cols.reshape(g.taps, g.positions)
+
+
+def im2col_rows(x: np.ndarray, g: ConvGeometry, cols: np.ndarray, lo: int, hi: int) -> None:
+    """The columns of samples lo:hi into ``cols`` (C, kh, kw, N, Ho, Wo): a strided window view of the padded
+    input, copied once in the order the matrix product reads it (rows = taps, columns = positions)."""
+    xp = zero_padded(x[lo:hi], g)
     win = sliding_window_view(xp, (g.dh * (g.kh - 1) + 1, g.dw * (g.kw - 1) + 1), axis=(2, 3))
     win = win[:, :, ::g.sh, ::g.sw, ::g.dh, ::g.dw]          # (n, C, Ho, Wo, kh, kw)
-    # One copy, in the order the matrix product reads it (rows = taps, columns = positions).
-    np.copyto(cols, win.transpose(1, 4, 5, 0, 2, 3))
+    np.copyto(cols[:, :, :, lo:hi], win.transpose(1, 4, 5, 0, 2, 3))
 
 
-def _col2im_numpy(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    d = dcols.reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo)
+@dispatch.op("col2im")
+def col2im(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """Adjoint of ``im2col``: dx[n, c, y, x] = Σ of the column entries copied from (n, c, y, x) (Conv-1's scatter)."""
     dx = np.zeros((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
-    _split.map_batch(lambda lo, hi: _col2im_part(d[:, :, :, lo:hi], g, dx[lo:hi]), g.n, d.size)
+    col2im_rows(column_blocks(dcols, g), g, dx, 0, g.n)
     return dx
 
 
-def _col2im_part(d: np.ndarray, g: ConvGeometry, dx: np.ndarray) -> None:
-    """Adds the columns d (C, kh, kw, n, Ho, Wo) of a batch slice into its input gradient dx (n, C, H, W)."""
+def col2im_rows(d: np.ndarray, g: ConvGeometry, dx: np.ndarray, lo: int, hi: int) -> None:
+    """Adds the columns of samples lo:hi (``d`` is the whole (C, kh, kw, N, Ho, Wo) block) into their input
+    gradient ``dx`` (N, C, H, W): for each tap (a, b) one strided slice addition, taps in order."""
     for a in range(g.kh):
-        i0, i1, y0 = _tap_range(a * g.dh, g.pt, g.h, g.sh, g.ho)
+        i0, i1, y0 = tap_range(a * g.dh, g.pt, g.h, g.sh, g.ho)
         if i1 <= i0:
             continue
         y1 = y0 + (i1 - i0 - 1) * g.sh + 1
         for b in range(g.kw):
-            j0, j1, x0 = _tap_range(b * g.dw, g.pl, g.w, g.sw, g.wo)
+            j0, j1, x0 = tap_range(b * g.dw, g.pl, g.w, g.sw, g.wo)
             if j1 <= j0:
                 continue
             x1 = x0 + (j1 - j0 - 1) * g.sw + 1
-            dx[:, :, y0:y1:g.sh, x0:x1:g.sw] += d[:, a, b, :, i0:i1, j0:j1].transpose(1, 0, 2, 3)
-
-
-def col2im_wide(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """``col2im`` for stride 1 from columns laid out with rows as wide as the padded input.
-
-    ``dcols`` is (C·kh·kw, N·Ho·Wp), zero in the columns j ≥ Wo. Output (i, j) with tap (a, b) lands on
-    padded pixel (i + a·d_h, j + b·d_w), flat index (i·Wp + j) + (a·d_h·Wp + b·d_w): each tap is one shifted
-    run of Ho·Wp values per (c, n), and the zero columns add nothing where they land.
-    """
-    if g.sh != 1 or g.sw != 1:
-        raise ValueError("col2im_wide needs stride 1")
-    hp, wp = g.h + g.pt + g.pb, g.w + g.pl + g.pr
-    run = g.ho * wp
-    d = dcols.reshape(g.c, g.kh, g.kw, g.n, run)
-    flat = np.zeros((g.c, g.n, hp * wp + (g.kw - 1) * g.dw), dtype=dcols.dtype)
-    dx = np.empty((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
-
-    def part(lo, hi):
-        f = flat[:, lo:hi]
-        for a in range(g.kh):
-            for b in range(g.kw):
-                off = a * g.dh * wp + b * g.dw
-                f[:, :, off:off + run] += d[:, a, b, lo:hi]
-        dxp = f[:, :, :hp * wp].reshape(g.c, hi - lo, hp, wp)[:, :, g.pt:g.pt + g.h, g.pl:g.pl + g.w]
-        np.copyto(dx[lo:hi], dxp.transpose(1, 0, 2, 3))
-    _split.map_batch(part, g.n, d.size)
-    return dx
-
-
-# --- numba path --------------------------------------------------------------------------------
-
-# Plain loops with the bounds test inside the innermost loop: measured faster (0.4–0.7 ms vs 1.1–2.8 ms on the
-# LeNet and conv-BN shapes) than splitting each row into precomputed valid ranges, which numba did not vectorise.
-
-@_numba.jit(parallel=True)
-def _im2col_loops(x, cols, kh, kw, sh, sw, pt, pl, dh, dw):
-    # one row (c, a, b) of the column matrix per iteration of the parallel loop: disjoint writes
-    n_, c_, h_, w_ = x.shape
-    ho, wo = cols.shape[4], cols.shape[5]
-    for t in prange(c_ * kh * kw):
-        c = t // (kh * kw)
-        a = (t // kw) % kh
-        b = t % kw
-        for n in range(n_):
-            for i in range(ho):
-                y = i * sh + a * dh - pt
-                if y < 0 or y >= h_:
-                    for j in range(wo):
-                        cols[c, a, b, n, i, j] = 0.0
-                    continue
-                for j in range(wo):
-                    xx = j * sw + b * dw - pl
-                    if 0 <= xx < w_:
-                        cols[c, a, b, n, i, j] = x[n, c, y, xx]
-                    else:
-                        cols[c, a, b, n, i, j] = 0.0
-
-
-@_numba.jit(parallel=True)
-def _col2im_loops(d, dx, kh, kw, sh, sw, pt, pl, dh, dw):
-    # one plane (n, c) of the input gradient per iteration of the parallel loop: disjoint writes, and each
-    # pixel's terms added in the order of the serial loops
-    n_, c_, h_, w_ = dx.shape
-    ho, wo = d.shape[4], d.shape[5]
-    for t in prange(n_ * c_):
-        n = t // c_
-        c = t % c_
-        for a in range(kh):
-            for i in range(ho):
-                y = i * sh + a * dh - pt
-                if y < 0 or y >= h_:
-                    continue
-                for b in range(kw):
-                    for j in range(wo):
-                        xx = j * sw + b * dw - pl
-                        if 0 <= xx < w_:
-                            dx[n, c, y, xx] += d[c, a, b, n, i, j]
-
-
-# --- dispatch ------------------------------------------------------------------------------------
-
-def im2col(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """The (C·kh·kw, N·Ho·Wo) column matrix of ``x`` (layout in the module docstring): Conv forward (§3) is one
-    matrix product with it."""
-    if _numba.enabled():
-        cols = np.empty((g.c, g.kh, g.kw, g.n, g.ho, g.wo), dtype=x.dtype)
-        _im2col_loops(np.ascontiguousarray(x), cols, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw)
-        return cols.reshape(g.taps, g.positions)
-    return _im2col_numpy(x, g)
-
-
-def col2im(dcols: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """Adjoint of ``im2col``: dx[n, c, y, x] = Σ of the column entries copied from (n, c, y, x) (Conv-1's scatter)."""
-    if _numba.enabled():
-        dx = np.zeros((g.n, g.c, g.h, g.w), dtype=dcols.dtype)
-        _col2im_loops(np.ascontiguousarray(dcols).reshape(g.c, g.kh, g.kw, g.n, g.ho, g.wo), dx,
-                      g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw)
-        return dx
-    return _col2im_numpy(dcols, g)
+            dx[lo:hi, :, y0:y1:g.sh, x0:x1:g.sw] += d[:, a, b, lo:hi, i0:i1, j0:j1].transpose(1, 0, 2, 3)

@@ -1,5 +1,6 @@
-"""Loss kernels (docs/equations.md §6). ``x_forward(pred, target, ...) -> (loss, cache)`` and
-``x_backward(dout, cache) -> ∂C/∂pred``, the signature of every kernel.
+"""Loss kernels (docs/equations.md §6), each the reference of its op (``dispatch.op``).
+``x_forward(pred, target, ...) -> (loss, cache)`` and ``x_backward(dout, cache) -> ∂C/∂pred``, the signature of
+every kernel.
 
 Binary cross-entropy is ``loss_binary``, the margin (hinge) losses ``loss_margin``.
 
@@ -16,6 +17,8 @@ import math
 from typing import NamedTuple, Optional, Union
 
 import numpy as np
+
+from .. import dispatch
 
 Grad = Union[float, np.ndarray]
 LOG_CLAMP = -100.0      # BCELoss clamps its logs at −100, as PyTorch
@@ -62,15 +65,6 @@ class CrossEntropyProbCache(NamedTuple):
     shape: tuple
 
 
-class CrossEntropyFastCache(NamedTuple):
-    """``cross_entropy_fast_forward``'s (the numba pass): softmax p, int64 labels, the mean's divisor."""
-    p: np.ndarray
-    lab: np.ndarray
-    ignore_index: int
-    denom: float
-    reduction: str
-
-
 class NLLCache(NamedTuple):
     """``nll_forward``'s: the labels (0 where ignored), the per-row weights, the mean's divisor, the reduction,
     the scores' shape and dtype."""
@@ -94,7 +88,9 @@ class ProbCrossEntropyCache(NamedTuple):
 
 # --- helpers -------------------------------------------------------------------------------
 
-def _reduce(per: np.ndarray, reduction: str, denom: Optional[float] = None):
+def reduce_loss(per: np.ndarray, reduction: str, denom: Optional[float] = None):
+    """The per-element (or per-row) losses reduced: the array itself ("none"), its sum, or the sum / ``denom``
+    ("mean"; ``denom`` defaults to the element count, NaN when it is 0)."""
     if reduction == "none":
         return per
     total = float(np.sum(per))
@@ -104,7 +100,7 @@ def _reduce(per: np.ndarray, reduction: str, denom: Optional[float] = None):
     return total / n if n else float("nan")
 
 
-def _coef(grad: Grad, reduction: str, denom: float, dtype) -> Grad:
+def upstream_coef(grad: Grad, reduction: str, denom: float, dtype) -> Grad:
     """Per-element factor of the upstream gradient: g/denom (mean), g (sum), the array g (none)."""
     if reduction == "none":
         return np.asarray(grad, dtype=dtype) if isinstance(grad, np.ndarray) else float(grad)
@@ -144,32 +140,37 @@ def _unreduced_shape(pred_shape: tuple) -> tuple:
 
 # --- squared error -------------------------------------------------------------------------
 
+@dispatch.op("mse")
 def mse_forward(pred: np.ndarray, target: np.ndarray, reduction: str = "mean"):
-    """PyTorch's MSELoss: ``(1/n) Σ (x − y)²`` over all n elements ("mean"), or its sum (seed 004's mean form)."""
+    """Squared error (§6), PyTorch's MSELoss: ``(1/n) Σ (x − y)²`` over all n elements ("mean"), or its sum
+    (seed 004's mean form)."""
     diff = pred - target
-    return _reduce(diff * diff, reduction), MSECache(diff, reduction)
+    return reduce_loss(diff * diff, reduction), MSECache(diff, reduction)
 
 
+@dispatch.backward("mse")
 def mse_backward(dout: Grad, cache: MSECache) -> np.ndarray:
     """Squared error (§6): ∂C/∂x = 2(x − y)/n ("mean"), 2(x − y) ("sum"), 2(x − y)·g ("none")."""
     diff, reduction = cache
-    c = _coef(dout, reduction, diff.size, diff.dtype)
+    c = upstream_coef(dout, reduction, diff.size, diff.dtype)
     return diff * (2.0 * c) if not isinstance(c, np.ndarray) else diff * c * 2.0
 
 
+@dispatch.op("half_squared_error")
 def half_squared_error_forward(pred: np.ndarray, target: np.ndarray, reduction: str = "sum"):
     """Seed form (§6): ``C = ½ Σ_j (y_j − a_j)²`` ("sum"); "mean" averages over the N samples of axis 0
     (seed 000's ``C = (1/2n) Σ_x ‖y(x) − a(x)‖²``); "none" gives ½(a − y)² per element."""
     diff = pred - target
     per = diff * diff * 0.5
     n = pred.shape[0] if pred.ndim > 1 else 1
-    return _reduce(per, reduction, n), HalfSquaredErrorCache(diff, reduction, n)
+    return reduce_loss(per, reduction, n), HalfSquaredErrorCache(diff, reduction, n)
 
 
+@dispatch.backward("half_squared_error")
 def half_squared_error_backward(dout: Grad, cache: HalfSquaredErrorCache) -> np.ndarray:
     """Squared error, seed form (§6): ∂C/∂a_j = a_j − y_j (BP1's ∇_a C), divided by N for "mean"."""
     diff, reduction, n = cache
-    c = _coef(dout, reduction, n, diff.dtype)
+    c = upstream_coef(dout, reduction, n, diff.dtype)
     return diff * c
 
 
@@ -181,6 +182,7 @@ def log_softmax_rows(x2: np.ndarray) -> np.ndarray:
     return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
 
 
+@dispatch.op("cross_entropy")
 def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None,
                           ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
     """PyTorch's CrossEntropyLoss on logits (§6, "softmax classifier" L_i = −ln softmax(s)_{y_i}).
@@ -218,32 +220,32 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, weight: Option
         denom = float(np.sum(wy))
         cache = CrossEntropyLabelCache(np.exp(logp), lab, valid, wy, w, eps, denom, reduction, shape)
     per = per.reshape(_unreduced_shape(shape))
-    return _reduce(per, reduction, denom), cache
+    return reduce_loss(per, reduction, denom), cache
 
 
-def cross_entropy_fast_forward(logits: np.ndarray, target, ignore_index: int = -100,
-                               reduction: str = "mean"):
-    """The common case of ``cross_entropy_forward`` in one numba pass: (N, C) float logits, (N,) integer
-    labels, no weights or smoothing, "mean"/"sum". Returns (loss, cache), or None when the case does not
-    apply, numba is off, or the input is bad (a label out of range, a non-finite logit): the caller then
-    takes the validating NumPy path, which names the problem."""
-    if reduction == "none" or not isinstance(logits, np.ndarray) or not isinstance(target, np.ndarray) \
-            or logits.ndim != 2 or target.ndim != 1 or target.shape[0] != logits.shape[0] \
-            or logits.dtype.kind != "f" or target.dtype.kind not in "iu" or logits.size == 0:
+def plain_label_case(logits, target, reduction: str) -> bool:
+    """Whether a call is the common case of ``cross_entropy_forward``: (N, C) float logits (N·C > 0), (N,) integer
+    labels, reduction "mean" or "sum" (no class weights or smoothing: the caller's business)."""
+    return (reduction != "none" and isinstance(logits, np.ndarray) and isinstance(target, np.ndarray)
+            and logits.ndim == 2 and target.ndim == 1 and target.shape[0] == logits.shape[0]
+            and logits.dtype.kind == "f" and target.dtype.kind in "iu" and logits.size > 0)
+
+
+@dispatch.op("cross_entropy_checked")
+def cross_entropy_checked_forward(logits: np.ndarray, target: np.ndarray, ignore_index: int = -100,
+                                  reduction: str = "mean"):
+    """The softmax classifier's cross-entropy (§6, softmax + cross-entropy) on input nobody has checked yet:
+    ``cross_entropy_forward`` without weights or smoothing for ``plain_label_case``, or None when that case does not
+    apply or the input is not fit for it (a label outside [0, C) that is not ``ignore_index``, a logit that is not
+    finite, every label ignored). ``nn.CrossEntropyLoss`` calls it first and, on None, checks the input itself and
+    names the problem; a variant that checks while it computes saves those checks' passes."""
+    if not plain_label_case(logits, target, reduction):
         return None
-    from ..fast import loss_numba as _loss_numba
-    kernel = _loss_numba._ce_forward.compiled()
-    if kernel is None:
+    c = logits.shape[1]
+    ignored = target == ignore_index
+    if ignored.all() or ((~ignored) & ((target < 0) | (target >= c))).any() or not np.isfinite(logits).all():
         return None
-    x = np.ascontiguousarray(logits)
-    lab = target if target.dtype == np.int64 else target.astype(np.int64)
-    p = np.empty_like(x)
-    status, total, count = kernel(x, lab, ignore_index, p)
-    if status != _loss_numba.OK or count == 0:
-        return None
-    denom = float(count)
-    value = total / denom if reduction == "mean" else total
-    return value, CrossEntropyFastCache(p, lab, ignore_index, denom, reduction)
+    return cross_entropy_forward(logits, target, None, ignore_index, reduction)
 
 
 def softmax_ce_input_grad(p: np.ndarray, q: np.ndarray, axis: int = 1) -> np.ndarray:
@@ -253,22 +255,16 @@ def softmax_ce_input_grad(p: np.ndarray, q: np.ndarray, axis: int = 1) -> np.nda
     return p * q.sum(axis=axis, keepdims=True) - q
 
 
-CrossEntropyCache = Union[CrossEntropyLabelCache, CrossEntropyProbCache, CrossEntropyFastCache]
+CrossEntropyCache = Union[CrossEntropyLabelCache, CrossEntropyProbCache]
 
 
+@dispatch.backward("cross_entropy")
 def cross_entropy_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
-    """∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk): §6's ``y·Σt − t`` (= y − t when Σt = 1), following the path
-    the forward took: dense targets by ``softmax_ce_input_grad``; labels in the sparse form (q_n is w_y·(1 − ε)
-    at the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and the smoothing are
-    subtracted); the numba pass by its mirror ``_loss_numba._ce_backward``."""
-    if type(cache) is CrossEntropyFastCache:
-        from ..fast import loss_numba as _loss_numba
-        p, lab, ignore_index, denom, reduction = cache
-        coef = _coef(dout, reduction, denom, p.dtype)
-        dx = np.empty_like(p)
-        _loss_numba._ce_backward(p, lab, ignore_index, p.dtype.type(coef), dx)
-        return dx
-    coef = _coef(dout, cache.reduction, cache.denom, cache.p.dtype)
+    """Softmax + cross-entropy (§6): ∂C/∂x_nk = c_n (p_nk Σ_j q_nj − q_nk), §6's ``y·Σt − t`` (= y − t when
+    Σt = 1), following the path the forward took: dense targets by ``softmax_ce_input_grad``; labels in the sparse
+    form (q_n is w_y·(1 − ε) at the label plus ε·w_k/C everywhere, so Σq is known and only the label's column and
+    the smoothing are subtracted)."""
+    coef = upstream_coef(dout, cache.reduction, cache.denom, cache.p.dtype)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(cache.shape)).reshape(-1)
     if type(cache) is CrossEntropyProbCache:
@@ -286,6 +282,12 @@ def cross_entropy_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
         sv = (valid * cvec * (eps / c))[:, None]
         dx -= sv * w if w is not None else sv
     return from_rows(dx, shape)
+
+
+@dispatch.backward("cross_entropy_checked")
+def cross_entropy_checked_backward(dout: Grad, cache: CrossEntropyCache) -> np.ndarray:
+    """Softmax + cross-entropy (§6) after ``cross_entropy_checked_forward``: ``cross_entropy_backward``."""
+    return cross_entropy_backward(dout, cache)
 
 
 def cross_entropy_naive(logits: np.ndarray, labels: np.ndarray, weight: Optional[np.ndarray] = None,
@@ -317,9 +319,11 @@ def cross_entropy_naive(logits: np.ndarray, labels: np.ndarray, weight: Optional
     return float(per.sum()) / denom, grad / denom
 
 
+@dispatch.op("nll")
 def nll_forward(logp: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None,
                 ignore_index: int = -100, reduction: str = "mean"):
-    """PyTorch's NLLLoss on log-probabilities: ``l_n = −w_{y_n} x_{n,y_n}``; "mean" divides by Σ w_{y_n}."""
+    """PyTorch's NLLLoss on log-probabilities (§6, cross-entropy with a one-hot t after a log-softmax):
+    ``l_n = −w_{y_n} x_{n,y_n}``; "mean" divides by Σ w_{y_n}."""
     shape = logp.shape
     x2 = class_rows(logp)
     m = x2.shape[0]
@@ -329,16 +333,17 @@ def nll_forward(logp: np.ndarray, target: np.ndarray, weight: Optional[np.ndarra
     wy = (weight.astype(x2.dtype, copy=False)[lab] * valid) if weight is not None else valid.astype(x2.dtype)
     per = -(x2[np.arange(m), lab] * wy)
     denom = float(np.sum(wy))
-    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, denom), \
+    return reduce_loss(per.reshape(_unreduced_shape(shape)), reduction, denom), \
         NLLCache(lab, wy, denom, reduction, shape, x2.dtype)
 
 
+@dispatch.backward("nll")
 def nll_backward(dout: Grad, cache: NLLCache) -> np.ndarray:
     """∂C/∂x_{n,k} = −w_{y_n} 1[k = y_n] (/Σ w_{y_n} for "mean")."""
     lab, wy, denom, reduction, shape, dt = cache
     m = lab.size
     c = shape[0] if len(shape) == 1 else shape[1]
-    coef = _coef(dout, reduction, denom, dt)
+    coef = upstream_coef(dout, reduction, denom, dt)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
     dx = np.zeros((m, c), dtype=dt)
@@ -348,6 +353,7 @@ def nll_backward(dout: Grad, cache: NLLCache) -> np.ndarray:
 
 # --- cross-entropy on probabilities (a network ending in nn.Softmax) ------------------------
 
+@dispatch.op("prob_cross_entropy")
 def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: str = "mean"):
     """Seed 003's ``E = −Σ_i t_i ln y_i`` per row, on probabilities y (ln clamped at −100, as BCELoss).
     Integer ``target`` = class labels (one-hot t), float ``target`` = t itself. "mean" averages over rows."""
@@ -363,13 +369,14 @@ def prob_cross_entropy_forward(prob: np.ndarray, target: np.ndarray, reduction: 
         logy = np.maximum(np.log(y2), LOG_CLAMP)
     per = -np.sum(t * logy, axis=1)
     cache = ProbCrossEntropyCache(y2, t, float(m), reduction, shape)
-    return _reduce(per.reshape(_unreduced_shape(shape)), reduction, float(m)), cache
+    return reduce_loss(per.reshape(_unreduced_shape(shape)), reduction, float(m)), cache
 
 
+@dispatch.backward("prob_cross_entropy")
 def prob_cross_entropy_backward(dout: Grad, cache: ProbCrossEntropyCache) -> np.ndarray:
     """Cross-entropy on probabilities (§6): ∂E/∂y_i = −t_i / y_i (y floored at 1e-12)."""
     y2, t, m, reduction, shape = cache
-    coef = _coef(dout, reduction, m, y2.dtype)
+    coef = upstream_coef(dout, reduction, m, y2.dtype)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1, 1)
     return from_rows(-(t / np.maximum(y2, PROB_EPS)) * coef, shape)

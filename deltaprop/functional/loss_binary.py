@@ -1,4 +1,5 @@
-"""Binary cross-entropy kernels (docs/equations.md §6, "Logistic + binary cross-entropy"): ``bce_*`` on
+"""Binary cross-entropy kernels (docs/equations.md §6, "Logistic + binary cross-entropy"), each the reference of
+its op (``dispatch.op``): ``bce_*`` on
 probabilities, ``bce_with_logits_*`` on logits (stable); ``x_backward(dout, cache) -> ∂C/∂pred``, with the
 conventions of ``functional.loss`` (reduction, dtype). ``bce_naive`` is the loop twin of both.
 """
@@ -9,8 +10,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from .. import dispatch
 from .activation import sigmoid_forward
-from .loss import LOG_CLAMP, PROB_EPS, Grad, _coef, _reduce
+from .loss import LOG_CLAMP, PROB_EPS, Grad, reduce_loss, upstream_coef
 
 
 class BCECache(NamedTuple):
@@ -32,22 +34,24 @@ class BCEWithLogitsCache(NamedTuple):
     reduction: str
 
 
+@dispatch.op("bce")
 def bce_forward(prob: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's BCELoss (§6, ξ(t, y) = −t ln y − (1 − t) ln(1 − y)), each ln clamped at −100;
+    """Binary cross-entropy on probabilities, PyTorch's BCELoss (§6, ξ(t, y) = −t ln y − (1 − t) ln(1 − y)), each ln clamped at −100;
     ``weight`` broadcasts against the elements. "mean" averages over all elements."""
     w = None if weight is None else weight.astype(prob.dtype, copy=False)
     with np.errstate(divide="ignore"):           # ln 0 = −inf, clamped to −100
         per = -(target * np.maximum(np.log(prob), LOG_CLAMP) + (1 - target) * np.maximum(np.log1p(-prob), LOG_CLAMP))
     if w is not None:
         per = per * w
-    return _reduce(per, reduction), BCECache(prob, target, w, reduction)
+    return reduce_loss(per, reduction), BCECache(prob, target, w, reduction)
 
 
+@dispatch.backward("bce")
 def bce_backward(dout: Grad, cache: BCECache) -> np.ndarray:
     """Binary cross-entropy on probabilities (§6): ∂ξ/∂y = (y − t) / max(y(1 − y), 1e-12) (PyTorch's floor),
     times the weight."""
     prob, target, w, reduction = cache
-    c = _coef(dout, reduction, prob.size, prob.dtype)
+    c = upstream_coef(dout, reduction, prob.size, prob.dtype)
     d = (prob - target) / np.maximum(prob * (1 - prob), PROB_EPS)
     d *= c
     return d * w if w is not None else d
@@ -63,9 +67,10 @@ def bce_with_logits_elementwise(logits: np.ndarray, target: np.ndarray,
     return (1 - target) * logits + (lw * sp if lw is not None else sp)
 
 
+@dispatch.op("bce_with_logits")
 def bce_with_logits_forward(logits: np.ndarray, target: np.ndarray, weight: Optional[np.ndarray] = None,
                             pos_weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's BCEWithLogitsLoss: ``−w [p t ln σ(x) + (1 − t) ln(1 − σ(x))]`` computed stably as
+    """Logistic + binary cross-entropy (§6), PyTorch's BCEWithLogitsLoss: ``−w [p t ln σ(x) + (1 − t) ln(1 − σ(x))]`` computed stably as
     ``(1 − t) x + (1 + (p − 1) t) softplus(−x)``, softplus(−x) = ln(1 + e^{−|x|}) + max(−x, 0)."""
     dt = logits.dtype
     pw = None if pos_weight is None else pos_weight.astype(dt, copy=False)
@@ -74,13 +79,15 @@ def bce_with_logits_forward(logits: np.ndarray, target: np.ndarray, weight: Opti
     w = None if weight is None else weight.astype(dt, copy=False)
     if w is not None:
         per = per * w
-    return _reduce(per, reduction), BCEWithLogitsCache(logits, target, w, pw, lw, reduction)
+    return reduce_loss(per, reduction), BCEWithLogitsCache(logits, target, w, pw, lw, reduction)
 
 
+@dispatch.backward("bce_with_logits")
 def bce_with_logits_backward(dout: Grad, cache: BCEWithLogitsCache) -> np.ndarray:
-    """∂/∂x = (1 + (p − 1)t) σ(x) − p t, i.e. §6's σ(x) − t without pos_weight; times the weight."""
+    """Logistic + binary cross-entropy (§6): ∂/∂x = (1 + (p − 1)t) σ(x) − p t, i.e. σ(x) − t without
+    pos_weight; times the weight."""
     logits, target, w, pw, lw, reduction = cache
-    c = _coef(dout, reduction, logits.size, logits.dtype)
+    c = upstream_coef(dout, reduction, logits.size, logits.dtype)
     s, _ = sigmoid_forward(logits)
     d = (lw * s - pw * target) if pw is not None else (s - target)
     d = d * c

@@ -1,4 +1,5 @@
-"""Multiclass margin (hinge) kernels (docs/equations.md §6, "Multiclass hinge"): PyTorch's ``MultiMarginLoss``
+"""Multiclass margin (hinge) kernels (docs/equations.md §6, "Multiclass hinge"), each the reference of its op
+(``dispatch.op``): PyTorch's ``MultiMarginLoss``
 (divided by the number of classes) and the notes' ``multiclass_hinge`` (not divided); ``x_backward(dout, cache)
 -> ∂C/∂scores`` with the conventions of ``functional.loss``. ``multi_margin_naive`` is the loop twin.
 """
@@ -8,7 +9,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from .loss import Grad, _coef, _reduce, _unreduced_shape, class_rows, from_rows
+from .. import dispatch
+from .loss import Grad, _unreduced_shape, class_rows, from_rows, reduce_loss, upstream_coef
 
 
 class MarginCache(NamedTuple):
@@ -40,13 +42,13 @@ def _margin_forward(scores, labels, margin, p, weight, scale, reduction):
     if scale != 1.0:
         per = per * scale
     cache = MarginCache(zp, lab, wy, p, scale, reduction, scores.shape)
-    return _reduce(per.reshape(_unreduced_shape(scores.shape)), reduction, float(m)), cache
+    return reduce_loss(per.reshape(_unreduced_shape(scores.shape)), reduction, float(m)), cache
 
 
 def _margin_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
     zp, lab, wy, p, scale, reduction, shape = cache
     m = zp.shape[0]
-    coef = _coef(dout, reduction, float(m), zp.dtype)
+    coef = upstream_coef(dout, reduction, float(m), zp.dtype)
     if isinstance(coef, np.ndarray):
         coef = np.broadcast_to(coef, _unreduced_shape(shape)).reshape(-1)
     # ∂/∂s_j = p z_j^{p−1} 1[z_j > 0] for j ≠ y; ∂/∂s_y = −Σ_{j≠y} of those.
@@ -57,25 +59,29 @@ def _margin_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
     return from_rows(d, shape)
 
 
+@dispatch.op("multi_margin")
 def multi_margin_forward(scores: np.ndarray, labels: np.ndarray, p: int = 1, margin: float = 1.0,
                          weight: Optional[np.ndarray] = None, reduction: str = "mean"):
-    """PyTorch's MultiMarginLoss: ``l_n = w_{y} Σ_{j≠y} max(0, Δ − s_y + s_j)^p / C`` (the hinge DIVIDED by C)."""
+    """Multiclass hinge (§6) as PyTorch's MultiMarginLoss: ``l_n = w_{y} Σ_{j≠y} max(0, Δ − s_y + s_j)^p / C`` (the hinge DIVIDED by C)."""
     c = scores.shape[0] if scores.ndim == 1 else scores.shape[1]
     return _margin_forward(scores, labels, float(margin), int(p), weight, 1.0 / c, reduction)
 
 
+@dispatch.backward("multi_margin")
 def multi_margin_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
     """PyTorch's multi-margin (§6): ∂/∂s_j = p·w_y·z_j^{p−1}/C for j ≠ y where z_j = Δ − s_y + s_j > 0;
     ∂/∂s_y = −Σ of those."""
     return _margin_backward(dout, cache)
 
 
+@dispatch.op("multiclass_hinge")
 def multiclass_hinge_forward(scores: np.ndarray, labels: np.ndarray, margin: float = 1.0, reduction: str = "mean"):
     """Seed 004's multiclass SVM loss (§6): ``L_i = Σ_{j≠y_i} max(0, s_j − s_{y_i} + Δ)``, NOT divided by C;
     "mean" is ``(1/N) Σ_i L_i``."""
     return _margin_forward(scores, labels, float(margin), 1, None, 1.0, reduction)
 
 
+@dispatch.backward("multiclass_hinge")
 def multiclass_hinge_backward(dout: Grad, cache: MarginCache) -> np.ndarray:
     """Multiclass hinge (§6): ∂L_i/∂s_j = 1[s_j − s_{y_i} + Δ > 0] (j ≠ y_i),
     ∂L_i/∂s_{y_i} = −Σ_{j≠y_i} 1[…]."""

@@ -17,11 +17,12 @@ affine map's exact derivative. Channels are axis 1; statistics reduce over every
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .norm import channel_dot, channel_sum, channel_view, global_mean
+from .. import dispatch
+from .norm import AllSum, batch_mean, batch_variance, channel_dot, channel_sum, channel_view, global_sums
 
 #: ``normalize_cpu``: epsilon added to √σ² in the forward pass.
 EPS_FORWARD = 1e-6
@@ -34,7 +35,9 @@ ROLL_NEW = 0.01
 
 class DarknetBNCache(NamedTuple):
     """``batchnorm_darknet_forward``'s: ẑ and z − μ (N, C, S), the variance and the forward's divisor
-    √σ² + 1e-6, the scales γ, whether batch statistics normalised, the input's shape, the mean."""
+    √σ² + 1e-6, the scales γ, whether batch statistics normalised, the input's shape, the mean, the count m of
+    values per channel behind the batch statistics (in the input's dtype) and the forward's ``allsum`` (None: one
+    process's batch)."""
     x_norm: np.ndarray
     xc: np.ndarray
     var: np.ndarray
@@ -43,6 +46,8 @@ class DarknetBNCache(NamedTuple):
     training: bool
     shape: tuple
     mean: np.ndarray
+    m: np.floating
+    allsum: Optional[AllSum]
 
 
 class DarknetBNNaiveCache(NamedTuple):
@@ -57,41 +62,29 @@ class DarknetBNNaiveCache(NamedTuple):
     shape: tuple
 
 
-def _axes(x: np.ndarray) -> Tuple[int, ...]:
+def _view(x: np.ndarray) -> np.ndarray:
     if x.ndim < 2:
         raise ValueError(f"Darknet batch norm needs (N, C) or (N, C, H, W) input, got shape {x.shape}")
-    return (0,) + tuple(range(2, x.ndim))
-
-
-def _view(x: np.ndarray) -> np.ndarray:
-    _axes(x)
     return channel_view(x)
 
 
 def darknet_batch_stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Darknet batch norm's statistics (§10), ``mean_cpu``, ``variance_cpu``: per-channel μ = Σz/m and UNBIASED
     σ² = Σ(z − μ)²/(m − 1)."""
-    x3 = _view(x)
-    mean, _, var, _ = _stats(x3)
+    mean, _, var, _ = _stats(_view(x))
     return mean, var
 
 
-def _stats(x3: np.ndarray, allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None):
+def _stats(x3: np.ndarray, allsum: Optional[AllSum] = None):
     """(μ, z − μ, unbiased σ², m) of an (N, C, S) view (§10); with ``allsum`` those of the batch shared by several
-    processes (``norm.bn_statistics``'s contract: Σz and m summed in one call, then Σ(z − μ)², in float64)."""
-    n, c, s = x3.shape
-    mean, m = (None, n * s) if allsum is None else global_mean(x3, allsum)
+    processes (``norm.batch_mean`` and ``norm.batch_variance``: Σz and m summed in one call, then Σ(z − μ)²)."""
+    mean, m = batch_mean(x3, allsum)
     if m < 2:
         raise ValueError(f"Darknet batch norm in training needs at least 2 values per channel "
-                         f"(m − 1 divides the variance), got m = {m} for {c} channels"
+                         f"(m − 1 divides the variance), got m = {m} for {x3.shape[1]} channels"
                          + ("" if allsum is None else " over all processes"))
-    t = x3.dtype.type
-    if allsum is None:
-        mean = channel_sum(x3) / t(m)
     xc = x3 - mean[:, None]
-    q = channel_dot(xc, xc)
-    var = q / t(m - 1) if allsum is None else (allsum(q.astype(np.float64)) / (m - 1)).astype(x3.dtype)
-    return mean, xc, var, m
+    return mean, xc, batch_variance(xc, m, allsum, ddof=1), m
 
 
 def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.ndarray:
@@ -103,32 +96,33 @@ def darknet_rolling_update(rolling: np.ndarray, batch_stat: np.ndarray) -> np.nd
     return out
 
 
+@dispatch.op("batchnorm_darknet")
 def batchnorm_darknet_forward(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                               rolling_mean: np.ndarray, rolling_var: np.ndarray,
-                              training: bool = True, allsum: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                              training: bool = True, allsum: Optional[AllSum] = None
                               ) -> Tuple[np.ndarray, DarknetBNCache, Tuple[np.ndarray, np.ndarray]]:
-    """Darknet BN forward: ``y = γ·(z − μ)/(√σ² + 1e-6) + β``.
+    """Darknet BN forward (§10, "Darknet batch norm"): ``y = γ·(z − μ)/(√σ² + 1e-6) + β``.
 
     Training: batch μ and unbiased σ²; returns ``(y, cache, (new_rolling_mean, new_rolling_var))``.
     ``allsum``: the statistics of a batch shared by several processes (``_stats``; ``distributed.sync_batchnorm``).
     Inference: the rolling statistics; the "new" rolling arrays are the inputs, unchanged.
-    x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,). Per-channel sums are BLAS dot products.
+    x (N, C) or (N, C, H, W); scale, bias, rolling_* (C,).
     """
     t = x.dtype.type
     x3 = _view(x)
     if training:
-        mean, xc, var, _ = _stats(x3, allsum)
+        mean, xc, var, m = _stats(x3, allsum)
         new_rm = darknet_rolling_update(rolling_mean, mean)
         new_rv = darknet_rolling_update(rolling_var, var)
     else:
         mean, var = rolling_mean.astype(x.dtype, copy=False), rolling_var.astype(x.dtype, copy=False)
         xc = x3 - mean[:, None]
-        new_rm, new_rv = rolling_mean, rolling_var
+        new_rm, new_rv, m, allsum = rolling_mean, rolling_var, x3.shape[0] * x3.shape[2], None
     denom = np.sqrt(var) + t(EPS_FORWARD)
     x_norm = xc / denom[:, None]
     y = x_norm * scale.astype(x.dtype, copy=False)[:, None]
     y += bias.astype(x.dtype, copy=False)[:, None]
-    cache = DarknetBNCache(x_norm, xc, var, denom, scale, bool(training), x.shape, mean)
+    cache = DarknetBNCache(x_norm, xc, var, denom, scale, bool(training), x.shape, mean, t(m), allsum)
     return y.reshape(x.shape), cache, (new_rm, new_rv)
 
 
@@ -161,23 +155,27 @@ def darknet_bn_input_grad(dy3: np.ndarray, xc: np.ndarray, g: np.ndarray, var: n
     return dx
 
 
+@dispatch.backward("batchnorm_darknet")
 def batchnorm_darknet_backward(dy: np.ndarray, cache: DarknetBNCache) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Darknet BN backward, in the gradient sign. Returns ``(dx, dscale, dbias)``.
+    """Darknet BN backward (§10, "Darknet batch norm"), in the gradient sign. Returns ``(dx, dscale, dbias)``.
 
     ``backward_bias``: dβ = Σ dy (BN 2.5). ``backward_scale_cpu``: dγ = Σ dy·ẑ (BN 2.6).
     ``scale_bias``: dẑ = γ·dy. Then ``darknet_bn_deltas`` (dμ, dσ²) and ``darknet_bn_input_grad`` (dz).
     In inference mode: dz = γ·dy/(√r_σ² + 1e-6), the exact derivative of the affine map.
-    (Σ dẑ and Σ dẑ·(z − μ) are computed as γ·Σ dy and γ·Σ dy·(z − μ): the same sums, γ being per channel.)
+    (Σ dẑ and Σ dẑ·(z − μ) are computed as γ·Σ dy and γ·Σ dy·(z − μ): the same sums, γ being per channel; with the
+    forward's ``allsum``, summed over the processes that share the batch, m being theirs together.)
     """
-    x_norm, xc, var, denom, scale, training, shape, _ = cache
+    x_norm, xc, var, denom, scale, training, shape, _, m, allsum = cache
     dy3 = _view(dy)
     g = scale.astype(dy.dtype, copy=False)
     dbias = channel_sum(dy3)
     dscale = channel_dot(dy3, x_norm)
     if not training:
         return (dy3 * (g / denom)[:, None]).reshape(shape), dscale, dbias
-    m = dy.dtype.type(dy3.shape[0] * dy3.shape[2])
-    mean_delta, variance_delta = darknet_bn_deltas(g * dbias, g * channel_dot(dy3, xc), var)
+    sum_dy, sum_dy_xc = dbias, channel_dot(dy3, xc)
+    if allsum is not None:
+        sum_dy, sum_dy_xc = global_sums(allsum, sum_dy, sum_dy_xc)
+    mean_delta, variance_delta = darknet_bn_deltas(g * sum_dy, g * sum_dy_xc, var)
     return darknet_bn_input_grad(dy3, xc, g, var, mean_delta, variance_delta, m).reshape(shape), dscale, dbias
 
 

@@ -1,11 +1,11 @@
 """Pooling kernels (docs/equations.md §4): max, average, Lp and adaptive average pooling over NCHW.
 
-Window geometry and the strided views are ``pool_geometry``'s. Fast paths loop over the kh·kw kernel offsets
-only: each offset is one strided view of the padded input, the size of the output (no loop over samples,
-channels or pixels). ``functional._pool_numba`` holds single-pass numba kernels for 2×2/2 windows, used when
-numba is enabled; they give the same numbers. The naive twins, loops straight from the equations, are
-``pool_naive``. Each kernel's forward leaves a typed cache (``MaxPoolCache``, ``AvgPoolCache``,
-``LpPoolCache``/``LpInfPoolCache``, ``AdaptivePoolCache``) for its backward.
+Each is the reference of its op (``dispatch.op``): window geometry and the strided views are
+``pool_geometry``'s, and every kernel loops over the kh·kw kernel offsets only, each offset one strided view of
+the padded input the size of the output (no loop over samples, channels or pixels). The naive twins, loops
+straight from the equations, are ``pool_naive``. Each forward leaves a typed cache (``MaxPoolCache``,
+``AvgPoolCache``, ``LpPoolCache``/``LpInfPoolCache``, ``AdaptivePoolCache``) for its backward. Faster variants
+(2×2/2 windows in one numba pass, the max pooling passes split over the batch) live in ``deltaprop.fast``.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from typing import NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
+from .. import dispatch
 from ..errors import ShapeError
-from ..fast import split as _split
-from .pool_geometry import (IntOr2, Padding, PoolGeometry, index_dtype, numba_kernels, padded, pool_geometry,
-                            scatter_sum, unpad, window_sum, window_view)
+from .pool_geometry import (IntOr2, Padding, PoolGeometry, index_dtype, padded, pool_geometry, scatter_sum, unpad,
+                            window_sum, window_view)
 
 
 class MaxPoolCache(NamedTuple):
@@ -59,25 +59,23 @@ class AdaptivePoolCache(NamedTuple):
 
 # --- max pooling ------------------------------------------------------------------------------
 
+@dispatch.op("max_pool2d")
 def max_pool2d_forward(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                        padding: Padding = 0, dilation: IntOr2 = 1,
                        ceil_mode: bool = False) -> Tuple[np.ndarray, MaxPoolCache]:
-    """g = max over each window (§4); padded cells are −∞. The cache keeps each window's arg-max as its
-    row-major index within the window; the first maximum wins ties (strict ``>``), as Darknet and PyTorch."""
+    """Max pooling (§4): g = max over each window; padded cells are −∞. The cache keeps each window's arg-max as
+    its row-major index within the window; the first maximum wins ties (strict ``>``), as Darknet and PyTorch."""
     g = pool_geometry(x.shape, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
-    nb = numba_kernels(g)
-    if nb is not None:
-        out, idx = nb.max_pool_forward(x, g, index_dtype(g))
-        return out, MaxPoolCache(idx, g, x.shape)
-    n, c = x.shape[:2]
-    out = np.empty((n, c, g.ho, g.wo), dtype=x.dtype)
+    out = np.empty(x.shape[:2] + (g.ho, g.wo), dtype=x.dtype)
     idx = np.empty(out.shape, dtype=index_dtype(g))
-    _split.map_batch(lambda lo, hi: _max_forward_np(x[lo:hi], g, out[lo:hi], idx[lo:hi]), n, x.size)
+    max_pool_into(x, g, out, idx)
     return out, MaxPoolCache(idx, g, x.shape)
 
 
-def _max_forward_np(x: np.ndarray, g: PoolGeometry, out: np.ndarray, idx: np.ndarray) -> None:
-    """The NumPy forward of one batch slice, into ``out`` and ``idx``."""
+def max_pool_into(x: np.ndarray, g: PoolGeometry, out: np.ndarray, idx: np.ndarray) -> None:
+    """Max pooling's forward (§4) into ``out`` and the arg-max ``idx``: the window's cells are visited offset by
+    offset in row-major order, each offset one strided view of output size; a cell replaces the maximum so far
+    when strictly greater (the tie rule)."""
     xp = padded(x, g, -np.inf)
     live = g.live_offsets  # an offset that reads −∞ padding only never wins a strict >: skipped
     views = [window_view(xp, g, a, b) for a, b, _ in live]
@@ -104,22 +102,20 @@ def _max_forward_np(x: np.ndarray, g: PoolGeometry, out: np.ndarray, idx: np.nda
         np.maximum(idx, m, out=idx)
 
 
+@dispatch.backward("max_pool2d")
 def max_pool2d_backward(dout: np.ndarray, cache: MaxPoolCache) -> np.ndarray:
-    """∂g/∂x_i = 1 at the window's arg-max, 0 elsewhere (§4): the delta goes to the stored index only;
-    deltas of overlapping windows that chose the same cell add up."""
+    """Max pooling (§4): ∂g/∂x_i = 1 at the window's arg-max, 0 elsewhere: the delta goes to the stored index
+    only; deltas of overlapping windows that chose the same cell add up."""
     idx, g, shape = cache
-    nb = numba_kernels(g)
-    if nb is not None:
-        return nb.max_pool_backward(dout, idx, g, shape)
-    n, c = shape[:2]
     alloc = np.empty if g.tiles else np.zeros
-    dxp = alloc((n, c, g.hp, g.wp), dtype=dout.dtype)
-    _split.map_batch(lambda lo, hi: _max_backward_np(dout[lo:hi], idx[lo:hi], g, dxp[lo:hi]), n, dxp.size)
+    dxp = alloc(tuple(shape[:2]) + (g.hp, g.wp), dtype=dout.dtype)
+    max_unpool_into(dout, idx, g, dxp)
     return unpad(dxp, g)
 
 
-def _max_backward_np(dout: np.ndarray, idx: np.ndarray, g: PoolGeometry, dxp: np.ndarray) -> None:
-    """The NumPy backward of one batch slice into its padded-extent gradient ``dxp`` (zeros unless tiled)."""
+def max_unpool_into(dout: np.ndarray, idx: np.ndarray, g: PoolGeometry, dxp: np.ndarray) -> None:
+    """Max pooling's backward (§4) into the padded extent's gradient ``dxp`` (zeros unless the windows tile it):
+    at each kernel offset, the deltas of the windows whose arg-max it is."""
     for a, b, k in g.live_offsets:  # the others reach padding only, which unpad drops
         view = window_view(dxp, g, a, b)
         if g.disjoint:
@@ -140,7 +136,9 @@ def _avg_counts(size: int, k: int, s: int, lo: int, hi: int, n_out: int, include
     return np.minimum(end, size) - np.maximum(start, 0)
 
 
-def _avg_divisor(g: PoolGeometry, include_pad: bool, dtype) -> Union[float, np.ndarray]:
+def avg_pool_divisor(g: PoolGeometry, include_pad: bool, dtype) -> Union[float, np.ndarray]:
+    """Average pooling's divisor (§4): k_h·k_w when every window holds that many cells, else per output position
+    the cells of its window (clipped to the padded input with ``include_pad``, to the input without)."""
     ch = _avg_counts(g.h, g.kh, g.sh, g.pt, g.pb, g.ho, include_pad)
     cw = _avg_counts(g.w, g.kw, g.sw, g.pl, g.pr, g.wo, include_pad)
     if (ch == g.kh).all() and (cw == g.kw).all():
@@ -148,32 +146,31 @@ def _avg_divisor(g: PoolGeometry, include_pad: bool, dtype) -> Union[float, np.n
     return np.outer(ch, cw).astype(dtype)
 
 
+@dispatch.op("avg_pool2d")
 def avg_pool2d_forward(x: np.ndarray, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                        padding: Padding = 0, ceil_mode: bool = False,
                        count_include_pad: bool = True) -> Tuple[np.ndarray, AvgPoolCache]:
-    """g = (1/k_h·k_w) Σ window (§4), padded cells are 0 and count in the divisor when
+    """Average pooling (§4): g = (1/k_h·k_w) Σ window, padded cells are 0 and count in the divisor when
     ``count_include_pad`` (PyTorch's default); windows that ceil mode lets hang past the padding divide by
     the cells they cover, as PyTorch."""
     g = pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d")
-    div = _avg_divisor(g, count_include_pad, x.dtype)
-    nb = numba_kernels(g)
-    s = nb.window_sum(x, g) if nb is not None else window_sum(padded(x, g, 0.0), g)
+    div = avg_pool_divisor(g, count_include_pad, x.dtype)
+    s = window_sum(padded(x, g, 0.0), g)
     s /= div
     return s, AvgPoolCache(div, g, x.shape)
 
 
+@dispatch.backward("avg_pool2d")
 def avg_pool2d_backward(dout: np.ndarray, cache: AvgPoolCache) -> np.ndarray:
-    """∂g/∂x_i = 1/divisor for every cell of the window (§4); overlapping windows add."""
+    """Average pooling (§4): ∂g/∂x_i = 1/divisor for every cell of the window; overlapping windows add."""
     div, g, shape = cache
-    d = dout / div
-    nb = numba_kernels(g)
-    return nb.scatter_sum(d, g, shape) if nb is not None else scatter_sum(d, g, shape)
+    return scatter_sum(dout / div, g, shape)
 
 
 # --- Lp pooling -------------------------------------------------------------------------------
 
-def _abs_pow(x: np.ndarray, p: float) -> np.ndarray:
-    """|x|^p (§4), without the power for p = 1 and 2."""
+def abs_pow(x: np.ndarray, p: float) -> np.ndarray:
+    """|x|^p (§4, Lp pooling's terms), without the power for p = 1 and 2."""
     if p == 1:
         return np.abs(x)
     if p == 2:
@@ -181,48 +178,65 @@ def _abs_pow(x: np.ndarray, p: float) -> np.ndarray:
     return np.abs(x) ** x.dtype.type(p)
 
 
+def lp_root(s: np.ndarray, p: float) -> np.ndarray:
+    """g = s^{1/p} (§4) of each window's sum s = Σ_k |x_k|^p, without the power for p = 1 and 2."""
+    return np.sqrt(s) if p == 2 else (s if p == 1 else s ** s.dtype.type(1.0 / p))
+
+
+def _lp_norm_type(norm_type: float) -> float:
+    p = float(norm_type)
+    if not p >= 1:
+        raise ValueError(f"lp_pool2d: norm_type must be ≥ 1, got {norm_type!r}")
+    return p
+
+
+@dispatch.op("lp_pool2d")
 def lp_pool2d_forward(x: np.ndarray, norm_type: float, kernel_size: IntOr2, stride: Optional[IntOr2] = None,
                       padding: Padding = 0, ceil_mode: bool = False
                       ) -> Tuple[np.ndarray, Union[LpPoolCache, LpInfPoolCache]]:
-    """g = (Σ_k |x_k|^p)^{1/p} over each window (§4), any p ≥ 1, p = ∞ giving max |x_k|.
+    """Lp pooling (§4): g = (Σ_k |x_k|^p)^{1/p} over each window, any p ≥ 1, p = ∞ giving max |x_k|.
 
     The sum covers the cells that exist: PyTorch's ``lp_pool2d`` (an average pool times k_h·k_w) scales a
     window that ceil mode lets hang off the input by k_h·k_w/cells, and raises x (not |x|) to the power p;
     it agrees with this for x ≥ 0 or even p, on windows inside the input."""
-    p = float(norm_type)
-    if not p >= 1:
-        raise ValueError(f"lp_pool2d: norm_type must be ≥ 1, got {norm_type!r}")
+    p = _lp_norm_type(norm_type)
     if math.isinf(p):
         out, mcache = max_pool2d_forward(np.abs(x), kernel_size, stride, padding, 1, ceil_mode)
         return out, LpInfPoolCache(mcache, np.sign(x))
     g = pool_geometry(x.shape, kernel_size, stride, padding, 1, ceil_mode, "lp_pool2d")
-    a = _abs_pow(x, p)
-    nb = numba_kernels(g)
-    s = nb.window_sum(a, g) if nb is not None else window_sum(padded(a, g, 0.0), g)
-    out = np.sqrt(s) if p == 2 else (s if p == 1 else s ** x.dtype.type(1.0 / p))
+    out = lp_root(window_sum(padded(abs_pow(x, p), g, 0.0), g), p)
     return out, LpPoolCache(x, out, p, g)
 
 
-def lp_pool2d_backward(dout: np.ndarray, cache: Union[LpPoolCache, LpInfPoolCache]) -> np.ndarray:
-    """∂g/∂x_i = (Σ_k |x_k|^p)^{1/p − 1} |x_i|^{p−1} sign(x_i) = g^{1−p} |x_i|^{p−1} sign(x_i) (§4, sign kept);
-    a window whose sum is 0 passes no gradient. Overlapping windows add."""
-    if type(cache) is LpInfPoolCache:
-        return max_pool2d_backward(dout, cache.max) * cache.sign
-    x, out, p, g = cache
+def lp_window_coef(dout: np.ndarray, out: np.ndarray, p: float) -> np.ndarray:
+    """Per window, δ·g^{1−p} (§4, the factor of ∂g/∂x_i shared by the window's cells); 0 where g = 0 (a window
+    whose sum is 0 passes no gradient)."""
     if p == 1:
-        coef = dout
-    else:
-        pos = out > 0
-        safe = np.where(pos, out, out.dtype.type(1))
-        coef = dout / safe if p == 2 else dout * safe ** out.dtype.type(1.0 - p)
-        coef *= pos
-    nb = numba_kernels(g)
-    t = nb.scatter_sum(coef, g, x.shape) if nb is not None else scatter_sum(coef, g, x.shape)
+        return dout
+    pos = out > 0
+    safe = np.where(pos, out, out.dtype.type(1))
+    coef = dout / safe if p == 2 else dout * safe ** out.dtype.type(1.0 - p)
+    coef *= pos
+    return coef
+
+
+def lp_cell_grad(t: np.ndarray, x: np.ndarray, p: float) -> np.ndarray:
+    """∂C/∂x_i = t_i·|x_i|^{p−1}·sign(x_i) (§4), t_i the sum of ``lp_window_coef`` over the windows holding x_i."""
     if p == 1:
         return t * np.sign(x)
     if p == 2:
         return t * x
     return t * (np.abs(x) ** x.dtype.type(p - 1)) * np.sign(x)
+
+
+@dispatch.backward("lp_pool2d")
+def lp_pool2d_backward(dout: np.ndarray, cache: Union[LpPoolCache, LpInfPoolCache]) -> np.ndarray:
+    """Lp pooling (§4): ∂g/∂x_i = (Σ_k |x_k|^p)^{1/p − 1} |x_i|^{p−1} sign(x_i) = g^{1−p} |x_i|^{p−1} sign(x_i)
+    (sign kept); a window whose sum is 0 passes no gradient. Overlapping windows add."""
+    if type(cache) is LpInfPoolCache:
+        return max_pool2d_backward(dout, cache.max) * cache.sign
+    x, out, p, g = cache
+    return lp_cell_grad(scatter_sum(lp_window_coef(dout, out, p), g, x.shape), x, p)
 
 
 # --- adaptive average pooling -----------------------------------------------------------------
@@ -237,8 +251,9 @@ def _adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
     return m
 
 
+@dispatch.op("adaptive_avg_pool2d")
 def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.ndarray, AdaptivePoolCache]:
-    """Average over PyTorch's adaptive windows (§4 with k chosen per position); ``output_size`` 1 is the
+    """Average pooling (§4) over PyTorch's adaptive windows (k chosen per position); ``output_size`` 1 is the
     global average (Darknet's ``[avgpool]``). Separable: out = A_h x A_wᵀ per channel, with averaging
     matrices A; the 1×1 case is one matrix–vector product."""
     if x.ndim != 4:
@@ -252,18 +267,22 @@ def adaptive_avg_pool2d_forward(x: np.ndarray, output_size: IntOr2) -> Tuple[np.
         raise ShapeError(f"adaptive_avg_pool2d: bad output size {(oh, ow)} for input shape {x.shape}")
     if oh == 1 and ow == 1:
         vec = np.full(h * w, 1.0 / (h * w), dtype=x.dtype)
-        out = (x.reshape(n * c, h * w) @ vec).reshape(n, c, 1, 1)
+        out = dispatch.matmul(x.reshape(n * c, h * w), vec).reshape(n, c, 1, 1)
         return out, AdaptivePoolCache(x.shape, None, None)
     ah = _adaptive_matrix(h, oh, x.dtype)
     aw = _adaptive_matrix(w, ow, x.dtype)
-    return np.matmul(np.matmul(ah, x), aw.T), AdaptivePoolCache(x.shape, ah, aw)
+    rows = dispatch.matmul(ah, x.reshape(n * c, h, w))            # (N·C, oh, w)
+    return dispatch.matmul(rows, aw.T).reshape(n, c, oh, ow), AdaptivePoolCache(x.shape, ah, aw)
 
 
+@dispatch.backward("adaptive_avg_pool2d")
 def adaptive_avg_pool2d_backward(dout: np.ndarray, cache: AdaptivePoolCache) -> np.ndarray:
-    """∂g/∂x_i = 1/(window size) for the cells of each window (§4): dx = A_hᵀ δ A_w."""
+    """Average pooling (§4) over adaptive windows: ∂g/∂x_i = 1/(window size) for the cells of each window,
+    dx = A_hᵀ δ A_w."""
     shape, ah, aw = cache
     n, c, h, w = shape
     if ah is None:
         d = dout.reshape(n, c, 1, 1) * dout.dtype.type(1.0 / (h * w))
         return np.broadcast_to(d, shape).copy()
-    return np.matmul(np.matmul(ah.T, dout), aw)
+    cols = dispatch.matmul(ah.T, dout.reshape(n * c, ah.shape[0], aw.shape[0]))   # (N·C, h, ow)
+    return dispatch.matmul(cols, aw).reshape(shape)

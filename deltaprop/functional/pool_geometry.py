@@ -13,7 +13,6 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ShapeError
-from ..runtime import jit as _numba
 
 IntOr2 = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
@@ -228,14 +227,6 @@ def scatter_sum(d: np.ndarray, g: PoolGeometry, shape: Tuple[int, ...]) -> np.nd
         else:
             view += d
     return unpad(dxp, g)
-
-
-def numba_kernels(g: PoolGeometry):
-    """The numba kernels when enabled and they cover this geometry (2×2/2, unpadded), else None."""
-    if not _numba.enabled():
-        return None
-    from ..fast import pool_numba as _pool_numba
-    return _pool_numba if _pool_numba.applies(g) else None
 
 
 def index_dtype(g: PoolGeometry) -> type:

@@ -1,6 +1,6 @@
-"""Kernels that move or mask values without weights: flatten, inverted dropout, nearest upsampling.
-Each backward sends every gradient entry back to the input entry that produced it (§2, P2 with f' = 1
-or the dropout mask)."""
+"""Kernels that move or mask values without weights: flatten, inverted dropout, nearest upsampling, each the
+reference of its op (``dispatch.op``). Each backward sends every gradient entry back to the input entry that
+produced it (docs/equations.md §2, P2 with f' = 1 or the dropout mask)."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import dispatch
 from ..errors import ShapeError
 
 
@@ -28,6 +29,7 @@ class UpsampleCache(NamedTuple):
     sw: int
 
 
+@dispatch.op("flatten")
 def flatten_forward(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> Tuple[np.ndarray, FlattenCache]:
     """Merge dimensions start_dim..end_dim (PyTorch's ``flatten``); a view when x is contiguous."""
     nd = x.ndim
@@ -38,11 +40,13 @@ def flatten_forward(x: np.ndarray, start_dim: int = 1, end_dim: int = -1) -> Tup
     return x.reshape(shape), FlattenCache(x.shape)
 
 
+@dispatch.backward("flatten")
 def flatten_backward(dout: np.ndarray, cache: FlattenCache) -> np.ndarray:
     """The gradient reshaped back to the input's shape."""
     return dout.reshape(cache.shape)
 
 
+@dispatch.op("dropout")
 def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator) -> Tuple[np.ndarray, DropoutCache]:
     """Inverted dropout: y = x ⊙ m / (1 − p) with m ~ Bernoulli(1 − p), so E[y] = x and eval is the identity."""
     if p >= 1.0:
@@ -53,6 +57,7 @@ def dropout_forward(x: np.ndarray, p: float, rng: np.random.Generator) -> Tuple[
     return x * mask, DropoutCache(mask)
 
 
+@dispatch.backward("dropout")
 def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
     """∂y/∂x = m / (1 − p): the same scaled mask (1 for the identity)."""
     return dout if cache.mask is None else dout * cache.mask
@@ -65,6 +70,7 @@ def _scale_pair(scale: Union[int, float, Sequence]) -> Tuple[int, int]:
     return int(t[0]), int(t[1])
 
 
+@dispatch.op("upsample_nearest")
 def upsample_nearest_forward(x: np.ndarray, scale) -> Tuple[np.ndarray, UpsampleCache]:
     """Nearest-neighbour upsampling by integer factors: y[n,c,i,j] = x[n,c,⌊i/s_h⌋,⌊j/s_w⌋]."""
     if x.ndim != 4:
@@ -77,6 +83,7 @@ def upsample_nearest_forward(x: np.ndarray, scale) -> Tuple[np.ndarray, Upsample
     return y, UpsampleCache(x.shape, sh, sw)
 
 
+@dispatch.backward("upsample_nearest")
 def upsample_nearest_backward(dout: np.ndarray, cache: UpsampleCache) -> np.ndarray:
     """Each input pixel feeds an s_h×s_w block, so its gradient is the block's sum."""
     (n, c, h, w), sh, sw = cache

@@ -37,7 +37,7 @@ class Conv2d(Module):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ShapeError(f"{type(self).__name__}: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
-        F._check_mode(mode)
+        F.check_mode(mode)
         self.kernel_size = self._tuple(kernel_size, "kernel_size")
         self.stride = self._tuple(stride, "stride")
         self.dilation = self._tuple(dilation, "dilation")

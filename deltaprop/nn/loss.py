@@ -222,15 +222,15 @@ class CrossEntropyLoss(_WeightedClassLoss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, pred: np.ndarray, target) -> Union[float, np.ndarray]:
-        """The loss; the common case (2-D logits, integer labels, no weight or smoothing) runs in one
-        numba pass, which checks the labels and logits itself; anything else, or bad input, takes the
-        validating path."""
-        fast = None
+        """The loss; the common case (2-D logits, integer labels, no weight or smoothing) goes first to
+        ``F.cross_entropy_checked_forward``, which checks the labels and logits as it computes (with numba in the
+        same pass); anything else, or bad input, takes the validating path, which names the problem."""
+        done = None
         if self.weight is None and not self.label_smoothing:
-            fast = F.cross_entropy_fast_forward(pred, target, self.ignore_index, self.reduction)
-        if fast is None:
+            done = F.cross_entropy_checked_forward(pred, target, self.ignore_index, self.reduction)
+        if done is None:
             return super().forward(pred, target)
-        value, cache = fast
+        value, cache = done
         self._save((cache, ()))
         return value
 

@@ -1,25 +1,55 @@
-"""Batch normalization layers (docs/equations.md §8, BN 2.1–2.6) with PyTorch's rules and names.
+"""Batch normalization layers (docs/equations.md §8, BN forward and BN 2.1–2.6).
 
-Parameters ``weight`` (γ) and ``bias`` (β); buffers ``running_mean``, ``running_var``, ``num_batches_tracked``,
-so state dicts match PyTorch's. ``BatchNormAct2d`` fuses a ReLU / leaky ReLU (numba fuses the passes);
-``BatchNormActPool2d`` adds a 2×2 max pooling with stride 2.
-Darknet's own batch norm lives in ``functional.norm_darknet``.
+``BatchNorm1d``/``BatchNorm2d`` follow PyTorch's rules and names: parameters ``weight`` (γ) and ``bias`` (β);
+buffers ``running_mean``, ``running_var``, ``num_batches_tracked``, so state dicts match PyTorch's.
+``BatchNormAct2d`` adds a ReLU / leaky ReLU and ``BatchNormActPool2d`` a 2×2 max pooling with stride 2, each one
+op (``functional.norm_fused``) whose fast variants fuse the passes. ``DarknetBatchNorm`` is the batch norm of a
+Darknet ``[convolutional]`` or ``[connected]`` layer, in Darknet's numerics (§10) or the standard ones.
+
+Every batch-norm module is a ``BatchNormBase``: its ``allsum`` (set by ``distributed.convert_sync_batchnorm``)
+makes its training statistics those of the batch shared by several processes.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
 from .. import backend
 from ..errors import ShapeError
 from ..functional import norm as F
+from ..functional import norm_darknet as ND
 from ..functional import norm_fused as FF
 from .module import Module
 from .parameter import Parameter
 
+#: the standard numerics of a Darknet layer's batch norm (PyTorch's defaults)
+STANDARD_EPS = 1e-5
+STANDARD_MOMENTUM = 0.1
 
-class _BatchNorm(Module):
+
+class BatchNormBase(Module):
+    """What the batch-norm modules share. ``allsum``: None (this process's batch is the whole batch), or a function
+    that sums a float64 vector over the processes that share the batch (``distributed.convert_sync_batchnorm``
+    sets it): the training forward then normalises with the global batch's statistics and the backward takes the
+    global sums of BN 2.1–2.3 (the kernels' ``allsum``). Parameters ``weight`` (γ) and ``bias`` (β)."""
+
+    allsum: Optional[F.AllSum] = None
+
+    def _batch_allsum(self) -> Optional[F.AllSum]:
+        """``allsum`` for a training forward; None in evaluation (the running statistics normalise, and a rank may
+        evaluate alone)."""
+        return self.allsum if self.training else None
+
+    def _accumulate(self, dg: Optional[np.ndarray], db: Optional[np.ndarray]) -> None:
+        if self.weight is not None:
+            if self.weight.requires_grad:
+                self.weight.accumulate(dg)
+            if self.bias.requires_grad:
+                self.bias.accumulate(db)
+
+
+class _BatchNorm(BatchNormBase):
     _dims = (2, 3, 4)
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
@@ -84,23 +114,16 @@ class _BatchNorm(Module):
     def _begin_forward(self, x: np.ndarray) -> tuple:
         """Check the input; (use the batch statistics?, running mean, running var, momentum, γ, β)."""
         self._check_input(x)
-        if self.training and x.size // x.shape[1] < 2:
+        if self.training and self.allsum is None and x.size // x.shape[1] < 2:   # synchronised: the kernel counts
             raise ShapeError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         return self._stats_args() + self._params()
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         use_batch, rm, rv, momentum, g, b = self._begin_forward(x)
-        y, cache = F.batch_norm_forward(x, g, b, rm, rv,
-                                        training=use_batch, momentum=momentum, eps=self.eps)
+        y, cache = F.batch_norm_forward(x, g, b, rm, rv, training=use_batch, momentum=momentum, eps=self.eps,
+                                        allsum=self._batch_allsum())
         self._save(cache)
         return y
-
-    def _accumulate(self, dg, db) -> None:
-        if self.affine:
-            if self.weight.requires_grad:
-                self.weight.accumulate(dg)
-            if self.bias.requires_grad:
-                self.bias.accumulate(db)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         dx, dg, db = F.batch_norm_backward(dout, self._take(), need_dx=self.needs_input_grad)
@@ -123,16 +146,16 @@ class BatchNorm2d(_BatchNorm):
 
 
 class BatchNormAct2d(BatchNorm2d):
-    """``BatchNorm2d`` followed by an activation, fused: ``activation`` "leaky" (slope ``negative_slope``),
-    "relu" or "linear". Same parameters, buffers and state-dict keys as ``BatchNorm2d``; the same numbers as
-    ``BatchNorm2d`` then ``LeakyReLU``/``ReLU``, with fewer passes over memory (one fused pass with numba)."""
+    """``BatchNorm2d`` followed by an activation, one op (``functional.norm_fused.batchnorm_act_forward``):
+    ``activation`` "leaky" (slope ``negative_slope``), "relu" or "linear". Same parameters, buffers and state-dict
+    keys as ``BatchNorm2d``; the same numbers as ``BatchNorm2d`` then ``LeakyReLU``/``ReLU`` to float rounding,
+    with fewer passes over memory (one fused pass with numba)."""
 
     def __init__(self, num_features: int, activation: str = "leaky", negative_slope: float = 0.01,
                  eps: float = 1e-5, momentum: Optional[float] = 0.1, affine: bool = True,
                  track_running_stats: bool = True, dtype=None) -> None:
         super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype)
-        FF._check_act(activation)
-        self.activation = activation
+        self.activation = FF.check_activation(activation)
         self.negative_slope = float(negative_slope)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -141,7 +164,8 @@ class BatchNormAct2d(BatchNorm2d):
             g = np.ones(self.num_features, dtype=x.dtype)
             b = np.zeros(self.num_features, dtype=x.dtype)
         y, cache = self._forward_kernel(x, g, b, rm, rv, training=use_batch, momentum=momentum, eps=self.eps,
-                                        activation=self.activation, negative_slope=self.negative_slope)
+                                        activation=self.activation, negative_slope=self.negative_slope,
+                                        allsum=self._batch_allsum())
         self._save(cache)
         return y
 
@@ -159,13 +183,83 @@ class BatchNormAct2d(BatchNorm2d):
 
 
 class BatchNormActPool2d(BatchNormAct2d):
-    """``BatchNormAct2d`` followed by 2×2 max pooling with stride 2, fused (§8, §5, §4): the same parameters,
-    buffers and state-dict keys as ``BatchNormAct2d`` and the same numbers as ``BatchNormAct2d`` then
-    ``MaxPool2d(2)``. With numba (even H and W, pooled width ≥ 16) one pass normalises, activates and pools,
-    and the activated map is never stored; its backward routes each window's delta through σ' in one pass."""
+    """``BatchNormAct2d`` followed by 2×2 max pooling with stride 2, one op
+    (``functional.norm_fused.batchnorm_act_maxpool2_forward``, §8, §5, §4): the same parameters, buffers and
+    state-dict keys as ``BatchNormAct2d`` and the same numbers as ``BatchNormAct2d`` then ``MaxPool2d(2)``. With
+    numba (even H and W, pooled width ≥ 16) one pass normalises, activates and pools, and the activated map is
+    never stored; its backward routes each window's delta through σ' in one pass."""
 
     _forward_kernel = staticmethod(FF.batchnorm_act_maxpool2_forward)
     _backward_kernel = staticmethod(FF.batchnorm_act_maxpool2_backward)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + ", pool=max 2×2 stride 2"
+
+
+class DarknetBatchNorm(BatchNormBase):
+    """The batch norm of a Darknet ``[convolutional]`` or ``[connected]`` layer, per channel over (N, C) or
+    (N, C, H, W); ``weight`` = scales γ, ``bias`` = β (the layer's biases), ``running_mean``/``running_var`` = the
+    rolling statistics.
+
+    ``numerics="darknet"``: Darknet's formulas (``functional.norm_darknet``, §10 "Darknet batch norm"): unbiased
+    batch variance, ẑ = (z − μ)/(√σ² + 1e-6), rolling statistics ``0.99·r + 0.01·batch``; the rolling variance
+    starts at 0 (Darknet's ``calloc``). ``numerics="standard"``: §8 / PyTorch (``functional.norm``, BN forward and
+    BN 2.1–2.6) with ε = 1e-5 and momentum 0.1; the running variance starts at 1. Evaluation normalises with the
+    rolling statistics."""
+
+    def __init__(self, channels: int, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__()
+        dt = np.dtype(dtype or backend.get_default_dtype())
+        self.channels = int(channels)
+        self.numerics = numerics
+        self.weight = Parameter(np.ones(channels, dtype=dt))
+        self.bias = Parameter(np.zeros(channels, dtype=dt))
+        self.register_buffer("running_mean", np.zeros(channels, dtype=dt))
+        self.register_buffer("running_var", (np.zeros if numerics == "darknet" else np.ones)(channels, dtype=dt))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """ẑ·γ + β with the numerics' statistics (Darknet's §10 or §8); the cache's type names the kernel
+        (``DarknetBNCache`` or ``BNCache``) so the backward follows the same path."""
+        y, cache = self._normalize(x)
+        self._save(cache)
+        return y
+
+    def _normalize(self, x: np.ndarray) -> Tuple[np.ndarray, object]:
+        """(ẑ·γ + β, the kernel's cache): ``norm_darknet.batchnorm_darknet_forward`` (rolling statistics replaced by
+        new arrays) or ``norm.batch_norm_forward`` (running statistics updated in place)."""
+        if self.numerics == "darknet":
+            y, cache, (rm, rv) = ND.batchnorm_darknet_forward(x, self.weight.data, self.bias.data, self.running_mean,
+                                                              self.running_var, self.training, self._batch_allsum())
+            if self.training:
+                object.__setattr__(self, "running_mean", rm.astype(x.dtype, copy=False))
+                object.__setattr__(self, "running_var", rv.astype(x.dtype, copy=False))
+            return y, cache
+        rm, rv = self.running_stats(x.dtype)
+        return F.batch_norm_forward(x, self.weight.data, self.bias.data, rm, rv, training=self.training,
+                                    momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS, allsum=self._batch_allsum())
+
+    def running_stats(self, dtype) -> Tuple[np.ndarray, np.ndarray]:
+        """The running mean and variance, first made writable arrays of ``dtype`` in training (the standard
+        kernels update them in place)."""
+        rm, rv = self.running_mean, self.running_var
+        if self.training and (rm.dtype != dtype or not rm.flags.writeable):
+            rm, rv = rm.astype(dtype), rv.astype(dtype)
+            object.__setattr__(self, "running_mean", rm)
+            object.__setattr__(self, "running_var", rv)
+        return rm, rv
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """BN 2.1–2.6 by the kernel whose cache the forward left; accumulates dγ, dβ and returns ∂C/∂z."""
+        return self._normalize_backward(dout, self._take())
+
+    def _normalize_backward(self, dout: np.ndarray, cache) -> np.ndarray:
+        if isinstance(cache, ND.DarknetBNCache):
+            dx, dscale, dbias = ND.batchnorm_darknet_backward(dout, cache)
+        else:
+            dx, dscale, dbias = F.batch_norm_backward(dout, cache)
+        self.weight.accumulate(dscale)
+        self.bias.accumulate(dbias)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, numerics={self.numerics}"

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..nn.parameter import Parameter
 from .optimizer import Optimizer, ParamsT
-from .sgd import decayed_gradient
+from ..functional.update import decayed_gradient
 
 
 class Adam(Optimizer):

@@ -1,23 +1,20 @@
-"""``SGD`` with momentum, dampening, Nesterov and weight decay: PyTorch's update (docs/equations.md §7)."""
+"""``SGD`` with momentum, dampening, Nesterov and weight decay: PyTorch's update (docs/equations.md §7), one
+``functional.update.sgd_update`` per parameter."""
 from __future__ import annotations
 
 from typing import Any, Dict
 
 import numpy as np
 
+from ..functional.update import decayed_gradient, sgd_update
 from ..nn.parameter import Parameter
-from ..fast.sgd_numba import sgd_momentum_update
 from .optimizer import Optimizer, ParamsT
 
-
-def decayed_gradient(grad: np.ndarray, w: np.ndarray, weight_decay: float) -> np.ndarray:
-    """update-4: ``g + λw``, the gradient of C + (λ/2)·Σw² (PyTorch's ``weight_decay=λ``), a new array in the
-    parameter's dtype. ``_fused._sgd_momentum_kernel`` mirrors it element by element."""
-    return grad + weight_decay * w
+__all__ = ["SGD", "decayed_gradient"]
 
 
 class SGD(Optimizer):
-    """update-1 ``w ← w − α g`` with, in PyTorch's order (§7):
+    """update-1 ``w ← w − α g`` with, in PyTorch's order (§7, ``functional.update.sgd_update``):
 
     - weight decay (update-4): ``g ← g + λ w`` (gradient of (λ/2) Σ w²);
     - momentum (update-2/3, PyTorch's form): ``b ← g`` at the first step, then ``b ← γ b + (1 − τ) g``;
@@ -42,26 +39,12 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum requires momentum > 0 and dampening = 0")
 
     def _update(self, p: Parameter, grad: np.ndarray, state: Dict[str, Any], group: Dict[str, Any]) -> None:
-        lr = float(group["lr"])
         momentum = float(group["momentum"])
-        dampening = float(group["dampening"])
-        wd = float(group["weight_decay"])
-        w = p.data
-        buf = state.get("momentum_buffer")
-        if momentum != 0 and buf is not None and sgd_momentum_update(
-                w, grad, buf, lr, momentum, dampening, wd, group["nesterov"], group["maximize"]):
-            state["step"] = int(state.get("step", 0)) + 1  # the same update, fused in one pass (numba)
-            return
-        g = -grad if group["maximize"] else grad
-        if wd != 0:
-            g = decayed_gradient(g, w, wd)
+        buf = state.get("momentum_buffer") if momentum != 0 else None
+        if buf is not None and buf.dtype != p.data.dtype:          # the model was converted since the last step
+            buf = self._buffer(state, "momentum_buffer", p)
+        _, buf = sgd_update(p.data, grad, buf, float(group["lr"]), momentum, float(group["dampening"]),
+                            float(group["weight_decay"]), group["nesterov"], group["maximize"])
         if momentum != 0:
-            if state.get("momentum_buffer") is None:
-                buf = state["momentum_buffer"] = np.array(g, dtype=w.dtype, copy=True)
-            else:
-                buf = self._buffer(state, "momentum_buffer", p)
-                buf *= momentum
-                buf += g if dampening == 0 else (1.0 - dampening) * g
-            g = g + momentum * buf if group["nesterov"] else buf
+            state["momentum_buffer"] = buf
         state["step"] = int(state.get("step", 0)) + 1
-        w -= lr * g

@@ -141,14 +141,6 @@ def forget() -> bool:
     return tunables.forget_all() or found
 
 
-def direct_conv_taps() -> Dict[str, object]:
-    """The direct convolution loops' choice as ``fast.conv_direct.max_taps`` asks for it on first need: the
-    tunable ``direct_conv``'s cached choice or its default, put in use, never a measurement; {"max_taps": 0}
-    (the product path) when no such tunable is registered."""
-    record = tunables.choose("direct_conv", measure=False)
-    return record if record is not None else {"max_taps": 0, "reason": "no direct_conv tunable registered"}
-
-
 def describe_machine() -> Dict[str, object]:
     """The CPU, its usable cores and NumPy's BLAS as built (``deltaprop info``'s first lines)."""
     return {"cpu": machine.cpu_model(), "cores": machine.usable_cores(), "numpy": np.__version__,

@@ -1,106 +1,112 @@
-"""Batch normalization inside a Darknet ``[convolutional]`` or ``[connected]`` layer.
+"""The batch norm + activation of a Darknet ``[convolutional]`` or ``[connected]`` layer (``batch_normalize=1``).
 
-``numerics="darknet"`` uses Darknet's formulas (``functional.norm_darknet``): ẑ = (z − μ)/(√σ² + 1e-6),
-unbiased batch variance, rolling statistics ``0.99·r + 0.01·batch``; inference uses the rolling statistics.
-``numerics="standard"`` is docs/equations.md §8 / PyTorch: ẑ = (z − μ)/√(σ² + ε), ε = 1e-5 (BN 2.1–2.6).
-The bias β is Darknet's ``biases`` of the layer (added after normalising); γ is its ``scales``.
+A layer is its product (convolution or fully connected) followed by its tail: ``DarknetBatchNormAct`` (batch
+norm, then the activation) when it normalises, else the activation alone. The layer calls its tail's
+``forward``/``backward`` (and ``infer`` in evaluation), so a wrapper of the tail (the synchronised batch norm,
+hooks) sees every call. The batch norm is ``nn.normalization.DarknetBatchNorm``: Darknet's numerics (§10, "Darknet
+batch norm") or the standard ones (§8); β is Darknet's ``biases`` of the layer (added after normalising), γ its
+``scales``.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ... import backend
-from ...functional import norm, norm_darknet
+from ...functional.conv_bn import TAIL_ACTIVATIONS, affine_act_, bn_scale_shift
+from ...functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
+from ...functional.norm_fused import batchnorm_act_backward, batchnorm_act_forward
 from ...nn.module import Module
+from ...nn.normalization import STANDARD_EPS, STANDARD_MOMENTUM, DarknetBatchNorm
 from ...nn.parameter import Parameter
+from ..activations import LEAKY_SLOPE, DarknetActivation
 
-STANDARD_EPS = 1e-5
-STANDARD_MOMENTUM = 0.1
+__all__ = ["DarknetBatchNorm", "DarknetBatchNormAct", "STANDARD_EPS", "STANDARD_MOMENTUM", "attach_tail", "tail",
+           "accumulate_weight_bias", "weights_target", "activate_in_place"]
 
 
-class DarknetBatchNorm(Module):
-    """Per-channel batch norm over (N, C) or (N, C, H, W); ``weight`` = scales γ, ``bias`` = β.
+class OneOpCache(NamedTuple):
+    """``DarknetBatchNormAct``'s cache on its one-op path: ``batchnorm_act_forward``'s, of whichever variant
+    computed it (the other path leaves the batch norm's own cache)."""
+    cache: object
 
-    Darknet starts the rolling variance at 0 (its ``calloc``); the standard numerics start it at 1.
-    """
 
-    def __init__(self, channels: int, numerics: str = "darknet", dtype=None) -> None:
-        super().__init__()
-        dt = np.dtype(dtype or backend.get_default_dtype())
-        self.channels = int(channels)
-        self.numerics = numerics
-        self.weight = Parameter(np.ones(channels, dtype=dt))
-        self.bias = Parameter(np.zeros(channels, dtype=dt))
-        self.register_buffer("running_mean", np.zeros(channels, dtype=dt))
-        self.register_buffer("running_var", (np.zeros if numerics == "darknet" else np.ones)(channels, dtype=dt))
+class DarknetBatchNormAct(DarknetBatchNorm):
+    """``DarknetBatchNorm`` then the layer's Darknet activation (its child ``act``): the same parameters, buffers
+    and state-dict keys as ``DarknetBatchNorm``.
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """ẑ·γ + β with the numerics' statistics (Darknet's §10 or §8); the cache's type names the kernel
-        (``DarknetBNCache`` or ``BNCache``) so the backward follows the same path."""
-        if self.numerics == "darknet":
-            y, cache, (rm, rv) = norm_darknet.batchnorm_darknet_forward(
-                x, self.weight.data, self.bias.data, self.running_mean, self.running_var, training=self.training)
-            if self.training:
-                object.__setattr__(self, "running_mean", rm.astype(x.dtype, copy=False))
-                object.__setattr__(self, "running_var", rv.astype(x.dtype, copy=False))
-            self._save(cache)
-            return y
-        # standard: the kernels of functional.norm (running statistics updated in place in training)
-        rm, rv = self.running_stats(x.dtype)
-        y, cache = norm.batch_norm_forward(x, self.weight.data, self.bias.data, rm, rv, training=self.training,
-                                           momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS)
-        self._save(cache)
+    In the standard numerics, a feature map (N, C, H, W) and a linear, ReLU or leaky activation make one op,
+    ``functional.norm_fused.batchnorm_act_forward`` (its fast variants fuse the passes); otherwise the batch norm
+    and the activation run in turn. ``infer`` is evaluation without a cache: the batch norm folded into a scale
+    and shift per channel and the activation, in one in-place pass (``functional.conv_bn``)."""
+
+    def __init__(self, channels: int, activation: str, numerics: str = "darknet", dtype=None) -> None:
+        super().__init__(channels, numerics, dtype)
+        self.act = DarknetActivation(activation)
+
+    def _one_op(self, z: np.ndarray) -> bool:
+        return self.numerics == "standard" and z.ndim == 4 and self.act.name in TAIL_ACTIVATIONS
+
+    def forward(self, z: np.ndarray) -> np.ndarray:
+        """σ(BN(z)): one op (``_one_op``), or ``DarknetBatchNorm``'s forward then the activation's."""
+        if not self._one_op(z):
+            return self.act.forward(super().forward(z))
+        rm, rv = self.running_stats(z.dtype)
+        y, cache = batchnorm_act_forward(z, self.weight.data, self.bias.data, rm, rv, training=self.training,
+                                         momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS, activation=self.act.name,
+                                         negative_slope=LEAKY_SLOPE, allsum=self._batch_allsum())
+        self._save(OneOpCache(cache))
         return y
 
-    def running_stats(self, dtype) -> Tuple[np.ndarray, np.ndarray]:
-        """The running mean and variance, first made writable arrays of ``dtype`` in training (the standard
-        kernels update them in place)."""
-        rm, rv = self.running_mean, self.running_var
-        if self.training and (rm.dtype != dtype or not rm.flags.writeable):
-            rm, rv = rm.astype(dtype), rv.astype(dtype)
-            object.__setattr__(self, "running_mean", rm)
-            object.__setattr__(self, "running_var", rv)
-        return rm, rv
-
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        """BN 2.1–2.6 by the kernel whose cache the forward left; accumulates dγ, dβ and returns ∂C/∂z."""
-        cache = self._take()    # its type names the forward that made it
-        if isinstance(cache, norm_darknet.DarknetBNCache):
-            dx, dscale, dbias = norm_darknet.batchnorm_darknet_backward(dout, cache)
-        else:
-            dx, dscale, dbias = norm.batch_norm_backward(dout, cache)
+        """σ' (P2) then BN 2.1–2.6, by the path the forward took; accumulates dγ, dβ and returns ∂C/∂z."""
+        if not isinstance(self._cache, OneOpCache):       # σ' first: the batch norm's cache is taken after it
+            return super().backward(self.act.backward(dout))
+        dz, dscale, dbias = batchnorm_act_backward(dout, self._take().cache, consume_cache=True)
         self.weight.accumulate(dscale)
         self.bias.accumulate(dbias)
-        return dx
+        return dz
+
+    def infer(self, z: np.ndarray) -> np.ndarray:
+        """Evaluation without a cache, in place on z (C-contiguous, the activation one of ``TAIL_ACTIVATIONS``):
+        the rolling statistics folded into a scale and shift per channel (``conv_bn.bn_scale_shift``, ε as the
+        numerics place it), then the affine map and σ in one pass (``conv_bn.affine_act_``)."""
+        darknet = self.numerics == "darknet"
+        scale, shift = bn_scale_shift(self.weight.data, self.bias.data, self.running_mean, self.running_var,
+                                      DARKNET_EPS if darknet else STANDARD_EPS, eps_outside_root=darknet,
+                                      dtype=z.dtype)
+        return affine_act_(z, scale, shift, self.act.name, LEAKY_SLOPE)
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, numerics={self.numerics}"
+        return super().extra_repr() + f", activation={self.act.name}"
 
 
-def attach_bias_or_batchnorm(layer: Module, n: int, numerics: str, dtype) -> None:
-    """Darknet's rule for [convolutional] and [connected]: with ``batch_normalize`` the layer gets a
-    ``DarknetBatchNorm`` (whose β is the layer's biases) and no bias of its own; otherwise a zero bias."""
+def attach_tail(layer: Module, n: int, activation: str, numerics: str, dtype) -> None:
+    """Darknet's rule for [convolutional] and [connected]: with ``batch_normalize`` the layer gets ``bn``, a
+    ``DarknetBatchNormAct`` (whose β is the layer's biases), and no bias of its own; otherwise a zero ``bias`` and
+    ``act``, the activation alone."""
     if layer.batch_normalize:
         layer.bias = None
-        layer.bn = DarknetBatchNorm(n, numerics, dtype=dtype)
+        layer.bn = DarknetBatchNormAct(n, activation, numerics, dtype=dtype)
+        layer.act = None
     else:
         layer.bias = Parameter(np.zeros(n, dtype=dtype))
         layer.bn = None
+        layer.act = DarknetActivation(activation)
 
 
-def normalize_activate(layer: Module, z: np.ndarray) -> np.ndarray:
-    """The forward tail of [convolutional] and [connected]: batch norm (when attached), then the activation."""
-    if layer.bn is not None:
-        z = layer.bn.forward(z)
-    return layer.act.forward(z)
+def tail(layer: Module) -> Module:
+    """The module after the layer's product: its ``DarknetBatchNormAct``, or its activation."""
+    return layer.bn if layer.bn is not None else layer.act
 
 
-def activation_bn_backward(layer: Module, dout: np.ndarray) -> np.ndarray:
-    """The backward of ``normalize_activate``: σ' (P2 of §2), then the batch-norm backward (BN 2.1–2.6)."""
-    dz = layer.act.backward(dout)
-    return layer.bn.backward(dz) if layer.bn is not None else dz
+def activate_in_place(z: np.ndarray, activation: str) -> np.ndarray:
+    """σ(z) in place for a layer without batch norm in evaluation (σ one of ``TAIL_ACTIVATIONS``): ``affine_act_``
+    with scale 1 and shift 0."""
+    if activation == "linear":
+        return z
+    c = z.shape[1]
+    return affine_act_(z, np.ones(c, z.dtype), np.zeros(c, z.dtype), activation, LEAKY_SLOPE)
 
 
 def accumulate_weight_bias(layer: Module, dw: np.ndarray, db: Optional[np.ndarray]) -> None:

@@ -1,4 +1,5 @@
-"""``[connected]``: fully connected (FC-1..3), optional batch norm, activation (``connected_layer.c``).
+"""``[connected]``: fully connected (FC-1..3), then its tail: batch norm + activation, or the activation
+(``connected_layer.c``).
 The input is flattened in C, H, W order; weights ``[outputs][inputs]``; output (N, outputs, 1, 1)."""
 from __future__ import annotations
 
@@ -10,12 +11,10 @@ import numpy as np
 from ... import backend
 from ...functional.dense import linear_backward, linear_forward
 from ...nn.parameter import Parameter
-from ..activations import DarknetActivation
 from ...errors import ConfigError
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs
-from .batchnorm import (accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
-                        normalize_activate, weights_target)
+from .batchnorm import accumulate_weight_bias, attach_tail, tail, weights_target
 from .convolutional import activation_key
 
 
@@ -35,8 +34,8 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class ConnectedLayer(DarknetLayer):
-    """``y = act(BN(x Wᵀ) + b)`` or ``act(x Wᵀ + b)``; ``weight`` (outputs, inputs). Darknet's
-    initialisation: weights U(±√(2/inputs)), biases 0."""
+    """``y = act(BN(x Wᵀ))`` (the tail ``bn``, ``batchnorm.DarknetBatchNormAct``) or ``act(x Wᵀ + b)`` (the tail
+    ``act``); ``weight`` (outputs, inputs). Darknet's initialisation: weights U(±√(2/inputs)), biases 0."""
 
     kind = "connected"
 
@@ -49,8 +48,7 @@ class ConnectedLayer(DarknetLayer):
         self.batch_normalize, self.activation = spec.attrs["batch_normalize"], spec.attrs["activation"]
         scale = math.sqrt(2.0 / self.in_features)
         self.weight = Parameter(backend.rng().uniform(-scale, scale, (self.out_features, self.in_features)).astype(dt))
-        attach_bias_or_batchnorm(self, self.out_features, numerics, dt)
-        self.act = DarknetActivation(self.activation)
+        attach_tail(self, self.out_features, self.activation, numerics, dt)
 
     def resize(self, spec: LayerSpec) -> None:
         c, h, w = spec.in_shape
@@ -66,11 +64,11 @@ class ConnectedLayer(DarknetLayer):
         z, cache = linear_forward(x.reshape(n, -1), self.weight.data,
                                   None if self.bias is None else self.bias.data)
         self._save((cache, x.shape))
-        return normalize_activate(self, z).reshape(n, self.out_features, 1, 1)
+        return tail(self).forward(z).reshape(n, self.out_features, 1, 1)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         cache, shape = self._take()
-        dz = activation_bn_backward(self, dout.reshape(shape[0], -1))
+        dz = tail(self).backward(dout.reshape(shape[0], -1))
         dx, dw, db = linear_backward(dz, cache, need_dx=self.needs_input_grad)
         accumulate_weight_bias(self, dw, db)
         return None if dx is None else dx.reshape(shape)

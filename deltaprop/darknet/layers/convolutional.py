@@ -1,5 +1,5 @@
-"""``[convolutional]``: convolution (Conv-1..3), optional batch norm, activation (Darknet's
-``convolutional_layer.c``). ``pad=1`` means padding = size/2, else the ``padding`` key; output
+"""``[convolutional]``: convolution (Conv-1..3), then its tail: batch norm + activation, or the activation
+(Darknet's ``convolutional_layer.c``). ``pad=1`` means padding = size/2, else the ``padding`` key; output
 ``(h + 2·padding − size)/stride + 1``; weights ``[filters][channels/groups][size][size]``."""
 from __future__ import annotations
 
@@ -10,15 +10,12 @@ import numpy as np
 
 from ... import backend
 from ...functional.conv import conv2d_backward, conv2d_forward
-from ...functional.conv_bn import TAIL_ACTIVATIONS, affine_act_, bn_scale_shift
-from ...functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
-from ...functional.norm_fused import batchnorm_act_backward, batchnorm_act_forward
+from ...functional.conv_bn import TAIL_ACTIVATIONS
 from ...nn.parameter import Parameter
-from ..activations import ACTIVATIONS, LEAKY_SLOPE, DarknetActivation
+from ..activations import ACTIVATIONS
 from ..cfg import Section
 from .base import DarknetLayer, LayerSpec, PlanContext, common_attrs, fits, require_unsupported_zero
-from .batchnorm import (STANDARD_EPS, STANDARD_MOMENTUM, accumulate_weight_bias, activation_bn_backward, attach_bias_or_batchnorm,
-                        normalize_activate, weights_target)
+from .batchnorm import accumulate_weight_bias, activate_in_place, attach_tail, tail, weights_target
 
 
 def activation_key(sec: Section, default: str) -> str:
@@ -61,9 +58,10 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
 
 
 class ConvolutionalLayer(DarknetLayer):
-    """conv → [batch norm] → activation. Parameters: ``weight`` (F, C/groups, k, k), ``bias`` (F,) when
-    there is no batch norm, else ``bn.weight`` (scales), ``bn.bias`` (Darknet's biases) and ``bn``'s
-    running statistics. Darknet's initialisation: weights √(2/(k²·C/groups))·N(0, 1), biases 0."""
+    """conv → tail: ``bn`` (batch norm + activation, ``batchnorm.DarknetBatchNormAct``) when ``batch_normalize``,
+    else ``act`` (the activation). Parameters: ``weight`` (F, C/groups, k, k), ``bias`` (F,) when there is no
+    batch norm, else ``bn.weight`` (scales), ``bn.bias`` (Darknet's biases) and ``bn``'s running statistics.
+    Darknet's initialisation: weights √(2/(k²·C/groups))·N(0, 1), biases 0."""
 
     kind = "convolutional"
     #: keep the im2col columns for the backward (else the input, kept by the graph anyway, and build them again)
@@ -81,56 +79,31 @@ class ConvolutionalLayer(DarknetLayer):
         scale = math.sqrt(2.0 / (self.size * self.size * cg))
         self.weight = Parameter((scale * backend.rng().standard_normal(
             (self.filters, cg, self.size, self.size))).astype(dt))
-        attach_bias_or_batchnorm(self, self.filters, numerics, dt)
-        self.act = DarknetActivation(self.activation)
+        attach_tail(self, self.filters, self.activation, numerics, dt)
+
+    def _conv(self, x: np.ndarray, keep_cols: bool):
+        return conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data, stride=self.stride,
+                              padding=self.padding, groups=self.groups, keep_cols=keep_cols)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
         self._check_dtype(x, self.weight.data.dtype)
         if not self.training and not self.keeps_cache and self.activation in TAIL_ACTIVATIONS:
             return self._infer(x)
-        z, cache = conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                  stride=self.stride, padding=self.padding, groups=self.groups,
-                                  keep_cols=self.keep_columns)
-        if self._fused_tail():
-            bn = self.bn
-            rm, rv = bn.running_stats(z.dtype)
-            y, bcache = batchnorm_act_forward(z, bn.weight.data, bn.bias.data, rm, rv, training=self.training,
-                                              momentum=STANDARD_MOMENTUM, eps=STANDARD_EPS,
-                                              activation=self.activation, negative_slope=LEAKY_SLOPE)
-            self._save((cache, bcache))
-            return y
-        self._save((cache, None))
-        return normalize_activate(self, z)
-
-    def _fused_tail(self) -> bool:
-        """Batch norm in the standard numerics followed by linear, ReLU or leaky: one fused kernel
-        (``functional.norm_fused``: z − μ kept instead of ẑ and the activated copy, fewer passes)."""
-        return self.bn is not None and self.bn.numerics == "standard" and self.activation in TAIL_ACTIVATIONS
+        z, cache = self._conv(x, self.keep_columns)
+        self._save(cache)
+        return tail(self).forward(z)
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        """Evaluation without a cache: the convolution, then batch norm (its running statistics folded into a
-        scale and shift per channel, ``functional.conv_bn``) and the activation in one in-place pass."""
-        w, bn = self.weight.data, self.bn
-        z, _ = conv2d_forward(x, w, None if self.bias is None else self.bias.data, stride=self.stride,
-                              padding=self.padding, groups=self.groups, keep_cols=False)
-        if bn is None:
-            return z if self.activation == "linear" else affine_act_(
-                z, np.ones(self.filters, w.dtype), np.zeros(self.filters, w.dtype), self.activation, LEAKY_SLOPE)
-        darknet = bn.numerics == "darknet"
-        scale, shift = bn_scale_shift(bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var,
-                                      DARKNET_EPS if darknet else STANDARD_EPS, eps_outside_root=darknet,
-                                      dtype=w.dtype)
-        return affine_act_(z, scale, shift, self.activation, LEAKY_SLOPE)
+        """Evaluation without a cache: the convolution, then the tail in one in-place pass over its output (the
+        batch norm folded into a scale and shift with the activation, ``DarknetBatchNormAct.infer``; or the
+        activation alone)."""
+        z, _ = self._conv(x, False)
+        return self.bn.infer(z) if self.bn is not None else activate_in_place(z, self.activation)
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
-        cache, bcache = self._take()
-        if bcache is not None:
-            dz, dgamma, dbeta = batchnorm_act_backward(dout, bcache, consume_cache=True)
-            self.bn.weight.accumulate(dgamma)
-            self.bn.bias.accumulate(dbeta)
-        else:
-            dz = activation_bn_backward(self, dout)
+        cache = self._take()
+        dz = tail(self).backward(dout)
         dx, dw, db = conv2d_backward(dz, cache, need_dx=self.needs_input_grad)
         accumulate_weight_bias(self, dw, db)
         return dx
