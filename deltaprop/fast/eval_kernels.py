@@ -125,3 +125,70 @@ def max_pool(x, kh, kw, sh, sw, pt, pl, out):
                         v = x[n, c, y0 + a, x0 + b]
                         m = v if (v > m) | (v != v) else m
                 out[n, c, i, j] = m
+
+
+@jit(parallel=True)
+def direct3x3_bias_act_pool(xp, w, bias, slope, act, y, pooled, full, pool):
+    """A 3×3 stride-1 convolution of few channels (a network's first layer) with its epilogue, in one pass: for
+    each pair of output rows (2i, 2i+1), each filter's two rows as the sum of its nine taps over the zero-padded
+    input xp (N, C, H + 2, W + 2) (the four input rows read once for both), then the bias, max(o, slope·o) when
+    ``act``, written to y (N, F, H, W) when ``full`` and their 2×2 stride-2 maxima to pooled when ``pool``. The
+    output map of the convolution is never written when only the pooled one is needed."""
+    n_, c_ = xp.shape[0], xp.shape[1]
+    f_ = w.shape[0]
+    ho, wo = xp.shape[2] - 2, xp.shape[3] - 2
+    pairs = (ho + 1) // 2
+    zero = xp.dtype.type(0)
+    for t in prange(n_ * pairs):
+        n = t // pairs
+        i0 = 2 * (t - n * pairs)
+        two = i0 + 1 < ho
+        ra = np.empty(wo, dtype=xp.dtype)
+        rb = np.empty(wo, dtype=xp.dtype)
+        for f in range(f_):
+            for j in range(wo):
+                ra[j] = zero
+                rb[j] = zero
+            for c in range(c_):
+                w0, w1, w2 = w[f, c, 0, 0], w[f, c, 0, 1], w[f, c, 0, 2]
+                w3, w4, w5 = w[f, c, 1, 0], w[f, c, 1, 1], w[f, c, 1, 2]
+                w6, w7, w8 = w[f, c, 2, 0], w[f, c, 2, 1], w[f, c, 2, 2]
+                x0 = xp[n, c, i0]
+                x1 = xp[n, c, i0 + 1]
+                x2 = xp[n, c, i0 + 2]
+                x3 = xp[n, c, min(i0 + 3, ho + 1)]
+                for j in range(wo):
+                    a0, a1, a2 = x0[j], x0[j + 1], x0[j + 2]
+                    b0, b1, b2 = x1[j], x1[j + 1], x1[j + 2]
+                    c0, c1, c2 = x2[j], x2[j + 1], x2[j + 2]
+                    d0, d1, d2 = x3[j], x3[j + 1], x3[j + 2]
+                    ra[j] += w0 * a0 + w1 * a1 + w2 * a2 + w3 * b0 + w4 * b1 + w5 * b2 + w6 * c0 + w7 * c1 + w8 * c2
+                    rb[j] += w0 * b0 + w1 * b1 + w2 * b2 + w3 * c0 + w4 * c1 + w5 * c2 + w6 * d0 + w7 * d1 + w8 * d2
+            b = bias[f]
+            for j in range(wo):
+                o = ra[j] + b
+                e = o * slope
+                ra[j] = o if (not act or o > e) else e
+                o = rb[j] + b
+                e = o * slope
+                rb[j] = o if (not act or o > e) else e
+            if full:
+                for j in range(wo):
+                    y[n, f, i0, j] = ra[j]
+                if two:
+                    for j in range(wo):
+                        y[n, f, i0 + 1, j] = rb[j]
+            if pool and i0 // 2 < pooled.shape[2]:
+                wp = pooled.shape[3]
+                wi = min(wp, wo // 2)
+                p = i0 // 2
+                if two:
+                    for j in range(wi):
+                        pooled[n, f, p, j] = max(max(ra[2 * j], ra[2 * j + 1]), max(rb[2 * j], rb[2 * j + 1]))
+                    for j in range(wi, wp):
+                        pooled[n, f, p, j] = max(ra[2 * j], rb[2 * j])
+                else:
+                    for j in range(wi):
+                        pooled[n, f, p, j] = max(ra[2 * j], ra[2 * j + 1])
+                    for j in range(wi, wp):
+                        pooled[n, f, p, j] = ra[2 * j]

@@ -23,8 +23,10 @@ Steps the plan has no kernel for (``CallStep``, other activations) run as the re
 """
 from __future__ import annotations
 
+import os
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,12 +35,24 @@ from .. import dispatch
 from ..functional import inference as fi
 from ..functional.im2col import conv_geometry, im2col
 from ..runtime import jit as _numba
-from . import conv_direct, eval_kernels, split_products, winograd
+from ..runtime import threads
+from . import cblas, eval_kernels, split_products, winograd
 
 #: 3×3 stride-1 convolutions with at least this many input (and output) channels use Winograd's F(2×2, 3×3):
 #: faster than im2col and the product from 16 channels on yolov3-tiny's layers, slower for its 3-channel first
 #: layer (docs/inference.md)
 WINOGRAD_MIN_CHANNELS = 16
+
+#: elements of a block's V and M in the fused Winograd pipeline (``winograd.fused_blocks``): 256 KiB of float32
+BLOCK_ELEMENTS = 1 << 16
+#: ... for convolutions whose transformed filters (16·F·C) hold at most this many elements (they are read again
+#: for every block, from the core's cache)
+BLOCK_FILTERS = int(os.environ.get("H10_BLOCK_U", str(1 << 17)))
+#: the products of a block have at least this many columns (tiles)
+BLOCK_MIN_TILES = int(os.environ.get("H10_MIN_TB", "64"))
+
+#: filter blocks per thread in the products and output transform of a Winograd convolution by filters
+FILTER_BLOCKS_PER_THREAD = int(os.environ.get("H10_FBLOCKS", "1"))
 
 _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # program -> its CompiledPlan
 
@@ -77,21 +91,22 @@ def fold(step: fi.ConvStep, dtype) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _conv_kind(step: fi.ConvStep, in_shape: Tuple[int, ...]) -> str:
+    """How a convolution runs: "winograd" (3×3, stride 1, at least ``WINOGRAD_MIN_CHANNELS`` channels in and
+    out), "direct" (3×3, stride 1, fewer channels: a first layer), "gemm1x1" (1×1, stride 1, no padding: the
+    product on the input itself), else "im2col" (the columns, then the product)."""
     f, cg, kh, kw = step.weight.shape
     c = in_shape[0]
-    stride1 = tuple(step.stride) == (1, 1)
-    if step.groups == 1 and kh == kw == 3 and stride1 and c >= WINOGRAD_MIN_CHANNELS and f >= WINOGRAD_MIN_CHANNELS:
-        return "winograd"
-    if step.groups == 1 and kh == kw == 1 and stride1 and tuple(step.padding) == (0, 0, 0, 0):
+    plain = step.groups == 1 and tuple(step.stride) == (1, 1)
+    if plain and kh == kw == 3:
+        return "winograd" if c >= WINOGRAD_MIN_CHANNELS and f >= WINOGRAD_MIN_CHANNELS else "direct"
+    if plain and kh == kw == 1 and tuple(step.padding) == (0, 0, 0, 0):
         return "gemm1x1"
-    g = conv_geometry((1,) + tuple(in_shape), step.weight.shape, step.stride, step.padding, 1, step.groups)
-    if conv_direct.applies(g):
-        return "direct"
     return "im2col"
 
 
 class CompiledPlan:
-    """A program with its weights folded and arranged, its fusions decided and, per batch size, its buffers."""
+    """A program with its weights folded and arranged and its fusions decided; per batch size, its buffers and the
+    list of operations that run it."""
 
     def __init__(self, program: fi.EvalProgram) -> None:
         self.program = program
@@ -113,26 +128,24 @@ class CompiledPlan:
         for i, s in enumerate(steps):
             if isinstance(s, fi.DenseStep) and s.activation in fi.ACTIVATIONS:
                 b = np.zeros(s.weight.shape[0], s.weight.dtype) if s.bias is None else s.bias
-                self.dense[i] = (np.ascontiguousarray(s.weight.T), np.ascontiguousarray(b), *_act(s.activation, s.slope))
+                self.dense[i] = (np.ascontiguousarray(s.weight.T), np.ascontiguousarray(b),
+                                 *_act(s.activation, s.slope))
         self.slices = self._concat_slices()
         self._batch = -1
+        self._ops: List[Callable] = []
         self._bufs: List[Optional[np.ndarray]] = []
-        self._work = np.empty(0, self.dtype)
 
     # --- compile -------------------------------------------------------------------------------------------------
     def _compile_conv(self, i: int, s: fi.ConvStep) -> _Conv:
-        in_shape = self.shapes[s.src]
-        kind = _conv_kind(s, in_shape)
+        kind = _conv_kind(s, self.shapes[s.src])
         w, b = fold(s, self.dtype)
         act, slope = _act(s.activation, s.slope)
         w2 = winograd.transform_weights(w) if kind == "winograd" else np.ascontiguousarray(w.reshape(w.shape[0], -1))
         conv = _Conv(i, s, kind, w2, w if kind == "direct" else None, b, act, slope)
-        rd = self.readers.get(i, [])
-        pools = [r for r in rd if isinstance(self.program.steps[r], fi.MaxPoolStep)
+        pools = [r for r in self.readers.get(i, []) if isinstance(self.program.steps[r], fi.MaxPoolStep)
                  and _fusable_pool(self.program.steps[r])]
         if pools:
             conv.pool = pools[0]
-        if conv.pool is not None:
             self.fused_pools[conv.pool] = i
         return conv
 
@@ -141,9 +154,7 @@ class CompiledPlan:
         (each producer in one concatenation at most, a step whose output the plan writes itself)."""
         out: Dict[int, Tuple[int, int]] = {}
         for i, s in enumerate(self.program.steps):
-            if not isinstance(s, fi.ConcatStep) or len(s.inputs) < 2:
-                continue
-            if len(set(s.inputs)) != len(s.inputs):
+            if not isinstance(s, fi.ConcatStep) or len(s.inputs) < 2 or len(set(s.inputs)) != len(s.inputs):
                 continue
             off = 0
             for j in s.inputs:
@@ -153,17 +164,47 @@ class CompiledPlan:
         return out
 
     def _writes_own_buffer(self, j: int) -> bool:
+        """Whether step j's output is written by the plan into a buffer of its choice."""
         s = self.program.steps[j]
-        if j in self.fused_pools:
-            return True
-        if isinstance(s, fi.ConvStep):
-            c = self.convs.get(j)
-            return c is not None
-        return isinstance(s, (fi.MaxPoolStep, fi.UpsampleStep))
+        return (j in self.fused_pools or j in self.convs or j in self.dense
+                or isinstance(s, (fi.MaxPoolStep, fi.UpsampleStep)))
 
-    # --- buffers -------------------------------------------------------------------------------------------------
+    def _needs_full(self, i: int) -> bool:
+        """Whether conv i's full output is read by another step than its fused pooling, or is an output."""
+        c = self.convs[i]
+        return i in self.program.outputs or any(r != c.pool for r in self.readers.get(i, []))
+
+    def _blocked(self, c: _Conv, n: int) -> bool:
+        """Whether Winograd conv c runs block by block at batch size n (``winograd.fused_blocks``): its transformed
+        filters are small (``BLOCK_FILTERS``) and its transformed maps (16·(C + F)·tiles) outweigh them."""
+        f, ho, wo = self.shapes[c.index]
+        th, tw = winograd.tiles(ho, wo)
+        cin = self.shapes[c.step.src][0]
+        return (cblas.library() is not None and 16 * f * cin <= BLOCK_FILTERS
+                and (cin + f) * n * th * tw > f * cin)
+
+    def _block_rows(self, c: _Conv, tw: int) -> int:
+        """Tile rows per block: V and M within ``BLOCK_ELEMENTS``, at least ``BLOCK_MIN_TILES`` tiles."""
+        f = self.shapes[c.index][0]
+        cin = self.shapes[c.step.src][0]
+        return max(1, -(-BLOCK_MIN_TILES // tw), BLOCK_ELEMENTS // (winograd.ALPHA ** 2 * (cin + f) * tw))
+
+    def _workspace(self, c: _Conv, n: int) -> int:
+        """Elements of shared workspace conv c needs at batch size n: Winograd's V and M (unless by blocks), the
+        im2col columns, the product's output when only the pooled map is kept."""
+        f, ho, wo = self.shapes[c.index]
+        cin, h, w = self.shapes[c.step.src]
+        z = 0 if self._needs_full(c.index) else n * f * ho * wo
+        if c.kind == "winograd":
+            th, tw = winograd.tiles(ho, wo)
+            return 0 if self._blocked(c, n) else winograd.ALPHA ** 2 * (cin + f) * n * th * tw
+        if c.kind == "im2col":
+            return z + c.w2.shape[1] * c.step.groups * ho * wo
+        return z if c.kind == "gemm1x1" else 0
+
+    # --- buffers and operations, per batch size --------------------------------------------------------------------
     def _allocate(self, n: int) -> None:
-        """Every output buffer and the workspace for batch size n (a concatenation's producers get views)."""
+        """Every output buffer, the workspace and the operations for batch size n."""
         steps = self.program.steps
         bufs: List[Optional[np.ndarray]] = [None] * len(steps)
         for i, s in enumerate(steps):
@@ -175,142 +216,170 @@ class CompiledPlan:
                 bufs[i] = bufs[k][:, off:off + self.shapes[i][0]]
             elif i in self.convs and not self._needs_full(i):
                 continue                                     # only its pooled map is written
-            elif bufs[i] is None and (self._writes_own_buffer(i) or i in self.dense):
+            elif bufs[i] is None and self._writes_own_buffer(i):
                 bufs[i] = np.empty((n,) + self.shapes[i], self.dtype)
-        self._padded = {}
-        for i, c in self.convs.items():
-            if c.kind == "direct" and c.w4.shape[2:] == (3, 3):   # the zero-padded input: borders zeroed once
-                cin, h, w = self.shapes[c.step.src]
-                pt, pb, pl, pr = c.step.padding
-                self._padded[i] = np.zeros((n, cin, h + pt + pb, w + pl + pr), self.dtype)
-        self._work = np.empty(max([self._workspace(c, n) for c in self.convs.values()] + [0]), self.dtype)
         self._bufs = bufs
+        self._work = np.empty(max([self._workspace(c, n) for c in self.convs.values()] + [0]), self.dtype)
+        self._dummy = np.empty((0, 0, 0, 0), self.dtype)
+        self._ops = [self._op(i, s, n) for i, s in enumerate(steps)]
         self._batch = n
 
-    def _needs_full(self, i: int) -> bool:
-        """Whether conv i's full output is read by another step than its fused pooling, or is an output."""
-        c = self.convs[i]
-        return i in self.program.outputs or any(r != c.pool for r in self.readers.get(i, []))
-
-    def _workspace(self, c: _Conv, n: int) -> int:
-        """Elements of shared workspace conv step c needs at batch size n: Winograd's V and M, or the product's
-        output when only the pooled map is kept."""
-        f, ho, wo = self.shapes[c.index]
-        if c.kind == "winograd":
-            th, tw = winograd.tiles(ho, wo)
-            return winograd.ALPHA ** 2 * (self.shapes[c.step.src][0] + f) * n * th * tw
-        return 0 if self._needs_full(c.index) else n * f * ho * wo
+    def _op(self, i: int, s: fi.Step, n: int) -> Callable:
+        """The operation computing step i: ``op(xs)`` with its inputs' arrays, returning its output."""
+        if i in self.fused_pools:
+            out = self._bufs[i]
+            return lambda xs: out                            # written by its convolution's epilogue
+        if i in self.convs:
+            return self._conv_op(self.convs[i], n)
+        if isinstance(s, fi.MaxPoolStep):
+            return partial(self._pool, self._bufs[i], s)
+        if isinstance(s, fi.ConcatStep):
+            if len(s.inputs) == 1:
+                return lambda xs: xs[0]
+            copies = [(k, off, off + self.shapes[j][0]) for k, (j, off) in enumerate(zip(s.inputs, _offsets(
+                [self.shapes[j][0] for j in s.inputs]))) if self.slices.get(j, (None,))[0] != i]
+            return partial(self._concat, self._bufs[i], copies)
+        if isinstance(s, fi.UpsampleStep):
+            return partial(self._upsample, self._bufs[i], s)
+        if i in self.dense:
+            return partial(self._dense, self._bufs[i], *self.dense[i])
+        buf = self._bufs[i] if i in self.slices else None
+        return partial(self._call, s, buf)
 
     # --- run -----------------------------------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> List[np.ndarray]:
-        n = x.shape[0]
-        if n != self._batch:
-            self._allocate(n)
-        steps = self.program.steps
-        outs: List[Optional[np.ndarray]] = [None] * len(steps)
-        for i, s in enumerate(steps):
-            xs = [x if j == fi.INPUT else outs[j] for j in s.srcs]
-            if i in self.fused_pools:
-                outs[i] = self._bufs[i]                      # written by its convolution's epilogue
-            elif i in self.convs:
-                outs[i] = self._conv(i, self.convs[i], xs[0])
-            elif isinstance(s, fi.MaxPoolStep):
-                outs[i] = self._pool(i, s, xs[0])
-            elif isinstance(s, fi.ConcatStep):
-                outs[i] = self._concat(i, s, xs)
-            elif isinstance(s, fi.UpsampleStep):
-                outs[i] = self._upsample(i, s, xs[0])
-            elif i in self.dense:
-                outs[i] = self._dense(i, xs[0])
-            else:
-                outs[i] = fi.run_step(s, xs)
-                if i in self.slices:
-                    np.copyto(self._bufs[i], outs[i])
+        """The program's outputs for x (fresh arrays)."""
+        if x.shape[0] != self._batch:
+            self._allocate(x.shape[0])
+        outs: List[Optional[np.ndarray]] = [None] * len(self._ops)
+        with cblas.one_thread():
+            for i, (s, op) in enumerate(zip(self.program.steps, self._ops)):
+                outs[i] = op([x if j == fi.INPUT else outs[j] for j in s.srcs])
         return [np.array(outs[i], copy=True) for i in self.program.outputs]
 
-    def _conv(self, i: int, c: _Conv, x: np.ndarray) -> Optional[np.ndarray]:
-        s = c.step
+    def _conv_op(self, c: _Conv, n: int) -> Callable:
+        """The operation of convolution c at batch size n, its buffers and constants bound."""
+        i, s = c.index, c.step
+        f, ho, wo = self.shapes[i]
         y = self._bufs[i]
         full = y is not None
         pooled = self._bufs[c.pool] if c.pool is not None else None
-        n = x.shape[0]
-        f, ho, wo = self.shapes[i]
+        pool = pooled is not None
+        yy, pp = (y if full else self._dummy), (pooled if pool else self._dummy)
+        slope = self.dtype.type(c.slope)
         pt, pb, pl, pr = s.padding
-        dummy = self._work[:0].reshape(0, 0, 0, 0)
+        cin = self.shapes[s.src][0]
         if c.kind == "winograd":
             th, tw = winograd.tiles(ho, wo)
-            cin = x.shape[1]
+            if self._blocked(c, n):
+                rows = self._block_rows(c, tw)
+                addr, is64 = cblas.gemm_address(self.dtype), cblas.library()["is64"]
+                cblas.bind()
+
+                def winograd_blocks(xs):
+                    winograd.fused_blocks(xs[0], c.w2, c.bias, slope, c.act, th, tw, ho, wo, pt, pl, rows, yy, pp,
+                                          full, pool, addr, is64)
+                    return y
+                return winograd_blocks
             nt = n * th * tw
             v = self._work[:16 * cin * nt].reshape(16, cin, nt)
             m = self._work[16 * cin * nt:16 * (cin + f) * nt].reshape(16, f, nt)
-            winograd.input_transform(x, v, th, tw, pt, pl)
-            split_products.matmul(c.w2, v, m)
-            winograd.output_transform(m, c.bias, self.dtype.type(c.slope), c.act, th, tw, ho, wo,
-                                      y if full else dummy, pooled if pooled is not None else dummy, full,
-                                      pooled is not None)
-            return y
+
+            addr, is64 = cblas.gemm_address(self.dtype), cblas.library()["is64"]
+            fblocks = max(1, threads.max_threads()) * FILTER_BLOCKS_PER_THREAD
+            cblas.bind()
+
+            def winograd_whole(xs):
+                winograd.input_transform(xs[0], v, th, tw, pt, pl)
+                winograd.products_output(c.w2, v, m, c.bias, slope, c.act, th, tw, ho, wo, yy, pp, full, pool,
+                                         addr, is64, fblocks)
+                return y
+            return winograd_whole
+        if c.kind == "direct":
+            h, w = self.shapes[s.src][1:]
+            xp = np.zeros((n, cin, h + pt + pb, w + pl + pr), self.dtype)   # borders zeroed once
+
+            def direct(xs):
+                xp[:, :, pt:pt + h, pl:pl + w] = xs[0]
+                eval_kernels.direct3x3_bias_act_pool(xp, c.w4, c.bias, slope, c.act, yy, pp, full, pool)
+                return y
+            return direct
         z = y if full else self._work[:n * f * ho * wo].reshape(n, f, ho, wo)
+        if c.kind == "gemm1x1" and full and not pool:
+            def product_epilogue(xs):                        # the epilogue in the product's loop
+                split_products.matmul_bias_act(c.w2, xs[0].reshape(n, cin, -1), y.reshape(n, f, -1), c.bias, slope,
+                                               c.act)
+                return y
+            return product_epilogue
         if c.kind == "gemm1x1":
-            split_products.matmul(c.w2, x.reshape(n, x.shape[1], -1), z.reshape(n, f, -1))
-        elif c.kind == "direct":
-            if c.w4.shape[2:] == (3, 3):
-                xp = self._padded[i]
-                xp[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]] = x
-                conv_direct._direct_3x3(xp, c.w4, z)
-            else:
-                conv_direct._direct_rows(x, c.w4, z, pt, pl)
+            def product(xs):
+                split_products.matmul(c.w2, xs[0].reshape(n, cin, -1), z.reshape(n, f, -1))
         else:
-            g = conv_geometry(x.shape, s.weight.shape, s.stride, s.padding, 1, s.groups)
+            g = conv_geometry((1, cin) + tuple(self.shapes[s.src][1:]), s.weight.shape, s.stride, s.padding, 1,
+                              s.groups)
             G = s.groups
-            for k in range(n):
-                gk = g._replace(n=1)
-                cols = im2col(x[k:k + 1], gk)
-                if G == 1:
-                    split_products.matmul(c.w2, cols, z[k].reshape(f, -1))
-                else:
-                    split_products.matmul(c.w2.reshape(G, f // G, -1), cols.reshape(G, -1, ho * wo),
-                                          z[k].reshape(G, f // G, -1))
-        eval_kernels.bias_act_pool(z, c.bias, self.dtype.type(c.slope), c.act, y if full else dummy,
-                                   pooled if pooled is not None else dummy, full, pooled is not None)
-        return y
+            start = 0 if full else n * f * ho * wo
+            cols = self._work[start:start + g.taps * G * ho * wo].reshape(-1, ho * wo)
 
-    def _pool(self, i: int, s: fi.MaxPoolStep, x: np.ndarray) -> np.ndarray:
-        out = self._bufs[i]
+            def product(xs):
+                for k in range(n):
+                    cols[...] = im2col(xs[0][k:k + 1], g)
+                    if G == 1:
+                        split_products.matmul(c.w2, cols, z[k].reshape(f, -1))
+                    else:
+                        split_products.matmul(c.w2.reshape(G, f // G, -1), cols.reshape(G, -1, ho * wo),
+                                              z[k].reshape(G, f // G, -1))
+
+        def conv_then_epilogue(xs):
+            product(xs)
+            eval_kernels.bias_act_pool(z, c.bias, slope, c.act, yy, pp, full, pool)
+            return y
+        return conv_then_epilogue
+
+    @staticmethod
+    def _pool(out: np.ndarray, s: fi.MaxPoolStep, xs: List[np.ndarray]) -> np.ndarray:
         (kh, kw), (sh, sw) = s.size, s.stride
-        eval_kernels.max_pool(x, kh, kw, sh, sw, s.padding[0], s.padding[2], out)
+        eval_kernels.max_pool(xs[0], kh, kw, sh, sw, s.padding[0], s.padding[2], out)
         return out
 
-    def _concat(self, i: int, s: fi.ConcatStep, xs: List[np.ndarray]) -> np.ndarray:
-        if len(xs) == 1:
-            return xs[0]
-        out = self._bufs[i]
-        off = 0
-        for j, a in zip(s.inputs, xs):
-            c = a.shape[1]
-            if self.slices.get(j, (None,))[0] != i:
-                out[:, off:off + c] = a
-            off += c
+    @staticmethod
+    def _concat(out: np.ndarray, copies: List[Tuple[int, int, int]], xs: List[np.ndarray]) -> np.ndarray:
+        for k, lo, hi in copies:                             # the inputs not written in place
+            out[:, lo:hi] = xs[k]
         return out
 
-    def _upsample(self, i: int, s: fi.UpsampleStep, x: np.ndarray) -> np.ndarray:
-        out = self._bufs[i]
+    @staticmethod
+    def _upsample(out: np.ndarray, s: fi.UpsampleStep, xs: List[np.ndarray]) -> np.ndarray:
+        x = xs[0]
         n, c, h, w = x.shape
-        k = s.stride
-        blocks = out.reshape(n, c, h, k, w, k)
-        if s.scale != 1.0:
-            blocks[...] = (x * x.dtype.type(s.scale))[:, :, :, None, :, None]
-        else:
-            blocks[...] = x[:, :, :, None, :, None]
+        blocks = out.reshape(n, c, h, s.stride, w, s.stride)
+        blocks[...] = (x * x.dtype.type(s.scale) if s.scale != 1.0 else x)[:, :, :, None, :, None]
         return out
 
-    def _dense(self, i: int, x: np.ndarray) -> np.ndarray:
-        wt, b, act, slope = self.dense[i]
-        out = self._bufs[i]
+    def _dense(self, out: np.ndarray, wt: np.ndarray, b: np.ndarray, act: bool, slope: float,
+               xs: List[np.ndarray]) -> np.ndarray:
+        x = xs[0]
         split_products.matmul(x.reshape(x.shape[0], -1), wt, out)
-        o4 = out.reshape(out.shape[0], out.shape[1], 1, 1)
-        dummy = self._work[:0].reshape(0, 0, 0, 0)
-        eval_kernels.bias_act_pool(o4, b, self.dtype.type(slope), act, o4, dummy, True, False)
+        o4 = out.reshape(out.shape[0], out.shape[1], 1, 1)            # the bias per column: per "channel"
+        eval_kernels.bias_act_pool(o4, b, self.dtype.type(slope), act, o4, self._dummy, True, False)
         return out
+
+    @staticmethod
+    def _call(s: fi.Step, buf: Optional[np.ndarray], xs: List[np.ndarray]) -> np.ndarray:
+        out = fi.run_step(s, xs)
+        if buf is not None:                                  # a concatenation's input: into its slice
+            np.copyto(buf, out)
+            return buf
+        return out
+
+
+def _offsets(sizes: Sequence[int]) -> List[int]:
+    """The running sums 0, s0, s0 + s1, ... (channel offsets in a concatenation)."""
+    out, acc = [], 0
+    for v in sizes:
+        out.append(acc)
+        acc += v
+    return out
 
 
 def _fusable_pool(p: fi.MaxPoolStep) -> bool:
