@@ -11,6 +11,12 @@ No PyTorch here: the claim is about the loader against deltaprop's own step, on 
 run. Data: ../shared/data/coco128 train2017 (skipping its two unlabelled photos), or the test fixture photos.
 
     python3 bench/detection_data.py [--size 416] [--batch 8] [--steps 8] [--workers 2] [--cfg C] [--data D]
+
+``--long-list N [--distinct K] [--tree DIR]`` measures instead what a train list of N lines naming K distinct
+pictures (hard links of one 64×48 PNG, each with its label file, built in a temporary folder) costs
+``deltaprop data check`` and ``DetectionDataset``: wall time and peak resident memory of each, in a fresh process
+(JSON lines ``what: data_check`` and ``what: dataset``). ``--tree`` runs the command of another checkout (the
+code before issue 30, say) on the same list.
 """
 from __future__ import annotations
 
@@ -40,6 +46,45 @@ def _images(data):
     return image_list(ROOT / "tests" / "fixtures" / "coco128" / "images"), 80, "tests/fixtures/coco128"
 
 
+def _long_list(lines: int, distinct: int, tree: Path) -> None:
+    """Time and peak RSS of ``data check`` and of a DetectionDataset on a list of ``lines`` lines."""
+    import os
+    import subprocess
+    import tempfile
+    import numpy as np
+    from PIL import Image
+    with tempfile.TemporaryDirectory(prefix="deltaprop-longlist-", dir="/dev/shm" if Path("/dev/shm").is_dir()
+                                     else None) as tmp:
+        root = Path(tmp)
+        (root / "images").mkdir()
+        (root / "labels").mkdir()
+        first = root / "images" / "im0000000.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)).save(first)
+        for k in range(distinct):
+            if k:
+                os.link(first, root / "images" / f"im{k:07d}.png")
+            (root / "labels" / f"im{k:07d}.txt").write_text(f"{k % 3} 0.5 0.5 0.25 0.25\n")
+        with open(root / "train.txt", "w") as f:
+            for i in range(lines):
+                f.write(f"images/im{i % distinct:07d}.png\n")
+        (root / "set.data").write_text("classes = 3\ntrain = train.txt\n")
+        common = {"bench": "detection_data", "lines": lines, "distinct": distinct, "tree": str(tree)}
+        measure = ("import atexit, resource, sys, time; t0 = time.perf_counter(); atexit.register(lambda: "
+                   "sys.stderr.write('\\nBENCH %.2f %d\\n' % (time.perf_counter() - t0, "
+                   "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))\n")
+        runs = {"data_check": f"from deltaprop.cli import main; sys.exit(main(['data', 'check', {str(root / 'set.data')!r}]))",
+                "dataset": f"from deltaprop.data.detection import DetectionDataset; "
+                           f"print(len(DetectionDataset({str(root / 'train.txt')!r}, 3, 416, 416)), 'images')"}
+        for what, code in runs.items():
+            env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+            p = subprocess.run([sys.executable, "-c", measure + code], env=env, capture_output=True, text=True,
+                               cwd=root)          # not this checkout: -c puts the working directory first
+            seconds, kib = p.stderr.strip().splitlines()[-1].split()[1:]
+            tail = (p.stdout.strip().splitlines() or [""])[-1]
+            print(json.dumps({**common, "what": what, "seconds": float(seconds), "peak_rss_mib": round(int(kib) / 1024),
+                              "rc": p.returncode, "last_line": tail[-160:]}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=416)
@@ -48,7 +93,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cfg", default="yolov3-tiny")
     ap.add_argument("--data", help=".data file whose train images to load (default: coco128)")
+    ap.add_argument("--long-list", type=int, metavar="N", help="measure data check on a list of N lines instead")
+    ap.add_argument("--distinct", type=int, default=1000, help="distinct pictures of --long-list (1000)")
+    ap.add_argument("--tree", type=Path, default=ROOT, help="checkout whose deltaprop --long-list runs (this one)")
     a = ap.parse_args()
+    if a.long_list:
+        _long_list(a.long_list, a.distinct, a.tree)
+        return
     images, classes, source = _images(a.data)
     ds = DetectionDataset(images, classes, a.size, a.size, augment=Augment(), seed=0, skip_bad=True)
     common = {"size": a.size, "batch": a.batch, "data": source, "images": len(ds)}

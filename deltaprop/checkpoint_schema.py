@@ -6,13 +6,24 @@ their types and ranges, the ``__array__``/``__tuple__``/``__items__`` markers, t
 known keys, constructor arguments bound to the constructor's signature), the RNG state (against the live
 generator's layout), the optimizer state and the scheduler state (against the live scheduler's). Every
 failure is a ``CheckpointError`` naming the file and the field (``optimizer.param_groups[0].params[1]``).
+
+**What a model file may name** is held in a registry here, never imported from the file's words. Layer classes:
+the public layers of ``deltaprop.nn``, and those registered with :func:`register_layer`; architecture kinds:
+``registry`` (``deltaprop.models``), ``sequential``, and those registered with :func:`register_architecture`
+(``darknet_cfg``, by ``deltaprop.darknet``). Packages above this one in the layer order register into it when
+they are imported; when a file names something not registered yet, the modules of the fixed list
+:data:`PROVIDERS` are imported (each once) and the name looked up again: nothing else is ever imported, so a
+file naming ``deltaprop.__main__`` or ``subprocess.Popen`` is refused before any import.
 """
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -31,10 +42,123 @@ MAX_ARG_INT = 2 ** 31           # an integer constructor argument (sizes, counts
 MAX_ITEMS = 100_000             # entries of one list or dict in an architecture or a state
 MARKERS = ("__array__", "__tuple__", "__items__")
 ARCH_KEYS = {"registry": {"kind", "model", "kwargs", "dtype"},
-             "sequential": {"kind", "layers", "name", "dtype"},
-             "darknet_cfg": {"kind", "cfg", "numerics", "dtype"}}
+             "sequential": {"kind", "layers", "name", "dtype"}}
 LAYER_KEYS = {"name", "class", "module", "config"}
 DTYPES = ("float16", "float32", "float64")
+#: The build budget when no package registered one (:func:`memory_budget`).
+DEFAULT_BUDGET = 4 * 2 ** 30
+#: The only modules a model file can make deltaprop import (see the module docstring); importing each registers
+#: what it provides (a module that does not register itself has its own public layer classes registered).
+PROVIDERS = ("deltaprop.darknet.model_file", "deltaprop.distributed.sync_batchnorm")
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchitectureKind:
+    """An architecture kind a package registers: its known ``keys``; ``check(schema, arch, field)`` validates
+    its fields (a CheckpointError through ``schema.error``); ``build(arch, budget, schema, over)`` builds the
+    model within ``budget`` bytes of parameters (``over(total)`` is the error to raise beyond it)."""
+    keys: FrozenSet[str]
+    check: Callable[["Schema", Dict[str, Any], str], None]
+    build: Callable[[Dict[str, Any], int, "Schema", Callable[[int], CheckpointError]], Any]
+
+
+_LAYERS: Dict[str, type] = {}
+_KINDS: Dict[str, ArchitectureKind] = {}
+_BUDGET: List[Callable[[], int]] = []
+_LOCK = threading.RLock()
+_providers_loaded = False
+
+
+def register_layer(cls: type) -> type:
+    """Let model files name ``cls`` (an ``nn.Module`` subclass) as a layer of a ``sequential`` architecture, by
+    its class name. Usable as a class decorator; registering another class under a taken name is an error."""
+    from .nn import Module
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise TypeError(f"register_layer: {cls!r} is not an nn.Module subclass")
+    with _LOCK:
+        if _LAYERS.get(cls.__name__, cls) is not cls:
+            raise ValueError(f"layer class name {cls.__name__!r} is already registered (by "
+                             f"{_LAYERS[cls.__name__].__module__})")
+        _LAYERS[cls.__name__] = cls
+    return cls
+
+
+def register_architecture(kind: str, keys: Iterable[str], check: Callable, build: Callable) -> None:
+    """Let model files describe a model as ``{"kind": kind, ...}`` with ``keys`` (see :class:`ArchitectureKind`)."""
+    if kind in ARCH_KEYS:
+        raise ValueError(f"architecture kind {kind!r} is built in")
+    with _LOCK:
+        _KINDS[kind] = ArchitectureKind(frozenset(keys) | {"kind", "dtype"}, check, build)
+
+
+def register_budget(source: Callable[[], int]) -> None:
+    """The function giving the default budget of a rebuilt model's parameters (the Darknet memory budget,
+    ``DELTAPROP_DARKNET_BUDGET``); the last one registered wins."""
+    with _LOCK:
+        _BUDGET[:] = [source]
+
+
+def _load_providers() -> None:
+    """Import the modules of :data:`PROVIDERS` (once): a model file named something not registered yet."""
+    global _providers_loaded
+    from .nn import Module
+    with _LOCK:
+        if _providers_loaded:
+            return
+        _providers_loaded = True
+        for name in PROVIDERS:
+            try:
+                mod = importlib.import_module(name)
+            except ImportError:       # a provider that needs a missing optional package provides nothing
+                continue
+            for obj in list(vars(mod).values()):
+                if isinstance(obj, type) and issubclass(obj, Module) and obj.__module__ == name and \
+                        not obj.__name__.startswith("_") and obj.__name__ not in _LAYERS:
+                    register_layer(obj)
+
+
+def _nn_layers() -> None:
+    """The public layers of ``deltaprop.nn`` (below this module: registered from here, once)."""
+    from . import nn
+    with _LOCK:
+        if "Linear" in _LAYERS:
+            return
+        for obj in vars(nn).values():
+            if isinstance(obj, type) and issubclass(obj, nn.Module) and obj is not nn.Module and \
+                    not obj.__name__.startswith("_") and obj.__name__ not in _LAYERS:
+                _LAYERS[obj.__name__] = obj
+
+
+def layer_classes() -> Dict[str, type]:
+    """Every registered layer class by name (the providers imported)."""
+    _nn_layers()
+    _load_providers()
+    return dict(_LAYERS)
+
+
+def registered_layer(name: str) -> Optional[type]:
+    """The registered layer class called ``name`` (providers imported when it is not registered yet), or None."""
+    _nn_layers()
+    if name not in _LAYERS:
+        _load_providers()
+    return _LAYERS.get(name)
+
+
+def architecture_kind(kind: str) -> Optional[ArchitectureKind]:
+    """The registered architecture kind ``kind`` (providers imported when needed), or None."""
+    if kind not in _KINDS:
+        _load_providers()
+    return _KINDS.get(kind)
+
+
+def memory_budget() -> int:
+    """The default budget of a rebuilt model's parameters: the registered source's (the Darknet memory budget),
+    else :data:`DEFAULT_BUDGET`."""
+    if not _BUDGET:
+        _load_providers()
+    return int(_BUDGET[0]()) if _BUDGET else DEFAULT_BUDGET
 
 
 class Schema:
@@ -77,21 +201,21 @@ class Schema:
 
     def integer(self, v: Any, field: str, lo: int, hi: int) -> int:
         if isinstance(v, bool) or not isinstance(v, int):
-            raise self.error(field, f"expected an integer, got {_show(v)}")
+            raise self.error(field, f"expected an integer, got {show(v)}")
         if not lo <= v < hi:
-            raise self.error(field, f"must be in [{lo}, {hi}), got {_show(v)}")
+            raise self.error(field, f"must be in [{lo}, {hi}), got {show(v)}")
         return v
 
     def number(self, v: Any, field: str) -> float:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise self.error(field, f"expected a number, got {_show(v)}")
+            raise self.error(field, f"expected a number, got {show(v)}")
         if isinstance(v, int) and abs(v) >= MAX_STATE_INT or isinstance(v, float) and not math.isfinite(v):
-            raise self.error(field, f"expected a finite number, got {_show(v)}")
+            raise self.error(field, f"expected a finite number, got {show(v)}")
         return v
 
     def header(self, meta: Dict[str, Any], fmt: str, version: int) -> None:
         if meta.get("format") != fmt:
-            raise CheckpointError(f"{self.where}: not a deltaprop checkpoint (format {_show(meta.get('format'))})")
+            raise CheckpointError(f"{self.where}: not a deltaprop checkpoint (format {show(meta.get('format'))})")
         v = meta.get("version")
         self.integer(v, "version", 1, MAX_COUNTER)
         if v > version:
@@ -102,7 +226,7 @@ class Schema:
                 self.integer(meta[key], key, 0, MAX_COUNTER)
         mc = meta.get("model_class")
         if mc is not None and not (isinstance(mc, str) and len(mc) <= 256):
-            raise self.error("model_class", f"expected a class name, got {_show(mc)}")
+            raise self.error("model_class", f"expected a class name, got {show(mc)}")
         if not isinstance(meta.get("history") or [], list):
             raise self.error("history", f"expected a list, got {_kind(meta['history'])}")
         for key in ("extra", "optimizer", "scheduler", "rng"):
@@ -120,7 +244,7 @@ class Schema:
                 raise self.error(name, f"model state must be numeric, got dtype {a.dtype}")
 
     def encoded(self, obj: Any, field: str, arrays: Dict[str, np.ndarray], seen: Dict[str, str]) -> None:
-        """A value written by ``io._encode``: JSON values and well-formed markers; every ``__array__``
+        """A value written by ``io.encode_value``: JSON values and well-formed markers; every ``__array__``
         names an entry of the file, referenced once (no entry is copied many times)."""
         stack: List[Tuple[Any, str]] = [(obj, field)]
         while stack:
@@ -139,7 +263,7 @@ class Schema:
     def _marker(self, marker: str, x: Any, path: str, arrays, seen, stack) -> None:
         if marker == "__array__":
             if not isinstance(x, str) or x not in arrays or x.startswith("model/"):
-                raise self.error(path, f"__array__ must name an entry of the file, got {_show(x)}")
+                raise self.error(path, f"__array__ must name an entry of the file, got {show(x)}")
             if x in seen:
                 raise self.error(path, f"array {x!r} is referenced twice (also at {seen[x]})")
             if arrays[x].dtype.kind in "OV":
@@ -154,10 +278,10 @@ class Schema:
                 raise self.error(path, f"__items__ must hold a list of [key, value] pairs, got {_kind(x)}")
             for i, pair in enumerate(x):
                 if not (isinstance(pair, list) and len(pair) == 2):
-                    raise self.error(f"{path}[{i}]", f"expected a [key, value] pair, got {_show(pair)}")
+                    raise self.error(f"{path}[{i}]", f"expected a [key, value] pair, got {show(pair)}")
                 if not _hashable_key(pair[0]):
                     raise self.error(f"{path}[{i}]", f"a key must be a number, string, null or tuple of "
-                                                     f"them, got {_show(pair[0])}")
+                                                     f"them, got {show(pair[0])}")
                 stack.append((pair[1], f"{path}[{i}]"))
 
     # --- architecture ------------------------------------------------------------------------
@@ -169,24 +293,22 @@ class Schema:
             raise self.error(field, f"expected an object or null, got {_kind(arch)}")
         kind = arch.get("kind")
         if not isinstance(kind, str):
-            raise self.error(f"{field}.kind", f"expected a string, got {_show(kind)}")
+            raise self.error(f"{field}.kind", f"expected a string, got {show(kind)}")
         dtype = arch.get("dtype")
         if dtype is not None and dtype not in DTYPES:
-            raise self.error(f"{field}.dtype", f"expected one of {', '.join(DTYPES)}, got {_show(dtype)}")
-        if kind not in ARCH_KEYS:
+            raise self.error(f"{field}.dtype", f"expected one of {', '.join(DTYPES)}, got {show(dtype)}")
+        if kind in ARCH_KEYS:
+            self._known(arch, ARCH_KEYS[kind], field)
+            if kind == "registry":
+                self._registry(arch, field)
+            else:
+                self._sequential(arch, field, 0)
+            return arch
+        registered = architecture_kind(kind) if len(kind) <= 64 else None
+        if registered is None:
             return arch  # a model's own description: stored and compared, never built
-        self._known(arch, ARCH_KEYS[kind], field)
-        if kind == "registry":
-            self._registry(arch, field)
-        elif kind == "sequential":
-            self._sequential(arch, field, 0)
-        else:
-            if not isinstance(arch.get("cfg"), str):
-                raise self.error(f"{field}.cfg", f"expected the cfg text, got {_show(arch.get('cfg'))}")
-            from .darknet.layers import NUMERICS
-            if arch.get("numerics", "darknet") not in NUMERICS:
-                raise self.error(f"{field}.numerics", f"expected one of {', '.join(NUMERICS)}, got "
-                                                      f"{_show(arch.get('numerics'))}")
+        self._known(arch, registered.keys, field)
+        registered.check(self, arch, field)
         return arch
 
     def _known(self, obj: Dict[str, Any], known, field: str) -> None:
@@ -198,7 +320,7 @@ class Schema:
         from . import models
         name = arch.get("model")
         if not isinstance(name, str):
-            raise self.error(f"{field}.model", f"expected a model name, got {_show(name)}")
+            raise self.error(f"{field}.model", f"expected a model name, got {show(name)}")
         if not models.is_registered(name):
             raise self.error(f"{field}.model", f"{name!r} is not a registered model (available: "
                                                f"{', '.join(models.available())})")
@@ -216,7 +338,7 @@ class Schema:
                 raise self.error(f, f"expected an object, got {_kind(item)}")
             name = item.get("name")
             if not isinstance(name, str) or not name or name in names:
-                raise self.error(f"{f}.name", f"expected a unique non-empty string, got {_show(name)}")
+                raise self.error(f"{f}.name", f"expected a unique non-empty string, got {show(name)}")
             names.add(name)
             if item.get("kind") == "sequential":
                 self._known(item, ARCH_KEYS["sequential"], f)
@@ -227,23 +349,17 @@ class Schema:
             self._arguments(item.get("config", {}), inspect.signature(cls), f"{f}.config")
 
     def layer_class(self, item: Dict[str, Any], field: str):
-        """The ``nn.Module`` subclass a sequential item names (from deltaprop only)."""
-        from . import nn
-        from .nn import Module
-        import importlib
+        """The registered layer class a sequential item names (``class``; its ``module``, when given, must be
+        one of deltaprop's): looked up in the registry, never imported from the file's words."""
         name, module = item.get("class"), item.get("module")
         if not isinstance(name, str) or not (module is None or isinstance(module, str)):
-            raise self.error(f"{field}.class", f"expected a class name (and module), got {_show(name)}")
-        cls = getattr(nn, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Module)) and module and \
-                (module == "deltaprop" or module.startswith("deltaprop.")):
-            try:
-                cls = getattr(importlib.import_module(module), name, None)
-            except ImportError:
-                cls = None
-        if not (isinstance(cls, type) and issubclass(cls, Module)):
-            raise self.error(f"{field}.class", f"layer class {name!r} (module {module}) is not a layer of this "
-                                               f"version of deltaprop")
+            raise self.error(f"{field}.class", f"expected a class name (and module), got {show(name)}")
+        cls = None
+        if module is None or module == "deltaprop" or module.startswith("deltaprop."):
+            cls = registered_layer(name) if len(name) <= 128 else None
+        if cls is None:
+            raise self.error(f"{field}.class", f"layer class {show(name)} (module {show(module)}) is not a "
+                                               f"layer of this version of deltaprop")
         return cls
 
     def _arguments(self, kwargs: Any, sig: inspect.Signature, field: str) -> None:
@@ -252,7 +368,7 @@ class Schema:
         if not isinstance(kwargs, dict):
             raise self.error(field, f"expected an object of arguments, got {_kind(kwargs)}")
         if "dtype" in kwargs and kwargs["dtype"] not in DTYPES + (None,):
-            raise self.error(f"{field}.dtype", f"expected one of {', '.join(DTYPES)}, got {_show(kwargs['dtype'])}")
+            raise self.error(f"{field}.dtype", f"expected one of {', '.join(DTYPES)}, got {show(kwargs['dtype'])}")
         stack: List[Tuple[Any, str]] = [(v, f"{field}.{k}") for k, v in kwargs.items()]
         while stack:
             v, path = stack.pop()
@@ -264,7 +380,7 @@ class Schema:
                 continue
             elif isinstance(v, int):
                 if not -MAX_ARG_INT < v < MAX_ARG_INT:
-                    raise self.error(path, f"integer argument {_show(v)} out of range (|n| < 2³¹)")
+                    raise self.error(path, f"integer argument {show(v)} out of range (|n| < 2³¹)")
             elif isinstance(v, float):
                 if not math.isfinite(v):
                     raise self.error(path, f"expected a finite number, got {v}")
@@ -286,7 +402,7 @@ class Schema:
             if ann == "int" and (isinstance(v, bool) or not isinstance(v, int)) or \
                     ann == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))) or \
                     ann == "bool" and not isinstance(v, bool) or ann == "str" and not isinstance(v, str):
-                raise self.error(f"{field}.{name}", f"expected {ann}, got {_show(v)}")
+                raise self.error(f"{field}.{name}", f"expected {ann}, got {show(v)}")
 
     # --- states applied to live objects ------------------------------------------------------
     def rng(self, state: Any, live: Dict[str, Any], field: str = "rng") -> Dict[str, Any]:
@@ -320,7 +436,7 @@ class Schema:
                     stack.extend((x, None, f"{path}[{i}]") for i, x in enumerate(s))
             elif isinstance(t, bool):
                 if not isinstance(s, bool):
-                    raise self.error(path, f"expected true or false, got {_show(s)}")
+                    raise self.error(path, f"expected true or false, got {show(s)}")
             elif isinstance(t, int):
                 self.integer(s, path, lo, MAX_STATE_INT)
             elif isinstance(t, float) or t is None:
@@ -328,7 +444,7 @@ class Schema:
                     self.number(s, path)
             elif isinstance(t, str):
                 if not isinstance(s, str) or (exact and s != t):
-                    raise self.error(path, f"expected {t!r}, got {_show(s)}")
+                    raise self.error(path, f"expected {t!r}, got {show(s)}")
 
     def optimizer(self, state: Any, field: str = "optimizer") -> Dict[str, Any]:
         """``{"param_groups": [{..., "params": [int]}], "state": {int: {name: number | float array}}}``."""
@@ -382,7 +498,7 @@ def _kind(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _show(v: Any) -> str:
+def show(v: Any) -> str:
     """A value for a message: short, whatever it is."""
     if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
         return f"an integer of {v.bit_length()} bits"

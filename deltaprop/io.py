@@ -10,8 +10,12 @@ The architecture makes a file self-describing, so ``load_model(path)`` rebuilds 
 - ``{"kind": "registry", "model": name, "kwargs": {...}}`` for ``deltaprop.models.build`` models;
 - ``{"kind": "sequential", "layers": [{"name", "class", "module", "config"} | nested sequential]}`` for any
   ``nn.Sequential`` of layers whose ``get_config()`` gives their constructor arguments;
-- ``{"kind": "darknet_cfg", "cfg": text}``, rebuilt by ``deltaprop.darknet.load_cfg_text(text)``;
+- ``{"kind": "darknet_cfg", "cfg": text}``, rebuilt by ``deltaprop.darknet.load_cfg_text(text)`` (a kind
+  ``deltaprop.darknet`` registers into ``checkpoint_schema``: this module never imports the packages above it);
 - or whatever dict a model carries as ``model._architecture``.
+
+Values beside arrays (optimizer states, ``extra``) are encoded as JSON with arrays set apart
+(:func:`encode_value`, :func:`decode_value`); the ranks of a distributed run exchange objects the same way.
 
 Writes go to a temporary file in the same directory, are flushed and fsync'ed, then ``os.replace``d over the
 target: a crash (even ``kill -9``) leaves the old file or the new one, never a half-written one.
@@ -31,9 +35,10 @@ import numpy as np
 
 from . import backend
 from .atomic import atomic_writer
-from .checkpoint_schema import Schema, guarded
+from .checkpoint_schema import Schema, architecture_kind, guarded, memory_budget
 from .errors import CheckpointError, StateDictError
 from .nn.parameter import allocation_limit
+from .safetensors_io import load_safetensors, save_safetensors  # deltaprop.io.save_safetensors, as the docs say
 
 FORMAT = "deltaprop-checkpoint"
 VERSION = 1
@@ -44,31 +49,33 @@ PathLike = Union[str, os.PathLike]
 
 # --- JSON + arrays encoding ------------------------------------------------------------------
 
-def _encode(obj: Any, prefix: str, arrays: Dict[str, np.ndarray]) -> Any:
-    """JSON-able form of ``obj``; arrays are moved to ``arrays`` under keys starting with ``prefix``."""
+def encode_value(obj: Any, prefix: str, arrays: Dict[str, np.ndarray]) -> Any:
+    """JSON-able form of ``obj`` (JSON values, tuples, dicts with other keys, NumPy arrays and scalars); arrays
+    are moved to ``arrays`` under keys starting with ``prefix`` and replaced by ``{"__array__": key}``."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.kind in "OV":
-            raise CheckpointError(f"cannot store an array of dtype {obj.dtype} at {prefix} without pickle")
+            raise CheckpointError(f"cannot store an array of dtype {obj.dtype} at {prefix} (numbers only)")
         arrays[prefix] = obj
         return {"__array__": prefix}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):
         if all(isinstance(k, str) for k in obj):
-            return {k: _encode(v, f"{prefix}/{k}", arrays) for k, v in obj.items()}
-        return {"__items__": [[_encode(k, f"{prefix}/k{i}", arrays), _encode(v, f"{prefix}/{i}", arrays)]
+            return {k: encode_value(v, f"{prefix}/{k}", arrays) for k, v in obj.items()}
+        return {"__items__": [[encode_value(k, f"{prefix}/k{i}", arrays), encode_value(v, f"{prefix}/{i}", arrays)]
                               for i, (k, v) in enumerate(obj.items())]}
     if isinstance(obj, tuple):
-        return {"__tuple__": [_encode(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
+        return {"__tuple__": [encode_value(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]}
     if isinstance(obj, list):
-        return [_encode(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
+        return [encode_value(v, f"{prefix}/{i}", arrays) for i, v in enumerate(obj)]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise CheckpointError(f"cannot store a {type(obj).__name__} at {prefix} in a checkpoint "
                           f"(JSON values and numpy arrays only)")
 
 
-def _decode(obj: Any, arrays) -> Any:
+def decode_value(obj: Any, arrays) -> Any:
+    """The value :func:`encode_value` encoded, its arrays taken from ``arrays`` (copies)."""
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
             key = obj["__array__"]
@@ -76,12 +83,12 @@ def _decode(obj: Any, arrays) -> Any:
                 raise CheckpointError(f"checkpoint refers to array {key!r}, which the file does not hold")
             return np.array(arrays[key])
         if set(obj) == {"__tuple__"}:
-            return tuple(_decode(v, arrays) for v in obj["__tuple__"])
+            return tuple(decode_value(v, arrays) for v in obj["__tuple__"])
         if set(obj) == {"__items__"}:
-            return {_decode(k, arrays): _decode(v, arrays) for k, v in obj["__items__"]}
-        return {k: _decode(v, arrays) for k, v in obj.items()}
+            return {decode_value(k, arrays): decode_value(v, arrays) for k, v in obj["__items__"]}
+        return {k: decode_value(v, arrays) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_decode(v, arrays) for v in obj]
+        return [decode_value(v, arrays) for v in obj]
     return obj
 
 
@@ -139,24 +146,24 @@ def build_from_architecture(arch: Dict[str, Any], budget: Optional[int] = None, 
     """Rebuild a model (fresh weights) from a JSON description written by ``architecture_of``.
 
     The description is validated first (``checkpoint_schema``: known kinds and keys, arguments bound to the
-    constructor's signature); the parameters created may total at most ``budget`` bytes (default: the Darknet
-    memory budget, 4 GiB), checked as each is created, before it is initialised. Every failure is a
-    CheckpointError naming the field."""
-    from .darknet.network import get_memory_budget
+    constructor's signature); the parameters created may total at most ``budget`` bytes (default:
+    ``checkpoint_schema.memory_budget()``, the Darknet memory budget, 4 GiB), checked as each is created,
+    before it is initialised. Every failure is a CheckpointError naming the field."""
     schema = Schema(where)
     if arch is None:
         raise CheckpointError(f"{where}: not an architecture description: None")
     schema.architecture(arch)
     kind = arch["kind"]
-    budget = get_memory_budget() if budget is None else int(budget)
+    budget = memory_budget() if budget is None else int(budget)
 
     def over(total: int) -> CheckpointError:
         return schema.error("architecture", f"the model it describes has more than {total:,} bytes of "
                                             f"parameters, beyond the {budget:,} this file can justify")
-    if kind == "darknet_cfg":
-        model = _build_darknet(arch, budget, schema, over)
+    registered = architecture_kind(kind) if kind not in ("registry", "sequential") and len(kind) <= 64 else None
+    if registered is not None:
+        model = registered.build(arch, budget, schema, over)
     elif kind not in ("registry", "sequential"):
-        raise schema.error("architecture.kind", f"unknown architecture kind {kind!r}")
+        raise schema.error("architecture.kind", f"unknown architecture kind {kind[:64]!r}")
     else:
         with allocation_limit(budget, over):
             if kind == "registry":
@@ -167,23 +174,6 @@ def build_from_architecture(arch: Dict[str, Any], budget: Optional[int] = None, 
                 model = _build_sequential(arch, schema, "architecture")
     if arch.get("dtype") in ("float32", "float64"):
         model.to(arch["dtype"])
-    return model
-
-
-def _build_darknet(arch: Dict[str, Any], budget: int, schema: Schema, over):
-    """A ``darknet_cfg`` architecture: planned (nothing allocated) and its parameter count checked against
-    ``budget`` before ``load_cfg_text`` builds it."""
-    from .darknet import load_cfg_text, parse_cfg_text, plan_network
-    where, field = schema.where, "architecture.cfg"
-    plan = guarded(where, field, lambda: plan_network(parse_cfg_text(arch["cfg"], f"{where}:{field}")))
-    itemsize = np.dtype(arch.get("dtype") or backend.get_default_dtype()).itemsize
-    if plan.n_params * itemsize > budget:
-        raise over(plan.n_params * itemsize)
-    with allocation_limit(budget, over):
-        model = guarded(where, field, lambda: load_cfg_text(arch["cfg"], numerics=arch.get("numerics", "darknet"),
-                                                              name=f"{where}:{field}"))
-    if model.__dict__.get("_architecture") is None:
-        object.__setattr__(model, "_architecture", {k: v for k, v in arch.items() if k != "dtype"})
     return model
 
 
@@ -246,18 +236,18 @@ def save_checkpoint(path: PathLike, model, optimizer=None, scheduler=None, *, ep
         "architecture": architecture if architecture is not None else architecture_of(model),
         "model_class": type(model).__name__,
         "epoch": int(epoch), "step": int(step),
-        "history": _encode(history or [], "hist", arrays),
-        "extra": _encode(extra or {}, "extra", arrays),
+        "history": encode_value(history or [], "hist", arrays),
+        "extra": encode_value(extra or {}, "extra", arrays),
         "optimizer": None, "scheduler": None, "rng": None,
     }
     if optimizer is not None:
-        meta["optimizer"] = _encode(optimizer.state_dict(), "optim", arrays)
+        meta["optimizer"] = encode_value(optimizer.state_dict(), "optim", arrays)
     if scheduler is not None:
-        meta["scheduler"] = _encode(scheduler.state_dict(), "sched", arrays)
+        meta["scheduler"] = encode_value(scheduler.state_dict(), "sched", arrays)
     if rng_state is True:
-        meta["rng"] = _encode(backend.get_rng_state(), "rng", arrays)
+        meta["rng"] = encode_value(backend.get_rng_state(), "rng", arrays)
     elif isinstance(rng_state, dict):
-        meta["rng"] = _encode(rng_state, "rng", arrays)
+        meta["rng"] = encode_value(rng_state, "rng", arrays)
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     return atomic_write_npz(path, arrays)
 
@@ -334,7 +324,7 @@ def read_checkpoint(path: PathLike, max_bytes: int = MAX_BYTES) -> Checkpoint:
     for key in ("history", "extra", "optimizer", "scheduler", "rng"):
         schema.encoded(meta.get(key), key, arrays, seen)
     architecture = schema.architecture(meta.get("architecture"))
-    decoded = {key: _decode(meta.get(key), arrays) for key in ("optimizer", "scheduler", "rng")}
+    decoded = {key: decode_value(meta.get(key), arrays) for key in ("optimizer", "scheduler", "rng")}
     for key in ("scheduler", "rng"):
         if decoded[key] is not None and not isinstance(decoded[key], dict):
             raise schema.error(key, f"expected an object or null, got {type(decoded[key]).__name__}")
@@ -342,7 +332,7 @@ def read_checkpoint(path: PathLike, max_bytes: int = MAX_BYTES) -> Checkpoint:
         schema.rng(decoded["rng"], backend.get_rng_state())
     if decoded["optimizer"] is not None:
         schema.optimizer(decoded["optimizer"])
-    extra = _decode(meta.get("extra") or {}, arrays)
+    extra = decode_value(meta.get("extra") or {}, arrays)
     if not isinstance(extra, dict):
         raise schema.error("extra", f"expected an object, got {type(extra).__name__}")
     state = OrderedDict((k[len("model/"):], v) for k, v in arrays.items() if k.startswith("model/"))
@@ -350,7 +340,7 @@ def read_checkpoint(path: PathLike, max_bytes: int = MAX_BYTES) -> Checkpoint:
         path=str(path), model_state=state, architecture=architecture,
         optimizer_state=decoded["optimizer"], scheduler_state=decoded["scheduler"], rng_state=decoded["rng"],
         epoch=meta.get("epoch", 0), step=meta.get("step", 0),
-        history=_decode(meta.get("history") or [], arrays), extra=extra,
+        history=decode_value(meta.get("history") or [], arrays), extra=extra,
         model_bytes=sum(int(a.nbytes) for a in state.values()))
 
 
@@ -401,5 +391,5 @@ def load_model(path: PathLike, model=None):
     return load_checkpoint(path, model=model).model
 
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint", "save_model", "load_model", "Checkpoint",
-           "architecture_of", "build_from_architecture", "atomic_write_npz"]
+__all__ = ["save_safetensors", "load_safetensors", "save_checkpoint", "load_checkpoint", "read_checkpoint", "save_model", "load_model", "Checkpoint",
+           "architecture_of", "build_from_architecture", "atomic_write_npz", "encode_value", "decode_value"]

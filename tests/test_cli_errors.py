@@ -110,8 +110,6 @@ CASES = [
     (["eval", "{MODEL}", "--data", "{IMG}"], ["--data", "PNG image, not a folder"]),
     (["data", "digits", "--out", "{BASE}/dd", "--mnist", "{W}"], ["--mnist", "Darknet .weights file, not a folder"]),
     (["convert", "{W}", "{BASE}/c.npz"], ["cls.weights", "needs --cfg"]),
-    (["convert", "--cfg", "mnist-tiny", "{BASE}/part.weights", "{BASE}/p.npz"], ["part.weights",
-                                                                               "first 3 layers", "--upto 3"]),
     (["convert", "{W}", "{BASE}/c.txt"], ["c.txt", "expected IN/OUT"]),
     (["explain", "{MODEL}", "--data", "{DATA}", "--history", "{IMG}", "--out", "{BASE}/ex"],
      ["blank.png", "not a history.jsonl", "not UTF-8"]),

@@ -71,10 +71,14 @@ def test_truncated_and_oversized_state_sizes():
     net = small_net()
     data = darknet.weights_to_bytes(net)
     n = darknet.weights.expected_floats(net)
-    with pytest.raises(WeightsError, match=rf"truncated file: .*expected {n:,} float32 values \({20 + 4 * n:,} bytes\)"
-                                           rf".*got {n - 1:,} \({len(data) - 4:,} bytes\)"):
+    # a size that ends inside a layer: another cfg's weights or a cut file, with the sizes the layers end at
+    with pytest.raises(WeightsError, match=rf"holds {n - 1:,} float32 values after its 20-byte header "
+                                           rf"\({len(data) - 4:,} bytes\): not the weights of <text>, which expected "
+                                           rf"all 6 layers' {n:,} values .*its first 4 layers take 119 .*cut off "
+                                           rf"inside layer 4"):
         darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data[:-4])
-    with pytest.raises(WeightsError, match=rf"oversized file: .*got {n + 2:,} .*8 bytes too many"):
+    with pytest.raises(WeightsError, match=rf"holds {n + 2:,} float32 values .*more than the {n:,} expected for all "
+                                           rf"6 layers of <text>: the weights of another, larger cfg"):
         darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data + b"\0" * 8)
     with pytest.raises(WeightsError, match=r"not a whole number of float32"):
         darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), data + b"\0")
@@ -95,11 +99,33 @@ def test_failed_load_changes_nothing():
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def test_partial_file_needs_upto(tmp_path):
+def test_partial_file_loads_its_layers_and_says_so(tmp_path):
+    net = small_net()
+    darknet.save_weights(net, tmp_path / "part.conv.2", upto=2)  # Darknet's `partial ... 2`, whatever the name
+    fresh = darknet.load(_cfg_file(tmp_path), tmp_path / "part.conv.2")
+    rep = fresh.weights_report
+    # layers 0, 1 (conv) hold the file's values, 2 (maxpool) has none: 3 (connected) is the first that starts fresh
+    assert (rep.layers, rep.total, rep.partial) == (3, 6, True)
+    assert rep.message == f"loaded layers 0..2 of 6 from {tmp_path / 'part.conv.2'}; the rest start fresh"
+    for i in (0, 1):
+        assert np.array_equal(fresh.layers[i].weight.data, net.layers[i].weight.data)
+    assert not np.array_equal(fresh.layers[3].weight.data, net.layers[3].weight.data)
+    whole = darknet.load(_cfg_file(tmp_path), darknet_file(tmp_path, net))
+    assert whole.weights_report.message is None and not whole.weights_report.partial
+    # checkpoint bytes must be whole: the partial file is refused there, naming the upto that fits
+    with pytest.raises(WeightsError, match=r"truncated file: .*holds exactly the first 2 layers: load it with upto=2"):
+        darknet.load_weights_bytes(darknet.load_cfg_text(CLS_CFG), (tmp_path / "part.conv.2").read_bytes())
+
+
+def darknet_file(tmp_path, net):
+    """``net``'s whole .weights file in ``tmp_path``."""
+    darknet.save_weights(net, tmp_path / "whole.weights")
+    return tmp_path / "whole.weights"
+
+
+def test_partial_file_with_upto(tmp_path):
     net = small_net()
     darknet.save_weights(net, tmp_path / "part.weights", upto=2)  # Darknet's `partial ... 2`
-    with pytest.raises(WeightsError, match=r"holds exactly the first 2 layers: load it with upto=2"):
-        darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights")
     other = darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights", upto=2)
     for i in (0, 1):
         assert np.array_equal(other.layers[i].weight.data, net.layers[i].weight.data)
@@ -117,10 +143,24 @@ def test_partial_file_needs_upto(tmp_path):
     assert not np.array_equal(first2.layers[3].weight.data, net.layers[3].weight.data)
     cut = (tmp_path / "four.weights").read_bytes()[:-4]                     # not a whole-layer boundary
     (tmp_path / "cut.weights").write_bytes(cut)
-    with pytest.raises(WeightsError, match=r"oversized file: .* for the first 2 layers"):
+    with pytest.raises(WeightsError, match=r"not the weights of .*first 3 layers take 74 and its first 4 take 119\): "
+                                           r"the weights of another cfg, or a file cut off inside layer 3"):
         darknet.load(_cfg_file(tmp_path), tmp_path / "cut.weights", upto=2)
-    with pytest.raises(WeightsError, match=r"expected .* for the first 4 layers"):
+    with pytest.raises(WeightsError, match=r"truncated file: .*expected .* for the first 4 layers.*holds only the "
+                                           r"first 2 layers"):
         darknet.load(_cfg_file(tmp_path), tmp_path / "part.weights", upto=4)
+
+
+def test_another_cfgs_weights_are_named_as_such(tmp_path):
+    small = tmp_path / "small.weights"
+    darknet.save_weights(darknet.load("mnist-tiny"), small)
+    with pytest.raises(WeightsError, match=r"small\.weights holds 61,402 float32 values .*not the weights of "
+                                           r"yolov3-tiny\.cfg, which expected all 24 layers' 8,858,734 values"):
+        darknet.load("yolov3-tiny", small)
+    big = tmp_path / "yolov3-tiny.conv.15"
+    darknet.save_weights(darknet.load("yolov3-tiny"), big, upto=15)
+    with pytest.raises(WeightsError, match=r"expected at most .* for mnist-tiny\.cfg \(9 layers\).*not the weights"):
+        darknet.load("mnist-tiny", big)
 
 
 def _cfg_file(tmp_path):

@@ -66,4 +66,5 @@ def test_anchors_command_prints_the_cfg_line(tmp_path, capsys):
     assert main(["anchors", str(tmp_path / "s.data"), "-n", "2", "--size", "20", "20"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "anchors = 2.0000,4.0000, 10.0000,8.0000"
     assert main(["anchors", str(tmp_path / "s.data"), "-n", "9"]) == 1
-    assert capsys.readouterr().err.strip() == "deltaprop anchors: error: 5 boxes cannot make 9 anchors"
+    assert capsys.readouterr().err.strip() == (f"deltaprop anchors: error: {tmp_path / 's.data'}: 5 boxes cannot make "
+                                               f"9 anchors (5 images, 5 boxes)")

@@ -26,6 +26,12 @@ CATALOGUE = [
     ("1 0.5 0.5 0 0.2", "size 0 x 0.2 is zero or negative"),
     ("1 0.5 0.5 0.2 -0.3", "size 0.2 x -0.3 is zero or negative"),
     ("1 0.5 0.5 1.2 0.2", "size 1.2 x 0.2 larger than the image (above 1)"),
+    ("1 0.5 0.5 1e-50 0.2", "size 1e-50 x 0.2 below 0.001 of the image (Darknet drops such boxes)"),
+    ("1 0.5 0.5 0.2 0.0009", "size 0.2 x 0.0009 below 0.001 of the image (Darknet drops such boxes)"),
+    ("1_0 0.5 0.5 0.2 0.2", "class id '1_0' is not an integer"),
+    ("9" * 5000 + " 0.5 0.5 0.2 0.2", f"class id '{'9' * 32}'... (5,000 characters) outside 0..2 (classes = 3)"),
+    ("x" * 5000 + " 0.5 0.5 0.2 0.2", f"class id '{'x' * 32}'... (5,000 characters) is not an integer"),
+    ("1 " + "1" * 5000 + " 0.5 0.2 0.2", f"x_center '{'1' * 32}'... (5,000 characters) is not a finite number"),
 ]
 
 
@@ -69,7 +75,6 @@ def _bad_set(root):
     data = root / "set.data"
     data.write_text("classes = 3\ntrain = train.txt\nvalid = train.txt\nnames = set.names\n")
     expected = [f"{labels / 'bad.txt'}:{n}: {reason}" for n, (_, reason) in enumerate(CATALOGUE, 1)]
-    expected.append(f"{nolabel}: image without a label file (expected {labels / 'nolabel.txt'})")
     expected.append(f"{imgs / 'gone.png'}: listed image does not exist")
     expected.append(f"{labels / 'orphan.txt'}: label file without an image")
     return data, expected, [good, bad, nolabel, imgs / "gone.png"]
@@ -82,6 +87,9 @@ def test_data_check_lists_every_problem(tmp_path, capsys):
     for line in expected:
         assert line in out
     assert out[-1] == f"{len(expected)} problem(s) in {data}"
+    # the image without a label file is a background image (Darknet's rule): counted, not a problem
+    assert not any("nolabel" in line for line in out)
+    assert f"train: 4 images (1 background: no label file), {len(expected) - 1} problem(s)" in out
 
 
 def test_data_check_passes_a_clean_set_and_names_a_wrong_names_file(tmp_path, capsys):
@@ -118,7 +126,10 @@ def test_skip_bad_keeps_good_lines_and_counts(tmp_path):
     (tmp_path / "labels" / "bad.txt").write_text("0 0.5 0.5 0.2 0.2\n" + CATALOGUE[0][0] + "\n"
                                                  "1 0.25 0.5 0.1 0.1\n" + CATALOGUE[8][0] + "\n")
     ds = DetectionDataset(images, 3, 16, 16, skip_bad=True)
-    assert len(ds) == 2 and ds.skipped_lines == 2 and ds.skipped_images == 2
+    assert len(ds) == 3 and ds.skipped_lines == 2 and ds.skipped_images == 1 and ds.background_images == 1
+    assert ds.labels(2).shape == (0, 5)                             # nolabel.png: a background image
+    assert ds.describe() == ("3 images, 3 boxes, 1 background images (no label file), skipped 1 missing images "
+                             "and 2 bad label lines or files")
     np.testing.assert_array_equal(ds.labels(1)[:, 0], [0, 1])
     assert [str(p) for p in ds.problems][:2] == [f"{tmp_path / 'labels' / 'bad.txt'}:2: {CATALOGUE[0][1]}",
                                                   f"{tmp_path / 'labels' / 'bad.txt'}:4: {CATALOGUE[8][1]}"]

@@ -186,3 +186,24 @@ def test_darknet_cfg_model_round_trip(tmp_path):
     net.eval()
     back.eval()
     np.testing.assert_array_equal(net(x), back(x))
+
+
+def test_loading_a_layer_model_imports_no_darknet_and_a_cfg_model_registers_it(tmp_path):
+    """io and checkpoint_schema never import darknet (the layer order): a Sequential model loads without it;
+    a darknet_cfg model file makes the schema import its one provider module, which registers the kind."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from deltaprop import darknet
+    nn_file = io.save_model(tmp_path / "s.npz", nn.Sequential(nn.Linear(2, 3), nn.ReLU()))
+    cfg_file = io.save_model(tmp_path / "d.npz", darknet.load_cfg_text(
+        "[net]\nwidth=2\nheight=1\nchannels=1\n[connected]\noutput=2\nactivation=linear\n"))
+    code = ("import sys; from deltaprop import io; io.load_model(sys.argv[1]); "
+            "d = sorted(m for m in sys.modules if m.startswith('deltaprop.darknet')); "
+            "io.load_model(sys.argv[2]); "
+            "print(d, 'deltaprop.darknet.model_file' in sys.modules)")
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code, str(nn_file), str(cfg_file)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": root})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[] True"

@@ -6,7 +6,7 @@ import os
 import socket
 import struct
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from ..errors import CheckpointError, ConfigError, DataError, WeightsError
 
@@ -80,17 +80,44 @@ def check_folder(path: Optional[PathLike], option: str) -> None:
 
 
 def check_images(paths) -> None:
-    """DataError naming the first of ``paths`` that is not a picture Pillow can open (missing, a directory, not
-    an image): called before a command writes anything, so a bad file late in the list leaves no output."""
-    from PIL import Image, UnidentifiedImageError
+    """DataError naming the first of ``paths`` that is not a picture deltaprop can read (missing, a directory or
+    FIFO, beyond the pixel budget, not an image, damaged: ``data.images.check_image`` opens and decodes it):
+    called before a command writes anything, so a bad file late in the list leaves no output."""
+    from ..data.images import check_image
     for path in paths:
-        if not Path(path).is_file():
-            raise DataError(f"{path}: no such image file")
-        try:
-            with Image.open(path) as im:
-                im.verify()
-        except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as e:
-            raise DataError(f"{path}: cannot read image: {e}") from None
+        check_image(path)
+
+
+def prediction_paths(images: Sequence[PathLike], out: Optional[PathLike], suffix: str = "_pred.png") -> List[Path]:
+    """Where the drawn picture of each of ``images`` goes: ``<stem><suffix>`` in ``out`` (or beside the
+    image). Two different images whose names would meet in one folder (``a/x.jpg`` and ``b/x.png`` with one
+    ``--out``) get their folders' names in front (``a_x_pred.png``, ``b_x_pred.png``), numbered if that is not
+    enough; the same image listed twice keeps one name. Nothing is overwritten by another image's boxes."""
+    keys = [os.path.normpath(os.path.abspath(os.fspath(p))) for p in images]
+    folders = [Path(out) if out is not None else Path(k).parent for k in keys]
+    plain = [f / (Path(k).stem + suffix) for f, k in zip(folders, keys)]
+    owners: Dict[Path, set] = {}
+    for target, key in zip(plain, keys):
+        owners.setdefault(target, set()).add(key)
+    chosen: Dict[str, Path] = {}
+    taken = set(t for t, ks in owners.items() if len(ks) == 1)
+    result = []
+    for target, key, folder in zip(plain, keys, folders):
+        if key in chosen:
+            result.append(chosen[key])
+            continue
+        if len(owners[target]) > 1:
+            parent = Path(key).parent.name or "root"
+            cand = folder / f"{parent}_{Path(key).stem}{suffix}"
+            k = 2
+            while cand in taken:
+                cand = folder / f"{parent}_{Path(key).stem}-{k}{suffix}"
+                k += 1
+            target = cand
+        taken.add(target)
+        chosen[key] = target
+        result.append(target)
+    return result
 
 
 def _lock_owner(directory: Path) -> Optional[int]:
@@ -186,5 +213,5 @@ class RunLock:
         self.release()
 
 
-__all__ = ["file_kind", "check_folder", "check_images", "require_npz", "require_weights", "run_directory", "RunLock",
+__all__ = ["file_kind", "check_folder", "check_images", "prediction_paths", "require_npz", "require_weights", "run_directory", "RunLock",
            "LOCK_NAME"]

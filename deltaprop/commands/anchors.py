@@ -41,9 +41,14 @@ def run(args) -> int:
     for r in rows:
         for c in r[:, 0].astype(int):
             counts[c] += 1
-    result = kmeans_anchors(label_shapes(rows, w, h), args.num, seed=args.seed, restarts=args.restarts)
+    try:
+        result = kmeans_anchors(label_shapes(rows, w, h), args.num, seed=args.seed, restarts=args.restarts)
+    except DataError as e:          # too few boxes: say in which data
+        raise DataError(f"{args.data}: {e} ({ds.describe()})") from None
     print(f"{result.boxes} boxes in {len(ds)} images; {args.num} anchors for {w}x{h}; "
           f"{result.rounds} k-means rounds")
+    if ds.background_images or ds.duplicates:
+        print(ds.describe())
     print("counters_per_class = " + ", ".join(str(c) for c in counts))
     print(f"avg IoU = {100 * result.avg_iou:.2f} %")
     print(result.cfg_line(w))

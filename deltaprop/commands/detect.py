@@ -1,6 +1,11 @@
 """``deltaprop detect --cfg C --weights W IMAGE...``: YOLO detection as Darknet's ``detector test``:
 letterbox each image to the network size, run the network, decode the [yolo] boxes, per-class NMS;
-print the boxes and write a PNG with the labelled boxes beside each image (or into ``--out``)."""
+print the boxes and write a PNG with the labelled boxes beside each image (or into ``--out``).
+
+Every picture is checked (and decoded) before the first PNG is written. A photo far larger than the network
+input is reduced as it is decoded (``data.images.reduction``): its boxes are printed in its own pixels (to within
+the reduction factor) and drawn on the reduced picture. Two images whose PNG names would meet in one folder get
+their folder's name in front (``commands._files.prediction_paths``)."""
 from __future__ import annotations
 
 import argparse
@@ -44,10 +49,11 @@ def run(args) -> int:
 
     from .. import darknet
     from ..data.detection import read_names
-    from ..detect import detect_image, load_image
+    from ..data.images import image_header, load_image
+    from ..detect import detect_image
     from ..detect.draw import draw_boxes, save_png
     from ._darknet import plan_sized
-    from ._files import check_images, require_weights
+    from ._files import check_images, prediction_paths, require_weights
     plan = plan_sized(args.cfg, width=args.width, height=args.height)
     if not any(s.type == "yolo" for s in plan.specs):
         from ..errors import ConfigError
@@ -69,9 +75,12 @@ def run(args) -> int:
               "estimated): the boxes below mean nothing", file=sys.stderr)
         quiet = np.errstate(all="ignore")   # random weights overflow; that is expected, not news
     net.eval()
+    c, net_h, net_w = net.input_shape
+    outs = prediction_paths(args.images, args.out)
     with quiet:
-        for path in args.images:
-            img = load_image(path, channels=net.input_shape[0])
+        for path, out in zip(args.images, outs):
+            header = image_header(path)
+            img = load_image(path, channels=c, fit=(net_w, net_h))
             try:
                 boxes = detect_image(net, img, args.thresh, args.nms, names)
             except OverflowError:   # a box of infinite size cannot become pixel corners
@@ -80,15 +89,25 @@ def run(args) -> int:
                                       + ("random weights give such outputs; use trained --weights"
                                          if args.random_weights else
                                          f"are {args.weights} really the weights of {args.cfg}?")) from None
-            print(f"{path}: {len(boxes)} box(es)")
+            reduced = (img.shape[2], img.shape[1]) != (header.width, header.height)
+            print(f"{path}: {len(boxes)} box(es)" + (f" (found on the picture reduced to {img.shape[2]}x"
+                                                       f"{img.shape[1]}; pixels of the {header.width}x"
+                                                       f"{header.height} original)" if reduced else ""))
             for b in boxes:
-                print(f"  {b}")
+                print(f"  {in_picture(b, img.shape[2], img.shape[1], header) if reduced else b}")
             if not args.no_draw:
-                stem = os.path.splitext(os.path.basename(path))[0] + "_pred.png"
-                out_dir = args.out or os.path.dirname(os.path.abspath(path))
                 if args.out:
                     os.makedirs(args.out, exist_ok=True)
-                out = os.path.join(out_dir, stem)
                 save_png(draw_boxes(img, boxes, classes), out)
                 print(f"  wrote {out}")
     return 0
+
+
+def in_picture(box, width: int, height: int, header):
+    """``box`` (pixels of a ``width × height`` reduced picture) in the pixels of the original ``header``."""
+    import dataclasses
+    sx, sy = header.width / width, header.height / height
+    return dataclasses.replace(box, left=min(int(box.left * sx), header.width - 1),
+                               top=min(int(box.top * sy), header.height - 1),
+                               right=min(int(box.right * sx), header.width - 1),
+                               bottom=min(int(box.bottom * sy), header.height - 1))

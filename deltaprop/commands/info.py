@@ -40,10 +40,9 @@ def _variants() -> List[Dict[str, object]]:
 def gather(recalibrate: bool = False) -> Dict[str, object]:
     """Everything ``deltaprop info`` prints, as one dict: what this process's ``tune()`` chose (the command line
     runs it before every command; run here when it has not, or again with ``recalibrate``, which measures anew)."""
-    from .. import tune
     from ..runtime import calibrate
     from ..runtime import jit
-    info = (None if recalibrate else calibrate.last()) or tune(recalibrate=recalibrate)
+    info = (None if recalibrate else calibrate.last()) or calibrate.tune(recalibrate=recalibrate)
     choice = info.get("choice", {})
     direct = info.get("tunables", {}).get("direct_conv", {})
     return dict(calibrate.describe_machine(), **{

@@ -13,7 +13,7 @@ import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
 
@@ -29,23 +29,25 @@ NET_KEYS = {"batch", "learning_rate", "momentum", "decay", "subdivisions", "time
             "policy", "burn_in", "power", "step", "scale", "gamma", "steps", "scales", "max_batches", "jitter",
             "flip"}
 
-#: Per-section keys of Darknet's parsers, for the sections deltaprop builds.
+#: Per-section keys deltaprop implements, for the sections it builds (docs/darknet.md, "Every key of both forks").
 SECTION_KEYS: Dict[str, set] = {
     "net": NET_KEYS,
     "convolutional": {"filters", "size", "stride", "pad", "padding", "groups", "activation",
-                      "batch_normalize", "binary", "xnor", "flipped", "dot"},
+                      "batch_normalize", "binary", "xnor", "flipped", "dot", "stream", "wait_stream"},
     "connected": {"output", "activation", "batch_normalize"},
-    "maxpool": {"size", "stride", "padding"},
+    "maxpool": {"size", "stride", "padding", "maxpool_depth", "out_channels"},
     "avgpool": set(),
     "softmax": {"groups", "temperature", "tree", "spatial", "noloss"},
-    "cost": {"type", "scale", "ratio", "noobject_scale", "thresh"},
+    "cost": {"type", "scale", "ratio", "noobject_scale", "noobj", "thresh"},
     "logistic": set(),
     "dropout": {"probability"},
-    "route": {"layers"},
+    "route": {"layers", "groups", "group_id", "stream", "wait_stream"},
     "shortcut": {"from", "activation", "alpha", "beta"},
     "upsample": {"stride", "scale"},
     "yolo": {"mask", "anchors", "classes", "num", "jitter", "ignore_thresh", "truth_thresh", "random",
-             "max", "map"},
+             "max", "map", "scale_x_y", "iou_loss", "iou_normalizer", "obj_normalizer", "cls_normalizer",
+             "delta_normalizer", "max_delta", "iou_thresh", "iou_thresh_kind", "nms_kind", "beta_nms", "resize",
+             "counters_per_class", "label_smooth_eps", "show_details"},
 }
 for _k, _v in SECTION_KEYS.items():
     if _k != "net":
@@ -54,13 +56,140 @@ for _k, _v in SECTION_KEYS.items():
 #: Keys of Darknet's [region] (parse_region), so that yolov2 cfgs parse and then fail clearly at build.
 REGION_KEYS = {"coords", "classes", "num", "log", "sqrt", "softmax", "background", "max", "jitter", "rescore",
                "thresh", "classfix", "absolute", "random", "coord_scale", "object_scale", "noobject_scale",
-               "mask_scale", "class_scale", "bias_match", "tree", "map", "anchors"} | COMMON_LAYER_KEYS
+               "mask_scale", "class_scale", "bias_match", "tree", "map", "anchors", "focal_loss", "resize"} \
+    | COMMON_LAYER_KEYS
+
+#: Every key each fork's ``parser.c`` reads in the sections deltaprop builds (pjreddie f6afaabc, AlexeyAB
+#: 59596d78; parse_network_cfg's per-layer keys included). A key of either fork that deltaprop does not implement
+#: is refused by name (``unimplemented_key``), never ignored.
+_PJ_LAYER = {"truth", "onlyforward", "stopbackward", "dontsave", "dontload", "numload", "dontloadscales",
+             "learning_rate", "smooth"}
+_AB_LAYER = {"stopbackward", "clip", "onlyforward", "dont_update", "burnin_update", "train_only_bn", "dontload",
+             "dontloadscales", "learning_rate"}
+PJREDDIE_KEYS: Dict[str, set] = {
+    "net": {"batch", "learning_rate", "momentum", "decay", "subdivisions", "time_steps", "notruth", "random",
+            "adam", "B1", "B2", "eps", "height", "width", "channels", "inputs", "max_crop", "min_crop",
+            "max_ratio", "min_ratio", "center", "clip", "angle", "aspect", "saturation", "exposure", "hue",
+            "policy", "burn_in", "power", "step", "scale", "steps", "scales", "gamma", "max_batches"},
+    "convolutional": {"filters", "size", "stride", "pad", "padding", "groups", "activation", "batch_normalize",
+                      "binary", "xnor", "flipped", "dot"} | _PJ_LAYER,
+    "connected": {"output", "activation", "batch_normalize"} | _PJ_LAYER,
+    "maxpool": {"stride", "size", "padding"} | _PJ_LAYER,
+    "avgpool": set(_PJ_LAYER),
+    "softmax": {"groups", "temperature", "tree", "spatial", "noloss"} | _PJ_LAYER,
+    "cost": {"type", "scale", "ratio", "noobj", "thresh"} | _PJ_LAYER,
+    "logistic": set(_PJ_LAYER),
+    "dropout": {"probability"} | _PJ_LAYER,
+    "route": {"layers"} | _PJ_LAYER,
+    "shortcut": {"from", "activation", "alpha", "beta"} | _PJ_LAYER,
+    "upsample": {"stride", "scale"} | _PJ_LAYER,
+    "yolo": {"classes", "num", "mask", "max", "jitter", "ignore_thresh", "truth_thresh", "random", "map",
+             "anchors"} | _PJ_LAYER,
+}
+ALEXEYAB_KEYS: Dict[str, set] = {
+    "net": {"max_batches", "batch", "learning_rate", "learning_rate_min", "sgdr_cycle", "sgdr_mult", "momentum",
+            "decay", "subdivisions", "time_steps", "track", "augment_speed", "sequential_subdivisions",
+            "try_fix_nan", "weights_reject_freq", "equidistant_point", "badlabels_rejection_percentage",
+            "num_sigmas_reject_badlabels", "ema_alpha", "use_cuda_graph", "loss_scale", "dynamic_minibatch",
+            "optimized_memory", "workspace_size_limit_MB", "adam", "B1", "B2", "eps", "height", "width",
+            "channels", "inputs", "max_crop", "min_crop", "flip", "blur", "gaussian_noise", "mixup", "cutmix",
+            "mosaic", "letter_box", "mosaic_bound", "contrastive", "contrastive_jit_flip", "contrastive_color",
+            "unsupervised", "label_smooth_eps", "resize_step", "attention", "adversarial_lr", "max_chart_loss",
+            "angle", "aspect", "saturation", "exposure", "hue", "power", "policy", "burn_in", "step", "scale",
+            "steps", "scales", "seq_scales", "gamma", "show_receptive_field"},
+    "convolutional": {"filters", "groups", "size", "stride", "stride_x", "stride_y", "dilation", "antialiasing",
+                      "pad", "padding", "activation", "assisted_excitation", "share_index", "batch_normalize",
+                      "cbn", "binary", "xnor", "bin_output", "sway", "rotate", "stretch", "stretch_sway",
+                      "flipped", "dot", "angle", "grad_centr", "reverse", "coordconv", "stream",
+                      "wait_stream"} | _AB_LAYER,
+    "connected": {"output", "activation", "batch_normalize"} | _AB_LAYER,
+    "maxpool": {"stride", "stride_x", "stride_y", "size", "padding", "maxpool_depth", "out_channels",
+                "antialiasing", "maxpool_zero_nonmax"} | _AB_LAYER,
+    "avgpool": set(_AB_LAYER),
+    "softmax": {"groups", "temperature", "tree", "spatial", "noloss"} | _AB_LAYER,
+    "cost": {"type", "scale", "ratio"} | _AB_LAYER,
+    "dropout": {"probability", "dropblock", "dropblock_size_rel", "dropblock_size_abs"} | _AB_LAYER,
+    "route": {"layers", "groups", "group_id", "stream", "wait_stream"} | _AB_LAYER,
+    "shortcut": {"activation", "weights_type", "weights_normalization", "from"} | _AB_LAYER,
+    "upsample": {"stride", "scale"} | _AB_LAYER,
+    "yolo": {"classes", "num", "mask", "max", "show_details", "max_delta", "counters_per_class",
+             "label_smooth_eps", "scale_x_y", "objectness_smooth", "new_coords", "iou_normalizer",
+             "obj_normalizer", "cls_normalizer", "delta_normalizer", "iou_loss", "iou_thresh_kind", "beta_nms",
+             "nms_kind", "jitter", "resize", "focal_loss", "ignore_thresh", "truth_thresh", "iou_thresh",
+             "random", "track_history_size", "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm",
+             "embedding_layer", "map", "anchors"} | _AB_LAYER,
+}
+#: Keys deltaprop does not implement but accepts at the value that makes them do nothing (Darknet's default).
+INERT_VALUES: Dict[Tuple[str, str], float] = {
+    ("convolutional", "dilation"): 1, ("convolutional", "antialiasing"): 0, ("convolutional", "cbn"): 0,
+    ("convolutional", "assisted_excitation"): 0, ("convolutional", "bin_output"): 0, ("convolutional", "sway"): 0,
+    ("convolutional", "rotate"): 0, ("convolutional", "stretch"): 0, ("convolutional", "stretch_sway"): 0,
+    ("convolutional", "grad_centr"): 0, ("convolutional", "coordconv"): 0, ("maxpool", "antialiasing"): 0,
+    ("maxpool", "maxpool_zero_nonmax"): 0, ("dropout", "dropblock"): 0, ("yolo", "focal_loss"): 0,
+    ("yolo", "objectness_smooth"): 0, ("yolo", "new_coords"): 0, ("net", "mosaic"): 0, ("net", "mixup"): 0,
+    ("net", "cutmix"): 0, ("net", "blur"): 0, ("net", "gaussian_noise"): 0, ("net", "letter_box"): 0,
+    ("net", "track"): 0, ("net", "contrastive"): 0, ("net", "unsupervised"): 0, ("net", "adversarial_lr"): 0,
+    ("net", "label_smooth_eps"): 0, ("net", "ema_alpha"): 0, ("net", "equidistant_point"): 0,
+    ("net", "badlabels_rejection_percentage"): 0, ("net", "num_sigmas_reject_badlabels"): 0,
+    ("net", "show_receptive_field"): 0, ("net", "try_fix_nan"): 0, ("net", "use_cuda_graph"): 0,
+    ("net", "dynamic_minibatch"): 0, ("net", "optimized_memory"): 0, ("net", "loss_scale"): 1,
+    ("net", "attention"): 0, ("net", "weights_reject_freq"): 0, ("net", "sequential_subdivisions"): 0,
+    ("net", "augment_speed"): 2, ("net", "max_chart_loss"): 20, ("net", "workspace_size_limit_MB"): 1024,
+    ("net", "resize_step"): 32, ("net", "mosaic_bound"): 0, ("net", "contrastive_jit_flip"): 0,
+    ("net", "contrastive_color"): 0, ("net", "sgdr_cycle"): 1000, ("net", "sgdr_mult"): 2,
+    ("net", "learning_rate_min"): 0.00001, ("net", "seq_scales"): 1,
+    ("shortcut", "weights_normalization"): 0, ("yolo", "embedding_layer"): 999999,
+    **{(sec, k): 0 for sec in ALEXEYAB_KEYS if sec != "net" for k in ("clip", "dont_update", "burnin_update",
+                                                                      "train_only_bn")},
+}
+#: String-valued keys accepted at their inert value.
+INERT_STRINGS: Dict[Tuple[str, str], str] = {("shortcut", "weights_type"): "none",
+                                             ("shortcut", "weights_normalization"): "none"}
+
+
+def darknet_forks_of(section: str, key: str) -> List[str]:
+    """Which forks' parsers read ``key`` in ``[section]``: a sublist of ["pjreddie", "AlexeyAB"]."""
+    return [name for name, table in (("pjreddie", PJREDDIE_KEYS), ("AlexeyAB", ALEXEYAB_KEYS))
+            if key in table.get(section, ())]
+
+
+def is_inert(section: str, key: str, value: str) -> bool:
+    """Whether ``key=value`` is a Darknet option at the value that makes it do nothing (``INERT_VALUES``)."""
+    if (section, key) in INERT_STRINGS:
+        return value == INERT_STRINGS[(section, key)]
+    if (section, key) not in INERT_VALUES:
+        return False
+    v = _to_float(value)
+    return v is not None and v == INERT_VALUES[(section, key)]
+
+
+def alexeyab_only(section: str, key: str) -> bool:
+    """A key only AlexeyAB's parser reads (its cfgs are that fork's: ``cfg_fork``)."""
+    return darknet_forks_of(section, key) == ["AlexeyAB"]
+
+
+def cfg_fork(sections: Sequence["Section"]) -> str:
+    """The fork a cfg is written for: "alexeyab" when it sets a key only AlexeyAB's Darknet reads (``[route]
+    groups``, ``[yolo] scale_x_y``, ``iou_loss``, ...) or an activation only it has, else "pjreddie"."""
+    for sec in sections:
+        for key, opt in sec.options.items():
+            if alexeyab_only(sec.type, key):
+                return "alexeyab"
+            if key == "activation" and opt.value in ALEXEYAB_ACTIVATIONS:
+                return "alexeyab"
+    return "pjreddie"
+
+
+#: Activations only AlexeyAB's Darknet has (get_activation in its activations.c).
+ALEXEYAB_ACTIVATIONS = {"swish", "mish", "hard_mish", "relu6", "gelu", "revleaky", "normalize_channels",
+                        "normalize_channels_softmax", "normalize_channels_softmax_maxval"}
 
 #: Sections Darknet (or its AlexeyAB fork) knows but deltaprop does not build.
 UNSUPPORTED_SECTIONS = {"region", "detection", "local", "deconvolutional", "deconv", "crnn", "rnn", "gru",
                         "lstm", "crop", "batchnorm", "normalization", "lrn", "reorg", "l2norm", "activation",
                         "iseg", "xnor", "conv_lstm", "sam", "scale_channels", "gaussian_yolo", "contrastive",
-                        "implicit_add", "implicit_mul", "empty", "silence", "reorg3d", "local_avgpool"}
+                        "implicit_add", "implicit_mul", "empty", "silence", "reorg3d", "local_avgpool", "history",
+                        "implicit", "local_avg"}
 #: Darknet's other names for supported sections (string_to_layer_type).
 SECTION_ALIASES = {"network": "net", "conv": "convolutional", "conn": "connected", "avg": "avgpool",
                    "max": "maxpool", "soft": "softmax"}
@@ -232,9 +361,8 @@ def parse_cfg_text(text: str, filename: str = "<text>") -> List[Section]:
             raise ConfigError(f"{filename}:{lineno}: key '{key}' appears before any section")
         sec = sections[-1]
         known = SECTION_KEYS.get(sec.type, REGION_KEYS if sec.type == "region" else None)
-        if known is not None and key not in known:
-            allowed = ", ".join(sorted(known)) or "none"
-            raise ConfigError(f"{filename}:{lineno}: [{sec.type}] unknown key '{key}' (Darknet's keys here: {allowed})")
+        if known is not None and key not in known and not is_inert(sec.type, key, value):
+            raise unimplemented_key(filename, lineno, sec.type, key, value, known)
         if key in sec.options:
             raise ConfigError(f"{filename}:{lineno}: [{sec.type}] key '{key}' repeated (first on line "
                               f"{sec.options[key].line})")
@@ -244,6 +372,22 @@ def parse_cfg_text(text: str, filename: str = "<text>") -> List[Section]:
     if not sections:
         raise ConfigError(f"{filename}: no sections (a cfg starts with [net])")
     return sections
+
+
+def unimplemented_key(filename: str, lineno: int, section: str, key: str, value: str, known: set) -> ConfigError:
+    """The error for a key deltaprop does not implement: a Darknet option named with its fork(s) (and the value
+    at which it would be accepted, when there is one), or an unknown key with the keys implemented here."""
+    where = f"{filename}:{lineno}: [{section}]"
+    forks = darknet_forks_of(section, key)
+    if forks:
+        inert = (INERT_STRINGS.get((section, key)) if (section, key) in INERT_STRINGS
+                 else INERT_VALUES.get((section, key)))
+        hint = f"; remove the line (or set {key}={inert:g})" if isinstance(inert, (int, float)) else (
+            f"; remove the line (or set {key}={inert})" if inert is not None else "; remove the line")
+        return ConfigError(f"{where} key '{key}={value}' is a {' and '.join(forks)} Darknet option that deltaprop "
+                           f"does not implement{hint} (docs/darknet.md lists every key)")
+    allowed = ", ".join(sorted(known)) or "none"
+    return ConfigError(f"{where} unknown key '{key}' (Darknet's keys here: {allowed})")
 
 
 def parse_cfg(path: "os.PathLike[str] | str") -> List[Section]:

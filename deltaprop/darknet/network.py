@@ -14,8 +14,10 @@ from .. import backend
 from ..runtime.settings import env_int
 from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
-from .cfg import Section, format_sections, unsupported_error
+from .cfg import Section, cfg_fork, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
+from .activations import DarknetActivation
+from .layers.bn_order import FORKS, SUMS, activation_of, check_fork_sums, install
 from .train_loss import NetworkLoss, backpropagate, compute_losses
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).
@@ -114,6 +116,7 @@ class NetworkPlan:
     net_options: "OrderedDict[str, Any]"
     input_shape: Tuple[int, int, int]
     specs: List[LayerSpec]
+    fork: str = "pjreddie"      # whose Darknet the layers follow: "pjreddie" or "alexeyab" (``cfg.cfg_fork``)
 
     @property
     def n_params(self) -> int:
@@ -152,10 +155,17 @@ class NetworkPlan:
 
 
 def plan_network(sections: Sequence[Section], width: Optional[int] = None, height: Optional[int] = None,
-                 channels: Optional[int] = None, batch: Optional[int] = None) -> NetworkPlan:
-    """Shape inference for parsed sections; ``width``/``height``/``channels``/``batch`` override [net]'s."""
+                 channels: Optional[int] = None, batch: Optional[int] = None,
+                 fork: Optional[str] = None) -> NetworkPlan:
+    """Shape inference for parsed sections; ``width``/``height``/``channels``/``batch`` override [net]'s.
+    ``fork``: "pjreddie" or "alexeyab" (the Darknet whose defaults and formulas the layers follow); None: the
+    cfg's own (``cfg.cfg_fork``: AlexeyAB's when it uses options only that fork has)."""
     if not sections or sections[0].type != "net":
         raise ConfigError("a cfg starts with a [net] section")
+    if fork is None:
+        fork = cfg_fork(sections)
+    elif fork not in FORKS:
+        raise ValueError(f"fork must be one of {FORKS}, got {fork!r}")
     net_sec = sections[0]
     opts = parse_net_options(net_sec, width=width, height=height, channels=channels, batch=batch)
     shape = input_shape_of(net_sec, opts)
@@ -173,14 +183,14 @@ def plan_network(sections: Sequence[Section], width: Optional[int] = None, heigh
         if sec.type not in LAYER_KINDS:
             raise unsupported_error(sec)
         planner = LAYER_KINDS[sec.type][0]
-        spec = planner(sec, PlanContext(i, shape, shapes, opts))
+        spec = planner(sec, PlanContext(i, shape, shapes, opts, fork))
         if spec.out_size > MAX_ELEMENTS or spec.workspace > MAX_ELEMENTS:
             c, h, w = spec.out_shape
             raise sec.error(None, f"layer {i} would output {w}×{h}×{c} = {spec.out_size:,} elements (workspace "
                                   f"{spec.workspace:,}), more than the {MAX_ELEMENTS:,} any network may hold")
         specs.append(spec)
         shapes.append(spec.out_shape)
-    return NetworkPlan(net_sec, opts, shape, specs)
+    return NetworkPlan(net_sec, opts, shape, specs, fork)
 
 
 def mib(nbytes: int) -> str:
@@ -210,6 +220,9 @@ class DarknetNet(Graph):
     learning_rate, momentum, decay, burn_in, policy, steps, scales, max_batches, power, ...).
     ``seen``: images trained on (from/to the ``.weights`` header). ``numerics``: "darknet" or "standard".
     Forward returns the [yolo] outputs (a list) when there are any, else the last non-[cost] output.
+    ``fork``: whose Darknet the numbers follow ("pjreddie" or "alexeyab": batch norm's ε and rolling rate, the
+    [yolo] training); ``sums``: "pairwise" (the engine's BLAS sums, default) or "darknet" (batch norm summed in
+    Darknet's order, as a ``-O2`` build: ``set_sums``; docs/darknet.md, "Summation order and forks").
 
     Training (any cfg with loss layers: [yolo], [softmax], [cost], [logistic]): ``net.train(); net(x);
     loss = net.loss(targets); net.backward()``; then ``net.layer_grads[i]`` is ∂loss/∂(output of layer i)
@@ -219,10 +232,11 @@ class DarknetNet(Graph):
 
     last_loss: Optional[NetworkLoss]        # the last ``loss``'s result (None before any)
 
-    def __init__(self, plan: NetworkPlan, numerics: str = "darknet", dtype=None) -> None:
+    def __init__(self, plan: NetworkPlan, numerics: str = "darknet", dtype=None, sums: str = "pairwise") -> None:
         super().__init__()
         if numerics not in NUMERICS:
             raise ValueError(f"numerics must be one of {NUMERICS}, got {numerics!r}")
+        check_fork_sums(plan.fork, sums)
         dt = np.dtype(dtype or backend.get_default_dtype())
         object.__setattr__(self, "plan", plan)
         object.__setattr__(self, "net_options", plan.net_options)
@@ -230,8 +244,11 @@ class DarknetNet(Graph):
         object.__setattr__(self, "_net_parsed", dict(plan.net_options))
         object.__setattr__(self, "input_shape", plan.input_shape)
         object.__setattr__(self, "numerics", numerics)
+        object.__setattr__(self, "fork", plan.fork)
+        object.__setattr__(self, "sums", sums)
         object.__setattr__(self, "seen", 0)
         object.__setattr__(self, "weights_version", (0, 2, 0))
+        object.__setattr__(self, "weights_report", None)    # what the last .weights load read (WeightsReport)
         object.__setattr__(self, "source", plan.net_section.file)
         object.__setattr__(self, "_last_input", None)
         object.__setattr__(self, "_pending_loss", None)
@@ -242,6 +259,7 @@ class DarknetNet(Graph):
             cls = LAYER_KINDS[spec.type][1]
             self.add(cls(spec, numerics, dtype=dt), spec.inputs)
         self.set_outputs(plan.output_indices())
+        self._install_batchnorm()
         # what deltaprop.io stores so that a checkpoint rebuilds this network (load_cfg_text)
         object.__setattr__(self, "_architecture", {"kind": "darknet_cfg", "cfg": self.cfg_text(),
                                                    "numerics": numerics})
@@ -250,6 +268,25 @@ class DarknetNet(Graph):
     def layers(self) -> List[DarknetLayer]:
         """The layers in cfg order."""
         return self.nodes  # type: ignore[return-value]
+
+    def set_sums(self, sums: str) -> "DarknetNet":
+        """Sum batch norm's statistics and deltas in Darknet's order ("darknet": ``functional.darknet_sums``, what
+        a ``-O2`` Darknet computes, slower) or with the engine's BLAS sums ("pairwise", the default)."""
+        check_fork_sums(self.fork, sums)
+        object.__setattr__(self, "sums", sums)
+        self._install_batchnorm()
+        return self
+
+    def _install_batchnorm(self) -> None:
+        """Give every batch norm the module that computes this net's fork and summation order
+        (``layers.bn_order.install``; the plain module for pjreddie's fork with pairwise sums); with Darknet's
+        sums, every activation repeats the C code's roundings too (``DarknetActivation.c_rounding``)."""
+        for layer in self.layers:
+            install(layer, self.fork, self.sums)
+            object.__setattr__(layer, "sums", self.sums)      # [convolutional]: its product's summation order
+            act = activation_of(layer)
+            if isinstance(act, DarknetActivation):
+                object.__setattr__(act, "c_rounding", self.sums == "darknet")
 
     def set_numerics(self, numerics: str) -> "DarknetNet":
         """Switch every layer between Darknet's formulas and the standard ones."""
@@ -328,15 +365,66 @@ class DarknetNet(Graph):
         object.__setattr__(self, "layer_grads", grads if keep_grads else [])
         return d_input
 
+    def overwriting_layers(self) -> List[int]:
+        """The layers whose backward REPLACES their input's gradient instead of adding to it: in Darknet numerics,
+        every [convolutional] layer of AlexeyAB's fork. Its ``col2im_cpu_ext`` (and the GPU's ``col2im_gpu_ext``)
+        zeroes the input layer's delta before writing the convolution's, so whatever later layers had added there
+        (a [route] reading the same output: in yolov4-tiny the CSP blocks' routes and the second head's route to
+        layer 27) is lost. pjreddie's ``col2im_cpu`` adds."""
+        if self.fork != "alexeyab" or self.numerics != "darknet":
+            return []
+        return [i for i, layer in enumerate(self.layers) if layer.kind == "convolutional"]
+
     def graph_backward(self, dout, keep=None) -> Optional[np.ndarray]:
-        """``Graph.backward``: gradients of the forward's outputs back through every layer."""
-        return Graph.backward(self, dout, keep=keep)
+        """``Graph.backward``: gradients of the forward's outputs back through every layer; for AlexeyAB's fork
+        in Darknet numerics, the same walk with ``overwriting_layers`` replacing their input's gradient."""
+        overwrite = set(self.overwriting_layers())
+        if not overwrite:
+            return Graph.backward(self, dout, keep=keep)
+        sel = list(self.output_indices)
+        douts = [dout] if isinstance(dout, np.ndarray) else list(dout)
+        if len(douts) != len(sel):
+            raise ShapeError(f"graph_backward: {len(sel)} output(s) but {len(douts)} gradient(s) given")
+        grads: List[Optional[np.ndarray]] = [None] * len(self.nodes)
+        grad_in: Optional[np.ndarray] = None
+
+        def acc(j: int, g: Optional[np.ndarray]) -> None:
+            nonlocal grad_in
+            if g is None:
+                return
+            if j < 0:
+                grad_in = g if grad_in is None else grad_in + g
+            else:
+                grads[j] = g if grads[j] is None else grads[j] + g
+
+        for i, g in zip(sel, douts):
+            acc(i, g)
+        for i in range(len(self.nodes) - 1, -1, -1):
+            g, grads[i] = grads[i], None
+            if g is None:
+                continue
+            if keep is not None:
+                keep[i] = g.copy()
+            mod, ins = self.nodes[i], self.node_inputs(i)
+            if getattr(mod, "stop_backward", False):
+                break
+            if -1 in ins:
+                object.__setattr__(mod, "needs_input_grad", self.needs_input_grad)
+            if getattr(mod, "multi_input", False):
+                for j, d in zip(ins, mod.backward(g)):
+                    acc(j, d)
+                continue
+            d = mod.backward(g)
+            if i in overwrite and ins[0] >= 0:
+                grads[ins[0]] = None              # AlexeyAB's col2im_cpu_ext: the input's delta is zeroed first
+            acc(ins[0], d)
+        return grad_in
 
     def resize(self, width: int, height: int) -> "DarknetNet":
         """Darknet's ``resize_network``: the same layers and parameters at a new input size (multi-scale
         training); ConfigError where a layer cannot take it (a [connected] layer's input size is fixed)."""
         sections = [self.plan.net_section] + [s.section for s in self.plan.specs]
-        plan = plan_network(sections, width, height, None, None)
+        plan = plan_network(sections, width, height, None, None, self.fork)
         check_budget(plan, None, np.dtype(self.dtype).itemsize)
         for layer, spec in zip(self.layers, plan.specs):
             layer.resize(spec)
@@ -384,4 +472,5 @@ class DarknetNet(Graph):
 
     def extra_repr(self) -> str:
         c, h, w = self.input_shape
-        return f"{len(self)} layers, input {w}x{h}x{c}, numerics={self.numerics}"
+        return (f"{len(self)} layers, input {w}x{h}x{c}, numerics={self.numerics}, fork={self.fork}, "
+                f"sums={self.sums}")

@@ -6,15 +6,20 @@ convolutional = biases, [scales, rolling_mean, rolling_variance], weights; conne
 [scales, rolling_mean, rolling_variance], the weights stored transposed ([inputs][outputs]) when major or
 minor exceeds 1000. Layers with ``dontload``/``dontsave`` are skipped as Darknet does.
 
-Every size is checked before anything is assigned: a truncated or oversized file is a ``WeightsError``
-stating the expected and actual sizes, never a partial load. A file holding only the first N layers
-(Darknet's ``darknet53.conv.74``, made by ``darknet partial``) loads only with ``upto=N``; with ``upto=N`` a
-file holding the first M ≥ N whole layers (or all of them) gives its first N, as Darknet's loader reads them.
+Every size is checked before anything is assigned. A file holding only the first M whole layers (Darknet's
+``darknet53.conv.74``, ``yolov3-tiny.conv.15``, made by ``darknet partial``; whatever its name) loads those
+layers, as Darknet's loader reads as many whole layers as the file holds, and the rest keep their initial values:
+``load_weights`` returns a ``WeightsReport`` whose ``message`` says ``loaded layers 0..M-1 of N from FILE; the
+rest start fresh`` (``partial=False``, the default of ``load_weights_bytes`` for checkpoints, refuses such a file
+and names the ``upto`` that fits). With ``upto=N`` a file of the first M ≥ N whole layers (or all of them) gives
+its first N. A file whose size is no layer boundary of the cfg (another cfg's weights, or a file cut inside a
+layer) is a ``WeightsError`` naming the cfg and the sizes its layers end at.
 """
 from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -80,6 +85,49 @@ def _prefix_sizes(net) -> List[int]:
     return sizes
 
 
+@dataclass(frozen=True)
+class WeightsReport:
+    """What a ``.weights`` load did: the first ``layers`` of the network's ``total`` layers are as ``source`` has
+    them, and layer ``layers`` (one with weights) is the first that keeps its initial values."""
+    source: str
+    layers: int
+    total: int
+    seen: int
+
+    @property
+    def partial(self) -> bool:
+        """Whether layers after the file's start fresh (a ``darknet partial`` file such as ``*.conv.15``)."""
+        return self.layers < self.total
+
+    @property
+    def message(self) -> Optional[str]:
+        """``loaded layers 0..M-1 of N from FILE; the rest start fresh`` for a partial file, else None."""
+        if not self.partial:
+            return None
+        return f"loaded layers 0..{self.layers - 1} of {self.total} from {self.source}; the rest start fresh"
+
+
+def _cfg_name(net) -> str:
+    return os.path.basename(str(getattr(net, "source", "") or "the cfg")) or "the cfg"
+
+
+def _not_this_cfg(net, name: str, got: int, hs: int, size: int) -> WeightsError:
+    """The error for a file whose float count ends at no layer boundary of ``net``'s cfg."""
+    prefix = _prefix_sizes(net)
+    n = len(net.layers)
+    full = prefix[-1]
+    below = max(k for k, s in enumerate(prefix) if s < got) if got > 0 else 0
+    head = f"{name} holds {got:,} float32 values after its {hs}-byte header ({size:,} bytes)"
+    if got > full:
+        return WeightsError(f"{head}, more than the {full:,} expected for all {n} layers of {_cfg_name(net)}: the "
+                            f"weights of another, larger cfg, not of {_cfg_name(net)}")
+    above = min(k for k, s in enumerate(prefix) if s > got)
+    return WeightsError(f"{head}: not the weights of {_cfg_name(net)}, which expected all {n} layers' {full:,} values "
+                        f"or those of its first whole layers (its first {below} layers take {prefix[below]:,} and "
+                        f"its first {above} take {prefix[above]:,}): the weights of another cfg, or a file cut off "
+                        f"inside layer {above - 1}")
+
+
 def _check_upto(net, upto: Optional[int]) -> int:
     n = len(net.layers)
     if upto is None:
@@ -89,28 +137,37 @@ def _check_upto(net, upto: Optional[int]) -> int:
     return min(int(upto), n)
 
 
-def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str = "<bytes>") -> None:
-    """Load ``.weights`` content into ``net`` (sets ``net.seen`` and ``net.weights_version``)."""
+def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str = "<bytes>",
+                       partial: bool = False) -> WeightsReport:
+    """Load ``.weights`` content into ``net`` (sets ``net.seen``, ``net.weights_version`` and
+    ``net.weights_report``). ``partial``: a file of the first M whole layers loads those (else it is refused,
+    naming the ``upto`` that fits). Returns the ``WeightsReport``."""
     n = _check_upto(net, upto)
     version, seen, hs = parse_header(data, name)
     body = len(data) - hs
     want = expected_floats(net, n)
-    full = expected_floats(net)
     if body % 4:
         raise WeightsError(f"{name}: {body} bytes after the {hs}-byte header is not a whole number of float32 "
                            f"values (expected {4 * want} bytes for {n} layers)")
     got = body // 4
+    prefix = _prefix_sizes(net)
+    holds = [k for k, s in enumerate(prefix) if s == got and k > 0]
+    if upto is None and got != want and holds and partial:
+        n, want = holds[-1], got                  # every layer before the first that starts fresh
     # with upto=N, a file of the whole net or of its first M ≥ N whole layers serves: Darknet reads the first N
-    longer = upto is not None and got > want and got in _prefix_sizes(net)[n:]
+    longer = upto is not None and got > want and got in prefix[n:]
     if got != want and not longer:
+        if got == 0:
+            raise WeightsError(f"truncated file: {name}: only a header, no weights (expected {want:,} float32 values "
+                               f"for {'the first ' + str(n) if upto is not None else 'all ' + str(n)} layers)")
+        if not holds:
+            raise _not_this_cfg(net, name, got, hs, len(data))
         msg = (f"{name}: expected {want:,} float32 values ({hs + 4 * want:,} bytes) for "
                f"{'the first ' + str(n) if upto is not None else 'all ' + str(n)} layers, got {got:,} "
                f"({len(data):,} bytes)")
         if got < want:
-            prefix = _prefix_sizes(net)
-            holds = [k for k, s in enumerate(prefix) if s == got and k > 0]
             hint = (f"; the file holds exactly the first {holds[0]} layers: load it with upto={holds[0]}"
-                    if holds and upto is None else "")
+                    if upto is None else f"; the file holds only the first {holds[0]} layers")
             raise WeightsError(f"truncated file: {msg}{hint}")
         raise WeightsError(f"oversized file: {msg}: {4 * (got - want):,} bytes too many (is it another cfg's "
                            f"weights?)")
@@ -132,10 +189,16 @@ def load_weights_bytes(net, data: bytes, upto: Optional[int] = None, name: str =
         layer.set_darknet_array(arr_name, arr)
     object.__setattr__(net, "seen", int(seen))
     object.__setattr__(net, "weights_version", tuple(version))
+    report = WeightsReport(name, n, len(net.layers), int(seen))
+    object.__setattr__(net, "weights_report", report)
+    return report
 
 
-def load_weights(net, path: "os.PathLike[str] | str", upto: Optional[int] = None) -> None:
-    """Load a ``.weights`` file into ``net``; sizes are checked against the file's size before reading."""
+def load_weights(net, path: "os.PathLike[str] | str", upto: Optional[int] = None,
+                 partial: bool = True) -> WeightsReport:
+    """Load a ``.weights`` file into ``net``; sizes are checked against the file's size before reading. A file of
+    the first M whole layers loads those (``partial``; the report's ``message`` says so). Returns the
+    ``WeightsReport`` (also ``net.weights_report``)."""
     path = os.fspath(path)
     try:
         size = os.path.getsize(path)
@@ -144,10 +207,11 @@ def load_weights(net, path: "os.PathLike[str] | str", upto: Optional[int] = None
     n = _check_upto(net, upto)
     limit = 20 + 4 * max(expected_floats(net, n), expected_floats(net))
     if size > limit:
-        raise WeightsError(f"oversized file: {path}: expected at most {limit:,} bytes for this cfg, got {size:,} bytes")
+        raise WeightsError(f"oversized file: {path}: expected at most {limit:,} bytes for {_cfg_name(net)} "
+                           f"({len(net.layers)} layers), got {size:,} bytes: not the weights of this cfg")
     with open(path, "rb") as f:
         data = f.read()
-    load_weights_bytes(net, data, upto, path)
+    return load_weights_bytes(net, data, upto, path, partial=partial)
 
 
 def weights_to_bytes(net, upto: Optional[int] = None, version: Optional[Sequence[int]] = None) -> bytes:

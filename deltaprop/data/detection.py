@@ -15,6 +15,7 @@ threads while the current one trains (image decoding, resizing and the HSV arith
 """
 from __future__ import annotations
 
+import array
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,17 +28,22 @@ from ..errors import DataError, LabelError, ShapeError
 from ..geometry.boxes import letterbox_size
 from ..geometry.letterbox import letterbox, letterbox_image
 from .augment import Augment, augment_sample, correct_boxes
+from .files import DATA_FILE_BYTES, LIST_BYTES, NAMES_BYTES, progress as progress_bar, read_text, shorten
 from .images import load_image
-from .labels import (IMAGE_EXTENSIONS, LabelProblem, check_images, check_label_file, label_path, read_labels)
+from .labels import IMAGE_EXTENSIONS, LabelProblem, check_entry, check_images, label_path, read_labels
 
 PathLike = Union[str, "os.PathLike[str]"]
+#: How many problems a dataset keeps to show (all are counted).
+KEPT_PROBLEMS = 1000
 Batch = Tuple[np.ndarray, List[np.ndarray]]
 
 
 @dataclass
 class DataConfig:
-    """A Darknet ``.data`` file. Paths are resolved: relative ones against the ``.data`` file's folder
-    (so a data set can move), or the working directory where only that exists (Darknet's own rule)."""
+    """A Darknet ``.data`` file. Paths are resolved (:func:`resolve_path`): relative ones against the ``.data``
+    file's folder (so a data set can move); an input (``train``, ``valid``, ``names``) found only relative to
+    the working directory is taken from there (Darknet's own rule); ``backup``, where trainers write, always
+    lies in the ``.data`` file's folder when relative."""
     classes: int
     train: Optional[Path]
     valid: Optional[Path]
@@ -47,32 +53,24 @@ class DataConfig:
     options: Dict[str, str] = field(default_factory=dict)
 
 
-def resolve_path(value: str, base: Path) -> Path:
-    """``value`` as written in a data or list file whose folder is ``base``."""
+def resolve_path(value: str, base: Path, output: bool = False) -> Path:
+    """``value`` as written in a data or list file whose folder is ``base``: an absolute path as is; a relative
+    one beside the file, or (an input, not ``output``) relative to the working directory when it exists only
+    there."""
     p = Path(os.path.expanduser(value))
     if p.is_absolute():
         return p
     beside = base / p
-    if beside.exists() or not p.exists():
+    if output or os.path.exists(beside) or not os.path.exists(p):     # False for a name too long, a NUL byte
         return beside
     return p
-
-
-def read_text(path: Path, what: str, missing: Optional[str] = None) -> str:
-    """The UTF-8 text of ``path``; a :class:`DataError` "no such <missing or what>" or "cannot read <what>"."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such {missing or what}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read {what} ({e})") from None
 
 
 def read_data_file(path: PathLike) -> DataConfig:
     """Parse a Darknet ``.data`` file (``key = value`` lines, ``#``/``;`` comments). ``classes`` is
     required; a malformed line raises :class:`DataError` naming ``file:line``."""
     p = Path(path)
-    text = read_text(p, "data file")
+    text = read_text(p, "data file", DATA_FILE_BYTES)
     options: Dict[str, str] = {}
     lines: Dict[str, int] = {}
     for number, raw in enumerate(text.splitlines(), 1):
@@ -80,7 +78,7 @@ def read_data_file(path: PathLike) -> DataConfig:
         if not line or line[0] in "#;":
             continue
         if "=" not in line:
-            raise DataError(f"{p}:{number}: expected 'key = value', got {raw.strip()!r}")
+            raise DataError(f"{p}:{number}: expected 'key = value', got {shorten(line, 60)}")
         key, value = (s.strip() for s in line.split("=", 1))
         if not key:
             raise DataError(f"{p}:{number}: a value without a key")
@@ -88,24 +86,25 @@ def read_data_file(path: PathLike) -> DataConfig:
         lines[key] = number
     if "classes" not in options:
         raise DataError(f"{p}: missing the required key 'classes'")
-    try:
-        classes = int(options["classes"])
-    except ValueError:
-        raise DataError(f"{p}:{lines['classes']}: classes {options['classes']!r} is not an integer") from None
+    raw_classes = options["classes"]
+    if not (raw_classes.isascii() and raw_classes.lstrip("+-").isdigit()) or len(raw_classes) > 18:
+        raise DataError(f"{p}:{lines['classes']}: classes {shorten(raw_classes)} is not an integer"
+                        + (" of at most 18 digits" if raw_classes.isascii() and raw_classes.isdigit() else ""))
+    classes = int(raw_classes)
     if classes < 1:
         raise DataError(f"{p}:{lines['classes']}: classes must be at least 1, got {classes}")
     base = p.resolve().parent
 
-    def opt(key: str) -> Optional[Path]:
-        return resolve_path(options[key], base) if options.get(key) else None
+    def opt(key: str, output: bool = False) -> Optional[Path]:
+        return resolve_path(options[key], base, output) if options.get(key) else None
     return DataConfig(classes=classes, train=opt("train"), valid=opt("valid"), names=opt("names"),
-                      backup=opt("backup"), path=p, options=options)
+                      backup=opt("backup", output=True), path=p, options=options)
 
 
 def read_names(path: PathLike) -> List[str]:
     """A ``.names`` file: class k is line k (blank trailing lines ignored)."""
     p = Path(path)
-    lines = read_text(p, "names file").splitlines()
+    lines = read_text(p, "names file", NAMES_BYTES).splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]
@@ -115,20 +114,68 @@ def read_names(path: PathLike) -> List[str]:
     return names
 
 
-def image_list(source: PathLike) -> List[Path]:
-    """The images of a list file (one path a line; relative paths as in :func:`resolve_path`, blank and
-    ``#`` lines skipped) or of a folder (its image files, sorted)."""
+@dataclass
+class ImageList:
+    """The images of a list file or folder, each once, in the order first listed (``paths``, strings), with
+    the count of listed lines (``lines``, blank and ``#`` lines left out) and of repeats dropped
+    (``duplicates``: a path listed again, also as ``a/./b`` or ``a//b``)."""
+    source: Path
+    paths: List[str]
+    lines: int
+    duplicates: int
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_image_list(source: PathLike) -> ImageList:
+    """The images of a list file (one path a line, relative paths as in :func:`resolve_path`, blank and ``#``
+    lines skipped, a path listed twice kept once; at most 1 GiB of text) or of a folder (its image files,
+    sorted)."""
     p = Path(source)
-    if p.is_dir():
-        return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    text = read_text(p, "image list", "image list or folder")
-    base = p.resolve().parent
-    out = []
-    for line in text.splitlines():
+    if os.path.isdir(p):
+        found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+        return ImageList(p, found, len(found), 0)
+    text = read_text(p, "image list or folder" if not os.path.lexists(p) else "image list", LIST_BYTES)
+    base = str(p.resolve().parent)
+    here = os.getcwd()
+    out: List[str] = []
+    written = set()                 # the lines as written: a repeat costs a set lookup, not a stat
+    seen = set()                    # the paths they name, normalised
+    lines = 0
+    for line in _lines(text):
         line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(resolve_path(line, base))
-    return out
+        if not line or line[0] == "#":
+            continue
+        lines += 1
+        if line in written:
+            continue
+        written.add(line)
+        path = os.path.expanduser(line)
+        if not os.path.isabs(path):
+            beside = os.path.join(base, path)
+            path = beside if os.path.exists(beside) or not os.path.exists(path) else os.path.join(here, path)
+        key = os.path.normpath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append(key if key == path else path)      # one string object when the spelling is normal
+    return ImageList(p, out, lines, lines - len(out))
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` one at a time (``splitlines`` would hold a million strings at once)."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start)
+        if end < 0:
+            end = n
+        yield text[start:end]
+        start = end + 1
+
+
+def image_list(source: PathLike) -> List[Path]:
+    """The images of a list file or folder (:func:`read_image_list`), each once, as paths."""
+    return [Path(s) for s in read_image_list(source).paths]
 
 
 def letterbox_rows(rows: np.ndarray, img_w: int, img_h: int, w: int, h: int) -> np.ndarray:
@@ -140,48 +187,66 @@ def letterbox_rows(rows: np.ndarray, img_w: int, img_h: int, w: int, h: int) -> 
 class DetectionDataset:
     """Images and their labels, as network inputs of ``width × height``.
 
-    ``images``: a list of image paths, or a list file / folder (:func:`image_list`). Every label is read
-    and checked here: bad lines, missing label files and missing images raise :class:`LabelError` naming
-    the first ones, unless ``skip_bad=True``, which keeps the good lines, drops images that are missing or
-    have no label file, and counts what it skipped (``skipped_lines``, ``skipped_images``, ``problems``)."""
+    ``images``: a list of image paths, or a list file / folder (:func:`read_image_list`: a path listed twice is
+    kept once, ``duplicates`` counts the repeats). Every label is read and checked here: an image without a
+    label file is a background image (no objects, as in Darknet; counted in ``background_images``); bad lines,
+    bad label files and missing images raise :class:`LabelError` naming the first ones, unless
+    ``skip_bad=True``, which keeps the good lines, drops missing images, and counts what it skipped
+    (``skipped_lines``, ``skipped_images``, ``problem_count``; ``problems`` keeps the first
+    :data:`KEPT_PROBLEMS`). :meth:`describe` says it all in one line, for a trainer's header. A progress bar
+    shows past :data:`~deltaprop.data.files.PROGRESS_FROM` images on a terminal (``progress``).
+
+    Memory per image: its path (a string) and its rows, in one float32 array for the whole set."""
 
     def __init__(self, images: Union[PathLike, Sequence[PathLike]], classes: int, width: int, height: int,
-                 augment: Optional[Augment] = None, seed: int = 0, skip_bad: bool = False) -> None:
-        if isinstance(images, (str, os.PathLike)):
-            images = image_list(images)
+                 augment: Optional[Augment] = None, seed: int = 0, skip_bad: bool = False,
+                 progress: Optional[bool] = None) -> None:
         if int(classes) < 1:
             raise DataError(f"classes must be at least 1, got {classes}")
         if augment is not None and not isinstance(augment, Augment):
             raise TypeError(f"augment must be None or an Augment, got {type(augment).__name__}")
+        self.duplicates = 0
+        if isinstance(images, (str, os.PathLike)):
+            listing = read_image_list(images)
+            paths: Sequence[str] = listing.paths
+            self.duplicates = listing.duplicates
+        else:
+            paths = [os.fspath(p) for p in images]
         self.classes = int(classes)
         self.width, self.height = _check_size(width, height)
         self.augment = augment
         self.seed = int(seed)
         self.problems: List[LabelProblem] = []
-        self.images: List[Path] = []
-        self._rows: List[np.ndarray] = []
+        self.problem_count = 0
+        self.images: List[str] = []
         self.skipped_lines = 0
         self.skipped_images = 0
-        for image in images:
-            image = Path(image)
-            if not image.is_file():
-                self.problems.append(LabelProblem(image, 0, "listed image does not exist"))
+        self.background_images = 0
+        flat = array.array("f")
+        ends = array.array("q", [0])
+        bar = progress_bar(len(paths), "reading labels", progress)
+        for n, image in enumerate(paths):
+            entry = check_entry(image, self.classes)
+            self.problem_count += len(entry.problems)
+            self.problems.extend(entry.problems[:max(0, KEPT_PROBLEMS - len(self.problems))])
+            if entry.missing:
                 self.skipped_images += 1
-                continue
-            label = label_path(image)
-            if not label.is_file():
-                self.problems.append(LabelProblem(image, 0, f"image without a label file (expected {label})"))
-                self.skipped_images += 1
-                continue
-            rows, problems = check_label_file(label, self.classes)
-            self.problems.extend(problems)
-            self.skipped_lines += len(problems)
-            self.images.append(image)
-            self._rows.append(rows)
-        if self.problems and not skip_bad:
+            else:
+                self.skipped_lines += len(entry.problems)
+                self.background_images += entry.background
+                self.images.append(image)
+                flat.frombytes(np.ascontiguousarray(entry.rows, np.float32).tobytes())
+                ends.append(len(flat) // 5)
+            if bar is not None and (n & 1023) == 1023:
+                bar.update(1024)
+        if bar is not None:
+            bar.close()
+        self._rows = np.frombuffer(flat, dtype=np.float32).reshape(-1, 5) if len(flat) else np.zeros((0, 5), np.float32)
+        self._ends = np.frombuffer(ends, dtype=np.int64)
+        if self.problem_count and not skip_bad:
             first = "; ".join(str(p) for p in self.problems[:3])
-            more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-            raise LabelError(f"{len(self.problems)} bad label line(s) or file(s): {first}{more}; "
+            more = f" (and {self.problem_count - 3} more)" if self.problem_count > 3 else ""
+            raise LabelError(f"{self.problem_count} bad label line(s) or file(s): {first}{more}; "
                              f"list them all with 'deltaprop data check', or skip them explicitly "
                              f"(skip_bad=True, --skip-bad-labels)")
         if not self.images:
@@ -190,9 +255,24 @@ class DetectionDataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    def _labels(self, index: int) -> np.ndarray:
+        return self._rows[self._ends[index]:self._ends[index + 1]]
+
     def labels(self, index: int) -> np.ndarray:
         """The label rows of image ``index`` as read (relative to the original image)."""
-        return self._rows[index].copy()
+        return self._labels(index).copy()
+
+    def describe(self) -> str:
+        """The set in one line: images, boxes, background images, repeats dropped and what was skipped."""
+        parts = [f"{len(self):,} images, {len(self._rows):,} boxes"]
+        if self.background_images:
+            parts.append(f"{self.background_images:,} background images (no label file)")
+        if self.duplicates:
+            parts.append(f"{self.duplicates:,} repeated list lines dropped")
+        if self.skipped_images or self.skipped_lines:
+            parts.append(f"skipped {self.skipped_images:,} missing images and {self.skipped_lines:,} bad label "
+                         f"lines or files")
+        return ", ".join(parts)
 
     def rng(self, index: int, epoch: int = 0) -> np.random.Generator:
         """The generator of sample ``index`` in ``epoch``: seeded by (seed, epoch, index) only."""
@@ -201,11 +281,12 @@ class DetectionDataset:
     def sample(self, index: int, epoch: int = 0, width: Optional[int] = None,
                height: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """Image ``index`` as a float32 (3, h, w) input and its (k, 5) rows: augmented when the dataset has
-        an ``Augment`` (deterministic in seed, epoch and index), else letterboxed."""
+        an ``Augment`` (deterministic in seed, epoch and index), else letterboxed. A photo far larger than the
+        input is reduced as it is decoded (:func:`~deltaprop.data.images.reduction`)."""
         w = self.width if width is None else int(width)
         h = self.height if height is None else int(height)
-        im = load_image(self.images[index], 3)
-        rows = self._rows[index]
+        im = load_image(self.images[index], 3, fit=(w, h))
+        rows = self._labels(index)
         if self.augment is None:
             _, ih, iw = im.shape
             return letterbox_image(im, w, h), letterbox_rows(rows, iw, ih, w, h)
@@ -336,6 +417,6 @@ class DetectionLoader:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["DataConfig", "read_data_file", "read_names", "image_list", "label_path", "read_labels", "letterbox",
+__all__ = ["DataConfig", "read_data_file", "read_names", "image_list", "read_image_list", "ImageList", "label_path", "read_labels", "letterbox",
            "letterbox_rows", "resolve_path", "DetectionDataset", "DetectionLoader", "Augment", "check_images",
            "LabelProblem"]

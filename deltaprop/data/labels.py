@@ -9,6 +9,8 @@ folder has its label beside it (AlexeyAB's behaviour).
 Bad labels never pass silently: every problem is a :class:`LabelProblem` (``file:line: reason``);
 :func:`read_labels` raises :class:`~deltaprop.errors.LabelError` on the first one, :func:`check_label_file`
 returns the good rows and every problem, for ``deltaprop data check`` and for loaders that skip bad lines.
+An image without a label file is a *background image* (no objects), as in Darknet: not a problem, counted
+(:func:`check_entry`). Label files are regular files of at most 16 MiB (:mod:`deltaprop.data.files`).
 """
 from __future__ import annotations
 
@@ -21,10 +23,14 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DataError, LabelError
+from .files import LABEL_BYTES, shorten, text_problem
 
 PathLike = Union[str, "os.PathLike[str]"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 IMAGE_FOLDERS = ("images", "JPEGImages")
+#: Boxes narrower or lower than this (a fraction of the image) are dropped by Darknet when it reads them
+#: (``fill_truth_detection``); here they are a problem of the line.
+MIN_SIZE = 0.001
 
 
 @dataclass(frozen=True)
@@ -38,17 +44,21 @@ class LabelProblem:
         return f"{self.file}:{self.line}: {self.reason}" if self.line else f"{self.file}: {self.reason}"
 
 
-def label_path(image: PathLike) -> Path:
-    """The label file of ``image``: its last ``images``/``JPEGImages`` folder becomes ``labels``, its
-    extension ``.txt`` (beside the image when no such folder is on its path)."""
-    p = Path(image)
-    parts = list(p.parent.parts)
+def label_file(image: str) -> str:
+    """:func:`label_path` on strings (no Path objects: a list of a million images is checked with it)."""
+    head, tail = os.path.split(image)
+    parts = head.split(os.sep)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] in IMAGE_FOLDERS:
             parts[i] = "labels"
             break
-    parent = Path(*parts) if parts else Path(".")
-    return parent / (p.stem + ".txt")
+    return os.path.join(os.sep.join(parts), os.path.splitext(tail)[0] + ".txt")
+
+
+def label_path(image: PathLike) -> Path:
+    """The label file of ``image``: its last ``images``/``JPEGImages`` folder becomes ``labels``, its
+    extension ``.txt`` (beside the image when no such folder is on its path)."""
+    return Path(label_file(os.fspath(image)))
 
 
 def image_candidates(label: PathLike) -> List[Path]:
@@ -67,21 +77,24 @@ def image_candidates(label: PathLike) -> List[Path]:
 
 
 def _check_line(fields: Sequence[str], classes: int) -> Tuple[Optional[List[float]], Optional[str]]:
-    """One line's row ``[class, x, y, w, h]`` or the reason it is bad."""
+    """One line's row ``[class, x, y, w, h]`` or the reason it is bad (a field is echoed shortened)."""
     if len(fields) != 5:
         return None, f"expected 5 fields 'class x_center y_center width height', got {len(fields)}"
-    try:
-        cls = int(fields[0])
-    except ValueError:
-        return None, f"class id {fields[0]!r} is not an integer"
+    text = fields[0]
+    digits = text[1:] if text[:1] in "+-" else text
+    if not (digits.isascii() and digits.isdigit()):
+        return None, f"class id {shorten(text)} is not an integer"
+    if len(digits) > 18:                        # no int() of a 5000-digit string (Python refuses past 4300)
+        return None, f"class id {shorten(text)} outside 0..{classes - 1} (classes = {classes})"
+    cls = int(text)
     vals = []
     for name, text in zip(("x_center", "y_center", "width", "height"), fields[1:]):
         try:
             v = float(text)
         except ValueError:
-            return None, f"{name} {text!r} is not a number"
+            return None, f"{name} {shorten(text)} is not a number"
         if not math.isfinite(v):
-            return None, f"{name} {text!r} is not a finite number"
+            return None, f"{name} {shorten(text)} is not a finite number"
         vals.append(v)
     x, y, w, h = vals
     if not 0 <= cls < classes:
@@ -92,6 +105,8 @@ def _check_line(fields: Sequence[str], classes: int) -> Tuple[Optional[List[floa
         return None, f"size {w:g} x {h:g} is zero or negative"
     if w > 1 or h > 1:
         return None, f"size {w:g} x {h:g} larger than the image (above 1)"
+    if w < MIN_SIZE or h < MIN_SIZE:
+        return None, f"size {w:g} x {h:g} below {MIN_SIZE:g} of the image (Darknet drops such boxes)"
     return [float(cls), x, y, w, h], None
 
 
@@ -114,14 +129,13 @@ def parse_labels(text: str, classes: int, name: PathLike = "<labels>"
 
 
 def check_label_file(path: PathLike, classes: int) -> Tuple[np.ndarray, List[LabelProblem]]:
-    """Read one label file: its good rows and its problems (a missing or unreadable file is one problem)."""
+    """Read one label file: its good rows and its problems (a missing, unreadable, oversized or non-regular
+    file is one problem)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return np.zeros((0, 5), np.float32), [LabelProblem(p, 0, "label file missing")]
-    except (OSError, UnicodeDecodeError) as e:
-        return np.zeros((0, 5), np.float32), [LabelProblem(p, 0, f"cannot read label file ({e})")]
+    text, reason = text_problem(p, "label file", LABEL_BYTES)
+    if text is None:
+        return np.zeros((0, 5), np.float32), [LabelProblem(p, 0, "label file missing" if reason ==
+                                                           "no such label file" else reason)]
     return parse_labels(text, classes, p)
 
 
@@ -139,7 +153,8 @@ def read_labels(path: PathLike, classes: int) -> np.ndarray:
 def orphan_labels(images: Iterable[PathLike]) -> List[LabelProblem]:
     """Label files in the ``labels`` folders of ``images`` that belong to no image on disk (labels kept
     beside their images are not searched: that folder may hold other ``.txt`` files, list files)."""
-    folders = sorted({label_path(i).parent for i in images})
+    folders = sorted({Path(label_file(os.path.join(d, "x"))).parent
+                      for d in {os.path.dirname(os.fspath(i)) for i in images}})
     problems = []
     for folder in folders:
         if "labels" not in folder.parts or not folder.is_dir():
@@ -154,26 +169,43 @@ def orphan_labels(images: Iterable[PathLike]) -> List[LabelProblem]:
     return problems
 
 
+@dataclass
+class Entry:
+    """What one listed image brings: its rows (float32 (k, 5)), its problems, and whether it is a background
+    image (no label file) or missing."""
+    rows: np.ndarray
+    problems: List[LabelProblem]
+    background: bool = False
+    missing: bool = False
+
+
+def check_entry(image: PathLike, classes: int) -> Entry:
+    """One listed image: missing (a problem), a background image (no label file: no rows, no problem), or its
+    label file's good rows and problems."""
+    name = os.fspath(image)
+    if not os.path.isfile(name):
+        reason = "listed image does not exist" if not os.path.lexists(name) else "listed image is not a file"
+        return Entry(np.zeros((0, 5), np.float32), [LabelProblem(Path(name), 0, reason)], missing=True)
+    label = label_file(name)
+    if not os.path.lexists(label):
+        return Entry(np.zeros((0, 5), np.float32), [], background=True)
+    rows, problems = check_label_file(label, classes)
+    return Entry(rows, problems)
+
+
 def check_images(images: Sequence[PathLike], classes: int, orphans: bool = True) -> List[LabelProblem]:
-    """Every problem of a set of images and their labels: listed images that do not exist, images
-    without a label file, each bad line, and (``orphans``) label files without an image."""
+    """Every problem of a set of images and their labels: listed images that do not exist, each bad line or
+    label file, and (``orphans``) label files without an image. Images without a label file are background
+    images, not problems."""
     if classes < 1:
         raise DataError(f"classes must be at least 1, got {classes}")
     problems: List[LabelProblem] = []
     for image in images:
-        image = Path(image)
-        if not image.is_file():
-            problems.append(LabelProblem(image, 0, "listed image does not exist"))
-            continue
-        label = label_path(image)
-        if not label.is_file():
-            problems.append(LabelProblem(image, 0, f"image without a label file (expected {label})"))
-            continue
-        problems.extend(check_label_file(label, classes)[1])
+        problems.extend(check_entry(image, classes).problems)
     if orphans:
         problems.extend(orphan_labels(images))
     return problems
 
 
-__all__ = ["LabelProblem", "label_path", "image_candidates", "parse_labels", "check_label_file", "read_labels",
-           "orphan_labels", "check_images", "IMAGE_EXTENSIONS"]
+__all__ = ["LabelProblem", "Entry", "label_path", "image_candidates", "parse_labels", "check_label_file",
+           "read_labels", "check_entry", "orphan_labels", "check_images", "IMAGE_EXTENSIONS", "MIN_SIZE"]

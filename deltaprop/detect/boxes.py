@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import ShapeError
-from ..geometry.boxes import box_iou, correct_boxes, letterbox_size, to_pixels, yolo_grid_boxes
+from ..geometry.boxes import box_diou, box_iou, correct_boxes, letterbox_size, to_pixels, yolo_grid_boxes
 
 
 @dataclass
@@ -69,11 +69,29 @@ def yolo_decode(output: np.ndarray, anchors: Sequence[Tuple[float, float]], clas
     return Detections(boxes, obj, probs)
 
 
-def nms_sort(dets: Detections, thresh: float = 0.45) -> Detections:
-    """Per-class non-maximum suppression (Darknet's ``do_nms_sort``): boxes with zero objectness are
-    dropped; for each class, in order of decreasing score, every later box whose IoU with a kept box
-    exceeds ``thresh`` gets that class's score set to 0. Ties keep the input order (a stable sort;
-    Darknet's qsort leaves them unspecified). Returns a new Detections."""
+NMS_KINDS = ("default", "greedynms", "diounms")
+
+
+def overlap_measure(kind: str, beta: float = 0.6):
+    """What an NMS of ``kind`` compares with its threshold: the IoU ("default", Darknet's ``do_nms_sort``), or
+    AlexeyAB's ``diounms_sort``: DIoU with its fixed exponent 0.6 ("greedynms", ``box_diou``) or with ``beta``
+    ("diounms", ``box_diounms``) (docs/equations.md §9, IoU kinds)."""
+    if kind == "default":
+        return lambda a, b: box_iou(a, b)
+    if kind == "greedynms":
+        return lambda a, b: box_diou(np.broadcast_to(a, b.shape), b)
+    if kind == "diounms":
+        return lambda a, b: box_diou(np.broadcast_to(a, b.shape), b, beta=beta)
+    raise ValueError(f"NMS kind must be one of {NMS_KINDS}, got {kind!r}")
+
+
+def nms_sort(dets: Detections, thresh: float = 0.45, kind: str = "default", beta: float = 0.6) -> Detections:
+    """Per-class non-maximum suppression (Darknet's ``do_nms_sort``; AlexeyAB's ``diounms_sort`` for ``kind``
+    "greedynms" or "diounms", ``overlap_measure``): boxes with zero objectness are dropped; for each class,
+    in order of decreasing score, every later box whose overlap with a kept box exceeds ``thresh`` gets that
+    class's score set to 0. Ties keep the input order (a stable sort; Darknet's qsort leaves them unspecified).
+    Returns a new Detections."""
+    measure = overlap_measure(kind, beta)
     keep = dets.objectness != 0
     boxes, obj, probs = dets.boxes[keep], dets.objectness[keep], dets.probs[keep].copy()
     for k in range(probs.shape[1]):
@@ -83,8 +101,15 @@ def nms_sort(dets: Detections, thresh: float = 0.45) -> Detections:
                 continue
             rest = order[pos + 1:]
             if rest.size:
-                probs[rest[box_iou(boxes[i], boxes[rest]) > thresh], k] = 0.0
+                probs[rest[measure(boxes[i], boxes[rest]) > thresh], k] = 0.0
     return Detections(boxes, obj, probs)
+
+
+def network_nms(net, dets: Detections, thresh: float) -> Detections:
+    """``nms_sort`` of the kind the network's last layer names (AlexeyAB's detector reads ``nms_kind`` and
+    ``beta_nms`` of ``net.layers[net.n - 1]``; "default" for pjreddie's layers)."""
+    last = net.layers[-1]
+    return nms_sort(dets, thresh, getattr(last, "nms_kind", "default"), getattr(last, "beta_nms", 0.6))
 
 
 def report(dets: Detections, img_w: int, img_h: int, thresh: float = 0.5,

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from .boxes import Box, network_detections, nms_sort, report
+from .boxes import Box, network_detections, network_nms, report
 from ..geometry.letterbox import letterbox_image, resize_image
 
 
@@ -22,7 +22,7 @@ def detect_image(net, image: np.ndarray, thresh: float = 0.5, nms: float = 0.45,
     outs = outs if isinstance(outs, list) else [outs]
     dets = network_detections(net, outs, iw, ih, thresh, letterbox)
     if nms > 0:
-        dets = nms_sort(dets, nms)
+        dets = network_nms(net, dets, nms)
     return report(dets, iw, ih, thresh, names)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from ..data.detection import DetectionDataset, DetectionLoader
 from ..data.images import load_image
 from ..geometry.letterbox import letterbox_image
-from .boxes import Detections, network_detections, nms_sort
+from .boxes import Detections, network_detections, network_nms
 from .map import MapResult, evaluate
 
 # Darknet's coco_ids (detector.c): class k of coco.names → the category id of the COCO annotations.
@@ -43,7 +43,7 @@ def batch_detections(net, outputs, thresh: float, nms: float) -> List[np.ndarray
         with np.errstate(over="ignore", invalid="ignore"):
             d = network_detections(net, outs, 1, 1, thresh, letterbox=False, sample=k)
             if nms > 0:
-                d = nms_sort(d, nms)
+                d = network_nms(net, d, nms)
         rows.append(detection_rows(d))
     return rows
 
@@ -98,7 +98,7 @@ def coco_json_detections(net, images: Sequence, thresh: float = 0.005, nms: floa
         with np.errstate(over="ignore", invalid="ignore"):
             d = network_detections(net, outs, iw, ih, thresh, letterbox=True)
             if nms > 0:
-                d = nms_sort(d, nms)
+                d = network_nms(net, d, nms)
         iid = image_id(path)
         for cls, bx, by, bw, bh, score in detection_rows(d):
             left = max((bx - bw / 2) * iw, 0.0)

@@ -9,14 +9,23 @@ to every rank, on a communicator of their own; when the time is up, a rank that 
 collective is the one behind. Collectives that complete at once send nothing. ``world()`` picks the
 communicator of this process: MPI when it was launched by ``mpirun``/``mpiexec``/``srun`` with more than one
 process, else ``LocalComm``.
+
+Objects (an optimizer's state) travel as JSON with their arrays sent apart (``io.encode_value``), never pickled:
+a rank unpickles nothing. When ``mpirun`` is interrupted (Ctrl-C) it stops relaying its ranks' output at once,
+then sends them SIGCONT and SIGTERM: a rank's last words would be lost. ``MPIComm`` therefore keeps a handle on
+the launcher's own standard error (Linux: ``/proc/<launcher>/fd/2``, when the parent process is the launcher)
+and writes a termination's line there too (``abort`` with status 130 or 143, and SIGTERM outside a guarded
+block). ``rank_prefix()`` is the ``rank r of n: `` that names a rank in any message of a multi-process run.
 """
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import signal
 import sys
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +57,31 @@ def rank_from_env() -> int:
         if raw.isdigit():
             return int(raw)
     return 0
+
+
+def rank_prefix() -> str:
+    """``"rank r of n: "`` in a run of several processes (from the launcher's environment, MPI not touched),
+    ``""`` in one process: the start of an error message that must say which rank failed."""
+    n = world_size_from_env()
+    return f"rank {rank_from_env()} of {n}: " if n > 1 else ""
+
+
+#: Names of launcher processes whose standard error a rank may write to when the launcher stops relaying.
+LAUNCHERS = ("mpirun", "mpiexec", "prterun", "orterun", "prted", "orted", "hydra_pmi_proxy", "mpiexec.hydra")
+
+
+def launcher_stderr() -> Optional[int]:
+    """A file descriptor on the launcher's standard error (Linux), when this process's parent is the launcher
+    (:data:`LAUNCHERS`); else None."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/comm", encoding="utf-8") as f:
+            name = f.read().strip()
+        if name not in LAUNCHERS:
+            return None
+        return os.open(f"/proc/{ppid}/fd/2", os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
 
 
 def is_main_process() -> bool:
@@ -104,7 +138,8 @@ class Communicator:
         return buf
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        """Rank ``root``'s ``obj`` (pickled) on every rank."""
+        """Rank ``root``'s ``obj`` on every rank: JSON values, tuples, dicts and NumPy arrays
+        (``io.encode_value``; never pickled)."""
         return obj
 
     def barrier(self) -> None:
@@ -158,6 +193,7 @@ class MPIComm(Communicator):
         self._recvs = {r: self._hb.Irecv(self._recv_bufs[r], source=r, tag=_HEARTBEAT_TAG) for r in self._peers()}
         self._sends: List[Any] = []
         self._closed = False
+        self._launcher_fd = launcher_stderr()
 
     def _peers(self) -> List[int]:
         """Heartbeats run in a star: rank 0 hears every rank, every rank hears rank 0."""
@@ -203,13 +239,31 @@ class MPIComm(Communicator):
         return buf
 
     def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        import pickle
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if self.rank == root else b""
+        from ..io import decode_value, encode_value
+        arrays: Dict[str, np.ndarray] = {}
+        if self.rank == root:
+            value = encode_value(obj, "o", arrays)
+            head = json.dumps({"value": value, "arrays": [[k, a.dtype.str, list(a.shape)] for k, a in arrays.items()]})
+        data = self._broadcast_bytes(head.encode("utf-8") if self.rank == root else b"", root)
+        if self.rank != root:
+            doc = json.loads(data.decode("utf-8"))
+            value = doc["value"]
+            for key, dtype, shape in doc["arrays"]:
+                if np.dtype(dtype).kind not in "biufc":
+                    raise ConfigError(f"rank {root} sent an array of dtype {dtype} (numbers only)")
+                arrays[key] = np.empty(shape, dtype=dtype)
+        for key in sorted(arrays):
+            buf = arrays[key] if self.rank != root else np.ascontiguousarray(arrays[key])
+            self.broadcast(buf.reshape(-1).view(np.uint8), root)
+            arrays[key] = buf
+        return obj if self.rank == root else decode_value(value, arrays)
+
+    def _broadcast_bytes(self, data: bytes, root: int) -> bytes:
         n = np.array([len(data)], dtype=np.int64)
         self.broadcast(n, root)
         buf = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
         self.broadcast(buf, root)
-        return obj if self.rank == root else pickle.loads(buf.tobytes())
+        return buf.tobytes()
 
     def barrier(self) -> None:
         self.wait([self.comm.Ibarrier()], "barrier")
@@ -249,8 +303,22 @@ class MPIComm(Communicator):
         self._graced = True
 
     def abort(self, message: str, code: int = 1) -> None:
-        print(f"deltaprop: rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
+        line = f"deltaprop: rank {self.rank} of {self.size}: {message}"
+        print(line, file=sys.stderr, flush=True)
+        if code in (130, 143):          # interrupted or terminated: mpirun may no longer relay this rank's stderr
+            self.tell_launcher(line)
         self.comm.Abort(code)
+
+    def tell_launcher(self, line: str) -> bool:
+        """Write ``line`` on the launcher's own standard error (see the module docstring); False when there is
+        no such handle."""
+        if self._launcher_fd is None:
+            return False
+        try:
+            os.write(self._launcher_fd, (line.rstrip("\n") + "\n").encode("utf-8", "replace"))
+            return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Cancel the posted heartbeat receives (before MPI_Finalize)."""
@@ -284,6 +352,7 @@ def world() -> Communicator:
                                   f"installed: pip install 'deltaprop[mpi]'") from None
             comm = MPIComm()
             atexit.register(_exit_barrier, comm)
+            _on_sigterm_outside_guards(comm)
             _WORLD = comm
         else:
             _WORLD = LocalComm()
@@ -294,6 +363,22 @@ def set_world(comm: Optional[Communicator]) -> None:
     """Replace the communicator ``world()`` returns (tests; ``None`` to detect again)."""
     global _WORLD
     _WORLD = comm
+
+
+def _on_sigterm_outside_guards(comm: MPIComm) -> None:
+    """Where no ``failure_guard`` has its own handler (loading data, writing files), SIGTERM from the launcher
+    ends this rank with a line on the launcher's standard error (and status 143), not in silence."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return                              # the host program has its own handler
+    def terminated(signum, frame):
+        line = f"deltaprop: rank {comm.rank} of {comm.size}: terminated (SIGTERM): the launcher is ending the job"
+        if not comm.tell_launcher(line):
+            print(line, file=sys.stderr, flush=True)
+        os._exit(143)                       # the launcher kills the job: no barrier or MPI call to wait in
+    try:
+        signal.signal(signal.SIGTERM, terminated)
+    except ValueError:                      # not the main thread: leave the signal alone
+        pass
 
 
 def _exit_barrier(comm: MPIComm) -> None:

@@ -5,6 +5,6 @@ tests check one against the other."""
 from . import activation, dense
 from . import conv, im2col, shape
 from . import loss, loss_binary, loss_margin
-from . import norm, pool
+from . import norm, norm_fused, conv_bn, pool
 from . import darknet_loss, norm_darknet
 from . import update

@@ -218,14 +218,22 @@ def set_class_targets(v: np.ndarray, T: np.ndarray, S: np.ndarray, M: np.ndarray
     return float(v[b, an, c0 + cls, jj, ii])
 
 
+def mag_array(delta: np.ndarray) -> float:
+    """Darknet's ``mag_array`` (§9, Reported cost): √(Σ delta²) with the squares summed in order in float32 and the
+    root taken in double and stored as a float; in float64 the root of a plain sum."""
+    if delta.dtype != np.float32:
+        return float(np.sqrt((delta.astype(np.float64) ** 2).sum()))
+    sq = (delta * delta).ravel()
+    s = np.add.accumulate(sq)[-1] if sq.size else np.float32(0)
+    return float(np.float32(np.sqrt(np.float64(s))))
+
+
 def darknet_yolo_cost(delta: np.ndarray) -> float:
     """Darknet's reported cost (§9) ``pow(mag_array(delta), 2)``: Σ delta² summed in order in float32 (as its
     ``mag_array``), the root and square in double, the result a float; in float64 a plain sum."""
     if delta.dtype != np.float32:
         return float((delta.astype(np.float64) ** 2).sum())
-    sq = (delta * delta).ravel()
-    s = np.add.accumulate(sq)[-1] if sq.size else np.float32(0)
-    return float(np.float32(float(np.float32(np.sqrt(np.float64(s)))) ** 2))
+    return float(np.float32(mag_array(delta) ** 2))
 
 
 def yolo_standard_loss(raw: np.ndarray, asg: YoloAssignment) -> Tuple[float, np.ndarray]:

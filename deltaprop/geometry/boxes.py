@@ -1,6 +1,7 @@
 """Box geometry shared by the loss (``functional.yolo_loss``), the data (``data.detection``) and detection
 (``detect``): boxes as (x, y, w, h), centre and size relative to the image (0..1), Darknet's letterbox
-arithmetic, its ``box_iou`` and ``get_yolo_box`` (docs/equations.md §9), corners and the IoU of corner boxes
+arithmetic, its ``box_iou`` and ``get_yolo_box`` (docs/equations.md §9), AlexeyAB's generalised IoUs
+(``box_giou``, ``box_diou``, ``box_ciou``, ``box_iou_kind``; §9, IoU kinds), corners and the IoU of corner boxes
 that mAP matches with (``to_corners``, ``corner_iou``), pixel corners for drawing (``to_pixels``).
 
 The exponent of ``e^w``, ``e^h`` is capped at ``MAX_LOG_SIZE`` (30): an untrained network's raw w, h can be
@@ -57,6 +58,93 @@ def box_iou(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
     union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype, copy=False)
+
+
+def enclosing(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Width and height of the smallest box enclosing (x, y, w, h) boxes a and b (AlexeyAB's ``box_c``)."""
+    two = a.dtype.type(2)
+    top = np.minimum(a[..., 1] - a[..., 3] / two, b[..., 1] - b[..., 3] / two)
+    bot = np.maximum(a[..., 1] + a[..., 3] / two, b[..., 1] + b[..., 3] / two)
+    left = np.minimum(a[..., 0] - a[..., 2] / two, b[..., 0] - b[..., 2] / two)
+    right = np.maximum(a[..., 0] + a[..., 2] / two, b[..., 0] + b[..., 2] / two)
+    return right - left, bot - top
+
+
+def _pair(a, b, dtype) -> Tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=dtype), np.asarray(b, dtype=dtype)
+    return np.broadcast_arrays(a, b)
+
+
+def box_giou(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """GIoU (§9, IoU kinds; AlexeyAB's ``box_giou``): ``IoU − (C − U)/C`` with C the enclosing box's area, U the
+    union; the IoU where C = 0. Broadcasting (x, y, w, h) boxes; float32 repeats Darknet's operations."""
+    a, b = _pair(a, b, dtype)
+    iou = box_iou(a, b, dtype)
+    cw, ch = enclosing(a, b)
+    c = cw * ch
+    u = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - _intersection(a, b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(c == 0, iou, iou - (c - u) / np.where(c == 0, 1, c)).astype(dtype, copy=False)
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``box_intersection`` (0 when the boxes do not overlap)."""
+    two = a.dtype.type(2)
+    ow = np.minimum(a[..., 0] + a[..., 2] / two, b[..., 0] + b[..., 2] / two) - \
+        np.maximum(a[..., 0] - a[..., 2] / two, b[..., 0] - b[..., 2] / two)
+    oh = np.minimum(a[..., 1] + a[..., 3] / two, b[..., 1] + b[..., 3] / two) - \
+        np.maximum(a[..., 1] - a[..., 3] / two, b[..., 1] - b[..., 3] / two)
+    return np.where((ow < 0) | (oh < 0), a.dtype.type(0), ow * oh)
+
+
+def box_diou(a: np.ndarray, b: np.ndarray, dtype=np.float64, beta: float = 0.6) -> np.ndarray:
+    """DIoU (§9, IoU kinds; AlexeyAB's ``box_diou``, and ``box_diounms`` with another ``beta``):
+    ``IoU − (d/c)^β`` with d the squared distance of the centres and c the squared diagonal of the enclosing box;
+    AlexeyAB's ``box_diou`` raises to β = 0.6 (the DIoU paper's penalty is β = 1); the IoU where c = 0."""
+    a, b = _pair(a, b, dtype)
+    iou = box_iou(a, b, dtype)
+    cw, ch = enclosing(a, b)
+    c = cw * cw + ch * ch
+    d = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        term = np.power((d / np.where(c == 0, 1, c)).astype(np.float64), beta).astype(dtype)
+    return np.where(c == 0, iou, iou - term).astype(dtype, copy=False)
+
+
+def aspect_term(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """CIoU's aspect-ratio term ``v = 4/π²·(atan(w_b/h_b) − atan(w_a/h_a))²`` (a: prediction, b: truth), in double
+    as AlexeyAB's ``box_ciou`` computes it, stored in ``dtype``."""
+    ar_gt = (b[..., 2] / b[..., 3]).astype(np.float64)
+    ar_pred = (a[..., 2] / a[..., 3]).astype(np.float64)
+    diff = np.arctan(ar_gt) - np.arctan(ar_pred)
+    return (4 / (np.pi * np.pi) * diff * diff).astype(dtype)
+
+
+def box_ciou(a: np.ndarray, b: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """CIoU (§9, IoU kinds; AlexeyAB's ``box_ciou``), a the prediction and b the truth:
+    ``IoU − (d/c + α·v)`` with ``v = aspect_term``, ``α = v/(1 − IoU + v + 10⁻⁶)``; the IoU where c = 0."""
+    a, b = _pair(a, b, dtype)
+    t = np.dtype(dtype).type
+    iou = box_iou(a, b, dtype)
+    cw, ch = enclosing(a, b)
+    c = cw * cw + ch * ch
+    u = (a[..., 0] - b[..., 0]) * (a[..., 0] - b[..., 0]) + (a[..., 1] - b[..., 1]) * (a[..., 1] - b[..., 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = u / np.where(c == 0, 1, c)
+        v = aspect_term(a, b, dtype)
+        alpha = (v / ((t(1) - iou + v).astype(np.float64) + 0.000001)).astype(dtype)
+    return np.where(c == 0, iou, iou - (d + alpha * v)).astype(dtype, copy=False)
+
+
+#: AlexeyAB's IoU kinds (``IOU_LOSS``: iou, giou, diou, ciou), by name.
+IOU_KINDS = {"iou": lambda a, b, dtype: box_iou(a, b, dtype), "giou": box_giou, "diou": box_diou,
+             "ciou": box_ciou}
+
+
+def box_iou_kind(a: np.ndarray, b: np.ndarray, kind: str, dtype=np.float64) -> np.ndarray:
+    """AlexeyAB's ``box_iou_kind`` (§9, IoU kinds): the IoU of the named kind ("iou", "giou", "diou", "ciou");
+    "mse" is the plain IoU, as in Darknet's switch."""
+    return IOU_KINDS.get(kind, IOU_KINDS["iou"])(a, b, dtype=dtype)
 
 
 def to_corners(boxes: np.ndarray) -> np.ndarray:

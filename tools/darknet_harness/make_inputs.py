@@ -22,6 +22,24 @@ from deltaprop.data.labels import label_path, read_labels
 from deltaprop.geometry.letterbox import letterbox_image
 
 
+def inputs_and_truths(photos, w: int, h: int, max_boxes: int = 90, truth_size: int = 5,
+                      classes: int = 80) -> tuple:
+    """(input (N, 3, h, w) float32, truth (N, max_boxes, truth_size) float32) of the photos, as written to
+    ``input.f32`` and ``truth.f32``: each photo letterboxed, its label file's boxes moved onto the canvas."""
+    inputs, truths = [], []
+    for photo in photos:
+        im = load_image(photo, 3)
+        _, ih, iw = im.shape
+        inputs.append(letterbox_image(im, w, h))
+        rows = read_labels(label_path(photo), classes)
+        rows = letterbox_rows(rows, iw, ih, w, h) if len(rows) else rows
+        truth = np.zeros((max_boxes, truth_size), np.float32)
+        for k, (cls, x, y, bw, bh) in enumerate(rows[:max_boxes]):
+            truth[k, :5] = (x, y, bw, bh, cls)
+        truths.append(truth)
+    return np.stack(inputs).astype(np.float32), np.stack(truths)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
@@ -33,21 +51,11 @@ def main() -> None:
                     help="floats per box: 5 (pjreddie: x y w h class), 6 (AlexeyAB: ... class track_id)")
     a = ap.parse_args()
     w, h = a.size
-    inputs, truths = [], []
-    for photo in a.photos:
-        im = load_image(photo, 3)
-        _, ih, iw = im.shape
-        inputs.append(letterbox_image(im, w, h))
-        rows = read_labels(label_path(photo), a.classes)
-        rows = letterbox_rows(rows, iw, ih, w, h) if len(rows) else rows
-        truth = np.zeros((a.max_boxes, a.truth_size), np.float32)
-        for k, (cls, x, y, bw, bh) in enumerate(rows[: a.max_boxes]):
-            truth[k, :5] = (x, y, bw, bh, cls)
-        truths.append(truth)
+    x, truth = inputs_and_truths(a.photos, w, h, a.max_boxes, a.truth_size, a.classes)
     a.out.mkdir(parents=True, exist_ok=True)
-    np.stack(inputs).astype("<f4").tofile(a.out / "input.f32")
-    np.stack(truths).astype("<f4").tofile(a.out / "truth.f32")
-    print(f"{len(inputs)} image(s) {w}x{h} -> {a.out}/input.f32, truth.f32")
+    x.astype("<f4").tofile(a.out / "input.f32")
+    truth.astype("<f4").tofile(a.out / "truth.f32")
+    print(f"{len(x)} image(s) {w}x{h} -> {a.out}/input.f32, truth.f32")
 
 
 if __name__ == "__main__":

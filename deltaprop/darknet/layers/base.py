@@ -48,6 +48,7 @@ class PlanContext:
     input_shape: Shape
     shapes: List[Shape]
     net: Dict[str, Any]
+    fork: str = "pjreddie"      # the Darknet whose defaults and formulas the layer follows ("alexeyab")
 
     @property
     def prev_shape(self) -> Shape:
@@ -116,10 +117,14 @@ class DarknetLayer(Module):
     kind = ""
     detection_head = False
     network_output = True
+    #: the summation order of the layer's products ("pairwise": the engine's BLAS; "darknet": ``functional.darknet_sums``),
+    #: set by the network (``DarknetNet.set_sums``)
+    sums = "pairwise"
 
     def __init__(self, spec: LayerSpec, numerics: str = "darknet", dtype=None) -> None:
         super().__init__()
         self.index = spec.index
+        self.fork = spec.attrs.get("fork", "pjreddie")
         self.options: "OrderedDict[str, str]" = spec.section.values()
         self.in_shape = spec.in_shape
         self.out_shape = spec.out_shape

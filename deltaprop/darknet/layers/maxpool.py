@@ -1,12 +1,15 @@
 """``[maxpool]`` (``maxpool_layer.c``): Darknet's geometry. ``padding`` defaults to size − 1; output
 ``⌊(w + padding − size)/stride⌋ + 1``; windows start at −⌊padding/2⌋ (asymmetric padding, −∞ outside);
-the first maximum in row-major order wins a tie and alone receives the delta (docs/equations.md §4)."""
+the first maximum in row-major order wins a tie and alone receives the delta (docs/equations.md §4).
+AlexeyAB's ``maxpool_depth=1 out_channels=G`` pools across channels instead (``functional.channel_maxpool``):
+the output keeps the map size and has G channels."""
 from __future__ import annotations
 
 from typing import Optional
 
 import numpy as np
 
+from ...functional.channel_maxpool import channel_maxpool_backward, channel_maxpool_forward
 from ...functional.pool import max_pool2d_backward, max_pool2d_forward
 from ...functional.pool_geometry import darknet_maxpool_padding
 from ..cfg import Section
@@ -17,6 +20,10 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
     """The [maxpool] section checked (size, stride, padding fit the input), with Darknet's output size and its
     padding as (top, bottom, left, right)."""
     c, h, w = ctx.prev_shape
+    if sec.get_int("maxpool_depth", 0):
+        return _plan_depth(sec, ctx)
+    if sec.has("out_channels"):
+        raise sec.error("out_channels", "is read only with maxpool_depth=1 (AlexeyAB's channel max pooling)")
     stride = sec.get_int("stride", 1, lo=1)
     size = sec.get_int("size", stride, lo=1)
     padding = sec.get_int("padding", size - 1, lo=0)
@@ -37,6 +44,16 @@ def plan(sec: Section, ctx: PlanContext) -> LayerSpec:
                      0, 0.0, c * (h + padding) * (w + padding), table)  # workspace: the padded copy
 
 
+def _plan_depth(sec: Section, ctx: PlanContext) -> LayerSpec:
+    """``maxpool_depth=1``: max over every ``out_channels``-th channel, the map size kept (AlexeyAB's
+    make_maxpool_layer ignores size, stride and padding then)."""
+    c, h, w = ctx.prev_shape
+    g = sec.get_int("out_channels", 1, lo=1, hi=c)
+    attrs = dict(common_attrs(sec), size=1, stride=1, padding=0, pads=(0, 0, 0, 0), depth=g)
+    table = f"max          depth -> {g:4d}    {w:4d} x{h:4d} x{c:4d}   ->  {w:4d} x{h:4d} x{g:4d}"
+    return LayerSpec(ctx.index, "maxpool", sec, (ctx.prev_index,), (c, h, w), (g, h, w), attrs, 0, 0.0, 0, table)
+
+
 class MaxpoolLayer(DarknetLayer):
     """Max pooling with Darknet's padding as (top, bottom, left, right) −∞ cells."""
 
@@ -46,6 +63,7 @@ class MaxpoolLayer(DarknetLayer):
         super().__init__(spec, numerics)
         self.size, self.stride = spec.attrs["size"], spec.attrs["stride"]
         self.padding, self.pads = spec.attrs["padding"], tuple(spec.attrs["pads"])
+        self.depth = spec.attrs.get("depth", 0)      # out_channels of channel max pooling, 0 for spatial pooling
 
     def resize(self, spec: LayerSpec) -> None:
         super().resize(spec)
@@ -53,13 +71,18 @@ class MaxpoolLayer(DarknetLayer):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
-        y, cache = max_pool2d_forward(x, self.size, self.stride, padding=self.pads)
+        if self.depth:
+            y, cache = channel_maxpool_forward(x, self.depth)
+        else:
+            y, cache = max_pool2d_forward(x, self.size, self.stride, padding=self.pads)
         self._save(cache)
         return y
 
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         cache = self._take()
-        return max_pool2d_backward(dout, cache) if self.needs_input_grad else None
+        if not self.needs_input_grad:
+            return None
+        return channel_maxpool_backward(dout, cache) if self.depth else max_pool2d_backward(dout, cache)
 
     def extra_repr(self) -> str:
         return f"{self.index}: {self.size}x{self.size}/{self.stride} padding {self.padding} -> pads {self.pads}"
