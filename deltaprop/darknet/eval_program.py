@@ -3,7 +3,7 @@
 ``program(net)`` describes each layer by its step: ``[convolutional]`` with a linear, ReLU or leaky activation a
 ``ConvStep`` (its weights, its bias or its batch norm's γ, β and rolling statistics with ε where the numerics put
 it), ``[maxpool]`` a ``MaxPoolStep`` (Darknet's padding), ``[route]`` a ``ConcatStep``, ``[upsample]`` an
-``UpsampleStep``, every other layer (``[yolo]``, ``[shortcut]``, other activations, a layer whose ``forward`` was
+``UpsampleStep``, ``[yolo]`` in the standard numerics a ``LogisticStep``, every other layer (``[shortcut]``, other activations, a layer whose ``forward`` was
 wrapped by a hook) a ``CallStep`` of its own evaluation forward.
 
 ``planned_forward(net, x)`` runs the network's program through the op ``eval_program``: its compiled plan with
@@ -21,7 +21,7 @@ import numpy as np
 from ..functional import inference as fi
 from ..functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
 from .activations import LEAKY_SLOPE
-from .layers import ConvolutionalLayer, MaxpoolLayer, RouteLayer, UpsampleLayer
+from .layers import ConvolutionalLayer, MaxpoolLayer, RouteLayer, UpsampleLayer, YoloLayer
 from .layers.batchnorm import STANDARD_EPS
 
 _ATTR = "_eval_program"
@@ -33,7 +33,12 @@ def _wrapped(module) -> bool:
 
 
 def _conv_step(layer: ConvolutionalLayer, src: int) -> Optional[fi.ConvStep]:
-    if layer.activation not in fi.ACTIVATIONS or _wrapped(layer) or _wrapped(layer.bn):
+    """The layer's evaluation (``ConvolutionalLayer._infer``) as a step; None where it computes something else
+    (another activation, a wrapped forward, AlexeyAB's batch norm in evaluation)."""
+    bn = layer.bn
+    if layer.activation not in fi.ACTIVATIONS or _wrapped(layer) or _wrapped(bn):
+        return None
+    if bn is not None and bn.numerics == "darknet" and getattr(bn, "fork", "pjreddie") != "pjreddie":
         return None
     bn = None
     if layer.bn is not None:
@@ -51,12 +56,16 @@ def _step(layer, ins) -> fi.Step:
         step = _conv_step(layer, ins[0])
     elif _wrapped(layer):
         step = None
-    elif isinstance(layer, MaxpoolLayer):
+    elif isinstance(layer, MaxpoolLayer) and not layer.depth:
         step = fi.MaxPoolStep(ins[0], (layer.size, layer.size), (layer.stride, layer.stride), tuple(layer.pads))
-    elif isinstance(layer, RouteLayer):
+    elif isinstance(layer, RouteLayer) and layer.groups == 1:
         step = fi.ConcatStep(tuple(ins))
     elif isinstance(layer, UpsampleLayer):
         step = fi.UpsampleStep(ins[0], layer.stride, layer.scale)
+    elif isinstance(layer, YoloLayer) and layer.numerics == "standard" and layer.scale_x_y == 1.0:
+        # σ on x, y, objectness and the classes of each anchor's 5 + classes channels; w and h (2, 3) as they are
+        per = layer.classes + 5
+        step = fi.LogisticStep(ins[0], tuple(c % per not in (2, 3) for c in range(layer.n_anchors * per)))
     return step if step is not None else fi.CallStep(tuple(ins), layer.forward, layer.kind)
 
 

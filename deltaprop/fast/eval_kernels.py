@@ -192,3 +192,25 @@ def direct3x3_bias_act_pool(xp, w, bias, slope, act, y, pooled, full, pool):
                         pooled[n, f, p, j] = max(ra[2 * j], ra[2 * j + 1])
                     for j in range(wi, wp):
                         pooled[n, f, p, j] = ra[2 * j]
+
+
+@jit(parallel=True)
+def logistic_channels(x, mask, y):
+    """y = x with σ(x) = 1/(1 + e^{−x}) on the channels where mask is true, as ``activation.sigmoid_forward``
+    computes it without overflow (1/(1 + e^{−|x|}) for x ≥ 0, e^{−|x|}/(1 + e^{−|x|}) below; e^{−|x|} by numba's
+    exp, which may round the last bit apart from NumPy's)."""
+    n_, c_, h_, w_ = x.shape
+    one = x.dtype.type(1)
+    for row in prange(n_ * c_):
+        n = row // c_
+        c = row - n * c_
+        if mask[c]:
+            for i in range(h_):
+                for j in range(w_):
+                    v = x[n, c, i, j]
+                    e = np.exp(-abs(v))
+                    y[n, c, i, j] = one / (one + e) if v >= 0 else e / (one + e)
+        else:
+            for i in range(h_):
+                for j in range(w_):
+                    y[n, c, i, j] = x[n, c, i, j]

@@ -33,10 +33,10 @@ import numpy as np
 
 from .. import dispatch
 from ..functional import inference as fi
-from ..functional.im2col import conv_geometry, im2col
+from ..functional.im2col import conv_geometry
 from ..runtime import jit as _numba
 from ..runtime import threads
-from . import cblas, eval_kernels, split_products, winograd
+from . import cblas, eval_kernels, im2col_numba, split_products, winograd
 
 #: 3×3 stride-1 convolutions with at least this many input (and output) channels use Winograd's F(2×2, 3×3):
 #: faster than im2col and the product from 16 channels on yolov3-tiny's layers, slower for its 3-channel first
@@ -167,7 +167,7 @@ class CompiledPlan:
         """Whether step j's output is written by the plan into a buffer of its choice."""
         s = self.program.steps[j]
         return (j in self.fused_pools or j in self.convs or j in self.dense
-                or isinstance(s, (fi.MaxPoolStep, fi.UpsampleStep)))
+                or isinstance(s, (fi.MaxPoolStep, fi.UpsampleStep, fi.LogisticStep)))
 
     def _needs_full(self, i: int) -> bool:
         """Whether conv i's full output is read by another step than its fused pooling, or is an output."""
@@ -199,7 +199,7 @@ class CompiledPlan:
             th, tw = winograd.tiles(ho, wo)
             return 0 if self._blocked(c, n) else winograd.ALPHA ** 2 * (cin + f) * n * th * tw
         if c.kind == "im2col":
-            return z + c.w2.shape[1] * c.step.groups * ho * wo
+            return z + c.w2.shape[1] * c.step.groups * n * ho * wo
         return z if c.kind == "gemm1x1" else 0
 
     # --- buffers and operations, per batch size --------------------------------------------------------------------
@@ -243,6 +243,8 @@ class CompiledPlan:
             return partial(self._upsample, self._bufs[i], s)
         if i in self.dense:
             return partial(self._dense, self._bufs[i], *self.dense[i])
+        if isinstance(s, fi.LogisticStep):
+            return partial(self._logistic, self._bufs[i], np.asarray(s.mask, dtype=np.bool_))
         buf = self._bufs[i] if i in self.slices else None
         return partial(self._call, s, buf)
 
@@ -315,20 +317,20 @@ class CompiledPlan:
             def product(xs):
                 split_products.matmul(c.w2, xs[0].reshape(n, cin, -1), z.reshape(n, f, -1))
         else:
-            g = conv_geometry((1, cin) + tuple(self.shapes[s.src][1:]), s.weight.shape, s.stride, s.padding, 1,
+            g = conv_geometry((n, cin) + tuple(self.shapes[s.src][1:]), s.weight.shape, s.stride, s.padding, 1,
                               s.groups)
             G = s.groups
             start = 0 if full else n * f * ho * wo
-            cols = self._work[start:start + g.taps * G * ho * wo].reshape(-1, ho * wo)
+            cols = self._work[start:start + g.taps * g.positions]          # (C·kh·kw, N·Ho·Wo), reused
+            blocks6 = cols.reshape(g.c, g.kh, g.kw, n, ho, wo)
+            per_sample = cols.reshape(G, g.taps // G, n, ho * wo).transpose(0, 2, 1, 3)   # [group, sample]
+            w3 = c.w2.reshape(G, f // G, -1)
+            z4 = z.reshape(n, G, f // G, ho * wo)
 
             def product(xs):
-                for k in range(n):
-                    cols[...] = im2col(xs[0][k:k + 1], g)
-                    if G == 1:
-                        split_products.matmul(c.w2, cols, z[k].reshape(f, -1))
-                    else:
-                        split_products.matmul(c.w2.reshape(G, f // G, -1), cols.reshape(G, -1, ho * wo),
-                                              z[k].reshape(G, f // G, -1))
+                im2col_numba._im2col_loops(xs[0], blocks6, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw)
+                for q in range(G):
+                    split_products.matmul(w3[q], per_sample[q], z4[:, q])
 
         def conv_then_epilogue(xs):
             product(xs)
@@ -340,6 +342,11 @@ class CompiledPlan:
     def _pool(out: np.ndarray, s: fi.MaxPoolStep, xs: List[np.ndarray]) -> np.ndarray:
         (kh, kw), (sh, sw) = s.size, s.stride
         eval_kernels.max_pool(xs[0], kh, kw, sh, sw, s.padding[0], s.padding[2], out)
+        return out
+
+    @staticmethod
+    def _logistic(out: np.ndarray, mask: np.ndarray, xs: List[np.ndarray]) -> np.ndarray:
+        eval_kernels.logistic_channels(xs[0], mask, out)
         return out
 
     @staticmethod
@@ -407,6 +414,8 @@ def _shapes(program: fi.EvalProgram) -> Dict[int, Tuple[int, ...]]:
             shapes[i] = (c, h * s.stride, w * s.stride)
         elif isinstance(s, fi.DenseStep):
             shapes[i] = (s.weight.shape[0],)
+        elif isinstance(s, fi.LogisticStep):
+            shapes[i] = shapes[s.src]
         else:
             shapes[i] = None                                 # a CallStep's: known once it has run
     return shapes

@@ -10,6 +10,7 @@ the input, index −1), among them
 - ``ConcatStep``: the inputs side by side along the channels (Darknet's ``[route]``);
 - ``UpsampleStep``: nearest-neighbour upsampling, times a scale;
 - ``DenseStep``: a fully connected layer and its activation (FC forward);
+- ``LogisticStep``: the logistic on some channels (``[yolo]``);
 - ``CallStep``: any other layer, computed by its own evaluation forward.
 
 ``run_program`` (the op ``eval_program``) is the reference: every step by the functions that compute it in
@@ -29,7 +30,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import dispatch
-from .activation import leaky_relu_into
+from .activation import leaky_relu_into, sigmoid_forward
 from .conv import conv2d_forward
 from .conv_bn import TAIL_ACTIVATIONS, affine_act_, bn_scale_shift
 from .dense import linear_forward
@@ -127,6 +128,18 @@ class DenseStep:
 
 
 @dataclass(eq=False)
+class LogisticStep:
+    """The logistic σ(x) = 1/(1 + e^{−x}) on the channels where ``mask`` is true, the others as they are (a
+    ``[yolo]`` layer in evaluation: x, y, objectness and classes through σ, w and h not)."""
+    src: int
+    mask: Tuple[bool, ...]
+
+    @property
+    def srcs(self) -> Tuple[int, ...]:
+        return (self.src,)
+
+
+@dataclass(eq=False)
 class CallStep:
     """Any other layer: ``fn`` is its evaluation forward, called with one array (one input) or a list."""
     inputs: Tuple[int, ...]
@@ -201,6 +214,14 @@ def upsample_step(step: UpsampleStep, x: np.ndarray) -> np.ndarray:
     return y
 
 
+def logistic_step(step: LogisticStep, x: np.ndarray) -> np.ndarray:
+    """A copy of x with ``activation.sigmoid_forward`` on the masked channels."""
+    y = x.copy()
+    idx = np.flatnonzero(np.asarray(step.mask))
+    y[:, idx] = sigmoid_forward(x[:, idx])[0]
+    return y
+
+
 def run_step(step: Step, xs: List[np.ndarray]) -> np.ndarray:
     """One step on its inputs' arrays."""
     if isinstance(step, ConvStep):
@@ -213,6 +234,8 @@ def run_step(step: Step, xs: List[np.ndarray]) -> np.ndarray:
         return upsample_step(step, xs[0])
     if isinstance(step, DenseStep):
         return dense_step(step, xs[0])
+    if isinstance(step, LogisticStep):
+        return logistic_step(step, xs[0])
     if isinstance(step, CallStep):
         return step.fn(xs[0] if len(xs) == 1 else list(xs))
     raise TypeError(f"eval program: unknown step {type(step).__name__}")
