@@ -450,7 +450,50 @@ def supported(program: fi.EvalProgram, x: np.ndarray) -> bool:
     return all(isinstance(s, fi.CallStep) for s in program.steps if any(j in calls for j in s.srcs))
 
 
+# --- examples for tests/test_variants.py ------------------------------------------------------------------------
+
+def example_program(dtype=np.float32, seed: int = 0) -> fi.EvalProgram:
+    """A small program with a step of every kind the plan compiles, on (N, 3, 12, 12) inputs: the direct first
+    layer (batch norm, Darknet's ε) with its fused pooling and its full map read by a concatenation, Winograd by
+    blocks and whole, a 1×1 product with its epilogue, upsampling into the concatenation, a strided grouped
+    5×5 convolution by im2col, Darknet's 2×2/1 max pooling, the logistic on some channels, a dense layer."""
+    g = np.random.default_rng(seed)
+
+    def w(*shape):
+        return (g.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(dtype)
+
+    def bn(c, darknet=False):
+        return fi.BatchNormEval(g.uniform(0.5, 1.5, c).astype(dtype), g.normal(0, 0.1, c).astype(dtype),
+                                g.normal(0, 0.1, c).astype(dtype), g.uniform(0.5, 1.5, c).astype(dtype),
+                                1e-6 if darknet else 1e-5, darknet)
+    steps = [
+        fi.ConvStep(fi.INPUT, w(16, 3, 3, 3), None, bn(16, True), "leaky", 0.1, (1, 1), (1, 1, 1, 1)),  # 0 direct
+        fi.MaxPoolStep(0, (2, 2), (2, 2)),                                                             # 1 fused
+        fi.ConvStep(1, w(16, 16, 3, 3), None, bn(16), "leaky", 0.1, (1, 1), (1, 1, 1, 1)),             # 2 blocks
+        fi.ConvStep(2, w(96, 16, 3, 3), g.normal(0, 0.1, 96).astype(dtype), None, "relu", 0.0, (1, 1),
+                    (1, 1, 1, 1)),                                                                      # 3
+        fi.ConvStep(3, w(96, 96, 3, 3), None, bn(96), "leaky", 0.1, (1, 1), (1, 1, 1, 1)),             # 4 whole
+        fi.ConvStep(4, w(32, 96, 1, 1), g.normal(0, 0.1, 32).astype(dtype), None, "linear", 1.0),     # 5 1×1
+        fi.UpsampleStep(5, 2),                                                                          # 6
+        fi.ConcatStep((6, 0)),                                                                          # 7
+        fi.ConvStep(7, w(8, 24, 5, 5), g.normal(0, 0.1, 8).astype(dtype), None, "leaky", 0.1, (2, 2),
+                    (2, 2, 2, 2), groups=2),                                                           # 8 im2col
+        fi.MaxPoolStep(8, (2, 2), (1, 1), (0, 1, 0, 1)),                                               # 9 2×2/1
+        fi.LogisticStep(9, tuple(c % 3 != 1 for c in range(8))),                                        # 10
+        fi.DenseStep(10, w(10, 8 * 6 * 6), g.normal(0, 0.1, 10).astype(dtype), "relu", 0.0),          # 11
+    ]
+    return fi.EvalProgram(steps, (10, 11, 4), (3, 12, 12))
+
+
+def _examples() -> List[dispatch.Example]:
+    out = []
+    for k, (dtype, n) in enumerate(((np.float32, 1), (np.float32, 3), (np.float64, 2))):
+        x = np.random.default_rng(10 + k).standard_normal((n, 3, 12, 12)).astype(dtype)
+        out.append(dispatch.Example((example_program(dtype, k), x)))
+    return out
+
+
 dispatch.register(dispatch.Variant(
     op="eval_program", name="compiled plan", forward=run_compiled, applies=supported, exact=False,
-    rtol=1e-4, atol=1e-5, mirrors="functional.inference.run_program",
+    rtol=1e-4, atol=1e-5, mirrors="functional.inference.run_program", examples=_examples,
     doc="batch norm folded, Winograd F(2x2,3x3), fused epilogues and pooling, buffers reused"))

@@ -27,7 +27,7 @@ class Sequential(Module):
                 self.add_module(str(i), layer)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        if not self.training and not backend.is_grad_enabled() and isinstance(x, np.ndarray) and x.ndim >= 2:
+        if not self.training and not backend.is_grad_enabled() and eval_program.plannable(self, x):
             return eval_program.planned_forward(self, x)     # inference: docs/inference.md
         if self.keeps_cache:
             eval_program.refold(self)                        # the weights may change after this forward

@@ -124,6 +124,15 @@ def refold(model) -> None:
     object.__setattr__(model, _ATTR, None)
 
 
+def plannable(model, x) -> bool:
+    """Whether ``x`` is a batch the program can take: images (N, C, H, W), or rows (N, features) for a model that
+    starts with a ``Linear`` (an unbatched sample, (C, H, W) or (features,), runs layer by layer)."""
+    if not isinstance(x, np.ndarray):
+        return False
+    first = next(iter(model), None)
+    return x.ndim == 4 or (x.ndim == 2 and isinstance(first, Linear))
+
+
 def planned_forward(model, x: np.ndarray) -> np.ndarray:
     """The evaluation forward of ``model`` through ``functional.inference.run_program``."""
     return fi.run_program(current_program(model, x.shape[1:]), x)[0]
