@@ -14,6 +14,7 @@ hand (after editing weights in place outside training).
 """
 from __future__ import annotations
 
+import weakref
 from typing import List, Optional
 
 import numpy as np
@@ -94,10 +95,17 @@ def refold(net) -> None:
 
 def planned_forward(net, x: np.ndarray):
     """The evaluation forward through ``functional.inference.run_program`` (its compiled plan with numba): the
-    output array, or a list with one per output layer. ``layer_outputs`` then holds the outputs only."""
-    outs = fi.run_program(current_program(net), x)
-    keep: List[Optional[np.ndarray]] = [None] * len(net.layers)
-    for i, o in zip(net.output_indices or [len(keep) - 1], outs):
-        keep[i] = o
-    object.__setattr__(net, "layer_outputs", keep)
+    output array, or a list with one per output layer. ``layer_outputs`` holds every layer's output of this
+    forward as before, read on demand (``functional.inference.StepOutputs``): a list of them kept from an earlier
+    forward is read whole before this one reuses the plan's buffers."""
+    earlier = net.__dict__.get("layer_outputs")
+    object.__setattr__(net, "layer_outputs", [])
+    if isinstance(earlier, fi.StepOutputs):
+        alive = weakref.ref(earlier)
+        del earlier
+        if alive() is not None:                  # someone kept the list: its arrays must stay that forward's
+            alive().freeze()
+    program = current_program(net)
+    outs, steps = fi.run_program(program, x, keep_steps=True)
+    object.__setattr__(net, "layer_outputs", fi.StepOutputs(program, x, steps, outs))
     return outs[0] if len(outs) == 1 else outs

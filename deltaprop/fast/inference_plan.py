@@ -249,15 +249,17 @@ class CompiledPlan:
         return partial(self._call, s, buf)
 
     # --- run -----------------------------------------------------------------------------------------------------
-    def run(self, x: np.ndarray) -> List[np.ndarray]:
-        """The program's outputs for x (fresh arrays)."""
+    def run(self, x: np.ndarray, keep_steps: bool = False):
+        """The program's outputs for x (fresh arrays); with ``keep_steps`` also every step's output (views of the
+        plan's buffers, None for a convolution whose pooled map alone was written)."""
         if x.shape[0] != self._batch:
             self._allocate(x.shape[0])
         outs: List[Optional[np.ndarray]] = [None] * len(self._ops)
         with cblas.one_thread():
             for i, (s, op) in enumerate(zip(self.program.steps, self._ops)):
                 outs[i] = op([x if j == fi.INPUT else outs[j] for j in s.srcs])
-        return [np.array(outs[i], copy=True) for i in self.program.outputs]
+        result = [np.array(outs[i], copy=True) for i in self.program.outputs]
+        return (result, outs) if keep_steps else result
 
     def _conv_op(self, c: _Conv, n: int) -> Callable:
         """The operation of convolution c at batch size n, its buffers and constants bound."""
@@ -431,12 +433,12 @@ def compiled(program: fi.EvalProgram) -> CompiledPlan:
     return plan
 
 
-def run_compiled(program: fi.EvalProgram, x: np.ndarray) -> List[np.ndarray]:
+def run_compiled(program: fi.EvalProgram, x: np.ndarray, keep_steps: bool = False):
     """``functional.inference.run_program`` by the program's compiled plan."""
-    return compiled(program).run(x)
+    return compiled(program).run(x, keep_steps)
 
 
-def supported(program: fi.EvalProgram, x: np.ndarray) -> bool:
+def supported(program: fi.EvalProgram, x: np.ndarray, keep_steps: bool = False) -> bool:
     """numba on, a float32 or float64 input of the program's dtype, and every step's shape known before it runs
     (a CallStep's output is read only by CallSteps and outputs)."""
     if not _numba.enabled() or not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):

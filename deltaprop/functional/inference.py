@@ -242,9 +242,62 @@ def run_step(step: Step, xs: List[np.ndarray]) -> np.ndarray:
 
 
 @dispatch.op("eval_program")
-def run_program(program: EvalProgram, x: np.ndarray) -> List[np.ndarray]:
-    """The program's outputs for the input x (N, C, H, W): every step in order by ``run_step``."""
+def run_program(program: EvalProgram, x: np.ndarray, keep_steps: bool = False):
+    """The program's outputs for the input x (N, C, H, W): every step in order by ``run_step``. With
+    ``keep_steps``, (outputs, every step's output): a fast variant may leave None for a step it fused away and
+    views of buffers it reuses (``StepOutputs`` reads them)."""
     outs: List[Optional[np.ndarray]] = [None] * len(program.steps)
     for i, step in enumerate(program.steps):
         outs[i] = run_step(step, [x if j == INPUT else outs[j] for j in step.srcs])
-    return [outs[i] for i in program.outputs]
+    result = [outs[i] for i in program.outputs]
+    return (result, outs) if keep_steps else result
+
+
+class StepOutputs(list):
+    """Every step's output of one ``run_program(..., keep_steps=True)``, read as a list (a graph's
+    ``layer_outputs``): each entry is copied out of the buffers the plan reuses when first read, a step the plan
+    fused away (a convolution whose pooled map alone was written) is computed then from its inputs by
+    ``run_step``. ``freeze`` reads them all (before the next call overwrites the buffers, when the list is still
+    held by someone)."""
+
+    def __init__(self, program: EvalProgram, x: np.ndarray, raw: Sequence[Optional[np.ndarray]],
+                 outputs: Sequence[np.ndarray]) -> None:
+        super().__init__([None] * len(raw))
+        self._program, self._x, self._raw = program, x, list(raw)
+        self._done = [False] * len(raw)
+        self._copies: dict = {}
+        for i, o in zip(program.outputs, outputs):       # the outputs handed to the caller are fresh already
+            self._set(i, o)
+
+    def _set(self, i: int, value: np.ndarray) -> None:
+        list.__setitem__(self, i, value)
+        self._done[i] = True
+        if self._raw[i] is not None:
+            self._copies[id(self._raw[i])] = value
+
+    def _entry(self, i: int) -> np.ndarray:
+        if not self._done[i]:
+            raw = self._raw[i]
+            if raw is None:
+                step = self._program.steps[i]
+                value = run_step(step, [self._x if j == INPUT else self._entry(j) for j in step.srcs])
+            else:
+                value = self._copies.get(id(raw))            # a step that passes its input on: the same array
+                if value is None:
+                    value = np.array(raw, copy=True)
+            self._set(i, value)
+        return list.__getitem__(self, i)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._entry(k) for k in range(len(self))[i]]
+        return self._entry(range(len(self))[i])
+
+    def __iter__(self):
+        return (self._entry(k) for k in range(len(self)))
+
+    def freeze(self) -> None:
+        """Read every entry now."""
+        for k in range(len(self)):
+            self._entry(k)
+        self._raw = [None] * len(self)
