@@ -27,15 +27,6 @@ PHOTOS = [fixture_dir("coco128", "images", "000000002592.jpg"), fixture_dir("coc
 TOL = 1e-5
 
 
-@pytest.fixture
-def darknet_order_convs(monkeypatch):
-    """Darknet's summation order for the convolutions' products too (``functional.darknet_sums``), wired into
-    [convolutional] here until that layer reads ``net.sums`` itself (docs/darknet.md, "Summation order")."""
-    import deltaprop.darknet.layers.convolutional as conv
-    monkeypatch.setattr(conv, "conv2d_forward", darknet_sums.conv2d_forward_darknet)
-    monkeypatch.setattr(conv, "conv2d_backward", darknet_sums.conv2d_backward_darknet)
-
-
 def costs_of(name: str) -> Dict[str, float]:
     """The dump's ``cost.txt``: {layer index: cost, "net": Σ costs / layers, "reported": what Darknet prints}."""
     out: Dict = {}
@@ -128,7 +119,7 @@ def compare(name: str, out: Dict[str, np.ndarray], skip=()) -> Dict[str, float]:
     return errs
 
 
-def test_yolov3_tiny_step_matches_pjreddie_darknet(darknet_order_convs, monkeypatch):
+def test_yolov3_tiny_step_matches_pjreddie_darknet(monkeypatch):
     name = "yolov3_tiny_416"
     net, res, out = one_step(name, 90, 5, monkeypatch)
     assert (net.fork, net.sums) == ("pjreddie", "darknet")
@@ -145,7 +136,7 @@ def test_yolov3_tiny_step_matches_pjreddie_darknet(darknet_order_convs, monkeypa
     assert [s["count"] for s in res.yolo_stats] == [3, 7]          # both heads train truths of these photos
 
 
-def test_yolov4_tiny_step_matches_alexeyab_darknet(darknet_order_convs, monkeypatch):
+def test_yolov4_tiny_step_matches_alexeyab_darknet(monkeypatch):
     name = "yolov4_tiny_416"
     net, res, out = one_step(name, 200, 6, monkeypatch)
     assert (net.fork, net.sums) == ("alexeyab", "darknet")

@@ -3,15 +3,13 @@ never clobber an earlier run, and the lock file that keeps two live runs out of 
 from __future__ import annotations
 
 import os
-import socket
 import struct
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from ..errors import CheckpointError, ConfigError, DataError, WeightsError
+from ..errors import CheckpointError, ConfigError, WeightsError
 
 PathLike = Union[str, "os.PathLike[str]"]
-LOCK_NAME = ".lock"
 
 
 def file_kind(path: PathLike) -> str:
@@ -120,98 +118,4 @@ def prediction_paths(images: Sequence[PathLike], out: Optional[PathLike], suffix
     return result
 
 
-def _lock_owner(directory: Path) -> Optional[int]:
-    """The pid holding ``directory``'s lock if that process is alive (on this host), else None."""
-    try:
-        text = (directory / LOCK_NAME).read_text(encoding="utf-8", errors="replace").split()
-        pid, host = int(text[0]), (text[1] if len(text) > 1 else "")
-    except (OSError, ValueError, IndexError):
-        return None
-    if host and host != socket.gethostname():
-        return pid  # another machine's run: cannot check, assume alive
-    if pid == os.getpid():
-        return pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-def _occupied(directory: Path) -> bool:
-    return directory.exists() and (not directory.is_dir() or any(directory.iterdir()))
-
-
-def run_directory(out: PathLike, exist_ok: bool = False, option: str = "--out") -> Path:
-    """Where a new run writes: ``out`` when it is missing or empty (or with ``exist_ok``), else the first free
-    ``out-2``, ``out-3``... An earlier run's files are never overwritten unless ``exist_ok`` says so."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{option} {out}: exists and is not a directory")
-    if exist_ok or not _occupied(out):
-        return out
-    named = out if out.name not in ("", ".", "..") else out.resolve()    # "." -> the folder's own name
-    if not named.name:
-        raise ConfigError(f"{option} {out}: holds files and has no name to number; pass --exist-ok or another "
-                          f"{option}")
-    for k in range(2, 10_000):
-        cand = named.with_name(f"{named.name}-{k}")
-        if not _occupied(cand):
-            return cand
-    raise ConfigError(f"{option} {out}: 10,000 numbered run directories exist already; pass --exist-ok or "
-                      f"another {option}")
-
-
-class RunLock:
-    """``with RunLock(dir):`` holds ``dir/.lock`` (pid and host) for the run; a second live run in the same
-    directory gets a ConfigError naming the pid. A lock left by a dead process is taken over."""
-
-    def __init__(self, directory: PathLike, option: str = "--out") -> None:
-        self.directory = Path(directory)
-        self.option = option
-        self.path = self.directory / LOCK_NAME
-        self.held = False
-
-    def acquire(self) -> "RunLock":
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise ConfigError(f"{self.option} {self.directory}: a file is in the way (it, or a folder above it, "
-                              f"exists and is not a directory)") from None
-        except OSError as e:
-            raise ConfigError(f"{self.option} {self.directory}: cannot create the directory ({e.strerror or e})"
-                              ) from None
-        text = f"{os.getpid()} {socket.gethostname()}\n".encode()
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                owner = _lock_owner(self.directory)
-                if owner is not None:
-                    raise ConfigError(f"{self.option} {self.directory}: another run (pid {owner}) is writing "
-                                      f"there (lock file {self.path}); wait for it or choose another "
-                                      f"{self.option}") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "wb") as f:
-                f.write(text)
-            self.held = True
-            return self
-        raise ConfigError(f"{self.option} {self.directory}: cannot take the lock file {self.path}")
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self.path.unlink(missing_ok=True)
-
-    def __enter__(self) -> "RunLock":
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-__all__ = ["file_kind", "check_folder", "check_images", "prediction_paths", "require_npz", "require_weights", "run_directory", "RunLock",
-           "LOCK_NAME"]
+__all__ = ["file_kind", "check_folder", "check_images", "prediction_paths", "require_npz", "require_weights"]

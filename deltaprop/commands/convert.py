@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any, Dict, Optional, Tuple
 
 from ._options import positive_int
@@ -43,7 +44,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _kind(path: str) -> str:
+    """The kind of a file by its extension ("" for another name)."""
     return next((k for k in KINDS if path.lower().endswith(k)), "")
+
+
+def _in_kind(path: str) -> str:
+    """IN's kind: by its extension, else by its content (Darknet's partial files are named like
+    ``yolov3-tiny.conv.15``)."""
+    kind = _kind(path)
+    if kind:
+        return kind
+    from ..safetensors_io import is_safetensors
+    from ._files import file_kind
+    content = file_kind(path)
+    if content in ("weights", "npz"):
+        return "." + content
+    return ".safetensors" if content == "unknown" and is_safetensors(path) else ""
+
+
+def _out_kind(path: str, src: str, upto: Optional[int]) -> str:
+    """OUT's kind: by its extension; a Darknet-style name with none or a number for one (``x.conv.15``) is a
+    ``.weights`` file when IN is one or ``--upto`` cuts it (Darknet's ``partial``). Another extension: refused."""
+    kind = _kind(path)
+    suffix = os.path.splitext(path)[1]
+    darknet_name = suffix == "" or suffix[1:].isdigit()
+    return kind or (".weights" if darknet_name and (src == ".weights" or upto is not None) else "")
 
 
 def _upto(net, upto: Optional[int]) -> int:
@@ -116,12 +141,15 @@ def _read(args) -> Tuple[Any, Dict[str, Any], int]:
     from ..io import load_checkpoint
     from ._classify import DARKNET_PREPROCESS
     from ._files import require_npz, require_weights
-    kind = _kind(args.src)
+    kind = _in_kind(args.src)
     if kind == ".weights":
         require_weights(args.src, "IN")
         if not args.cfg:
             raise ConfigError(f"IN {args.src}: a .weights file needs --cfg (the network it belongs to)")
         net = _load(args.cfg, args.src, args.upto)
+        report = getattr(net, "weights_report", None)
+        if report is not None and report.message:
+            print(report.message)
         extra = {"darknet": {"seen": int(net.seen), "version": list(net.weights_version)},
                  "preprocess": dict(DARKNET_PREPROCESS)}
         return net, extra, _upto(net, args.upto)
@@ -145,10 +173,12 @@ def run(args) -> int:
     from ..errors import ConfigError, WeightsError
     from ..io import architecture_of, save_model
     from ..safetensors_io import save_safetensors
-    src, dst = _kind(args.src), _kind(args.dst)
+    src = _in_kind(args.src)
+    dst = _out_kind(args.dst, src, args.upto)
     if not src or not dst or src == dst != ".weights":
         raise ConfigError(f"IN OUT {args.src} {args.dst}: expected IN/OUT as two of .weights, .npz and "
-                          f".safetensors, or .weights/.weights (by their extensions)")
+                          f".safetensors, or .weights/.weights (by their extensions; IN also by its content, and "
+                          f"an OUT named like x.conv.15 is a .weights file)")
     model, extra, n = _read(args)
     is_net = isinstance(model, darknet.DarknetNet)
     if dst == ".weights":

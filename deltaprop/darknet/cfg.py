@@ -169,9 +169,13 @@ def alexeyab_only(section: str, key: str) -> bool:
 
 
 def cfg_fork(sections: Sequence["Section"]) -> str:
-    """The fork a cfg is written for: "alexeyab" when it sets a key only AlexeyAB's Darknet reads (``[route]
-    groups``, ``[yolo] scale_x_y``, ``iou_loss``, ...) or an activation only it has, else "pjreddie"."""
+    """The fork a cfg is written for: "alexeyab" when a layer sets a key only AlexeyAB's Darknet reads (``[route]
+    groups``, ``[yolo] scale_x_y``, ``iou_loss``, ...) or an activation only it has, else "pjreddie". The [net]
+    section does not decide: its AlexeyAB-only keys (``flip``, ``mosaic``, ...) set training and augmentation
+    options, and a cfg of pjreddie's layers keeps pjreddie's numerics (its batch norm) whatever they say."""
     for sec in sections:
+        if sec.type == "net":
+            continue
         for key, opt in sec.options.items():
             if alexeyab_only(sec.type, key):
                 return "alexeyab"

@@ -18,7 +18,7 @@ from .cfg import Section, cfg_fork, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
 from . import eval_program
 from .activations import DarknetActivation
-from .layers.bn_order import FORKS, SUMS, activation_of, check_fork_sums, install
+from .layers.bn_order import FORKS, activation_of, check_fork_sums, install
 from .train_loss import NetworkLoss, backpropagate, compute_losses
 
 #: Default memory budget for building a network (parameters + activations + im2col workspace).

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import DataError, LabelError, ShapeError
+from ..errors import DataError, LabelError
 from ..geometry.boxes import letterbox_size
 from ..geometry.letterbox import letterbox, letterbox_image
 from .augment import Augment, augment_sample, correct_boxes

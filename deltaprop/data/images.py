@@ -169,8 +169,8 @@ def _pixels(im, name: str, channels: int, fit: Fit, alpha: str = "drop") -> Tupl
         k = 1 if fit is None else max(1, min(im.size[0] // (2 * fit[0]), im.size[1] // (2 * fit[1])))
     im.load()
     if im.mode == "F":
-        raise file_error(name, f"32-bit floating-point pixels: their scale is unknown; save the picture with 8- "
-                        f"or 16-bit integers")
+        raise file_error(name, "32-bit floating-point pixels: their scale is unknown; save the picture with 8- "
+                        "or 16-bit integers")
     if im.mode in SIXTEEN_BIT:
         if k > 1:
             im = (im if im.mode == "I" else im.convert("I")).reduce(k)

@@ -47,10 +47,14 @@ class Layer:
         """The layer's evaluation batch norm (Darknet's ε outside the root in Darknet numerics), or None."""
         if not self.spec.attrs.get("batch_normalize"):
             return None
-        darknet = getattr(self.module, "numerics", "darknet") == "darknet"
+        bn = getattr(self.module, "bn", None)
+        if bn is not None and hasattr(bn, "eval_eps"):
+            eps, outside = bn.eval_eps()          # the numerics' and the fork's place of ε (AlexeyAB: in the root)
+        else:
+            darknet = getattr(self.module, "numerics", "darknet") == "darknet"
+            eps, outside = (DARKNET_EPS, True) if darknet else (STANDARD_EPS, False)
         return ops.BatchNormStats(self.array("scales"), self.array("biases"), self.array("rolling_mean"),
-                                  self.array("rolling_variance"), DARKNET_EPS if darknet else STANDARD_EPS,
-                                  eps_outside_root=darknet)
+                                  self.array("rolling_variance"), eps, eps_outside_root=outside)
 
 
 def convolutional(b: GraphBuilder, L: Layer) -> str:

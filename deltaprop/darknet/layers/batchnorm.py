@@ -67,14 +67,19 @@ class DarknetBatchNormAct(DarknetBatchNorm):
         self.bias.accumulate(dbias)
         return dz
 
+    def eval_eps(self) -> Tuple[float, bool]:
+        """(ε, whether it is added outside the root) of evaluation: Darknet's (pjreddie) √σ² + 1e-6 in Darknet
+        numerics, the textbook's √(σ² + 1e-5) in the standard ones (a fork's batch norm overrides it)."""
+        darknet = self.numerics == "darknet"
+        return (DARKNET_EPS, True) if darknet else (STANDARD_EPS, False)
+
     def infer(self, z: np.ndarray) -> np.ndarray:
         """Evaluation without a cache, in place on z (C-contiguous, the activation one of ``TAIL_ACTIVATIONS``):
-        the rolling statistics folded into a scale and shift per channel (``conv_bn.bn_scale_shift``, ε as the
-        numerics place it), then the affine map and σ in one pass (``conv_bn.affine_act_``)."""
-        darknet = self.numerics == "darknet"
-        scale, shift = bn_scale_shift(self.weight.data, self.bias.data, self.running_mean, self.running_var,
-                                      DARKNET_EPS if darknet else STANDARD_EPS, eps_outside_root=darknet,
-                                      dtype=z.dtype)
+        the rolling statistics folded into a scale and shift per channel (``conv_bn.bn_scale_shift``, ε as
+        ``eval_eps`` places it), then the affine map and σ in one pass (``conv_bn.affine_act_``)."""
+        eps, outside = self.eval_eps()
+        scale, shift = bn_scale_shift(self.weight.data, self.bias.data, self.running_mean, self.running_var, eps,
+                                      eps_outside_root=outside, dtype=z.dtype)
         return affine_act_(z, scale, shift, self.act.name, LEAKY_SLOPE)
 
     def extra_repr(self) -> str:

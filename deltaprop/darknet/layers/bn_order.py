@@ -70,9 +70,17 @@ class _HookNormalize(OrderedBatchNorm):
             return self._ordered_backward(dout, cache)
         return super()._normalize_backward(dout, cache)
 
+    def eval_eps(self):
+        """(ε, outside the root) of the fork's evaluation in Darknet numerics (AlexeyAB: √(σ² + 1e-5))."""
+        if self.numerics != "darknet":
+            return super().eval_eps()
+        f = darknet_sums.FORKS[self.fork]
+        return f.eps_forward, not f.forward_eps_in_root
+
     def infer(self, z: np.ndarray) -> np.ndarray:
-        """Evaluation without a cache with the fork's ε (AlexeyAB's under the root)."""
-        if self.numerics != "darknet" or self.fork == "pjreddie":
+        """Evaluation without a cache with the fork's ε (AlexeyAB's under the root): folded into a scale and shift
+        (``eval_eps``) with the engine's sums, or the C code's operations in Darknet's order."""
+        if self.numerics != "darknet" or self.sums == "pairwise":
             return super().infer(z)
         return self.act.forward(darknet_sums.batchnorm_forward(
             z, self.weight.data, self.bias.data, self.running_mean, self.running_var, training=False,

@@ -9,6 +9,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ... import backend
+from ...functional import darknet_sums
 from ...functional.conv import conv2d_backward, conv2d_forward
 from ...functional.conv_bn import TAIL_ACTIVATIONS
 from ...nn.parameter import Parameter
@@ -82,8 +83,11 @@ class ConvolutionalLayer(DarknetLayer):
         attach_tail(self, self.filters, self.activation, numerics, dt)
 
     def _conv(self, x: np.ndarray, keep_cols: bool):
-        return conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data, stride=self.stride,
-                              padding=self.padding, groups=self.groups, keep_cols=keep_cols)
+        """The convolution, its products summed pairwise (BLAS) or, with ``sums="darknet"``, in Darknet's order
+        (``functional.darknet_sums``)."""
+        conv = darknet_sums.conv2d_forward_darknet if self.sums == "darknet" else conv2d_forward
+        return conv(x, self.weight.data, None if self.bias is None else self.bias.data, stride=self.stride,
+                    padding=self.padding, groups=self.groups, keep_cols=keep_cols)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._check_shape(x)
@@ -104,7 +108,8 @@ class ConvolutionalLayer(DarknetLayer):
     def backward(self, dout: np.ndarray) -> Optional[np.ndarray]:
         cache = self._take()
         dz = tail(self).backward(dout)
-        dx, dw, db = conv2d_backward(dz, cache, need_dx=self.needs_input_grad)
+        grads = darknet_sums.conv2d_backward_darknet if self.sums == "darknet" else conv2d_backward
+        dx, dw, db = grads(dz, cache, need_dx=self.needs_input_grad)
         accumulate_weight_bias(self, dw, db)
         return dx
 
