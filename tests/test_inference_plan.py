@@ -345,7 +345,7 @@ def test_hook_taken_only_in_evaluation_inside_no_grad(monkeypatch):
     net, x = tiny_net()
     calls = []
     real = fi.run_program
-    monkeypatch.setattr(dep.fi, "run_program", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(dep.fi, "run_program", lambda *a, **k: calls.append(1) or real(*a, **k))
     net.train()
     with dp.no_grad():
         net(x)

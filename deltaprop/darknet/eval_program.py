@@ -20,10 +20,8 @@ from typing import List, Optional
 import numpy as np
 
 from ..functional import inference as fi
-from ..functional.norm_darknet import EPS_FORWARD as DARKNET_EPS
 from .activations import LEAKY_SLOPE
 from .layers import ConvolutionalLayer, MaxpoolLayer, RouteLayer, UpsampleLayer, YoloLayer
-from .layers.batchnorm import STANDARD_EPS
 
 _ATTR = "_eval_program"
 
@@ -34,20 +32,20 @@ def _wrapped(module) -> bool:
 
 
 def _conv_step(layer: ConvolutionalLayer, src: int) -> Optional[fi.ConvStep]:
-    """The layer's evaluation (``ConvolutionalLayer._infer``) as a step; None where it computes something else
-    (another activation, a wrapped forward, AlexeyAB's batch norm in evaluation)."""
+    """The layer's evaluation (``ConvolutionalLayer._infer``: the convolution, the batch norm folded with the ε its
+    fork and numerics place, ``eval_eps``, and the activation) as a step; None where it computes something else
+    (another activation, a wrapped forward, Darknet's summation order)."""
     bn = layer.bn
-    if layer.activation not in fi.ACTIVATIONS or _wrapped(layer) or _wrapped(bn):
+    if layer.activation not in fi.ACTIVATIONS or _wrapped(layer) or _wrapped(bn) or layer.sums != "pairwise":
         return None
-    if bn is not None and bn.numerics == "darknet" and getattr(bn, "fork", "pjreddie") != "pjreddie":
+    if bn is not None and bn.numerics == "darknet" and getattr(bn, "sums", "pairwise") != "pairwise":
         return None
-    bn = None
-    if layer.bn is not None:
-        darknet = layer.bn.numerics == "darknet"
-        bn = fi.BatchNormEval(layer.bn.weight.data, layer.bn.bias.data, layer.bn.running_mean,
-                              layer.bn.running_var, DARKNET_EPS if darknet else STANDARD_EPS, darknet)
+    step_bn = None
+    if bn is not None:
+        eps, outside = bn.eval_eps()
+        step_bn = fi.BatchNormEval(bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var, eps, outside)
     p = layer.padding
-    return fi.ConvStep(src, layer.weight.data, None if layer.bias is None else layer.bias.data, bn,
+    return fi.ConvStep(src, layer.weight.data, None if layer.bias is None else layer.bias.data, step_bn,
                        layer.activation, LEAKY_SLOPE, (layer.stride, layer.stride), (p, p, p, p), layer.groups)
 
 
@@ -67,7 +65,9 @@ def _step(layer, ins) -> fi.Step:
         # σ on x, y, objectness and the classes of each anchor's 5 + classes channels; w and h (2, 3) as they are
         per = layer.classes + 5
         step = fi.LogisticStep(ins[0], tuple(c % per not in (2, 3) for c in range(layer.n_anchors * per)))
-    return step if step is not None else fi.CallStep(tuple(ins), layer.forward, layer.kind)
+    return step if step is not None else fi.CallStep(tuple(ins), layer.forward, layer.kind,
+                                                     bool(getattr(layer, "multi_input", False)),
+                                                     tuple(layer.out_shape))
 
 
 def program(net) -> fi.EvalProgram:

@@ -419,7 +419,7 @@ def _shapes(program: fi.EvalProgram) -> Dict[int, Tuple[int, ...]]:
         elif isinstance(s, fi.LogisticStep):
             shapes[i] = shapes[s.src]
         else:
-            shapes[i] = None                                 # a CallStep's: known once it has run
+            shapes[i] = getattr(s, "shape", None)            # a CallStep's, when its builder knew it
     return shapes
 
 
@@ -440,7 +440,7 @@ def run_compiled(program: fi.EvalProgram, x: np.ndarray, keep_steps: bool = Fals
 
 def supported(program: fi.EvalProgram, x: np.ndarray, keep_steps: bool = False) -> bool:
     """numba on, a float32 or float64 input of the program's dtype, and every step's shape known before it runs
-    (a CallStep's output is read only by CallSteps and outputs)."""
+    (a CallStep's output whose shape its builder did not give is read only by CallSteps and outputs)."""
     if not _numba.enabled() or not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
         return False
     if tuple(x.shape[1:]) != tuple(program.input_shape):
@@ -448,8 +448,8 @@ def supported(program: fi.EvalProgram, x: np.ndarray, keep_steps: bool = False) 
     ws = [s.weight.dtype for s in program.steps if isinstance(s, (fi.ConvStep, fi.DenseStep))]
     if any(d != x.dtype for d in ws):
         return False
-    calls = {i for i, s in enumerate(program.steps) if isinstance(s, fi.CallStep)}
-    return all(isinstance(s, fi.CallStep) for s in program.steps if any(j in calls for j in s.srcs))
+    unknown = {i for i, s in enumerate(program.steps) if isinstance(s, fi.CallStep) and s.shape is None}
+    return all(isinstance(s, fi.CallStep) for s in program.steps if any(j in unknown for j in s.srcs))
 
 
 # --- examples for tests/test_variants.py ------------------------------------------------------------------------

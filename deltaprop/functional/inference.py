@@ -141,10 +141,14 @@ class LogisticStep:
 
 @dataclass(eq=False)
 class CallStep:
-    """Any other layer: ``fn`` is its evaluation forward, called with one array (one input) or a list."""
+    """Any other layer: ``fn`` is its evaluation forward, called with its input's array, or with the list of its
+    inputs' arrays when it takes several or ``multi`` (a layer that always takes a list: ``[route]``). ``shape``:
+    its output's shape for one sample when the builder knows it (a cfg layer's planned shape), else None."""
     inputs: Tuple[int, ...]
     fn: Callable
     name: str = ""
+    multi: bool = False
+    shape: Optional[Tuple[int, ...]] = None
 
     @property
     def srcs(self) -> Tuple[int, ...]:
@@ -237,7 +241,7 @@ def run_step(step: Step, xs: List[np.ndarray]) -> np.ndarray:
     if isinstance(step, LogisticStep):
         return logistic_step(step, xs[0])
     if isinstance(step, CallStep):
-        return step.fn(xs[0] if len(xs) == 1 else list(xs))
+        return step.fn(list(xs) if step.multi or len(xs) > 1 else xs[0])
     raise TypeError(f"eval program: unknown step {type(step).__name__}")
 
 
