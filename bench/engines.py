@@ -3,8 +3,9 @@
 One random Darknet ``.weights`` file (``bench/yolo.make_weights``: the shipped ``yolov3-tiny`` cfg, 80 classes,
 running statistics that are not the identity) is what every engine runs:
 
-- ``deltaprop``: ``darknet.load(cfg, weights, numerics="standard")``, eval mode under ``no_grad`` (the numba path;
-  each library of ``--blas``: ``DELTAPROP_BLAS=mkl`` and ``numpy`` = NumPy's OpenBLAS);
+- ``deltaprop``: ``darknet.load(cfg, weights, numerics="standard")``, eval mode under ``no_grad``: the compiled
+  inference plan (the numba path; each library of ``--blas``: ``DELTAPROP_BLAS=mkl`` and ``numpy`` = NumPy's
+  OpenBLAS); ``deltaprop-layers``: the same with the plan switched off (the layers one by one, as before it);
 - ``torch``: the ``torch.nn`` twin of ``bench/yolo.py`` (eager, ``torch.set_num_threads(2)``);
 - ``ort``: ONNX Runtime on the ONNX export of that twin (``torch.onnx.export(..., dynamo=False, opset_version=13)``,
   one file per input shape), ``intra_op_num_threads=2``, ``inter_op_num_threads=1``, all graph optimisations;
@@ -48,29 +49,19 @@ from cnn import _cpu_jiffies  # noqa: E402
 import yolo  # noqa: E402  the weights, the PyTorch twin, the images and the timing loop of bench/yolo.py
 
 CASES = {k: v for k, v in yolo.CASES.items() if not v[2]}          # the inference cases: (size, batch, False)
-ENGINES = ("deltaprop", "torch", "ort", "openvino", "opencv")
+ENGINES = ("deltaprop", "deltaprop-layers", "torch", "ort", "openvino", "opencv")
 THREADS = 2
 HEADS = ("conv_15", "conv_22")           # OpenCV's names of the layers before the two [yolo] layers
 TARGETS = {("ort", 1): 1.0, ("torch", 1): 1.5, ("openvino", 8): 1.0}   # issue 27: deltaprop speed / theirs
 CHECK = (416, 2)                         # size and batch of the equality check
 
 
-def _status_mb(field: str) -> float:
-    """``VmHWM`` (peak resident memory) or ``VmRSS`` (now) of this process, in MiB. Not ``ru_maxrss``: Linux keeps
-    that across ``execve``, so a worker would report its parent's peak when the parent's was larger."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _rss_mb() -> float:
-    return _status_mb("VmHWM")
+    return yolo._status_mb("VmHWM")
 
 
 def _current_rss_mb() -> float:
-    return _status_mb("VmRSS")
+    return yolo._status_mb("VmRSS")
 
 
 def _logistic_heads(heads):
@@ -103,9 +94,11 @@ def export_onnx(weights: str, path: str, size: int, batch: int) -> None:
 
 # --- engines: each returns run(x) -> list of the two head outputs ------------------------------------------
 
-def _engine_deltaprop(weights: str, tmp: str, size: int, batch: int):
-    from deltaprop import darknet, no_grad, tune
+def _engine_deltaprop(weights: str, tmp: str, size: int, batch: int, plan: bool = True):
+    from deltaprop import darknet, dispatch, no_grad, tune
     tune()
+    if not plan:
+        dispatch.set_enabled(False, "eval_program/compiled plan")
     net = darknet.load("yolov3-tiny", weights, numerics="standard", width=size, height=size)
     net.eval()
 
@@ -169,7 +162,11 @@ def _engine_opencv(weights: str, tmp: str, size: int, batch: int, raw: bool = Fa
     return run
 
 
-ENGINE_BUILDERS = {"deltaprop": _engine_deltaprop, "torch": _engine_torch, "ort": _engine_ort,
+def _engine_deltaprop_layers(weights: str, tmp: str, size: int, batch: int):
+    return _engine_deltaprop(weights, tmp, size, batch, plan=False)
+
+
+ENGINE_BUILDERS = {"deltaprop": _engine_deltaprop, "deltaprop-layers": _engine_deltaprop_layers, "torch": _engine_torch, "ort": _engine_ort,
                    "openvino": _engine_openvino, "opencv": _engine_opencv}
 
 
@@ -212,7 +209,7 @@ def worker_time(engine: str, case: str, weights: str, tmp: str, warmup_s: float,
     res["ms_per_image"] = 1e3 / res["images_per_s"]
     res.update({"rss_start_mb": round(rss_start, 1), "rss_model_mb": round(rss_model, 1),
                 "peak_rss_mb": round(_rss_mb(), 1), "inference_mb": round(_rss_mb() - rss_start, 1)})
-    if engine == "deltaprop":
+    if engine.startswith("deltaprop"):
         import deltaprop as dp
         res["host"] = host_record(dp)
     else:
@@ -232,7 +229,7 @@ def _version(engine: str) -> str:
 def _env(engine: str, blas) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    if engine == "deltaprop":
+    if engine.startswith("deltaprop"):
         env["DELTAPROP_NUMBA"] = "1"
         if blas:
             env["DELTAPROP_BLAS"] = blas
@@ -302,15 +299,20 @@ def summarize(results, cases) -> list:
             s["inference_mb"][k] = round(statistics.median([r["inference_mb"] for r in rows
                                                             if (r["engine"], r.get("blas_setting")) == (e, b)]), 1)
         ratios, paired, meets = {}, {}, {}
-        for dp_key in [k for k in med if k.startswith("deltaprop")]:
-            for other in [k for k in med if not k.startswith("deltaprop")]:
+        for dp_key in [k for k in med if k.startswith("deltaprop-") and not k.startswith("deltaprop-layers")]:
+            blas = dp_key.split("-", 1)[1]
+            for other in [k for k in med if not k.startswith("deltaprop")] + [f"deltaprop-layers-{blas}"]:
+                if other not in med:
+                    continue
                 key = f"{dp_key}/{other}"
                 ratios[key] = round(med[other] / med[dp_key], 3)
                 per_round = []
                 for rnd in {r["round"] for r in rows}:
-                    a = [r["ms_per_image"] for r in rows if r["round"] == rnd and r["engine"] == "deltaprop"
-                         and f"deltaprop-{r.get('blas_setting')}" == dp_key]
-                    b = [r["ms_per_image"] for r in rows if r["round"] == rnd and r["engine"] == other]
+                    a = [r["ms_per_image"] for r in rows if r["round"] == rnd
+                         and f"{r['engine']}-{r.get('blas_setting')}" == dp_key]
+                    b = [r["ms_per_image"] for r in rows if r["round"] == rnd
+                         and (f"{r['engine']}-{r.get('blas_setting')}" if r.get("blas_setting") else r["engine"])
+                         == other]
                     if a and b:
                         per_round.append(b[0] / a[0])
                 if per_round:
@@ -349,7 +351,7 @@ def main() -> None:
         print(json.dumps(res), flush=True)
         return
     engines = list(dict.fromkeys(["torch"] + args.engines))        # PyTorch is the check's reference
-    runs = [(e, b) for e in engines for b in (args.blas if e == "deltaprop" else [None])]
+    runs = [(e, b) for e in engines for b in (args.blas if e.startswith("deltaprop") else [None])]
     lines = [run_header("engines", "ms per image: yolov3-tiny inference, deltaprop (numba, each library) vs ONNX "
                         "Runtime, OpenVINO, OpenCV DNN, PyTorch; 2 threads each; float32", args,
                         load_avg=os.getloadavg(), engines=engines, blas_settings=args.blas)]

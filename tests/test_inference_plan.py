@@ -234,7 +234,7 @@ def test_yolov3_tiny_planned_equals_the_real_darknet():
     today = net(x)                                  # evaluation without no_grad: the layers one by one
     with dp.no_grad():
         planned = net(x)
-    assert isinstance(net.__dict__.get("_eval_program"), fi.EvalProgram)
+    assert isinstance(nep.kept(net), fi.EvalProgram)
     for i, a, b in zip((16, 23), today, planned):
         k = f"forward/L{i:02d}_output"
         s = int(ref[f"{k}:stride"])
@@ -276,7 +276,7 @@ def test_lenet_and_convbn_planned():
         today = model(x)
         with dp.no_grad():
             planned = model(x)
-        kinds = [type(s).__name__ for s in model.__dict__["_eval_program"].steps]
+        kinds = [type(s).__name__ for s in nep.kept(model).steps]
         assert "CallStep" not in kinds, kinds
         assert rel_err(planned, today) < TOL
 
@@ -323,15 +323,15 @@ def test_refolds_after_training_and_by_hand():
     in place outside training is taken after ``refold``."""
     net, x = tiny_net()
     before = planned(net, x)
-    kept = net.__dict__["_eval_program"]
+    kept = nep.kept(net)
     net.train()
     opt = dp.optim.SGD(net.parameters(), lr=0.5)
     out = net(x)
     net.backward([np.ones_like(o) for o in out] if isinstance(out, list) else np.ones_like(out))
     opt.step()
-    assert net.__dict__.get("_eval_program") is None
+    assert nep.kept(net) is None
     after = planned(net, x)
-    assert net.__dict__["_eval_program"] is not kept
+    assert nep.kept(net) is not kept
     close(after, unplanned(net, x))
     assert max(rel_err(a, b) for a, b in zip(after, before)) > 1e-3
     net.layers[0].weight.data *= 2.0                 # in place, outside training

@@ -9,8 +9,8 @@ wrapped by a hook) a ``CallStep`` of its own evaluation forward.
 ``planned_forward(net, x)`` runs the network's program through the op ``eval_program``: its compiled plan with
 numba (docs/inference.md), else the reference. ``DarknetNet.forward`` takes it in evaluation inside ``no_grad()``.
 The program is kept on the network while it describes the same layers with the same arrays; a forward that keeps
-caches (training, ``enable_grad``) drops it, since the weights may change after it; ``refold(net)`` drops it by
-hand (after editing weights in place outside training).
+caches (training, ``enable_grad``) drops it, since the weights may change after it; ``refold(net)``
+(``nn.eval_program.refold``) drops it by hand (after editing weights in place outside training).
 """
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from typing import List, Optional
 import numpy as np
 
 from ..functional import inference as fi
+from ..nn.eval_program import kept, kept_program, refold  # noqa: F401  (refold, kept: the hook's, re-exported)
 from .activations import LEAKY_SLOPE
 from .layers import ConvolutionalLayer, MaxpoolLayer, RouteLayer, UpsampleLayer, YoloLayer
-
-_ATTR = "_eval_program"
-
 
 def _wrapped(module) -> bool:
     """Whether ``module.forward`` was replaced on the instance (a hook, a profiler): then the layer runs as is."""
@@ -78,19 +76,8 @@ def program(net) -> fi.EvalProgram:
 
 
 def current_program(net) -> fi.EvalProgram:
-    """The program kept on ``net`` when it still describes the network, else a new one (kept)."""
-    new = program(net)
-    old = net.__dict__.get(_ATTR)
-    if old is not None and fi.same_program(old, new):
-        return old
-    object.__setattr__(net, _ATTR, new)
-    return new
-
-
-def refold(net) -> None:
-    """Forget the kept program (and so its folded weights): the next planned forward folds the weights again.
-    Needed only after editing arrays in place outside training (loading weights replaces them: detected)."""
-    object.__setattr__(net, _ATTR, None)
+    """The program of ``net``, kept while the network's state is the same (``nn.eval_program.kept_program``)."""
+    return kept_program(net, tuple(net.input_shape), lambda: program(net))
 
 
 def planned_forward(net, x: np.ndarray):

@@ -141,7 +141,7 @@ class CompiledPlan:
         w, b = fold(s, self.dtype)
         act, slope = _act(s.activation, s.slope)
         w2 = winograd.transform_weights(w) if kind == "winograd" else np.ascontiguousarray(w.reshape(w.shape[0], -1))
-        conv = _Conv(i, s, kind, w2, w if kind == "direct" else None, b, act, slope)
+        conv = _Conv(i, s, kind, w2, w if kind.startswith("direct") else None, b, act, slope)
         pools = [r for r in self.readers.get(i, []) if isinstance(self.program.steps[r], fi.MaxPoolStep)
                  and _fusable_pool(self.program.steps[r])]
         if pools:
@@ -315,7 +315,7 @@ class CompiledPlan:
                                                c.act)
                 return y
             return product_epilogue
-        if c.kind == "gemm1x1":
+        elif c.kind == "gemm1x1":
             def product(xs):
                 split_products.matmul(c.w2, xs[0].reshape(n, cin, -1), z.reshape(n, f, -1))
         else:

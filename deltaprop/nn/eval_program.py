@@ -109,14 +109,36 @@ def program(model, input_shape: Tuple[int, ...]) -> fi.EvalProgram:
     return fi.EvalProgram(steps, (len(steps) - 1,), tuple(input_shape))
 
 
-def current_program(model, input_shape: Tuple[int, ...]) -> fi.EvalProgram:
-    """The program kept on ``model`` when it still describes it, else a new one (kept)."""
-    new = program(model, input_shape)
-    old = model.__dict__.get(_ATTR)
-    if old is not None and fi.same_program(old, new):
-        return old
-    object.__setattr__(model, _ATTR, new)
+def state_key(model, input_shape: Tuple[int, ...]) -> tuple:
+    """What a kept program depends on, cheap to compare: the input shape, each module (its identity, a forward
+    replaced on the instance, its numerics settings) and the identity of every parameter's array and buffer. The
+    kept program holds those arrays, so an identity cannot be reused by another array while it lives."""
+    mods = tuple((id(m), id(m.__dict__.get("forward")), getattr(m, "numerics", None), getattr(m, "sums", None),
+                  getattr(m, "fork", None)) for m in model.modules())
+    return (tuple(input_shape), mods, tuple(id(p.data) for p in model.parameters()),
+            tuple(id(b) for _, b in model.named_buffers()))
+
+
+def kept_program(model, input_shape: Tuple[int, ...], build) -> fi.EvalProgram:
+    """The program kept on ``model`` while its ``state_key`` is the same, else ``build()`` (kept with its key)."""
+    key = state_key(model, input_shape)
+    kept = model.__dict__.get(_ATTR)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    new = build()
+    object.__setattr__(model, _ATTR, (key, new))
     return new
+
+
+def current_program(model, input_shape: Tuple[int, ...]) -> fi.EvalProgram:
+    """The program of ``model`` for inputs of ``input_shape``, kept while the model's state is the same."""
+    return kept_program(model, input_shape, lambda: program(model, input_shape))
+
+
+def kept(model) -> Optional[fi.EvalProgram]:
+    """The program kept on ``model`` (None when none is)."""
+    entry = model.__dict__.get(_ATTR)
+    return None if entry is None else entry[1]
 
 
 def refold(model) -> None:
