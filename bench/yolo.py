@@ -8,7 +8,8 @@ Cases (float32, the shipped ``yolov3-tiny`` cfg, 80 classes, random weights writ
   weight decay. The YOLO loss itself is left out on both sides (PyTorch has none; it is measured apart as
   ``deltaprop_loss_ms``: deltaprop's [yolo] deltas of a batch against 4 boxes an image);
 - ``infer-416-b1``, ``infer-416-b8``, ``infer-320-b1``, ``infer-320-b8``: the forward pass in eval mode
-  (running statistics, no caches), batch 1 and 8.
+  (running statistics, no caches), batch 1 and 8: with numba the compiled inference plan (docs/inference.md;
+  ``bench/engines.py`` sets it beside ONNX Runtime, OpenVINO and OpenCV DNN).
 
 PyTorch runs the same architecture written below with ``torch.nn`` (conv-BN-leaky, Darknet's 2×2/1 max pool
 padded on the right and bottom, nearest upsampling, the [yolo] logistic on x, y, objectness and classes) and
