@@ -23,9 +23,9 @@ Timing: every (engine, case) is its own subprocess; the order of the engines rot
 up, then counts forwards for ``--seconds``. Reported: milliseconds per image (median over rounds), the ratios
 ``their ms / deltaprop's ms`` (deltaprop's speed over theirs: > 1 means deltaprop is faster) as the ratio of the
 medians and as the median of the per-round ratios, and the memory: ``peak_rss_mb`` (the worker's ``VmHWM``:
-interpreter, libraries, model and buffers) and ``inference_mb`` (the peak minus the RSS when the worker starts, with
-Python, NumPy and the bench modules loaded: the engine's libraries, its model and everything inference holds). ``others_cores``: the CPU other processes
-used during the run (the machine may be shared).
+interpreter, libraries, model and buffers) and ``inference_mb`` (the peak minus the RSS when the worker starts,
+with Python, NumPy and the bench modules loaded: the engine's libraries, its model and everything inference
+holds). ``others_cores``: the CPU other processes used during the run (the machine may be shared).
 
     python3 bench/engines.py --rounds 3                               # every engine, case and library
     python3 bench/engines.py --rounds 1 --cases infer-416-b1 --engines ort deltaprop --blas numpy
@@ -166,7 +166,8 @@ def _engine_deltaprop_layers(weights: str, tmp: str, size: int, batch: int):
     return _engine_deltaprop(weights, tmp, size, batch, plan=False)
 
 
-ENGINE_BUILDERS = {"deltaprop": _engine_deltaprop, "deltaprop-layers": _engine_deltaprop_layers, "torch": _engine_torch, "ort": _engine_ort,
+ENGINE_BUILDERS = {"deltaprop": _engine_deltaprop, "deltaprop-layers": _engine_deltaprop_layers,
+                   "torch": _engine_torch, "ort": _engine_ort,
                    "openvino": _engine_openvino, "opencv": _engine_opencv}
 
 

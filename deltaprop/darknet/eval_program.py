@@ -3,8 +3,9 @@
 ``program(net)`` describes each layer by its step: ``[convolutional]`` with a linear, ReLU or leaky activation a
 ``ConvStep`` (its weights, its bias or its batch norm's γ, β and rolling statistics with ε where the numerics put
 it), ``[maxpool]`` a ``MaxPoolStep`` (Darknet's padding), ``[route]`` a ``ConcatStep``, ``[upsample]`` an
-``UpsampleStep``, ``[yolo]`` in the standard numerics a ``LogisticStep``, every other layer (``[shortcut]``, other activations, a layer whose ``forward`` was
-wrapped by a hook) a ``CallStep`` of its own evaluation forward.
+``UpsampleStep``, ``[yolo]`` in the standard numerics a ``LogisticStep``, every other layer (``[shortcut]``, other
+activations, AlexeyAB's grouped routes and ``scale_x_y``, Darknet's summation order, a layer whose ``forward`` was
+wrapped by a hook) a ``CallStep`` of its own evaluation forward, with its planned output shape.
 
 ``planned_forward(net, x)`` runs the network's program through the op ``eval_program``: its compiled plan with
 numba (docs/inference.md), else the reference. ``DarknetNet.forward`` takes it in evaluation inside ``no_grad()``.

@@ -23,7 +23,6 @@ Steps the plan has no kernel for (``CallStep``, other activations) run as the re
 """
 from __future__ import annotations
 
-import os
 import weakref
 from dataclasses import dataclass
 from functools import partial
@@ -47,12 +46,13 @@ WINOGRAD_MIN_CHANNELS = 16
 BLOCK_ELEMENTS = 1 << 16
 #: ... for convolutions whose transformed filters (16·F·C) hold at most this many elements (they are read again
 #: for every block, from the core's cache)
-BLOCK_FILTERS = int(os.environ.get("H10_BLOCK_U", str(1 << 17)))
+BLOCK_FILTERS = 1 << 17
 #: the products of a block have at least this many columns (tiles)
-BLOCK_MIN_TILES = int(os.environ.get("H10_MIN_TB", "64"))
+BLOCK_MIN_TILES = 64
 
-#: filter blocks per thread in the products and output transform of a Winograd convolution by filters
-FILTER_BLOCKS_PER_THREAD = int(os.environ.get("H10_FBLOCKS", "1"))
+#: filter blocks per thread in the products and output transform of a Winograd convolution by filters (1: one
+#: block of filters each, measured against 2 and 4 on yolov3-tiny's layers)
+FILTER_BLOCKS_PER_THREAD = 1
 
 _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # program -> its CompiledPlan
 

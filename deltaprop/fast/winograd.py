@@ -214,7 +214,6 @@ def fused_blocks(x, u, bias, slope, act, th, tw, ho, wo, pt, pl, rows, y, pooled
     n_, c_ = x.shape[0], x.shape[1]
     f_ = u.shape[1]
     per_sample = -(-th // rows)
-    size = x.itemsize
     one = x.dtype.type(1)
     for blk in prange(n_ * per_sample):
         n = blk // per_sample

@@ -18,9 +18,9 @@ training too, in the order the layers would. The compiled plan of ``fast/inferen
 (the batch norm folded into the weights once, fused epilogues, Winograd products, buffers reused between calls;
 docs/inference.md); ``tests/test_variants.py`` holds the two equal within float32 rounding.
 
-A program holds the layers' own arrays (weights, biases, running statistics), not copies: ``same_program`` tells
-whether two programs describe the same function with the very same arrays, so that whoever caches something
-derived from a program (the plan's folded weights) can tell when the network's arrays were replaced.
+A program holds the layers' own arrays (weights, biases, running statistics), not copies; whoever keeps a program
+(``nn.eval_program.kept_program``) keeps it only while the network's arrays are the same objects, so what is
+derived from it (the plan's folded weights) follows the network's weights.
 """
 from __future__ import annotations
 
@@ -165,24 +165,6 @@ class EvalProgram:
     outputs: Tuple[int, ...]
     input_shape: Tuple[int, ...]
 
-
-
-def _same(a: object, b: object) -> bool:
-    """Arrays by identity, step records and batch norms field by field, anything else by ``==``."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return a is b
-    if type(a) is not type(b):
-        return False
-    if hasattr(a, "__dataclass_fields__"):
-        return all(_same(getattr(a, k), getattr(b, k)) for k in a.__dataclass_fields__)
-    return bool(a == b)
-
-
-def same_program(a: "EvalProgram", b: "EvalProgram") -> bool:
-    """Whether two programs describe the same function with the very same arrays (a network whose arrays were
-    replaced, by loading weights say, or whose layers changed, makes a new program)."""
-    return (len(a.steps) == len(b.steps) and a.outputs == b.outputs and a.input_shape == b.input_shape
-            and all(_same(s, t) for s, t in zip(a.steps, b.steps)))
 
 
 # --- the reference ----------------------------------------------------------------------------------------------
