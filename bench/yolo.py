@@ -8,7 +8,8 @@ Cases (float32, the shipped ``yolov3-tiny`` cfg, 80 classes, random weights writ
   weight decay. The YOLO loss itself is left out on both sides (PyTorch has none; it is measured apart as
   ``deltaprop_loss_ms``: deltaprop's [yolo] deltas of a batch against 4 boxes an image);
 - ``infer-416-b1``, ``infer-416-b8``, ``infer-320-b1``, ``infer-320-b8``: the forward pass in eval mode
-  (running statistics, no caches), batch 1 and 8.
+  (running statistics, no caches), batch 1 and 8: with numba the compiled inference plan (docs/inference.md;
+  ``bench/engines.py`` sets it beside ONNX Runtime, OpenVINO and OpenCV DNN).
 
 PyTorch runs the same architecture written below with ``torch.nn`` (conv-BN-leaky, Darknet's 2×2/1 max pool
 padded on the right and bottom, nearest upsampling, the [yolo] logistic on x, y, objectness and classes) and
@@ -23,7 +24,7 @@ of the per-round ratios). The deltaprop runs are made with each library of ``--b
 numpy = NumPy's OpenBLAS), so one run gives the matrix {MKL, OpenBLAS} × {NumPy path, numba}; PyTorch uses its
 own MKL/oneDNN on 2 threads (``torch.set_num_threads(2)``). Every result line carries its host record (CPU
 model, BLAS, threading layer, wait policy; ``_common.host_record``) and ``others_cores``, the CPU other processes
-used during the run (the machine is shared). ``peak_rss_mb`` is the worker's ``ru_maxrss`` (interpreter and
+used during the run (the machine is shared). ``peak_rss_mb`` is the worker's ``VmHWM`` (interpreter and
 libraries included, as bench/cnn.py); ``step_rss_growth_mb`` what the timed loop added to it. ``--profile`` adds
 a per-layer forward/backward time table of deltaprop's training step and eval forward at 416 (``--profile-size
 320`` for 320; NumPy path and numba, each library).
@@ -67,8 +68,22 @@ ARCH = [("conv", 16, 3, True), ("max", 2), ("conv", 32, 3, True), ("max", 2), ("
         ("conv", 255, 1, False), ("yolo",)]
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """``VmHWM`` (the peak resident memory) or ``VmRSS`` (now) of this process in MiB, from /proc/self/status; off
+    Linux ``ru_maxrss``. Not ``ru_maxrss`` on Linux: it is kept across ``execve``, so a worker would report its
+    parent's peak when the parent's was larger."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rss_mb() -> float:
+    return _status_mb("VmHWM")
 
 
 def _images(size: int, batch: int, n: int = 2, seed: int = 0):

@@ -16,6 +16,7 @@ from ..errors import ConfigError, ShapeError
 from ..nn.graph import Graph
 from .cfg import Section, cfg_fork, format_sections, unsupported_error
 from .layers import LAYER_KINDS, NUMERICS, DarknetLayer, LayerSpec, PlanContext
+from . import eval_program
 from .activations import DarknetActivation
 from .layers.bn_order import FORKS, activation_of, check_fork_sums, install
 from .train_loss import NetworkLoss, backpropagate, compute_losses
@@ -302,6 +303,10 @@ class DarknetNet(Graph):
                              f"{getattr(x, 'shape', None)}")
         object.__setattr__(self, "_last_input", x if self.training else None)
         object.__setattr__(self, "_pending_loss", None)
+        if not self.training and not backend.is_grad_enabled():
+            return eval_program.planned_forward(self, x)     # inference: docs/inference.md
+        if self.keeps_cache:
+            eval_program.refold(self)                        # the weights may change after this forward
         return super().forward(x)
 
     # --- training: loss layers -----------------------------------------------------------------

@@ -6,7 +6,9 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from .. import backend
 from ..errors import BackwardError
+from . import eval_program
 from .module import Module
 
 
@@ -25,6 +27,10 @@ class Sequential(Module):
                 self.add_module(str(i), layer)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training and not backend.is_grad_enabled() and eval_program.plannable(self, x):
+            return eval_program.planned_forward(self, x)     # inference: docs/inference.md
+        if self.keeps_cache:
+            eval_program.refold(self)                        # the weights may change after this forward
         for layer in self._modules.values():
             x = layer.forward(x)
         return x
