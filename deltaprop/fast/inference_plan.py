@@ -54,6 +54,9 @@ BLOCK_MIN_TILES = 64
 #: block of filters each, measured against 2 and 4 on yolov3-tiny's layers)
 FILTER_BLOCKS_PER_THREAD = 1
 
+#: filters folded and transformed at a time when a plan is made (``fold_winograd``)
+FOLD_FILTERS = 64
+
 _plans: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # program -> its CompiledPlan
 
 
@@ -78,16 +81,41 @@ class _Conv:
     pool: Optional[int] = None         # the index of a fused 2×2/2 max pooling step
 
 
+def folded_bias(step: fi.ConvStep, dtype) -> np.ndarray:
+    """b'[f] = bias[f]·scale[f] + shift[f] (the bias alone without a batch norm), in float64, returned in
+    ``dtype``."""
+    b = np.zeros(step.weight.shape[0]) if step.bias is None else step.bias.astype(np.float64)
+    if step.bn is None:
+        return b.astype(dtype)
+    scale, shift = step.bn.scale_shift(np.float64)
+    return (b * scale + shift).astype(dtype)
+
+
+def folded_weights(step: fi.ConvStep, dtype, lo: int = 0, hi: Optional[int] = None) -> np.ndarray:
+    """W'[f] = W[f]·scale[f] for the filters lo..hi (all by default), in float64, returned in ``dtype``."""
+    w = step.weight[lo:hi].astype(np.float64)
+    if step.bn is None:
+        return w.astype(dtype)
+    scale = step.bn.scale_shift(np.float64)[0][lo:hi]
+    return (w * scale[:, None, None, None]).astype(dtype)
+
+
 def fold(step: fi.ConvStep, dtype) -> Tuple[np.ndarray, np.ndarray]:
     """(W', b') of conv → batch norm (or bias): W'[f] = W[f]·scale[f], b'[f] = bias[f]·scale[f] + shift[f],
     computed in float64 and returned in ``dtype``."""
-    w = step.weight.astype(np.float64)
-    f = w.shape[0]
-    b = np.zeros(f) if step.bias is None else step.bias.astype(np.float64)
-    if step.bn is None:
-        return w.astype(dtype), b.astype(dtype)
-    scale, shift = step.bn.scale_shift(np.float64)
-    return (w * scale[:, None, None, None]).astype(dtype), (b * scale + shift).astype(dtype)
+    return folded_weights(step, dtype), folded_bias(step, dtype)
+
+
+def fold_winograd(step: fi.ConvStep, dtype) -> np.ndarray:
+    """Winograd's filters U (16, F, C) of the folded weights W' (``folded_weights``, rounded to ``dtype``, then
+    ``winograd.transform_weights``), made ``FOLD_FILTERS`` filters at a time: the float64 temporaries stay small
+    (they set the peak memory of making a plan), and W' itself is not kept."""
+    f, c = step.weight.shape[:2]
+    u = np.empty((winograd.ALPHA ** 2, f, c), dtype)
+    for lo in range(0, f, FOLD_FILTERS):
+        w = folded_weights(step, dtype, lo, lo + FOLD_FILTERS)
+        u[:, lo:lo + w.shape[0]] = winograd.transform_weights(w)
+    return u
 
 
 def _conv_kind(step: fi.ConvStep, in_shape: Tuple[int, ...]) -> str:
@@ -138,10 +166,14 @@ class CompiledPlan:
     # --- compile -------------------------------------------------------------------------------------------------
     def _compile_conv(self, i: int, s: fi.ConvStep) -> _Conv:
         kind = _conv_kind(s, self.shapes[s.src])
-        w, b = fold(s, self.dtype)
+        b = folded_bias(s, self.dtype)
         act, slope = _act(s.activation, s.slope)
-        w2 = winograd.transform_weights(w) if kind == "winograd" else np.ascontiguousarray(w.reshape(w.shape[0], -1))
-        conv = _Conv(i, s, kind, w2, w if kind.startswith("direct") else None, b, act, slope)
+        if kind == "winograd":
+            w2, w4 = fold_winograd(s, self.dtype), None
+        else:
+            w4 = folded_weights(s, self.dtype)
+            w2 = w4.reshape(w4.shape[0], -1)
+        conv = _Conv(i, s, kind, w2, w4 if kind == "direct" else None, b, act, slope)
         pools = [r for r in self.readers.get(i, []) if isinstance(self.program.steps[r], fi.MaxPoolStep)
                  and _fusable_pool(self.program.steps[r])]
         if pools:
