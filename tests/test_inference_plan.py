@@ -131,6 +131,19 @@ def test_strided_grouped_convolution_by_im2col():
     close(got, want)
 
 
+@pytest.mark.parametrize("c,f,k,hw,n,pool,stride,pad", [(1, 6, 5, 28, 4, True, 1, 2), (6, 16, 5, 13, 3, True, 1, 0),
+                                                         (3, 8, 3, 9, 2, False, 2, 1), (4, 8, 5, 8, 5, False, 1, 1)])
+def test_convolution_sample_by_sample(c, f, k, hw, n, pool, stride, pad):
+    """LeNet's layers at a batch of several samples: each sample's columns, product and epilogue (the pooling
+    fused, an odd map's last row and column included) on one thread; at batch 1 the whole-batch im2col."""
+    program, x = one_conv(c, f, k, hw, n, pool=pool, stride=stride, pad=pad, bias=True, bn=pool, act="relu")
+    got, want, plan = plan_and_reference(program, x)
+    assert plan.convs[0].kind == "im2col" and plan._per_sample(plan.convs[0], n)
+    assert not plan._per_sample(plan.convs[0], 1) or dp.runtime.threads.max_threads() <= 1
+    close(got, want)
+    close(ip.run_compiled(program, x[:1]), fi.run_program.reference(program, x[:1]))
+
+
 def test_fold_equals_conv_then_batch_norm_in_float64():
     """W' = W·scale, b' = b·scale + shift computes conv → batch norm (BN forward in evaluation) to float64
     rounding."""

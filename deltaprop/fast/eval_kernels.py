@@ -3,6 +3,9 @@
 - ``bias_act_pool``: the epilogue of a convolution's (or a dense layer's) product, one pass over it: the bias
   (the batch norm folded in), the activation max(y, slope·y) (leaky; ReLU with slope 0; none), and, when a 2×2
   stride-2 max pooling follows, its maximum written beside or instead of the full map.
+- ``im2col_product_epilogue``: a convolution sample by sample, each sample's im2col columns, product and
+  epilogue (with the pooling) by one thread while its columns are in that core's cache (small networks at a
+  batch of several samples: LeNet's 5×5 layers).
 - ``max_pool``: max pooling in evaluation (no arg-max kept), cells outside the input skipped rather than read
   from a −∞-padded copy: Darknet's 2×2/1 pooling (padding on the right and bottom) costs no copy.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..runtime.jit import inline, jit, prange
+from .cblas import gemm
 
 
 @inline
@@ -80,6 +84,52 @@ def bias_act_pool(z, bias, slope, act, y, pooled, full, pool):
                 _pool_plane(y[n, f], pooled[n, f], 2, b, slope, act, False)
         elif pool:
             _pool_plane(z[n, f], pooled[n, f], 2, b, slope, act, True)
+
+
+@jit(parallel=True)
+def im2col_product_epilogue(x, w2, bias, slope, act, kh, kw, sh, sw, pt, pl, ho, wo, y, pooled, full, pool, addr,
+                            is64):
+    """A convolution of x (N, C, H, W) by the weights w2 (F, C·kh·kw), sample by sample on numba's threads: the
+    sample's columns (C·kh·kw, Ho·Wo) as ``im2col`` writes them (zeros outside x), their product by w2 (the
+    library's ``cblas_?gemm`` on this thread), then ``bias_act_pool``'s epilogue for that sample into y and/or
+    pooled, while the columns and the product are still in the core's cache. The output is Ho × Wo, the padding
+    on top pt and on the left pl."""
+    n_, c_, h_, w_ = x.shape
+    f_ = w2.shape[0]
+    taps = c_ * kh * kw
+    p_ = ho * wo
+    size = x.itemsize
+    one = w2.dtype.type(1)
+    for n in prange(n_):
+        cols = np.empty((taps, p_), dtype=x.dtype)
+        z = np.empty((f_, ho, wo), dtype=x.dtype)
+        for c in range(c_):
+            for a in range(kh):
+                for b in range(kw):
+                    r = (c * kh + a) * kw + b
+                    for i in range(ho):
+                        yy = i * sh + a - pt
+                        for j in range(wo):
+                            xx = j * sw + b - pl
+                            if 0 <= yy < h_ and 0 <= xx < w_:
+                                cols[r, i * wo + j] = x[n, c, yy, xx]
+                            else:
+                                cols[r, i * wo + j] = 0.0
+        gemm(addr, is64, f_, p_, taps, one, w2.ctypes.data, taps, cols.ctypes.data, p_, z.ctypes.data, p_)
+        for f in range(f_):
+            b = bias[f]
+            if full:
+                for i in range(ho):
+                    for j in range(wo):
+                        o = z[f, i, j] + b
+                        if act:
+                            q = o * slope
+                            o = o if o > q else q
+                        y[n, f, i, j] = o
+                if pool:
+                    _pool_plane(y[n, f], pooled[n, f], 2, b, slope, act, False)
+            elif pool:
+                _pool_plane(z[f], pooled[n, f], 2, b, slope, act, True)
 
 
 @jit(parallel=True)
