@@ -231,7 +231,7 @@ class CompiledPlan:
         one group, every thread a sample or more, a sample's columns within ``PER_SAMPLE_COLUMNS`` elements."""
         f, ho, wo = self.shapes[c.index]
         return (c.kind == "im2col" and c.step.groups == 1 and cblas.library() is not None
-                and n >= max(1, threads.max_threads()) and c.w2.shape[1] * ho * wo <= PER_SAMPLE_COLUMNS)
+                and n >= threads.kernel_threads() and c.w2.shape[1] * ho * wo <= PER_SAMPLE_COLUMNS)
 
     def _workspace(self, c: _Conv, n: int) -> int:
         """Elements of shared workspace conv c needs at batch size n: Winograd's V and M (unless by blocks), the
@@ -334,7 +334,7 @@ class CompiledPlan:
             m = self._work[16 * cin * nt:16 * (cin + f) * nt].reshape(16, f, nt)
 
             addr, is64 = cblas.gemm_address(self.dtype), cblas.library()["is64"]
-            fblocks = max(1, threads.max_threads()) * FILTER_BLOCKS_PER_THREAD
+            fblocks = threads.kernel_threads() * FILTER_BLOCKS_PER_THREAD
             cblas.bind()
 
             def winograd_whole(xs):

@@ -108,7 +108,7 @@ def _plan(a: np.ndarray, b: np.ndarray, out: np.ndarray, blocks: int):
     size = a.itemsize
     count = c3.shape[0]
     if blocks <= 0:
-        blocks = max(1, -(-threads.max_threads() // count))
+        blocks = max(1, -(-threads.kernel_threads() // count))
     strides = (a3.strides[0] // size if a.ndim == 3 else 0, b3.strides[0] // size if b.ndim == 3 else 0,
                c3.strides[0] // size)
     return (cblas.gemm_address(a.dtype), lib["is64"], (a3, b3, c3), lds, strides,

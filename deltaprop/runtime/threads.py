@@ -280,6 +280,13 @@ def max_threads() -> int:
     return max(1, machine.usable_cores())
 
 
+def kernel_threads() -> int:
+    """The threads numba's parallel kernels run on (its pool, once started; else the usable cores): how many
+    blocks a kernel that calls the library on each of its threads (``fast/cblas.py``) splits its work into. Not
+    ``max_threads``: inside ``cblas.one_thread()`` MKL's own setting is 1."""
+    return max(1, int(_record.get("numba_threads") or machine.usable_cores()))
+
+
 def product_threads(requested: Optional[int], default: int) -> int:
     """The products' thread count for a command: ``requested`` (its ``--threads``) when given, else
     ``DELTAPROP_BLAS_THREADS``, else ``default`` (0: the library's own count)."""
