@@ -30,12 +30,16 @@ class Chart(Callback):
         self.evaluation_keys = tuple(evaluation_keys)
         self._last = 0.0
         self._dead = False
+        self._drawn = 0            # records in the history when the chart was last drawn
 
     def draw(self, loop: Loop) -> Optional[Path]:
-        """Draw the history now (rank 0); None when there is no curve to draw yet or no matplotlib."""
-        if self._dead or not loop.is_main or len(loop.state.history) < 2:
+        """Draw the history now (rank 0); None when there is no curve to draw yet, no matplotlib, or nothing new
+        since the last drawing (the end of a run right after its last evaluation: one drawing, not two)."""
+        n = len(loop.state.history)
+        if self._dead or not loop.is_main or n < 2 or (n == self._drawn and self.path.is_file()):
             return None
         self._last = time.perf_counter()
+        self._drawn = n
         try:
             return self.draw_fn(loop.state.history, self.path, self.title)
         except ImportError:
