@@ -1,10 +1,13 @@
 """What the benchmark scripts share: the repository root, the OPENBLAS environments each run is measured
-under, and the BLAS record every result line carries."""
+under, the BLAS record every result line carries, and how a worker subprocess is run and its contention
+recorded."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import resource
+import subprocess
 import time
 import sys
 from pathlib import Path
@@ -31,6 +34,33 @@ def blas_info() -> list:
                                    "num_threads", "threading_layer")} for d in threadpool_info()]
 
 
+
+
+def cpu_jiffies():
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(u) for u in f.readline().split()[1:9]]
+    except OSError:
+        return None
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def run_measured(cmd: list, env: dict, what: str, timeout: float = 1800) -> dict:
+    """Run one worker subprocess and return the JSON of its last output line, with ``others_cores``: the machine's
+    busy time minus the worker's own CPU time, per second of wall time (what other processes took meanwhile: the
+    machine may be shared). A failed worker raises, naming ``what``, with the end of its stderr."""
+    j0, r0, t0 = cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    j1, r1, wall = cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{p.stderr[-3000:]}")
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    if j0 is not None and j1 is not None:
+        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
+        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
+    return res
 
 
 def host_record(dp=None) -> dict:

@@ -50,7 +50,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (ISSUE17_TARGETS, ROOT, add_run_options, apply_quick, blas_info,  # noqa: E402
-                     env_for as _env_for, host_record, openblas_env, rotated, run_header)
+                     cpu_jiffies, env_for as _env_for, host_record, openblas_env, rotated, run_header,
+                     run_measured)
 
 CASES = {"lenet-train": ("lenet", 64, True), "convbn-train": ("convbn", 16, True), "lenet-infer": ("lenet", 64, False)}
 IMPLS = ("numpy", "numba", "torch")
@@ -220,23 +221,13 @@ def env_for(mode: str, impl: str, blas=None) -> dict:
     return env
 
 
-def _cpu_jiffies():
-    """(busy, total) CPU jiffies of the whole machine from /proc/stat, or None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(u) for u in f.readline().split()[1:9]]
-    except OSError:
-        return None
-    return sum(v) - v[3] - v[4], sum(v)
-
-
 def wait_idle(max_wait_s: float, min_idle: float = 0.85) -> float:
     """Wait (up to max_wait_s) until the machine is at least min_idle idle over one second; return that idle."""
     t0 = time.perf_counter()
     while True:
-        a = _cpu_jiffies()
+        a = cpu_jiffies()
         time.sleep(1.0)
-        b = _cpu_jiffies()
+        b = cpu_jiffies()
         if a is None or b is None:
             return float("nan")
         idle = 1.0 - (b[0] - a[0]) / max(b[1] - a[1], 1)
@@ -250,18 +241,9 @@ def measure(impl: str, case: str, mode: str, args, blas=None) -> dict:
     idle = wait_idle(args.wait_idle) if args.wait_idle > 0 else float("nan")
     cmd = [sys.executable, __file__, "--worker", impl, "--case", case,
            "--seconds", str(args.seconds), "--warmup", str(args.warmup)]
-    j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    p = subprocess.run(cmd, env=env_for(mode, impl, blas), capture_output=True, text=True, timeout=600)
-    j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{impl} {case} worker failed:\n{p.stderr[-3000:]}")
-    res = json.loads(p.stdout.strip().splitlines()[-1])
+    res = run_measured(cmd, env_for(mode, impl, blas), f"{impl} {case} worker", timeout=600)
     res["env_mode"] = mode
     res["idle_before"] = round(idle, 3)
-    if j0 is not None and j1 is not None:
-        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
-        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
     return res
 
 

@@ -35,17 +35,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, blas_info, host_record, rotated, run_header  # noqa: E402
-from cnn import _cpu_jiffies  # noqa: E402
+from _common import ROOT, blas_info, host_record, rotated, run_header, run_measured  # noqa: E402
 import yolo  # noqa: E402  the weights, the PyTorch twin, the images and the timing loop of bench/yolo.py
 
 CASES = {k: v for k, v in yolo.CASES.items() if not v[2]}          # the inference cases: (size, batch, False)
@@ -240,17 +237,7 @@ def _env(engine: str, blas) -> dict:
 def _sub(args, extra, engine, blas=None) -> dict:
     cmd = [sys.executable, __file__, "--weights", args.weights, "--tmp", args.tmp, "--seconds", str(args.seconds),
            "--warmup", str(args.warmup), "--engine", engine] + extra
-    j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    p = subprocess.run(cmd, env=_env(engine, blas), capture_output=True, text=True, timeout=1800)
-    j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{engine} {' '.join(extra)} (blas {blas}) failed:\n{p.stderr[-3000:]}")
-    res = json.loads(p.stdout.strip().splitlines()[-1])
-    if j0 is not None and j1 is not None:
-        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
-        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
-    return res
+    return run_measured(cmd, _env(engine, blas), f"{engine} {' '.join(extra)} (blas {blas})")
 
 
 def check_all(args, runs) -> list:

@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, host_record  # noqa: E402
-from cnn import _cpu_jiffies  # noqa: E402
+from _common import ROOT, cpu_jiffies, host_record  # noqa: E402
 
 VARIANT = "eval_program/compiled plan"
 
@@ -137,7 +136,7 @@ def main() -> None:
         net = darknet.load("yolov3-tiny", weights, numerics="standard", width=args.size, height=args.size)
     net.eval()
     x = np.random.default_rng(0).random((args.batch, 3, args.size, args.size), dtype=np.float32)
-    j0, t0 = _cpu_jiffies(), time.perf_counter()
+    j0, t0 = cpu_jiffies(), time.perf_counter()
     r0 = os.times()
 
     def whole(plan_on: bool):
@@ -156,7 +155,7 @@ def main() -> None:
     layers = layer_parts(net, x, args.reps)
     ops = plan_ops(net, x, args.reps)
     wall = time.perf_counter() - t0
-    j1, r1 = _cpu_jiffies(), os.times()
+    j1, r1 = cpu_jiffies(), os.times()
     others = None
     if j0 and j1:
         busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")

@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,8 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (ROOT, add_run_options, apply_quick, blas_info, env_for as _env_for, host_record,  # noqa: E402
-                     openblas_env, rotated, run_header)
-from cnn import _cpu_jiffies  # noqa: E402  the same contention record as bench/cnn.py
+                     openblas_env, rotated, run_header, run_measured)
 
 # case -> (input size, batch, training)
 CASES = {"train-416": (416, 8, True), "train-320": (320, 8, True), "infer-416-b1": (416, 1, False),
@@ -373,17 +371,7 @@ def _sub(args, extra, impl="numpy", mode="as-is", blas=None) -> dict:
     second of wall time: what other processes took meanwhile)."""
     cmd = [sys.executable, __file__, "--weights", args.weights, "--seconds", str(args.seconds),
            "--warmup", str(args.warmup)] + extra
-    j0, r0, t0 = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    p = subprocess.run(cmd, env=env_for(mode, impl, blas), capture_output=True, text=True, timeout=1800)
-    j1, r1, wall = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(extra)} ({impl}, blas {blas}) failed:\n{p.stderr[-3000:]}")
-    res = json.loads(p.stdout.strip().splitlines()[-1])
-    if j0 is not None and j1 is not None:
-        busy = (j1[0] - j0[0]) / os.sysconf("SC_CLK_TCK")
-        own = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-        res["others_cores"] = round(max(busy - own, 0.0) / wall, 3)
-    return res
+    return run_measured(cmd, env_for(mode, impl, blas), f"{' '.join(extra)} ({impl}, blas {blas})")
 
 
 def make_weights(path: str) -> None:
