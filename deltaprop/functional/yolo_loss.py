@@ -109,6 +109,17 @@ def darknet_truths(rows: np.ndarray, max_boxes: int, classes: int, where: str = 
     return np.concatenate([rows[:, 1:5], rows[:, :1]], axis=1), dropped
 
 
+def head_view(out: np.ndarray, truths: Sequence[np.ndarray], a: int, classes: int) -> np.ndarray:
+    """The [yolo] output (N, A·(5+K), lh, lw) as (N, A, 5+K, lh, lw), after checking its channels against the A
+    anchors and K classes and that there is one truth array per image."""
+    n, c, lh, lw = out.shape
+    if c != a * (classes + 5):
+        raise ShapeError(f"[yolo] output has {c} channels, expected {a}·({classes}+5)")
+    if len(truths) != n:
+        raise ShapeError(f"[yolo]: {len(truths)} target arrays for a batch of {n} images")
+    return out.reshape(n, a, classes + 5, lh, lw)
+
+
 def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence[Tuple[float, float]],
                 mask: Sequence[int], classes: int, net_w: int, net_h: int, ignore_thresh: float,
                 truth_thresh: float) -> YoloAssignment:
@@ -118,15 +129,10 @@ def yolo_assign(out: np.ndarray, truths: Sequence[np.ndarray], anchors: Sequence
     ``out``: the layer's output (N, A·(5+K), lh, lw), logistic applied to x, y, obj, classes. ``truths``:
     per image, Darknet's truth rows (k, 5) ``[x, y, w, h, class]`` (``darknet_truths``). ``anchors``: all
     ``num`` (w, h) pairs in network pixels; ``mask``: this layer's anchor indices."""
-    n, c, lh, lw = out.shape
-    a = len(mask)
-    if c != a * (classes + 5):
-        raise ShapeError(f"[yolo] output has {c} channels, expected {a}·({classes}+5)")
-    if len(truths) != n:
-        raise ShapeError(f"[yolo]: {len(truths)} target arrays for a batch of {n} images")
+    v = head_view(out, truths, len(mask), classes)
+    n, a, _, lh, lw = v.shape
     dt = out.dtype
     f = dt.type
-    v = out.reshape(n, a, classes + 5, lh, lw)
     M = np.zeros(v.shape, dtype=bool)
     T = np.zeros(v.shape, dtype=dt)
     S = np.ones(v.shape, dtype=dt)

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..geometry.boxes import MAX_LOG_SIZE, box_giou, box_iou, box_iou_kind, yolo_grid_boxes
-from .yolo_loss import YoloStats, darknet_yolo_cost, mag_array
+from .yolo_loss import YoloStats, darknet_yolo_cost, head_view, mag_array
 
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -90,15 +90,10 @@ def yolo_assign_alexeyab(out: np.ndarray, truths: Sequence[np.ndarray], anchors:
     """The decisions of ``process_batch`` (§9, AlexeyAB's [yolo]) for a batch: ``out`` the layer's output
     (N, A·(5+K), lh, lw) (x, y scaled, obj and classes through the logistic), ``truths`` per image Darknet's rows
     (k, 5) [x, y, w, h, class] (``functional.yolo_loss.darknet_truths``), ``anchors`` all (w, h) pairs."""
-    n, c, lh, lw = out.shape
-    a = len(mask)
-    if c != a * (classes + 5):
-        raise ShapeError(f"[yolo] output has {c} channels, expected {a}·({classes}+5)")
-    if len(truths) != n:
-        raise ShapeError(f"[yolo]: {len(truths)} target arrays for a batch of {n} images")
+    v = head_view(out, truths, len(mask), classes)
+    n, a, _, lh, lw = v.shape
     dt = out.dtype
     f = dt.type
-    v = out.reshape(n, a, classes + 5, lh, lw)
     ignored = np.zeros((n, a, lh, lw), dtype=bool)
     hits: List[Tuple[int, int, int, int, int]] = []
     trains: List[List[Tuple[np.ndarray, int, int]]] = []
